@@ -1,0 +1,470 @@
+//! Validation of a whole tenant configuration (SPEC §1, §3, §4.3, §6).
+//!
+//! Run after every batch on the resulting configuration, so no write can leave
+//! a dangling reference, a cycle, a duplicate name or a malformed privilege
+//! behind. The first problem found is returned; the order of the checks is
+//! deterministic (entities in id order), so the same input always gets the
+//! same error.
+
+use super::config::{TenantConfig, subject_label, target_label};
+use super::entity::*;
+use super::ids::FolderId;
+use super::error::{ErrorKind, ModelError, ModelResult};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Longest identifier or name accepted.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Advisors metric applications (SPEC §4.3).
+pub const METRIC_APPLICATIONS: [&str; 3] = ["FrontlineAdvisor", "WorkforceAdvisor", "ContactCenterAdvisor"];
+/// Advisors metric object types.
+pub const METRIC_OBJECT_TYPES: [&str; 5] = ["AgentGroup", "Agent", "ContactGroup", "Application", "Team"];
+/// Advisors metric channels.
+pub const METRIC_CHANNELS: [&str; 5] = ["Email", "WebChat", "Voice", "All", "AllNonVoice"];
+/// Top folder of Advisors metrics.
+pub const METRICS_FOLDER: &str = "Advisors Metrics";
+
+/// Checks that `s` is an exact name: non-empty, at most [`MAX_NAME_LEN`]
+/// bytes, no control characters, no leading or trailing white space.
+pub fn check_name(field: &str, s: &str) -> ModelResult<()> {
+    if s.is_empty() {
+        return Err(ModelError::invalid(field, s, "must not be empty"));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(ModelError::invalid(field, s, format!("`{s}` is longer than {MAX_NAME_LEN} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ModelError::invalid(field, s, format!("`{}` contains a control character", s.escape_debug())));
+    }
+    if s.trim() != s {
+        return Err(ModelError::invalid(field, s, format!("`{s}` has leading or trailing white space")));
+    }
+    Ok(())
+}
+
+/// Like [`check_name`], and no white space at all (queue names, metric names).
+pub fn check_plain_name(field: &str, s: &str) -> ModelResult<()> {
+    check_name(field, s)?;
+    if s.chars().any(char::is_whitespace) {
+        return Err(ModelError::invalid(field, s, format!("`{s}` contains white space")));
+    }
+    Ok(())
+}
+
+/// Checks an Advisors metric name `[Application].[ObjectType].[Channel].[Name]`
+/// and returns its application and object type.
+pub fn parse_metric_name<'a>(field: &str, name: &'a str) -> ModelResult<(&'a str, &'a str)> {
+    check_plain_name(field, name)?;
+    let bad = |why: String| {
+        Err(ModelError::invalid(
+            field,
+            name,
+            format!("metric name `{name}` is not `[Application].[ObjectType].[Channel].[Name]`: {why}"),
+        ))
+    };
+    let mut parts = name.splitn(4, '.');
+    let (Some(app), Some(kind), Some(channel), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return bad("it needs four dot-separated parts".into());
+    };
+    if !METRIC_APPLICATIONS.contains(&app) {
+        return bad(format!("application `{app}` is not one of {}", METRIC_APPLICATIONS.join(", ")));
+    }
+    if !METRIC_OBJECT_TYPES.contains(&kind) {
+        return bad(format!("object type `{kind}` is not one of {}", METRIC_OBJECT_TYPES.join(", ")));
+    }
+    if !METRIC_CHANNELS.contains(&channel) {
+        return bad(format!("channel `{channel}` is not one of {}", METRIC_CHANNELS.join(", ")));
+    }
+    if rest.is_empty() {
+        return bad("the name part is empty".into());
+    }
+    Ok((app, kind))
+}
+
+/// Validates a whole tenant configuration.
+pub fn validate(c: &TenantConfig) -> ModelResult<()> {
+    check_name("tenant.id", c.id.as_str())?;
+    check_name("tenant.name", &c.name)?;
+    validate_catalogs(c)?;
+    validate_folders(c)?;
+    let folder_ok = |field: String, f: &FolderId| -> ModelResult<()> {
+        if c.folders.contains_key(f) {
+            Ok(())
+        } else {
+            Err(ModelError::unknown(format!("{field}.folder"), f.as_str(), "folder"))
+        }
+    };
+
+    let mut usernames = HashSet::new();
+    for p in c.persons.values() {
+        let field = format!("persons[{}]", p.id);
+        check_name(&format!("{field}.id"), p.id.as_str())?;
+        check_name(&format!("{field}.username"), &p.username)?;
+        if !usernames.insert(p.username.as_str()) {
+            return Err(ModelError::duplicate(format!("{field}.username"), &p.username, "username"));
+        }
+        folder_ok(field.clone(), &p.folder)?;
+        for (section, options) in &p.annex {
+            check_name(&format!("{field}.annex"), section)?;
+            for key in options.keys() {
+                check_name(&format!("{field}.annex.{section}"), key)?;
+            }
+        }
+    }
+
+    let mut names = HashSet::new();
+    for g in c.groups.values() {
+        let field = format!("access_groups[{}]", g.id);
+        check_name(&format!("{field}.id"), g.id.as_str())?;
+        check_name(&format!("{field}.name"), &g.name)?;
+        if !names.insert(g.name.as_str()) {
+            return Err(ModelError::duplicate(format!("{field}.name"), &g.name, "access group name"));
+        }
+        folder_ok(field.clone(), &g.folder)?;
+        for m in &g.members {
+            if !c.persons.contains_key(m) {
+                return Err(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"));
+            }
+        }
+    }
+
+    let mut names = HashSet::new();
+    for r in c.roles.values() {
+        let field = format!("roles[{}]", r.id);
+        check_name(&format!("{field}.id"), r.id.as_str())?;
+        check_name(&format!("{field}.name"), &r.name)?;
+        if !names.insert(r.name.as_str()) {
+            return Err(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"));
+        }
+        folder_ok(field.clone(), &r.folder)?;
+        for (app, privs) in &r.privileges {
+            let Some(cat) = c.catalogs.get(app) else {
+                return Err(ModelError::unknown(format!("{field}.privileges"), app, "application"));
+            };
+            for p in privs {
+                if cat.privilege(p).is_none() {
+                    return Err(ModelError::unknown(
+                        format!("{field}.privileges.{app}"),
+                        p,
+                        &format!("privilege of application `{app}`"),
+                    ));
+                }
+            }
+        }
+        for m in &r.members.persons {
+            if !c.persons.contains_key(m) {
+                return Err(ModelError::unknown(format!("{field}.members.persons"), m.as_str(), "person"));
+            }
+        }
+        for m in &r.members.groups {
+            if !c.groups.contains_key(m) {
+                return Err(ModelError::unknown(format!("{field}.members.groups"), m.as_str(), "access group"));
+            }
+        }
+    }
+
+    let mut names = HashSet::new();
+    for p in c.partitions.values() {
+        let field = format!("partitions[{}]", p.id);
+        check_name(&format!("{field}.id"), p.id.as_str())?;
+        check_name(&format!("{field}.name"), &p.name)?;
+        if !names.insert(p.name.as_str()) {
+            return Err(ModelError::duplicate(format!("{field}.name"), &p.name, "partition name"));
+        }
+        for m in &p.members {
+            if !c.persons.contains_key(m) {
+                return Err(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"));
+            }
+        }
+    }
+
+    let mut names: HashSet<(&str, &str)> = HashSet::new();
+    for o in c.objects.values() {
+        let field = format!("objects[{}/{}]", o.kind, o.id);
+        check_plain_name(&format!("{field}.type"), &o.kind)?;
+        if types::RESERVED.contains(&o.kind.as_str()) {
+            return Err(ModelError::invalid(
+                format!("{field}.type"),
+                &o.kind,
+                format!("`{}` objects are their own entities; use the {} mutations", o.kind, o.kind.to_lowercase()),
+            ));
+        }
+        check_name(&format!("{field}.id"), o.id.as_str())?;
+        check_name(&format!("{field}.name"), &o.name)?;
+        if !names.insert((o.kind.as_str(), o.name.as_str())) {
+            return Err(ModelError::duplicate(format!("{field}.name"), &o.name, &format!("{} name", o.kind)));
+        }
+        folder_ok(field.clone(), &o.folder)?;
+        for p in &o.partitions {
+            if !c.partitions.contains_key(p) {
+                return Err(ModelError::unknown(format!("{field}.partitions"), p.as_str(), "partition"));
+            }
+        }
+        for k in o.properties.keys() {
+            check_name(&format!("{field}.properties"), k)?;
+        }
+        if o.kind == types::METRIC {
+            let (app, kind) = parse_metric_name(&format!("{field}.name"), &o.name)?;
+            let path = c.folder_path(&o.folder).unwrap_or_default();
+            if path != [METRICS_FOLDER, app, kind] {
+                return Err(ModelError::invalid(
+                    format!("{field}.folder"),
+                    o.folder.as_str(),
+                    format!(
+                        "metric `{}` must live in folder `{METRICS_FOLDER}/{app}/{kind}`, not `{}`",
+                        o.name,
+                        path.join("/")
+                    ),
+                ));
+            }
+        }
+    }
+
+    for ace in c.aces.values() {
+        let field = format!("aces[{} for {}]", target_label(&ace.target), subject_label(&ace.subject));
+        let exists = match &ace.target {
+            Target::Folder(id) => c.folders.contains_key(id),
+            Target::Person(id) => c.persons.contains_key(id),
+            Target::Group(id) => c.groups.contains_key(id),
+            Target::Role(id) => c.roles.contains_key(id),
+            Target::Object(k) => c.objects.contains_key(k),
+        };
+        if !exists {
+            return Err(ModelError::unknown(format!("{field}.target"), target_label(&ace.target), "target"));
+        }
+        let subject_exists = match &ace.subject {
+            Subject::Everyone => true,
+            Subject::Person(id) => c.persons.contains_key(id),
+            Subject::Group(id) => c.groups.contains_key(id),
+        };
+        if !subject_exists {
+            return Err(ModelError::unknown(format!("{field}.subject"), subject_label(&ace.subject), "subject"));
+        }
+        if ace.propagate && !matches!(ace.target, Target::Folder(_)) {
+            return Err(ModelError::invalid(
+                format!("{field}.propagate"),
+                target_label(&ace.target),
+                "`propagate` applies only to entries on folders",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
+    let roots: Vec<&Folder> = c.folders.values().filter(|f| f.parent.is_none()).collect();
+    match roots.as_slice() {
+        [_] => {}
+        [] => return Err(ModelError::invalid("folders", "", "the tenant has no root folder")),
+        [a, b, ..] => {
+            return Err(ModelError::invalid(
+                format!("folders[{}].parent", b.id),
+                b.id.as_str(),
+                format!("only the root folder may have no parent, and `{}` is the root", a.id),
+            ));
+        }
+    }
+    let mut siblings: HashSet<(&str, &str)> = HashSet::new();
+    for f in c.folders.values() {
+        let field = format!("folders[{}]", f.id);
+        check_name(&format!("{field}.id"), f.id.as_str())?;
+        check_name(&format!("{field}.name"), &f.name)?;
+        if let Some(p) = &f.parent {
+            if !c.folders.contains_key(p) {
+                return Err(ModelError::unknown(format!("{field}.parent"), p.as_str(), "folder"));
+            }
+            if !siblings.insert((p.as_str(), f.name.as_str())) {
+                return Err(ModelError::duplicate(
+                    format!("{field}.name"),
+                    &f.name,
+                    &format!("folder name in `{p}`"),
+                ));
+            }
+        }
+    }
+    // Every chain must reach the root: a chain longer than the folder count is a cycle.
+    for f in c.folders.values() {
+        let mut cur = f;
+        let mut steps = 0usize;
+        while let Some(p) = &cur.parent {
+            steps += 1;
+            if steps > c.folders.len() {
+                return Err(ModelError::new(
+                    ErrorKind::Cycle,
+                    format!("folders[{}].parent", f.id),
+                    f.id.as_str(),
+                    format!("folder `{}` is its own ancestor", f.id),
+                ));
+            }
+            cur = match c.folders.get(p) {
+                Some(x) => x,
+                None => break,
+            };
+        }
+    }
+    Ok(())
+}
+
+fn validate_catalogs(c: &TenantConfig) -> ModelResult<()> {
+    for (key, cat) in &c.catalogs {
+        let field = format!("catalogs[{key}]");
+        check_name(&format!("{field}.name"), &cat.name)?;
+        if key != &cat.name {
+            return Err(ModelError::invalid(format!("{field}.name"), &cat.name, "catalog key and name differ"));
+        }
+        validate_catalog(cat).map_err(|e| e.within(&field))?;
+    }
+    Ok(())
+}
+
+/// Validates one application catalog on its own (presets are checked with it too).
+pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
+    let pattern = match &cat.name_pattern {
+        Some(p) => Some(regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+            ModelError::invalid("name_pattern", p, format!("`{p}` is not a valid regular expression: {e}"))
+        })?),
+        None => None,
+    };
+    let mut known: BTreeMap<&str, &str> = BTreeMap::new(); // name or alias -> canonical
+    for p in &cat.privileges {
+        for n in std::iter::once(&p.name).chain(&p.aliases) {
+            let field = format!("privileges[{}]", p.name);
+            check_name(&format!("{field}.name"), n)?;
+            if let Some(re) = &pattern {
+                if !re.is_match(n) {
+                    return Err(ModelError::invalid(
+                        format!("{field}.name"),
+                        n,
+                        format!(
+                            "privilege name `{n}` does not match the pattern `{}` of application `{}`",
+                            cat.name_pattern.as_deref().unwrap_or_default(),
+                            cat.name
+                        ),
+                    ));
+                }
+            }
+            if known.insert(n.as_str(), p.name.as_str()).is_some() {
+                return Err(ModelError::duplicate(format!("{field}.name"), n, "privilege name"));
+            }
+        }
+    }
+    for p in &cat.privileges {
+        for r in &p.requires {
+            if !known.contains_key(r.as_str()) {
+                return Err(ModelError::unknown(format!("privileges[{}].requires", p.name), r, "privilege"));
+            }
+        }
+    }
+    // Acyclic requires: depth-first search with colours over canonical names.
+    let deps: HashMap<&str, Vec<&str>> = cat
+        .privileges
+        .iter()
+        .map(|p| (p.name.as_str(), p.requires.iter().filter_map(|r| known.get(r.as_str()).copied()).collect()))
+        .collect();
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    for p in &cat.privileges {
+        let mut stack: Vec<(&str, usize)> = vec![(p.name.as_str(), 0)];
+        while let Some((n, i)) = stack.pop() {
+            if i == 0 {
+                match state.get(n) {
+                    Some(2) => continue,
+                    Some(1) => {
+                        return Err(ModelError::new(
+                            ErrorKind::Cycle,
+                            format!("privileges[{n}].requires"),
+                            n,
+                            format!("privilege `{n}` requires itself through its dependencies"),
+                        ));
+                    }
+                    _ => {
+                        state.insert(n, 1);
+                    }
+                }
+            }
+            let next = deps.get(n).and_then(|d| d.get(i)).copied();
+            match next {
+                Some(d) => {
+                    stack.push((n, i + 1));
+                    if state.get(d) == Some(&1) {
+                        return Err(ModelError::new(
+                            ErrorKind::Cycle,
+                            format!("privileges[{d}].requires"),
+                            d,
+                            format!("privilege `{d}` requires itself through `{n}`"),
+                        ));
+                    }
+                    stack.push((d, 0));
+                }
+                None => {
+                    state.insert(n, 2);
+                }
+            }
+        }
+    }
+    let guard_priv = |field: String, p: &str| -> ModelResult<()> {
+        if known.contains_key(p) { Ok(()) } else { Err(ModelError::unknown(field, p, "privilege")) }
+    };
+    for (i, g) in cat.type_guards.iter().enumerate() {
+        check_plain_name(&format!("type_guards[{i}].type"), &g.kind)?;
+        guard_priv(format!("type_guards[{i}].privilege"), &g.privilege)?;
+    }
+    let mut seen = BTreeSet::new();
+    for (i, g) in cat.type_guards.iter().enumerate() {
+        if !seen.insert((&g.kind, g.permission)) {
+            return Err(ModelError::duplicate(
+                format!("type_guards[{i}]"),
+                format!("{} {}", g.kind, g.permission),
+                "type guard",
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, g) in cat.property_guards.iter().enumerate() {
+        check_plain_name(&format!("property_guards[{i}].type"), &g.kind)?;
+        check_name(&format!("property_guards[{i}].property"), &g.property)?;
+        if !matches!(g.access, super::perm::Perm::Read | super::perm::Perm::Change) {
+            return Err(ModelError::invalid(
+                format!("property_guards[{i}].access"),
+                g.access.name(),
+                format!("property guards protect Read or Change, not `{}`", g.access),
+            ));
+        }
+        guard_priv(format!("property_guards[{i}].privilege"), &g.privilege)?;
+        if !seen.insert((&g.kind, &g.property, g.access)) {
+            return Err(ModelError::duplicate(
+                format!("property_guards[{i}]"),
+                format!("{} {} {}", g.kind, g.property, g.access),
+                "property guard",
+            ));
+        }
+    }
+    let mut legacy = HashSet::new();
+    let mut role_names = HashSet::new();
+    for r in &cat.roles {
+        let field = format!("roles[{}]", r.name);
+        check_name(&format!("{field}.name"), &r.name)?;
+        if !role_names.insert(r.name.as_str()) {
+            return Err(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"));
+        }
+        if let Some(l) = &r.legacy_name {
+            check_name(&format!("{field}.legacy_name"), l)?;
+            if !legacy.insert(l.as_str()) {
+                return Err(ModelError::duplicate(format!("{field}.legacy_name"), l, "legacy role name"));
+            }
+        }
+        for p in &r.privileges {
+            guard_priv(format!("{field}.privileges"), p)?;
+        }
+    }
+    for s in &cat.legacy_annex_sections {
+        check_name("legacy_annex_sections", s)?;
+    }
+    for t in &cat.restricted_types {
+        check_plain_name("restricted_types", t)?;
+    }
+    for r in &cat.role_rank {
+        check_name("role_rank", r)?;
+    }
+    Ok(())
+}
