@@ -1,1 +1,14 @@
-//! engine
+//! Pure decisions (SPEC §2–§4): no I/O, no async, no globals.
+//!
+//! [`TenantView::build`] compiles a validated [`crate::model::TenantConfig`]
+//! into an immutable view with every inheritance, membership and privilege
+//! precomputed; [`TenantView::check`] then answers a [`CheckRequest`] without
+//! allocating. [`reference`] is a deliberately naive evaluator written straight
+//! from the specification, used by the differential tests as the oracle.
+
+pub mod reference;
+pub mod types;
+pub mod view;
+
+pub use types::*;
+pub use view::{AceEvidence, Explanation, PrivilegeEvidence, TenantView};

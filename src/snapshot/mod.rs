@@ -1,0 +1,137 @@
+//! The in-memory snapshot: one immutable [`TenantView`] per tenant, held in a
+//! `DashMap` and replaced whole when a write batch is applied.
+//!
+//! `DashMap` is atomic per key only, so the unit of atomicity is the tenant's
+//! whole view (ARCHITECTURE habit 9): a write builds the next view beside the
+//! current one and swaps the `Arc` in one insert. A reader takes one `Arc`
+//! and answers every part of its request from it, so no decision can see part
+//! of a batch, and every decision names the revision it was made at.
+//!
+//! Writers are serialized by one mutex (writes are rare); the configuration
+//! each view was built from is kept beside it so the next batch applies to it.
+
+use crate::engine::{CheckRequest, Decision, Reason, TenantView};
+use crate::model::{ModelResult, Mutation, Revision, TenantConfig, TenantId};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A tenant's configuration and the view compiled from it, at one revision.
+#[derive(Debug, Clone)]
+pub struct TenantState {
+    /// The configuration (what the next batch applies to, and exports).
+    pub config: Arc<TenantConfig>,
+    /// The compiled view (what decisions read).
+    pub view: Arc<TenantView>,
+}
+
+/// Every tenant's current state.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    tenants: DashMap<String, TenantState>,
+    loaded: AtomicBool,
+    revision: AtomicU64,
+    writer: Mutex<()>,
+}
+
+impl Snapshot {
+    /// An empty snapshot, not yet loaded: every decision is `NOT_LOADED`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the snapshot as loaded (after the store was read at start-up).
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether the snapshot has been loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The highest revision applied.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Takes the writer lock: hold it across validate → store → install so
+    /// batches apply in revision order.
+    pub fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current state of a tenant.
+    pub fn state(&self, tenant: &str) -> Option<TenantState> {
+        self.tenants.get(tenant).map(|s| s.clone())
+    }
+
+    /// The current view of a tenant, or why there is none.
+    pub fn view(&self, tenant: &str) -> Result<Arc<TenantView>, Reason> {
+        if !self.is_loaded() {
+            return Err(Reason::NotLoaded);
+        }
+        self.tenants.get(tenant).map(|s| Arc::clone(&s.view)).ok_or(Reason::UnknownTenant)
+    }
+
+    /// Runs `f` on the tenant's current view without cloning the `Arc`.
+    pub fn with_view<T>(&self, tenant: &str, f: impl FnOnce(&TenantView) -> T) -> Result<T, Reason> {
+        if !self.is_loaded() {
+            return Err(Reason::NotLoaded);
+        }
+        let s = self.tenants.get(tenant).ok_or(Reason::UnknownTenant)?;
+        Ok(f(&s.view))
+    }
+
+    /// Decides one check; an unknown tenant or unloaded snapshot denies with its reason.
+    pub fn check(&self, tenant: &str, r: &CheckRequest<'_>) -> Decision {
+        let revision = self.revision();
+        self.with_view(tenant, |v| v.check(r))
+            .unwrap_or_else(|reason| Decision { allowed: false, reason, revision })
+    }
+
+    /// Tenant ids, sorted.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tenants.iter().map(|e| e.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Validates `mutations` against the tenant's current configuration (an
+    /// empty one if the tenant does not exist) and returns the next configuration.
+    pub fn prepare(&self, tenant: &TenantId, mutations: &[Mutation]) -> ModelResult<TenantConfig> {
+        match self.tenants.get(tenant.as_str()) {
+            Some(s) => s.config.apply_batch(mutations),
+            None => TenantConfig::empty(tenant.clone()).apply_batch(mutations),
+        }
+    }
+
+    /// Compiles `config` at `revision` and swaps it in as the tenant's state.
+    pub fn install(&self, config: TenantConfig, revision: Revision) -> TenantState {
+        let view = Arc::new(TenantView::build(&config, revision));
+        let state = TenantState { config: Arc::new(config), view };
+        self.tenants.insert(state.view.tenant().to_owned(), state.clone());
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+        state
+    }
+
+    /// Records that the store reached `revision` (a batch of another tenant,
+    /// or a lock event) without changing any view.
+    pub fn advance(&self, revision: Revision) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// Removes a tenant.
+    pub fn remove(&self, tenant: &str, revision: Revision) {
+        self.tenants.remove(tenant);
+        self.advance(revision);
+    }
+
+    /// Validates and installs a batch at `revision` in one step (tests,
+    /// start-up replay). Holds the writer lock.
+    pub fn apply(&self, tenant: &TenantId, mutations: &[Mutation], revision: Revision) -> ModelResult<TenantState> {
+        let _w = self.write_lock();
+        let next = self.prepare(tenant, mutations)?;
+        Ok(self.install(next, revision))
+    }
+}
