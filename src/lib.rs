@@ -3,10 +3,14 @@
 //! Crate map:
 //! - [`model`]: the access model as plain data (entities, mutations, validation, tenant files).
 //! - [`presets`]: the shipped application catalogs and tenant skeleton.
+//! - [`proto`]: the generated gRPC API (`proto/authzd/v1`), and its descriptor set for reflection.
 //! - [`engine`]: pure decisions over a compiled, immutable tenant view.
+//! - [`synth`]: synthetic tenants of a chosen size for benchmarks.
 //! - [`snapshot`]: the current view of every tenant, swapped whole per write batch.
 
 pub mod engine;
 pub mod model;
 pub mod presets;
+pub mod proto;
 pub mod snapshot;
+pub mod synth;

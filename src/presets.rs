@@ -65,9 +65,7 @@ pub struct Preset {
 static PRESETS: LazyLock<Result<BTreeMap<String, Preset>, ModelError>> = LazyLock::new(|| {
     let mut out = BTreeMap::new();
     for (file, text) in SOURCES {
-        let p: Preset = serde_yaml_ng::from_str(text).map_err(|e| {
-            ModelError::invalid(format!("presets/{file}.yaml"), file, format!("preset does not parse: {e}"))
-        })?;
+        let p: Preset = crate::model::yaml::from_str(text, &format!("presets/{file}.yaml"))?;
         if p.name != file {
             return Err(ModelError::invalid(
                 format!("presets/{file}.yaml"),

@@ -252,6 +252,10 @@ impl TenantConfig {
                 format!("unknown tenant `{}`: the batch must start with create_tenant", self.id),
             ));
         }
+        self.apply_inner(m)
+    }
+
+    fn apply_inner(&mut self, m: &Mutation) -> ModelResult<()> {
         match m {
             Mutation::CreateTenant { name, presets, defaults } => {
                 if self.exists() {
@@ -265,7 +269,7 @@ impl TenantConfig {
                 self.name = name.clone();
                 let batch = crate::presets::tenant_defaults(name, presets, *defaults)?;
                 for (i, d) in batch.iter().enumerate() {
-                    self.apply(d).map_err(|e| e.within(&format!("presets[{i}]")))?;
+                    self.apply_inner(d).map_err(|e| e.within(&format!("presets[{i}]")))?;
                 }
             }
             Mutation::RenameTenant { name } => self.name = name.clone(),

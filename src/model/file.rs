@@ -87,15 +87,12 @@ pub struct TenantFile {
 impl TenantFile {
     /// Parses YAML; syntax and shape errors name the line and column.
     pub fn from_yaml(text: &str) -> ModelResult<TenantFile> {
-        serde_yaml_ng::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_default();
-            ModelError::invalid(at.clone(), "", format!("{e}"))
-        })
+        super::yaml::from_str(text, "tenant file")
     }
 
     /// Serializes to YAML.
     pub fn to_yaml(&self) -> ModelResult<String> {
-        serde_yaml_ng::to_string(self).map_err(|e| ModelError::invalid("", "", format!("cannot write yaml: {e}")))
+        super::yaml::to_string(self)
     }
 
     /// The write batch that creates this tenant.

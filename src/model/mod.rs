@@ -9,6 +9,7 @@ pub mod file;
 pub mod ids;
 pub mod perm;
 pub mod validate;
+pub mod yaml;
 
 pub use config::{Mutation, TenantConfig};
 pub use entity::*;
