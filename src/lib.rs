@@ -5,12 +5,14 @@
 //! - [`presets`]: the shipped application catalogs and tenant skeleton.
 //! - [`proto`]: the generated gRPC API (`proto/authzd/v1`), and its descriptor set for reflection.
 //! - [`engine`]: pure decisions over a compiled, immutable tenant view.
+//! - [`store`]: the durable changelog, checkpoints and edit locks (SQLite or PostgreSQL).
 //! - [`synth`]: synthetic tenants of a chosen size for benchmarks.
 //! - [`snapshot`]: the current view of every tenant, swapped whole per write batch.
 
 pub mod engine;
 pub mod model;
 pub mod presets;
+pub mod store;
 pub mod proto;
 pub mod snapshot;
 pub mod synth;
