@@ -1,0 +1,519 @@
+//! The durable store: an append-only changelog of write batches, periodic
+//! per-tenant checkpoints, and the shared table of Designer edit locks.
+//!
+//! The store is event-sourced (SPEC §6): every accepted write batch is one
+//! [`ChangeRecord`] with the next revision of the store, global across tenants
+//! and strictly increasing by one. The in-memory snapshot is rebuilt from the
+//! store and kept current by tailing the changelog:
+//!
+//! 1. read [`Store::oldest_retained`] as `O`;
+//! 2. [`Store::load_checkpoints`] (the latest checkpoint of each tenant);
+//! 3. [`Store::read_since`]`(max(min checkpoint revision, O), ..)` page by page
+//!    and apply each record whose revision is above its tenant's checkpoint.
+//!
+//! Compaction ([`Store::compact`]) only deletes records that no current
+//! checkpoint needs, and checkpoints only move forward, so the order above is
+//! safe; if a compaction overtakes a reader, `read_since` answers
+//! [`StoreError::Compacted`] instead of silently skipping, and the reader
+//! starts over.
+//!
+//! Revision order is commit order on both backends: SQLite serializes writers
+//! (`BEGIN IMMEDIATE`), and PostgreSQL allocates each revision while holding
+//! the row lock of a single counter row until commit, so a tailer polling
+//! `revision > cursor` can never skip a row that commits late (ARCHITECTURE
+//! habit 9). On PostgreSQL every append also sends
+//! `NOTIFY authzd_changes, '<revision>'` in the same transaction, which
+//! [`AnyStore::subscribe`] turns into wake-ups for tailers.
+//!
+//! Two backends implement one [`Store`] trait: [`SqliteStore`] (the default,
+//! a single replica on an embedded file) and [`PostgresStore`] (many replicas
+//! sharing one database). [`AnyStore`] picks one from a URL.
+//!
+//! Schema: each backend keeps its SQL in `src/store/migrations/<backend>/`,
+//! embedded into the binary and applied at open inside one transaction that
+//! records the version in `authzd_schema_version` (see [`sqlite`] and
+//! [`postgres`] for why not `sqlx::migrate!`).
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::{Notifications, PostgresStore};
+pub use sqlite::SqliteStore;
+
+use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// The PostgreSQL channel on which every append notifies its revision.
+pub const NOTIFY_CHANNEL: &str = "authzd_changes";
+
+/// One committed write batch of the changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// The revision the batch got (global across tenants).
+    pub revision: Revision,
+    /// The tenant the batch changes.
+    pub tenant: TenantId,
+    /// The batch, in order.
+    pub mutations: Vec<Mutation>,
+    /// Who made the change, when the write named an actor.
+    pub actor: Option<String>,
+    /// When the batch was committed (the writer's clock, millisecond precision).
+    pub committed_at: SystemTime,
+}
+
+/// The answer to [`Store::acquire_lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// The caller holds the lock now.
+    Granted {
+        /// Opaque handle to renew or release the lock with.
+        token: String,
+        /// Since when the caller holds it (unchanged by a renewal).
+        since: SystemTime,
+        /// When it expires unless renewed.
+        expires_at: SystemTime,
+        /// True when the caller already held it and this acquire only renewed it
+        /// (same token).
+        renewed: bool,
+        /// The expired lock of another person (or of the caller's own earlier
+        /// session) that this acquire took over: the caller records its expiry.
+        taken_over: Option<LockInfo>,
+    },
+    /// Another person holds the lock; the caller may go on read-only.
+    Held {
+        /// Who holds it.
+        holder: PersonId,
+        /// Since when.
+        since: SystemTime,
+        /// When it expires unless renewed.
+        expires_at: SystemTime,
+    },
+}
+
+/// A lock as stored: who holds which object of which tenant, since and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The tenant of the object.
+    pub tenant: TenantId,
+    /// The locked object (`<type>/<id>` as the caller spells it).
+    pub object: String,
+    /// Who holds (or held) the lock.
+    pub holder: PersonId,
+    /// Since when.
+    pub since: SystemTime,
+    /// When it expires (or expired) unless renewed.
+    pub expires_at: SystemTime,
+}
+
+/// A lock removed by [`Store::expire_locks`] (the caller records each expiry).
+pub type ExpiredLock = LockInfo;
+
+/// Why a store operation failed. Messages are lowercase.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// `expected_head` did not match the store's head; nothing was written.
+    #[error("revision conflict: expected head revision `{expected}`, but the store is at `{actual}`")]
+    Conflict {
+        /// The head the writer expected.
+        expected: Revision,
+        /// The store's actual head.
+        actual: Revision,
+    },
+    /// Records after `after` were compacted away: reload from the checkpoints.
+    #[error("revisions after `{after}` are no longer all retained: records up to `{oldest_retained}` were compacted")]
+    Compacted {
+        /// The revision the reader asked to read after.
+        after: Revision,
+        /// Revisions up to this one may be gone.
+        oldest_retained: Revision,
+    },
+    /// The database cannot be reached or answered with an I/O or connection error.
+    #[error("store `{url}` is unavailable: {message}")]
+    Unavailable {
+        /// The store URL, password removed.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored row does not deserialize.
+    #[error("corrupt store row at revision `{revision}`: {message}")]
+    Corrupt {
+        /// The revision of the row (the checkpoint's revision for a checkpoint).
+        revision: Revision,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Anything else (a database error, a value out of range, a bad URL).
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// Result alias of the store layer.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable store of changelog, checkpoints and edit locks.
+///
+/// Implemented by [`SqliteStore`], [`PostgresStore`] and [`AnyStore`]; the
+/// conformance suite in `tests/store.rs` runs the same cases on both backends.
+pub trait Store: Send + Sync + 'static {
+    /// The latest committed revision; 0 when nothing was ever written.
+    fn head(&self) -> impl Future<Output = StoreResult<Revision>> + Send;
+
+    /// Appends one batch for `tenant` and returns its revision (head + 1).
+    ///
+    /// With `expected_head`, the batch is written only if the head is that
+    /// revision; otherwise [`StoreError::Conflict`] and nothing is written.
+    /// The store does not validate the batch: the caller applies it first.
+    fn append(
+        &self,
+        tenant: &TenantId,
+        mutations: &[Mutation],
+        actor: Option<&str>,
+        expected_head: Option<Revision>,
+    ) -> impl Future<Output = StoreResult<Revision>> + Send;
+
+    /// At most `limit` records with a revision above `after`, in revision order.
+    ///
+    /// [`StoreError::Compacted`] when `after` is below
+    /// [`oldest_retained`](Store::oldest_retained): some records after it may be gone.
+    fn read_since(&self, after: Revision, limit: u32) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send;
+
+    /// Revisions up to and including this one may have been compacted away (0: none).
+    fn oldest_retained(&self) -> impl Future<Output = StoreResult<Revision>> + Send;
+
+    /// Stores the configuration of `tenant` as of `revision` (its tenant file
+    /// as JSON). An older checkpoint than the stored one is ignored.
+    fn put_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &TenantConfig,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The latest checkpoint of every tenant: (tenant, revision, configuration).
+    fn load_checkpoints(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision, TenantConfig)>>> + Send;
+
+    /// Deletes the changelog records below `before` that no checkpoint needs
+    /// (a record is needed while its tenant has no checkpoint at or after it)
+    /// and returns the new [`oldest_retained`](Store::oldest_retained).
+    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send;
+
+    /// Acquires (or, for its holder, renews) the edit lock of `object` in
+    /// `tenant` for `person` until `now + idle_timeout`. An expired lock is
+    /// taken over. One atomic conditional upsert: replicas sharing the store
+    /// never both get it.
+    fn acquire_lock(
+        &self,
+        tenant: &TenantId,
+        object: &str,
+        person: &PersonId,
+        idle_timeout: Duration,
+        now: SystemTime,
+    ) -> impl Future<Output = StoreResult<LockOutcome>> + Send;
+
+    /// Extends a live lock by its idle timeout from `now`; the new expiry, or
+    /// `None` when the token is unknown or the lock has expired.
+    fn renew_lock(&self, token: &str, now: SystemTime) -> impl Future<Output = StoreResult<Option<SystemTime>>> + Send;
+
+    /// Releases a lock; what was released, or `None` when the token is unknown.
+    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockInfo>>> + Send;
+
+    /// Removes every lock expired at `now` (`expires_at <= now`) and returns them.
+    fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<ExpiredLock>>> + Send;
+
+    /// The locks live at `now`, ordered by tenant and object (to rebuild a
+    /// replica's view of the locks at start).
+    fn list_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<LockInfo>>> + Send;
+}
+
+/// A store chosen by URL at start.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// An embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// A shared PostgreSQL database.
+    Postgres(PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens the store at `url` and brings its schema up to date.
+    ///
+    /// `postgres://` and `postgresql://` open PostgreSQL; `sqlite:` URLs
+    /// (`sqlite://data/authzd.db`, `sqlite:///var/lib/authzd.db`,
+    /// `sqlite::memory:`) and bare paths open SQLite, creating the file and
+    /// its directory on first start.
+    pub async fn open(url: &str) -> StoreResult<AnyStore> {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(AnyStore::Postgres(PostgresStore::open(url).await?))
+        } else if lower.starts_with("sqlite:") || !url.contains("://") {
+            Ok(AnyStore::Sqlite(SqliteStore::open(url).await?))
+        } else {
+            Err(StoreError::Other(format!(
+                "unsupported store url `{}`: use `sqlite://<path>`, a file path, or `postgres://...`",
+                redact_url(url)
+            )))
+        }
+    }
+
+    /// Wake-ups for tailers: the revision of every append, as PostgreSQL
+    /// notifies it. `None` on SQLite, where tailers poll.
+    pub async fn subscribe(&self) -> StoreResult<Option<Notifications>> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(None),
+            AnyStore::Postgres(p) => p.subscribe().await.map(Some),
+        }
+    }
+
+    /// Closes the connections (graceful shutdown); later calls fail as unavailable.
+    pub async fn close(&self) {
+        match self {
+            AnyStore::Sqlite(s) => s.close().await,
+            AnyStore::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// The store URL with any password removed (for logs).
+    pub fn display_url(&self) -> &str {
+        match self {
+            AnyStore::Sqlite(s) => s.display_url(),
+            AnyStore::Postgres(p) => p.display_url(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        async move {
+            match $self {
+                AnyStore::Sqlite($s) => $call.await,
+                AnyStore::Postgres($s) => $call.await,
+            }
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn head(&self) -> impl Future<Output = StoreResult<Revision>> + Send {
+        delegate!(self, s => s.head())
+    }
+    fn append(
+        &self,
+        tenant: &TenantId,
+        mutations: &[Mutation],
+        actor: Option<&str>,
+        expected_head: Option<Revision>,
+    ) -> impl Future<Output = StoreResult<Revision>> + Send {
+        delegate!(self, s => s.append(tenant, mutations, actor, expected_head))
+    }
+    fn read_since(&self, after: Revision, limit: u32) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send {
+        delegate!(self, s => s.read_since(after, limit))
+    }
+    fn oldest_retained(&self) -> impl Future<Output = StoreResult<Revision>> + Send {
+        delegate!(self, s => s.oldest_retained())
+    }
+    fn put_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &TenantConfig,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        delegate!(self, s => s.put_checkpoint(tenant, revision, config))
+    }
+    fn load_checkpoints(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision, TenantConfig)>>> + Send {
+        delegate!(self, s => s.load_checkpoints())
+    }
+    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send {
+        delegate!(self, s => s.compact(before))
+    }
+    fn acquire_lock(
+        &self,
+        tenant: &TenantId,
+        object: &str,
+        person: &PersonId,
+        idle_timeout: Duration,
+        now: SystemTime,
+    ) -> impl Future<Output = StoreResult<LockOutcome>> + Send {
+        delegate!(self, s => s.acquire_lock(tenant, object, person, idle_timeout, now))
+    }
+    fn renew_lock(&self, token: &str, now: SystemTime) -> impl Future<Output = StoreResult<Option<SystemTime>>> + Send {
+        delegate!(self, s => s.renew_lock(token, now))
+    }
+    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockInfo>>> + Send {
+        delegate!(self, s => s.release_lock(token))
+    }
+    fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<ExpiredLock>>> + Send {
+        delegate!(self, s => s.expire_locks(now))
+    }
+    fn list_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<LockInfo>>> + Send {
+        delegate!(self, s => s.list_locks(now))
+    }
+}
+
+// ---- helpers shared by the backends ----
+
+/// `url` with the password of its user-info part and any `password=` query
+/// parameter replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..].find(['/', '?', '#']).map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
+}
+
+/// Maps a database driver error: connection and I/O problems are
+/// [`StoreError::Unavailable`] (naming `url`), the rest [`StoreError::Other`].
+pub(crate) fn db_error(url: &str, e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let unavailable = match &e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+        E::Database(d) => match d.code() {
+            // PostgreSQL: connection exceptions (08...), shutdown / cannot connect now (57P0x),
+            // too many connections (53300).
+            Some(code) => {
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                // SQLite: busy / locked (5, 6, and extended codes), cannot open (14), I/O (10).
+                || matches!(code.as_ref(), "5" | "6" | "10" | "14" | "261" | "517" | "262")
+            }
+            None => false,
+        },
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable { url: url.to_owned(), message: e.to_string().to_lowercase() }
+    } else {
+        StoreError::Other(format!("`{url}`: {e}"))
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it, saturating far in the future).
+pub(crate) fn to_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The instant `ms` milliseconds after the Unix epoch (negative values clamp to it).
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A revision as the databases store it (signed 64-bit).
+pub(crate) fn rev_to_db(r: Revision) -> StoreResult<i64> {
+    i64::try_from(r).map_err(|_| StoreError::Other(format!("revision `{r}` is out of range")))
+}
+
+/// A stored revision; negative values mean a corrupt row.
+pub(crate) fn rev_from_db(r: i64) -> StoreResult<Revision> {
+    u64::try_from(r).map_err(|_| StoreError::Corrupt { revision: 0, message: format!("negative revision `{r}`") })
+}
+
+/// Decodes a changelog row.
+pub(crate) fn decode_record(
+    revision: i64,
+    tenant: String,
+    mutations: &str,
+    actor: Option<String>,
+    committed_at_ms: i64,
+) -> StoreResult<ChangeRecord> {
+    let revision = rev_from_db(revision)?;
+    let mutations: Vec<Mutation> = serde_json::from_str(mutations).map_err(|e| StoreError::Corrupt {
+        revision,
+        message: format!("mutations of tenant `{tenant}` do not deserialize: {e}"),
+    })?;
+    Ok(ChangeRecord { revision, tenant: TenantId(tenant), mutations, actor, committed_at: from_millis(committed_at_ms) })
+}
+
+/// Encodes a batch as the JSON text stored in the changelog.
+pub(crate) fn encode_mutations(mutations: &[Mutation]) -> StoreResult<String> {
+    serde_json::to_string(mutations).map_err(|e| StoreError::Other(format!("cannot serialize the batch: {e}")))
+}
+
+/// Encodes a configuration as the JSON text of its tenant file.
+pub(crate) fn encode_config(config: &TenantConfig) -> StoreResult<String> {
+    serde_json::to_string(&crate::model::TenantFile::from_config(config))
+        .map_err(|e| StoreError::Other(format!("cannot serialize the checkpoint of tenant `{}`: {e}", config.id)))
+}
+
+/// Decodes a checkpoint row back into a configuration.
+pub(crate) fn decode_checkpoint(
+    tenant: String,
+    revision: i64,
+    config: &str,
+) -> StoreResult<(TenantId, Revision, TenantConfig)> {
+    let revision = rev_from_db(revision)?;
+    let corrupt = |message: String| StoreError::Corrupt { revision, message };
+    let file: crate::model::TenantFile = serde_json::from_str(config)
+        .map_err(|e| corrupt(format!("checkpoint of tenant `{tenant}` does not deserialize: {e}")))?;
+    let config =
+        file.to_config().map_err(|e| corrupt(format!("checkpoint of tenant `{tenant}` does not rebuild: {e}")))?;
+    Ok((TenantId(tenant), revision, config))
+}
+
+/// A lock row as both backends read it.
+pub(crate) struct LockRow {
+    pub tenant: String,
+    pub object: String,
+    pub holder: String,
+    pub since_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl From<LockRow> for LockInfo {
+    fn from(r: LockRow) -> Self {
+        LockInfo {
+            tenant: TenantId(r.tenant),
+            object: r.object,
+            holder: PersonId(r.holder),
+            since: from_millis(r.since_ms),
+            expires_at: from_millis(r.expires_at_ms),
+        }
+    }
+}
+
+/// One embedded schema migration: (version, name, SQL).
+pub(crate) type Migration = (i64, &'static str, &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db?password=x&sslmode=off"), "postgres://u@h/db?password=***&sslmode=off");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("sqlite://a/b.db"), "sqlite://a/b.db");
+    }
+
+    #[test]
+    fn millis_round_trip() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(from_millis(to_millis(t)), t);
+        assert_eq!(to_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+}

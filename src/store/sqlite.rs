@@ -1,0 +1,418 @@
+//! The SQLite backend: one replica on an embedded file, nothing else to run.
+//!
+//! The file (and its directory) is created on first start and opened in WAL
+//! mode, so readers never wait for the writer. Every write runs in a
+//! `BEGIN IMMEDIATE` transaction: it takes SQLite's single write lock before
+//! reading the head, so writers are serialized (revision order is commit
+//! order) and never fail halfway with `SQLITE_BUSY` on a lock upgrade; other
+//! connections and processes wait up to the busy timeout.
+//!
+//! The schema lives in `migrations/sqlite/*.sql`, embedded with
+//! `include_str!` and applied at open in one `BEGIN IMMEDIATE` transaction
+//! that records each version in `authzd_schema_version`. The crate's sqlx has
+//! no `macros` feature, so `sqlx::migrate!` is not available, and this way a
+//! binary carries its schema, applies it atomically, and refuses a file
+//! written by a newer version.
+
+use super::{
+    ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult,
+    db_error, decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations, from_millis,
+    redact_url, rev_from_db, rev_to_db, to_millis,
+};
+use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+/// The embedded schema, in order.
+const MIGRATIONS: &[Migration] = &[(1, "initial", include_str!("migrations/sqlite/0001_initial.sql"))];
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store on an SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    url: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the SQLite store at `url`: `sqlite://<path>`,
+    /// `sqlite:<path>`, `sqlite::memory:` or a bare file path.
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let display = redact_url(url);
+        let (options, path) = if url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sqlite:")) {
+            let rest = url[7..].trim_start_matches("//");
+            let path = rest.split('?').next().unwrap_or_default();
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Other(format!("bad sqlite url `{display}`: {e}")))?;
+            (options, path.to_owned())
+        } else {
+            (SqliteConnectOptions::new().filename(url), url.to_owned())
+        };
+        let memory = path.is_empty() || path == ":memory:";
+        if !memory {
+            if let Some(dir) = PathBuf::from(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Unavailable {
+                    url: display.clone(),
+                    message: format!("cannot create directory `{}`: {e}", dir.display()),
+                })?;
+            }
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut pool_options = SqlitePoolOptions::new().max_connections(4).acquire_timeout(BUSY_TIMEOUT * 2);
+        if memory {
+            // An in-memory database lives as long as one of its connections.
+            pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&display, e))?;
+        let store = SqliteStore { pool, url: display };
+        store.migrate().await?;
+        tracing::debug!(url = %store.url, "sqlite store open");
+        Ok(store)
+    }
+
+    /// Closes the connections; later calls fail as unavailable.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The URL the store was opened with (passwords removed).
+    pub fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        move |e| db_error(&self.url, e)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let e = self.err();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS authzd_schema_version (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&e)?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM authzd_schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > latest {
+            return Err(StoreError::Other(format!(
+                "`{}`: store schema version `{current}` is newer than this build supports (`{latest}`): upgrade authzd",
+                self.url
+            )));
+        }
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(&e)?;
+            sqlx::query("INSERT INTO authzd_schema_version (version, name, applied_at_ms) VALUES (?1, ?2, ?3)")
+                .bind(version)
+                .bind(name)
+                .bind(to_millis(SystemTime::now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(&e)?;
+            tracing::info!(url = %self.url, version, name, "applied store schema migration");
+        }
+        tx.commit().await.map_err(&e)
+    }
+}
+
+const LOCK_COLUMNS: &str = "tenant, object_key, holder, since_ms, expires_at_ms";
+
+fn lock_row((tenant, object, holder, since_ms, expires_at_ms): (String, String, String, i64, i64)) -> LockInfo {
+    LockRow { tenant, object, holder, since_ms, expires_at_ms }.into()
+}
+
+impl Store for SqliteStore {
+    async fn head(&self) -> StoreResult<Revision> {
+        let head: i64 = sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rev_from_db(head)
+    }
+
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        mutations: &[Mutation],
+        actor: Option<&str>,
+        expected_head: Option<Revision>,
+    ) -> StoreResult<Revision> {
+        let json = encode_mutations(mutations)?;
+        let e = self.err();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let head: i64 =
+            sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1").fetch_one(&mut *tx).await.map_err(&e)?;
+        let head = rev_from_db(head)?;
+        if let Some(expected) = expected_head {
+            if expected != head {
+                return Err(StoreError::Conflict { expected, actual: head });
+            }
+        }
+        let revision = head + 1;
+        let rev = rev_to_db(revision)?;
+        sqlx::query(
+            "INSERT INTO authzd_changelog (revision, tenant, mutations, actor, committed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(rev)
+        .bind(tenant.as_str())
+        .bind(&json)
+        .bind(actor)
+        .bind(to_millis(SystemTime::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(&e)?;
+        sqlx::query("UPDATE authzd_meta SET head = ?1 WHERE id = 1").bind(rev).execute(&mut *tx).await.map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        Ok(revision)
+    }
+
+    async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
+        let e = self.err();
+        // One read transaction: the compaction boundary and the rows come from one snapshot.
+        let mut tx = self.pool.begin().await.map_err(&e)?;
+        let oldest: i64 = sqlx::query_scalar("SELECT oldest_retained FROM authzd_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        let oldest_retained = rev_from_db(oldest)?;
+        if after < oldest_retained {
+            return Err(StoreError::Compacted { after, oldest_retained });
+        }
+        let rows: Vec<(i64, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT revision, tenant, mutations, actor, committed_at_ms FROM authzd_changelog
+             WHERE revision > ?1 ORDER BY revision LIMIT ?2",
+        )
+        .bind(rev_to_db(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        rows.into_iter().map(|(r, t, m, a, c)| decode_record(r, t, &m, a, c)).collect()
+    }
+
+    async fn oldest_retained(&self) -> StoreResult<Revision> {
+        let oldest: i64 = sqlx::query_scalar("SELECT oldest_retained FROM authzd_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rev_from_db(oldest)
+    }
+
+    async fn put_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &TenantConfig) -> StoreResult<()> {
+        let json = encode_config(config)?;
+        let e = self.err();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let head: i64 =
+            sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1").fetch_one(&mut *tx).await.map_err(&e)?;
+        if revision > rev_from_db(head)? {
+            return Err(StoreError::Other(format!(
+                "checkpoint of tenant `{tenant}` at revision `{revision}` is beyond the head `{head}`"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO authzd_checkpoints (tenant, revision, config, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant) DO UPDATE SET
+                 revision = excluded.revision, config = excluded.config, created_at_ms = excluded.created_at_ms
+             WHERE excluded.revision >= authzd_checkpoints.revision",
+        )
+        .bind(tenant.as_str())
+        .bind(rev_to_db(revision)?)
+        .bind(&json)
+        .bind(to_millis(SystemTime::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(&e)?;
+        tx.commit().await.map_err(&e)
+    }
+
+    async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT tenant, revision, config FROM authzd_checkpoints ORDER BY tenant")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
+        rows.into_iter().map(|(t, r, c)| decode_checkpoint(t, r, &c)).collect()
+    }
+
+    async fn compact(&self, before: Revision) -> StoreResult<Revision> {
+        let e = self.err();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (head, oldest): (i64, i64) = sqlx::query_as("SELECT head, oldest_retained FROM authzd_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        let (head, oldest) = (rev_from_db(head)?, rev_from_db(oldest)?);
+        // The oldest record some tenant still needs: one after its checkpoint, or any without one.
+        let needed: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(l.revision) FROM authzd_changelog l
+             LEFT JOIN authzd_checkpoints c ON c.tenant = l.tenant
+             WHERE c.revision IS NULL OR l.revision > c.revision",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&e)?;
+        let needed_floor = match needed {
+            Some(n) => rev_from_db(n)?.saturating_sub(1),
+            None => head,
+        };
+        let cutoff = before.saturating_sub(1).min(head).min(needed_floor);
+        if cutoff <= oldest {
+            return Ok(oldest);
+        }
+        let cut = rev_to_db(cutoff)?;
+        let deleted = sqlx::query("DELETE FROM authzd_changelog WHERE revision <= ?1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(&e)?
+            .rows_affected();
+        sqlx::query("UPDATE authzd_meta SET oldest_retained = ?1 WHERE id = 1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(&e)?;
+        tx.commit().await.map_err(&e)?;
+        tracing::debug!(url = %self.url, cutoff, deleted, "compacted changelog");
+        Ok(cutoff)
+    }
+
+    async fn acquire_lock(
+        &self,
+        tenant: &TenantId,
+        object: &str,
+        person: &PersonId,
+        idle_timeout: Duration,
+        now: SystemTime,
+    ) -> StoreResult<LockOutcome> {
+        let e = self.err();
+        let now_ms = to_millis(now);
+        let idle_ms = duration_millis(idle_timeout);
+        let expires_ms = now_ms.saturating_add(idle_ms);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let prev: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT holder, since_ms, expires_at_ms FROM authzd_locks WHERE tenant = ?1 AND object_key = ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(object)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(&e)?;
+        let granted: Option<(String, i64, i64)> = sqlx::query_as(
+            "INSERT INTO authzd_locks (tenant, object_key, holder, token, since_ms, expires_at_ms, idle_timeout_ms)
+             VALUES (?1, ?2, ?3, lower(hex(randomblob(16))), ?4, ?5, ?6)
+             ON CONFLICT (tenant, object_key) DO UPDATE SET
+                 holder = excluded.holder,
+                 token = CASE WHEN authzd_locks.expires_at_ms > ?4 THEN authzd_locks.token ELSE excluded.token END,
+                 since_ms = CASE WHEN authzd_locks.expires_at_ms > ?4 THEN authzd_locks.since_ms
+                                 ELSE excluded.since_ms END,
+                 expires_at_ms = excluded.expires_at_ms,
+                 idle_timeout_ms = excluded.idle_timeout_ms
+             WHERE authzd_locks.expires_at_ms <= ?4 OR authzd_locks.holder = excluded.holder
+             RETURNING token, since_ms, expires_at_ms",
+        )
+        .bind(tenant.as_str())
+        .bind(object)
+        .bind(person.as_str())
+        .bind(now_ms)
+        .bind(expires_ms)
+        .bind(idle_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(&e)?;
+        let outcome = match granted {
+            Some((token, since_ms, expires_at_ms)) => {
+                let renewed = prev.as_ref().is_some_and(|p| p.2 > now_ms);
+                let expired_prev = prev.filter(|p| p.2 <= now_ms);
+                LockOutcome::Granted {
+                    token,
+                    since: from_millis(since_ms),
+                    expires_at: from_millis(expires_at_ms),
+                    renewed,
+                    taken_over: expired_prev.map(|(holder, since_ms, expires_at_ms)| {
+                        lock_row((tenant.0.clone(), object.to_owned(), holder, since_ms, expires_at_ms))
+                    }),
+                }
+            }
+            None => {
+                let (holder, since_ms, expires_at_ms): (String, i64, i64) = sqlx::query_as(
+                    "SELECT holder, since_ms, expires_at_ms FROM authzd_locks WHERE tenant = ?1 AND object_key = ?2",
+                )
+                .bind(tenant.as_str())
+                .bind(object)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&e)?;
+                LockOutcome::Held {
+                    holder: PersonId(holder),
+                    since: from_millis(since_ms),
+                    expires_at: from_millis(expires_at_ms),
+                }
+            }
+        };
+        tx.commit().await.map_err(&e)?;
+        Ok(outcome)
+    }
+
+    async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
+        let now_ms = to_millis(now);
+        let expires: Option<i64> = sqlx::query_scalar(
+            "UPDATE authzd_locks SET expires_at_ms = ?2 + idle_timeout_ms
+             WHERE token = ?1 AND expires_at_ms > ?2 RETURNING expires_at_ms",
+        )
+        .bind(token)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(expires.map(from_millis))
+    }
+
+    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+        let row: Option<(String, String, String, i64, i64)> =
+            sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE token = ?1 RETURNING {LOCK_COLUMNS}"))
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.map(lock_row))
+    }
+
+    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+        let rows: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE expires_at_ms <= ?1 RETURNING {LOCK_COLUMNS}"))
+                .bind(to_millis(now))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
+        let mut out: Vec<LockInfo> = rows.into_iter().map(lock_row).collect();
+        out.sort_by(|a, b| (&a.tenant, &a.object).cmp(&(&b.tenant, &b.object)));
+        Ok(out)
+    }
+
+    async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT {LOCK_COLUMNS} FROM authzd_locks WHERE expires_at_ms > ?1 ORDER BY tenant, object_key"
+        ))
+        .bind(to_millis(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows.into_iter().map(lock_row).collect())
+    }
+}
