@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
             return;
         }
     };
-    let gen = t0.elapsed();
+    let generated = t0.elapsed();
     let before = rss_kib();
     let t1 = Instant::now();
     let view = TenantView::build(&config, 1);
@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let after = rss_kib();
     let (persons, nodes, acls) = view.stats();
     eprintln!(
-        "benchmark tenant: {persons} persons, {nodes} nodes, {acls} distinct ACLs; generated+validated in {gen:?}; \
+        "benchmark tenant: {persons} persons, {nodes} nodes, {acls} distinct ACLs; generated+validated in {generated:?}; \
          view built in {build:?}; view resident memory +{} MiB",
         after.saturating_sub(before) / 1024
     );

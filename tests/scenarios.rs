@@ -631,6 +631,7 @@ fn designer_tenant() -> Tenant {
         batch.push(object(kind, &format!("{kind}-1"), designer_folder(kind)));
     }
     batch.push(object("AnalyticsDashboard", "dash-1", "Designer/Analytics"));
+    batch.push(object("WorkspaceSettings", "ws-1", "Designer"));
     t.apply(batch);
     t
 }
@@ -663,6 +664,10 @@ fn s10_designer_role_task_tables_hold_for_every_resource_type() {
         assert!(visible(&v, "ana", kind, None, Some("Designer")).is_empty(), "{kind}");
     }
     assert_eq!(visible(&v, "ana", "AnalyticsDashboard", None, Some("Designer")), ["dash-1"]);
+    // ... nor types no guard covers, nor anything without an application context.
+    for kind in ["WorkspaceSettings", "Application", "DataTable"] {
+        assert!(visible(&v, "ana", kind, None, None).is_empty(), "{kind}");
+    }
 }
 
 #[test]
@@ -683,7 +688,8 @@ fn s10_business_user_assigns_phone_numbers_but_cannot_modify_applications() {
     assert_eq!(task("biz", "Applications.SwitchToLastSnapshot"), Reason::Allowed);
     assert_eq!(task("biz", "Applications.ChangeBlockProperties"), Reason::MissingPrivilege);
     assert_eq!(task("adm", "Applications.AssignPhoneNumbers"), Reason::Allowed);
-    assert_eq!(task("ana", "Applications.AssignPhoneNumbers"), Reason::MissingPrivilege);
+    // Analytics-only users have no entry on applications at all.
+    assert_eq!(task("ana", "Applications.AssignPhoneNumbers"), Reason::NoGrant);
     assert_eq!(on(&v, "biz", Some("Designer"), Perm::Change, "Application", "Application-1"), Reason::MissingPrivilege);
 }
 

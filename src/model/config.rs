@@ -236,9 +236,10 @@ impl TenantConfig {
         Ok(next)
     }
 
-    /// Whether the tenant has been created (it has a root folder).
+    /// Whether the tenant has been created (`create_tenant` sets its name,
+    /// which validation requires to be non-empty).
     pub fn exists(&self) -> bool {
-        !self.folders.is_empty()
+        !self.name.is_empty() || !self.folders.is_empty()
     }
 
     /// Applies one mutation without validating the whole (structural errors
