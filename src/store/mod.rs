@@ -286,68 +286,61 @@ impl AnyStore {
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
-        async move {
-            match $self {
-                AnyStore::Sqlite($s) => $call.await,
-                AnyStore::Postgres($s) => $call.await,
-            }
+        match $self {
+            AnyStore::Sqlite($s) => $call.await,
+            AnyStore::Postgres($s) => $call.await,
         }
     };
 }
 
 impl Store for AnyStore {
-    fn head(&self) -> impl Future<Output = StoreResult<Revision>> + Send {
+    async fn head(&self) -> StoreResult<Revision> {
         delegate!(self, s => s.head())
     }
-    fn append(
+    async fn append(
         &self,
         tenant: &TenantId,
         mutations: &[Mutation],
         actor: Option<&str>,
         expected_head: Option<Revision>,
-    ) -> impl Future<Output = StoreResult<Revision>> + Send {
+    ) -> StoreResult<Revision> {
         delegate!(self, s => s.append(tenant, mutations, actor, expected_head))
     }
-    fn read_since(&self, after: Revision, limit: u32) -> impl Future<Output = StoreResult<Vec<ChangeRecord>>> + Send {
+    async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
         delegate!(self, s => s.read_since(after, limit))
     }
-    fn oldest_retained(&self) -> impl Future<Output = StoreResult<Revision>> + Send {
+    async fn oldest_retained(&self) -> StoreResult<Revision> {
         delegate!(self, s => s.oldest_retained())
     }
-    fn put_checkpoint(
-        &self,
-        tenant: &TenantId,
-        revision: Revision,
-        config: &TenantConfig,
-    ) -> impl Future<Output = StoreResult<()>> + Send {
+    async fn put_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &TenantConfig) -> StoreResult<()> {
         delegate!(self, s => s.put_checkpoint(tenant, revision, config))
     }
-    fn load_checkpoints(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision, TenantConfig)>>> + Send {
+    async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
         delegate!(self, s => s.load_checkpoints())
     }
-    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send {
+    async fn compact(&self, before: Revision) -> StoreResult<Revision> {
         delegate!(self, s => s.compact(before))
     }
-    fn acquire_lock(
+    async fn acquire_lock(
         &self,
         tenant: &TenantId,
         object: &str,
         person: &PersonId,
         idle_timeout: Duration,
         now: SystemTime,
-    ) -> impl Future<Output = StoreResult<LockOutcome>> + Send {
+    ) -> StoreResult<LockOutcome> {
         delegate!(self, s => s.acquire_lock(tenant, object, person, idle_timeout, now))
     }
-    fn renew_lock(&self, token: &str, now: SystemTime) -> impl Future<Output = StoreResult<Option<SystemTime>>> + Send {
+    async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
         delegate!(self, s => s.renew_lock(token, now))
     }
-    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockInfo>>> + Send {
+    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
         delegate!(self, s => s.release_lock(token))
     }
-    fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<ExpiredLock>>> + Send {
+    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
         delegate!(self, s => s.expire_locks(now))
     }
-    fn list_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<LockInfo>>> + Send {
+    async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {
         delegate!(self, s => s.list_locks(now))
     }
 }
@@ -389,19 +382,20 @@ pub(crate) fn db_error(url: &str, e: sqlx::Error) -> StoreError {
     let unavailable = match &e {
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
         E::Database(d) => match d.code() {
-            // PostgreSQL: connection exceptions (08...), shutdown / cannot connect now (57P0x),
-            // too many connections (53300).
-            Some(code) => {
-                code.starts_with("08") || code.starts_with("57P") || code == "53300"
-                // SQLite: busy / locked (5, 6, and extended codes), cannot open (14), I/O (10).
-                || matches!(code.as_ref(), "5" | "6" | "10" | "14" | "261" | "517" | "262")
-            }
             None => false,
+            // SQLite result codes: busy (5), locked (6), I/O error (10), cannot open (14),
+            // each with its extended codes (primary code in the low byte).
+            Some(code) if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14))
+            }
+            // PostgreSQL SQLSTATE: connection exceptions (08...), operator intervention such as
+            // shutdown (57P0x), too many connections (53300).
+            Some(code) => code.starts_with("08") || code.starts_with("57P") || code == "53300",
         },
         _ => false,
     };
     if unavailable {
-        StoreError::Unavailable { url: url.to_owned(), message: e.to_string().to_lowercase() }
+        StoreError::Unavailable { url: url.to_owned(), message: e.to_string() }
     } else {
         StoreError::Other(format!("`{url}`: {e}"))
     }
@@ -445,7 +439,13 @@ pub(crate) fn decode_record(
         revision,
         message: format!("mutations of tenant `{tenant}` do not deserialize: {e}"),
     })?;
-    Ok(ChangeRecord { revision, tenant: TenantId(tenant), mutations, actor, committed_at: from_millis(committed_at_ms) })
+    Ok(ChangeRecord {
+        revision,
+        tenant: TenantId(tenant),
+        mutations,
+        actor,
+        committed_at: from_millis(committed_at_ms),
+    })
 }
 
 /// Encodes a batch as the JSON text stored in the changelog.
@@ -505,7 +505,10 @@ mod tests {
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("postgres://u@h/db?password=x&sslmode=off"), "postgres://u@h/db?password=***&sslmode=off");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=x&sslmode=off"),
+            "postgres://u@h/db?password=***&sslmode=off"
+        );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("sqlite://a/b.db"), "sqlite://a/b.db");
     }

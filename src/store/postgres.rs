@@ -25,8 +25,10 @@ use super::{
     from_millis, redact_url, rev_from_db, rev_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -48,7 +50,7 @@ const NOTIFY_QUEUE: usize = 256;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    options: PgConnectOptions,
+    options: Arc<PgConnectOptions>,
     url: String,
 }
 
@@ -87,18 +89,29 @@ impl PostgresStore {
     /// Connects to the PostgreSQL database at `url` (`postgres://user:pass@host:port/db`)
     /// and brings its schema up to date.
     pub async fn open(url: &str) -> StoreResult<PostgresStore> {
-        let display = redact_url(url);
+        let safe_url = redact_url(url);
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Other(format!("bad postgres url `{display}`: {e}")))?
+            .map_err(|e| StoreError::Other(format!("bad postgres url `{safe_url}`: {e}")))?
             .application_name("authzd");
+        // One direct connection first: it fails fast with the real cause (the
+        // pool would retry until its timeout and report only that), and it
+        // applies the schema before any other work.
+        let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                url: safe_url.clone(),
+                message: format!("connecting timed out after {} s", ACQUIRE_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| db_error(&safe_url, e))?;
+        migrate(&mut conn, &safe_url).await?;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(url = %safe_url, error = %e, "closing the migration connection");
+        }
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| db_error(&display, e))?;
-        let store = PostgresStore { pool, options, url: display };
-        store.migrate().await?;
+            .connect_lazy_with(options.clone());
+        let store = PostgresStore { pool, options: Arc::new(options), url: safe_url };
         tracing::debug!(url = %store.url, "postgres store open");
         Ok(store)
     }
@@ -114,12 +127,15 @@ impl PostgresStore {
     }
 
     /// Starts listening on `authzd_changes` on a dedicated connection.
+    ///
+    /// Subscribe first, then read from the cursor: a notice only says "read
+    /// now"; the records always come from [`Store::read_since`].
     pub async fn subscribe(&self) -> StoreResult<Notifications> {
         let e = self.err();
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(self.options.clone());
+            .connect_lazy_with((*self.options).clone());
         let mut listener = PgListener::connect_with(&listen_pool).await.map_err(&e)?;
         listener.listen(NOTIFY_CHANNEL).await.map_err(&e)?;
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
@@ -130,46 +146,44 @@ impl PostgresStore {
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| db_error(&self.url, e)
     }
+}
 
-    async fn migrate(&self) -> StoreResult<()> {
-        let e = self.err();
-        let mut tx = self.pool.begin().await.map_err(&e)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK_KEY)
+/// Applies the embedded migrations the database lacks, in one transaction
+/// under an advisory lock (replicas starting together apply them once).
+async fn migrate(conn: &mut PgConnection, url: &str) -> StoreResult<()> {
+    let e = |err| db_error(url, err);
+    let mut tx = conn.begin().await.map_err(e)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *tx).await.map_err(e)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS authzd_schema_version (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(e)?;
+    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM authzd_schema_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(e)?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Other(format!(
+            "`{}`: store schema version `{current}` is newer than this build supports (`{latest}`): upgrade authzd",
+            url
+        )));
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(e)?;
+        sqlx::query("INSERT INTO authzd_schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)")
+            .bind(version)
+            .bind(name)
+            .bind(to_millis(SystemTime::now()))
             .execute(&mut *tx)
             .await
-            .map_err(&e)?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS authzd_schema_version (
-                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(&e)?;
-        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM authzd_schema_version")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(&e)?;
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > latest {
-            return Err(StoreError::Other(format!(
-                "`{}`: store schema version `{current}` is newer than this build supports (`{latest}`): upgrade authzd",
-                self.url
-            )));
-        }
-        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(&e)?;
-            sqlx::query("INSERT INTO authzd_schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)")
-                .bind(version)
-                .bind(name)
-                .bind(to_millis(SystemTime::now()))
-                .execute(&mut *tx)
-                .await
-                .map_err(&e)?;
-            tracing::info!(url = %self.url, version, name, "applied store schema migration");
-        }
-        tx.commit().await.map_err(&e)
+            .map_err(e)?;
+        tracing::info!(url = %url, version, name, "applied store schema migration");
     }
+    tx.commit().await.map_err(e)
 }
 
 async fn current_head(pool: &PgPool) -> Result<Revision, sqlx::Error> {
@@ -178,12 +192,7 @@ async fn current_head(pool: &PgPool) -> Result<Revision, sqlx::Error> {
 }
 
 /// Forwards notifications until the subscriber goes away or the listener's pool closes.
-async fn forward_notifications(
-    mut listener: PgListener,
-    pool: PgPool,
-    tx: mpsc::Sender<Revision>,
-    url: String,
-) {
+async fn forward_notifications(mut listener: PgListener, pool: PgPool, tx: mpsc::Sender<Revision>, url: String) {
     loop {
         let next = tokio::select! {
             _ = tx.closed() => return,
@@ -290,8 +299,7 @@ impl Store for PostgresStore {
     async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
         let e = self.err();
         // One snapshot for the compaction boundary and the rows.
-        let mut tx =
-            self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(&e)?;
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(&e)?;
         let oldest: i64 = sqlx::query_scalar("SELECT oldest_retained FROM authzd_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await

@@ -15,9 +15,9 @@
 //! written by a newer version.
 
 use super::{
-    ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult,
-    db_error, decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations, from_millis,
-    redact_url, rev_from_db, rev_to_db, to_millis,
+    ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult, db_error,
+    decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations, from_millis, redact_url,
+    rev_from_db, rev_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -42,12 +42,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the SQLite store at `url`: `sqlite://<path>`,
     /// `sqlite:<path>`, `sqlite::memory:` or a bare file path.
     pub async fn open(url: &str) -> StoreResult<SqliteStore> {
-        let display = redact_url(url);
+        let safe_url = redact_url(url);
         let (options, path) = if url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sqlite:")) {
             let rest = url[7..].trim_start_matches("//");
             let path = rest.split('?').next().unwrap_or_default();
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Other(format!("bad sqlite url `{display}`: {e}")))?;
+                .map_err(|e| StoreError::Other(format!("bad sqlite url `{safe_url}`: {e}")))?;
             (options, path.to_owned())
         } else {
             (SqliteConnectOptions::new().filename(url), url.to_owned())
@@ -56,7 +56,7 @@ impl SqliteStore {
         if !memory {
             if let Some(dir) = PathBuf::from(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Unavailable {
-                    url: display.clone(),
+                    url: safe_url.clone(),
                     message: format!("cannot create directory `{}`: {e}", dir.display()),
                 })?;
             }
@@ -72,8 +72,8 @@ impl SqliteStore {
             // An in-memory database lives as long as one of its connections.
             pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&display, e))?;
-        let store = SqliteStore { pool, url: display };
+        let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&safe_url, e))?;
+        let store = SqliteStore { pool, url: safe_url };
         store.migrate().await?;
         tracing::debug!(url = %store.url, "sqlite store open");
         Ok(store)

@@ -1,0 +1,665 @@
+//! Store conformance suite: one set of cases run against SQLite (a temporary
+//! file) and a real PostgreSQL (a fresh database per test, dropped at the end).
+//!
+//! PostgreSQL defaults to `postgres://postgres@127.0.0.1:5432/test`; set
+//! `AUTHZD_TEST_PG_URL` to use another server. When it cannot be reached the
+//! PostgreSQL cases fail with instructions; they never pass silently.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authzd::model::{Mutation, PersonId, TenantConfig, TenantFile, TenantId};
+use authzd::store::{AnyStore, LockOutcome, Store, StoreError};
+use sqlx::Connection;
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+// ---------------------------------------------------------------- harness
+
+/// An open store plus whatever must be cleaned up after it.
+struct Harness {
+    store: AnyStore,
+    url: String,
+    _guard: Guard,
+}
+
+enum Guard {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Pg(#[allow(dead_code)] PgDatabase),
+}
+
+impl Harness {
+    fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+
+    /// A second, independent store instance (its own pool) on the same database.
+    async fn reopen(&self) -> AnyStore {
+        AnyStore::open(&self.url).await.unwrap_or_else(|e| panic!("reopening `{}`: {e}", self.url))
+    }
+
+    /// Runs raw SQL against the database, bypassing the store (to plant bad rows).
+    async fn raw(&self, sql: &str) {
+        if self.is_postgres() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+
+    /// Reads one text value with raw SQL, bypassing the store.
+    async fn raw_text(&self, sql: &str) -> String {
+        if self.is_postgres() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let v: String = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+            c.close().await.unwrap();
+            v
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let v: String = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+            c.close().await.unwrap();
+            v
+        }
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+    }
+}
+
+async fn open_sqlite() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: the store creates it.
+    let path = dir.path().join("state").join("authzd.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = AnyStore::open(&url).await.unwrap_or_else(|e| panic!("opening `{url}`: {e}"));
+    assert!(path.exists(), "the sqlite file was not created at {}", path.display());
+    Harness { store, url, _guard: Guard::Dir(dir) }
+}
+
+/// A database created for one test and dropped (with its connections) when the test ends.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime (or while unwinding): use a thread with its own.
+        let result = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(result, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database `{}`: {result:?}", self.name);
+        }
+    }
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("AUTHZD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+fn unique_db_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), SystemTime::now(), n));
+    format!("authzd_test_{h:016x}")
+}
+
+/// `url` pointing at database `name` instead (query string kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+fn pg_unreachable(url: &str, why: &str) -> ! {
+    panic!(
+        "PostgreSQL is not reachable at `{url}`: {why}\n\
+         The store conformance suite needs a real PostgreSQL (trust auth, database `test`). Start one, e.g.\n  \
+         docker run -d --name authzd-pg -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16\n\
+         or, with a local installation: `pg_ctlcluster <version> main start && createdb -h 127.0.0.1 -U postgres test`.\n\
+         To use another server, set AUTHZD_TEST_PG_URL=postgres://user:password@host:port/database."
+    )
+}
+
+async fn open_postgres() -> Harness {
+    let admin_url = pg_admin_url();
+    let mut admin = match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin_url)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => pg_unreachable(&admin_url, &e.to_string()),
+        Err(_) => pg_unreachable(&admin_url, "connecting timed out after 10 s"),
+    };
+    let name = unique_db_name();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("creating test database `{name}` on `{admin_url}`: {e}"));
+    admin.close().await.unwrap();
+    let guard = PgDatabase { admin_url: admin_url.clone(), name: name.clone() };
+    let url = with_database(&admin_url, &name);
+    let store = AnyStore::open(&url).await.unwrap_or_else(|e| panic!("opening `{url}`: {e}"));
+    assert!(matches!(store, AnyStore::Postgres(_)));
+    Harness { store, url, _guard: Guard::Pg(guard) }
+}
+
+/// Runs each case on a fresh store of the backend, then closes it.
+macro_rules! conformance {
+    ($backend:ident, $open:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let h = super::$open().await;
+                    let started = std::time::Instant::now();
+                    super::$case(&h).await;
+                    eprintln!("{}::{} took {:?}", stringify!($backend), stringify!($case), started.elapsed());
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(sqlite, open_sqlite:
+    empty_store,
+    appends_get_consecutive_revisions,
+    read_since_order_and_limit,
+    expected_head_conflict_writes_nothing,
+    concurrent_appends_are_gap_free,
+    checkpoint_round_trip,
+    compaction_keeps_what_checkpoints_need,
+    corrupt_rows_name_the_revision,
+    locks,
+    concurrent_acquires_grant_one,
+);
+
+conformance!(postgres, open_postgres:
+    empty_store,
+    appends_get_consecutive_revisions,
+    read_since_order_and_limit,
+    expected_head_conflict_writes_nothing,
+    concurrent_appends_are_gap_free,
+    checkpoint_round_trip,
+    compaction_keeps_what_checkpoints_need,
+    corrupt_rows_name_the_revision,
+    locks,
+    concurrent_acquires_grant_one,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn t(id: &str) -> TenantId {
+    TenantId(id.to_owned())
+}
+
+fn p(id: &str) -> PersonId {
+    PersonId(id.to_owned())
+}
+
+fn rename(name: &str) -> Vec<Mutation> {
+    vec![Mutation::RenameTenant { name: name.to_owned() }]
+}
+
+/// A fixed clock: tests pass explicit instants to the lock functions.
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+async fn all_records(s: &AnyStore) -> Vec<authzd::store::ChangeRecord> {
+    let mut out = Vec::new();
+    let mut cursor = s.oldest_retained().await.unwrap();
+    loop {
+        let page = s.read_since(cursor, 64).await.unwrap();
+        let Some(last) = page.last() else { return out };
+        cursor = last.revision;
+        out.extend(page);
+    }
+}
+
+fn revisions(records: &[authzd::store::ChangeRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.revision).collect()
+}
+
+fn demo_config(id: &str, name: &str) -> TenantConfig {
+    TenantConfig::empty(t(id))
+        .apply_batch(&[Mutation::CreateTenant { name: name.to_owned(), presets: vec![], defaults: true }])
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- cases
+
+async fn empty_store(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.head().await.unwrap(), 0);
+    assert_eq!(s.oldest_retained().await.unwrap(), 0);
+    assert!(s.read_since(0, 10).await.unwrap().is_empty());
+    assert!(s.load_checkpoints().await.unwrap().is_empty());
+    assert!(s.list_locks(at(0)).await.unwrap().is_empty());
+    assert!(s.expire_locks(at(0)).await.unwrap().is_empty());
+    assert_eq!(s.compact(100).await.unwrap(), 0);
+}
+
+async fn appends_get_consecutive_revisions(h: &Harness) {
+    let s = &h.store;
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let batches = [
+        (
+            t("acme"),
+            vec![Mutation::CreateTenant { name: "ACME".into(), presets: vec!["callback".into()], defaults: true }],
+            Some("alice"),
+        ),
+        (t("globex"), rename("Globex"), None),
+        (
+            t("acme"),
+            vec![Mutation::SetRestrictedMode { on: true }, Mutation::SetRestrictedMode { on: false }],
+            Some("bob"),
+        ),
+    ];
+    for (i, (tenant, muts, actor)) in batches.iter().enumerate() {
+        let r = s.append(tenant, muts, *actor, None).await.unwrap();
+        assert_eq!(r, i as u64 + 1);
+    }
+    let after = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(s.head().await.unwrap(), 3);
+    let records = s.read_since(0, 100).await.unwrap();
+    assert_eq!(revisions(&records), vec![1, 2, 3]);
+    for (rec, (tenant, muts, actor)) in records.iter().zip(&batches) {
+        assert_eq!(&rec.tenant, tenant);
+        assert_eq!(&rec.mutations, muts);
+        assert_eq!(rec.actor.as_deref(), *actor);
+        assert!(rec.committed_at >= before && rec.committed_at <= after, "committed_at {:?}", rec.committed_at);
+    }
+}
+
+async fn read_since_order_and_limit(h: &Harness) {
+    let s = &h.store;
+    for i in 1..=10 {
+        s.append(&t(if i % 2 == 0 { "a" } else { "b" }), &rename(&format!("n{i}")), None, None).await.unwrap();
+    }
+    assert_eq!(revisions(&s.read_since(0, 3).await.unwrap()), vec![1, 2, 3]);
+    assert_eq!(revisions(&s.read_since(3, 3).await.unwrap()), vec![4, 5, 6]);
+    assert_eq!(revisions(&s.read_since(8, 100).await.unwrap()), vec![9, 10]);
+    assert!(s.read_since(10, 5).await.unwrap().is_empty());
+    assert!(s.read_since(99, 5).await.unwrap().is_empty());
+    assert!(s.read_since(0, 0).await.unwrap().is_empty());
+    let all = all_records(s).await;
+    assert_eq!(revisions(&all), (1..=10).collect::<Vec<_>>());
+    assert_eq!(all[4].mutations, rename("n5"));
+    assert_eq!(all[4].tenant, t("b"));
+}
+
+async fn expected_head_conflict_writes_nothing(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.append(&t("a"), &rename("one"), None, Some(0)).await.unwrap(), 1);
+    let err = s.append(&t("a"), &rename("stale"), Some("alice"), Some(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { expected: 0, actual: 1 }), "{err:?}");
+    assert_eq!(err.to_string(), "revision conflict: expected head revision `0`, but the store is at `1`");
+    let err = s.append(&t("a"), &rename("future"), None, Some(7)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { expected: 7, actual: 1 }), "{err:?}");
+    assert_eq!(s.head().await.unwrap(), 1);
+    let records = s.read_since(0, 10).await.unwrap();
+    assert_eq!(revisions(&records), vec![1]);
+    assert_eq!(records[0].mutations, rename("one"));
+    assert_eq!(s.append(&t("a"), &rename("two"), None, Some(1)).await.unwrap(), 2);
+}
+
+async fn concurrent_appends_are_gap_free(h: &Harness) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 25;
+    // Two independent instances (separate pools), as two replicas would have.
+    let stores = [h.store.clone(), h.reopen().await];
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let s = stores[task % 2].clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for seq in 0..PER_TASK {
+                let name = format!("{task}-{seq}");
+                let r = s.append(&t(&format!("t{task}")), &rename(&name), None, None).await.unwrap();
+                got.push((r, task, name));
+            }
+            got
+        }));
+    }
+    let mut written = Vec::new();
+    for handle in handles {
+        let got = handle.await.unwrap();
+        // Each writer sees its own revisions increase.
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        written.extend(got);
+    }
+    let n = (TASKS * PER_TASK) as u64;
+    written.sort();
+    assert_eq!(written.iter().map(|w| w.0).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "gaps or duplicates");
+    assert_eq!(h.store.head().await.unwrap(), n);
+    assert_eq!(stores[1].head().await.unwrap(), n);
+    let records = all_records(&stores[1]).await;
+    assert_eq!(revisions(&records), (1..=n).collect::<Vec<_>>());
+    for (rec, (r, task, name)) in records.iter().zip(&written) {
+        assert_eq!(rec.revision, *r);
+        assert_eq!(rec.tenant, t(&format!("t{task}")));
+        assert_eq!(rec.mutations, rename(name), "revision {r} holds another writer's batch");
+    }
+    stores[1].close().await;
+}
+
+async fn checkpoint_round_trip(h: &Harness) {
+    let s = &h.store;
+    let create = [Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }];
+    let config = demo_config("t", "T");
+    assert!(config.exists() && !config.folders.is_empty());
+    assert_eq!(s.append(&t("t"), &create, None, None).await.unwrap(), 1);
+    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    // Stored as the tenant file in JSON.
+    let stored = h.raw_text("SELECT config FROM authzd_checkpoints WHERE tenant = 't'").await;
+    let file: TenantFile = serde_json::from_str(&stored).unwrap();
+    assert!(file == TenantFile::from_config(&config), "stored checkpoint is not the tenant file");
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0, t("t"));
+    assert_eq!(loaded[0].1, 1);
+    assert!(loaded[0].2 == config, "checkpoint does not round-trip");
+
+    // A newer checkpoint replaces it; an older one is ignored.
+    let renamed = config.apply_batch(&rename("T2")).unwrap();
+    assert_eq!(s.append(&t("t"), &rename("T2"), None, None).await.unwrap(), 2);
+    s.put_checkpoint(&t("t"), 2, &renamed).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].1, 2);
+    assert!(loaded[0].2 == renamed);
+
+    // A second tenant; a checkpoint beyond the head is refused.
+    let other = demo_config("u", "U");
+    s.put_checkpoint(&t("u"), 2, &other).await.unwrap();
+    let err = s.put_checkpoint(&t("u"), 3, &other).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded.iter().map(|c| (c.0.clone(), c.1)).collect::<Vec<_>>(), vec![(t("t"), 2), (t("u"), 2)]);
+    assert!(loaded[1].2 == other);
+}
+
+async fn compaction_keeps_what_checkpoints_need(h: &Harness) {
+    let s = &h.store;
+    // t1: 1, 2, 3   t2: 4, 5   t1: 6
+    for (tenant, name) in [("t1", "a"), ("t1", "b"), ("t1", "c"), ("t2", "d"), ("t2", "e"), ("t1", "f")] {
+        s.append(&t(tenant), &rename(name), None, None).await.unwrap();
+    }
+    let c1 = demo_config("t1", "T1");
+    let c2 = demo_config("t2", "T2");
+    // No checkpoint at all: nothing can go.
+    assert_eq!(s.compact(100).await.unwrap(), 0);
+    assert_eq!(revisions(&s.read_since(0, 100).await.unwrap()), vec![1, 2, 3, 4, 5, 6]);
+    // t1 checkpointed at 3, t2 never: t2's record 4 is the oldest needed.
+    s.put_checkpoint(&t("t1"), 3, &c1).await.unwrap();
+    assert_eq!(s.compact(100).await.unwrap(), 3);
+    assert_eq!(s.oldest_retained().await.unwrap(), 3);
+    assert_eq!(revisions(&s.read_since(3, 100).await.unwrap()), vec![4, 5, 6]);
+    // Reading from before the boundary is refused, not silently short.
+    let err = s.read_since(0, 100).await.unwrap_err();
+    assert!(matches!(err, StoreError::Compacted { after: 0, oldest_retained: 3 }), "{err:?}");
+    // t2 checkpointed at 5: t1's record 6 is needed; `before` bounds it further.
+    s.put_checkpoint(&t("t2"), 5, &c2).await.unwrap();
+    assert_eq!(s.compact(5).await.unwrap(), 4);
+    assert_eq!(revisions(&s.read_since(4, 100).await.unwrap()), vec![5, 6]);
+    assert_eq!(s.compact(100).await.unwrap(), 5);
+    assert_eq!(revisions(&s.read_since(5, 100).await.unwrap()), vec![6]);
+    // Never backwards, and the head survives.
+    assert_eq!(s.compact(1).await.unwrap(), 5);
+    assert_eq!(s.head().await.unwrap(), 6);
+    assert_eq!(s.append(&t("t1"), &rename("g"), None, Some(6)).await.unwrap(), 7);
+    // Everything checkpointed: all may go.
+    s.put_checkpoint(&t("t1"), 7, &c1).await.unwrap();
+    assert_eq!(s.compact(100).await.unwrap(), 7);
+    assert!(s.read_since(7, 100).await.unwrap().is_empty());
+    assert_eq!(s.head().await.unwrap(), 7);
+    assert_eq!(s.append(&t("t2"), &rename("h"), None, None).await.unwrap(), 8);
+}
+
+async fn corrupt_rows_name_the_revision(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.append(&t("a"), &rename("fine"), None, None).await.unwrap(), 1);
+    h.raw(
+        "INSERT INTO authzd_changelog (revision, tenant, mutations, actor, committed_at_ms) \
+         VALUES (2, 'a', '[{\"no_such_mutation\":1}]', NULL, 0); \
+         UPDATE authzd_meta SET head = 2 WHERE id = 1; \
+         INSERT INTO authzd_checkpoints (tenant, revision, config, created_at_ms) VALUES ('a', 1, '{}', 0);",
+    )
+    .await;
+    assert_eq!(revisions(&s.read_since(0, 1).await.unwrap()), vec![1]);
+    let err = s.read_since(0, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { revision: 2, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("corrupt store row at revision `2`"), "{err}");
+    let err = s.load_checkpoints().await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { revision: 1, .. }), "{err:?}");
+    assert!(err.to_string().contains("checkpoint of tenant `a`"), "{err}");
+}
+
+async fn locks(h: &Harness) {
+    let s = &h.store;
+    let app = "Application/billing";
+    let idle = Duration::from_secs(60);
+    let LockOutcome::Granted { token, since, expires_at, renewed, taken_over } =
+        s.acquire_lock(&t("a"), app, &p("alice"), idle, at(0)).await.unwrap()
+    else {
+        panic!("first acquire refused")
+    };
+    assert_eq!((since, expires_at, renewed, taken_over), (at(0), at(60), false, None));
+
+    // Another person is refused, told who holds it and since when.
+    let held = s.acquire_lock(&t("a"), app, &p("bob"), idle, at(10)).await.unwrap();
+    assert_eq!(held, LockOutcome::Held { holder: p("alice"), since: at(0), expires_at: at(60) });
+    // The same object in another tenant, or another object, is independent.
+    assert!(matches!(
+        s.acquire_lock(&t("b"), app, &p("bob"), idle, at(10)).await.unwrap(),
+        LockOutcome::Granted { .. }
+    ));
+
+    // The holder re-acquiring renews: same token, same since, later expiry.
+    let again = s.acquire_lock(&t("a"), app, &p("alice"), idle, at(20)).await.unwrap();
+    assert_eq!(
+        again,
+        LockOutcome::Granted {
+            token: token.clone(),
+            since: at(0),
+            expires_at: at(80),
+            renewed: true,
+            taken_over: None
+        }
+    );
+    assert_eq!(s.renew_lock(&token, at(30)).await.unwrap(), Some(at(90)));
+    assert_eq!(s.renew_lock("no-such-token", at(30)).await.unwrap(), None);
+    let live = s.list_locks(at(30)).await.unwrap();
+    assert_eq!(live.len(), 2);
+    assert_eq!((live[0].tenant.clone(), live[0].holder.clone(), live[0].expires_at), (t("a"), p("alice"), at(90)));
+
+    // After the idle timeout another person takes it over, and learns whose lock expired.
+    assert!(matches!(s.acquire_lock(&t("a"), app, &p("bob"), idle, at(89)).await.unwrap(), LockOutcome::Held { .. }));
+    let LockOutcome::Granted { token: bob_token, since, expires_at, renewed, taken_over } =
+        s.acquire_lock(&t("a"), app, &p("bob"), idle, at(90)).await.unwrap()
+    else {
+        panic!("expired lock not taken over")
+    };
+    assert_ne!(bob_token, token);
+    assert_eq!((since, expires_at, renewed), (at(90), at(150), false));
+    let old = taken_over.expect("takeover reports the expired lock");
+    assert_eq!(
+        (old.tenant, old.object.as_str(), old.holder, old.since, old.expires_at),
+        (t("a"), app, p("alice"), at(0), at(90))
+    );
+    // The old holder's token is dead.
+    assert_eq!(s.renew_lock(&token, at(91)).await.unwrap(), None);
+    assert_eq!(s.release_lock(&token).await.unwrap(), None);
+
+    // Release frees it for anyone.
+    let released = s.release_lock(&bob_token).await.unwrap().expect("release finds the lock");
+    assert_eq!((released.holder, released.object.as_str()), (p("bob"), app));
+    assert_eq!(s.release_lock(&bob_token).await.unwrap(), None);
+    let LockOutcome::Granted { since, taken_over, .. } =
+        s.acquire_lock(&t("a"), app, &p("carol"), idle, at(100)).await.unwrap()
+    else {
+        panic!("released lock not granted")
+    };
+    assert_eq!((since, taken_over), (at(100), None));
+
+    // Expiry removes exactly the expired locks and reports them.
+    s.acquire_lock(&t("a"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap();
+    let expired = s.expire_locks(at(105)).await.unwrap();
+    let mut who: Vec<_> = expired.iter().map(|l| (l.tenant.as_str(), l.object.as_str(), l.holder.as_str())).collect();
+    who.sort();
+    assert_eq!(who, vec![("a", "SharedModule/m1", "dave"), ("b", app, "bob")]);
+    let live = s.list_locks(at(105)).await.unwrap();
+    assert_eq!(live.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>(), vec!["carol"]);
+    assert!(s.expire_locks(at(105)).await.unwrap().is_empty());
+}
+
+async fn concurrent_acquires_grant_one(h: &Harness) {
+    let stores = [h.store.clone(), h.reopen().await];
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let s = stores[i % 2].clone();
+        handles.push(tokio::spawn(async move {
+            s.acquire_lock(&t("a"), "DataTable/d1", &p(&format!("person{i}")), Duration::from_secs(60), at(0))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut granted = Vec::new();
+    let mut holders = BTreeSet::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.await.unwrap() {
+            LockOutcome::Granted { .. } => granted.push(format!("person{i}")),
+            LockOutcome::Held { holder, .. } => {
+                holders.insert(holder);
+            }
+        }
+    }
+    assert_eq!(granted.len(), 1, "granted to {granted:?}");
+    assert!(holders.iter().all(|h| h.as_str() == granted[0]), "refusals name {holders:?}, winner {granted:?}");
+    stores[1].close().await;
+}
+
+// ---------------------------------------------------------------- backend-specific
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reopen_keeps_data() {
+    let h = open_sqlite().await;
+    let s = &h.store;
+    let config = demo_config("t", "T");
+    s.append(
+        &t("t"),
+        &[Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }],
+        Some("admin"),
+        None,
+    )
+    .await
+    .unwrap();
+    s.append(&t("t"), &rename("T2"), None, None).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    let LockOutcome::Granted { token, .. } =
+        s.acquire_lock(&t("t"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap()
+    else {
+        panic!("lock refused")
+    };
+    let before = s.read_since(0, 10).await.unwrap();
+    s.close().await;
+
+    // Reopen through the bare path this time.
+    let path = h.url.trim_start_matches("sqlite://").to_owned();
+    let reopened = AnyStore::open(&path).await.unwrap();
+    assert!(matches!(reopened, AnyStore::Sqlite(_)));
+    assert_eq!(reopened.head().await.unwrap(), 2);
+    assert_eq!(reopened.read_since(0, 10).await.unwrap(), before);
+    let loaded = reopened.load_checkpoints().await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert!(loaded[0].2 == config);
+    assert_eq!(reopened.renew_lock(&token, at(1)).await.unwrap(), Some(at(61)));
+    assert_eq!(reopened.append(&t("t"), &rename("T3"), None, Some(2)).await.unwrap(), 3);
+
+    // The file is in WAL mode.
+    let mut c = sqlx::SqliteConnection::connect(&h.url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
+    assert_eq!(mode, "wal");
+    c.close().await.unwrap();
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let s = AnyStore::open("sqlite::memory:").await.unwrap();
+    assert_eq!(s.append(&t("a"), &rename("x"), None, None).await.unwrap(), 1);
+    assert_eq!(s.append(&t("a"), &rename("y"), None, Some(1)).await.unwrap(), 2);
+    assert_eq!(revisions(&s.read_since(0, 10).await.unwrap()), vec![1, 2]);
+    s.close().await;
+}
+
+#[tokio::test]
+async fn open_rejects_unknown_schemes_and_hides_passwords() {
+    let err = AnyStore::open("mysql://u:pw@localhost/db").await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(!err.to_string().contains("pw@"), "{err}");
+    // Nothing listens on port 1: unavailable, URL named, password hidden.
+    let err = AnyStore::open("postgres://postgres:s3cret@127.0.0.1:1/test").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("postgres://postgres:***@127.0.0.1:1/test") && !msg.contains("s3cret"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_delivers_revisions() {
+    let h = open_postgres().await;
+    let mut notices = h.store.subscribe().await.unwrap().expect("postgres subscribes");
+    // An append from another instance (another replica) wakes this one.
+    let other = h.reopen().await;
+    let started = std::time::Instant::now();
+    let r1 = other.append(&t("a"), &rename("x"), None, None).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
+    assert_eq!(got, Some(r1));
+    eprintln!("postgres notify latency {:?}", started.elapsed());
+    let r2 = h.store.append(&t("a"), &rename("y"), None, None).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
+    assert_eq!(got, Some(r2));
+    // A rejected append notifies nothing.
+    assert!(other.append(&t("a"), &rename("z"), None, Some(0)).await.is_err());
+    let nothing = tokio::time::timeout(Duration::from_millis(300), notices.recv()).await;
+    assert!(nothing.is_err(), "unexpected notification {nothing:?}");
+    // SQLite has no notifications.
+    let sqlite = open_sqlite().await;
+    assert!(sqlite.store.subscribe().await.unwrap().is_none());
+    sqlite.finish().await;
+    drop(notices);
+    other.close().await;
+    h.finish().await;
+}
+
+#[test]
+fn with_database_replaces_the_path() {
+    assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+    assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
