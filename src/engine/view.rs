@@ -1005,8 +1005,8 @@ impl TenantView {
             Some(after) => kc.sorted.partition_point(|&n| self.nodes[n as usize].id.as_str() <= after),
             None => 0,
         };
-        // Verdict per distinct ACL, computed on first use.
-        let mut memo: FxHashMap<u32, bool> = FxHashMap::default();
+        // Verdict per distinct ACL, computed on first use (0 unknown, 1 allow, 2 not).
+        let mut memo = vec![0u8; self.acls.len()];
         let limit = r.limit.max(1);
         let mut items = Vec::new();
         let mut next_after = None;
@@ -1020,8 +1020,11 @@ impl TenantView {
             if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
                 continue;
             }
-            let ok = *memo.entry(nc.acl).or_insert_with(|| self.acl_verdict(pi, nc.acl, b) == AclVerdict::Allow);
-            if !ok {
+            let Some(slot) = memo.get_mut(nc.acl as usize) else { continue };
+            if *slot == 0 {
+                *slot = if self.acl_verdict(pi, nc.acl, b) == AclVerdict::Allow { 1 } else { 2 };
+            }
+            if *slot != 1 {
                 continue;
             }
             if items.len() == limit {

@@ -449,20 +449,17 @@ impl TenantConfig {
                 }
                 let name = virtual_queue_script(queue);
                 let key = ObjectKey { kind: types::SCRIPT.into(), id: ObjectId(name.clone()) };
-                if !self.objects.contains_key(&key) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.objects.entry(key) {
                     let mut properties = BTreeMap::new();
                     properties.insert("virtual_queue".to_owned(), queue.clone());
-                    self.objects.insert(
-                        key,
-                        Object {
-                            kind: types::SCRIPT.into(),
-                            id: ObjectId(name.clone()),
-                            name,
-                            folder,
-                            partitions: Default::default(),
-                            properties,
-                        },
-                    );
+                    slot.insert(Object {
+                        kind: types::SCRIPT.into(),
+                        id: ObjectId(name.clone()),
+                        name,
+                        folder,
+                        partitions: Default::default(),
+                        properties,
+                    });
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use super::config::{Mutation, TenantConfig};
 use super::entity::*;
-use super::error::{ModelError, ModelResult};
+use super::error::ModelResult;
 use super::ids::TenantId;
 use serde::{Deserialize, Serialize};
 
