@@ -111,6 +111,28 @@ fn bench(c: &mut Criterion) {
             black_box(view.list_visible(&r).map(|p| p.items.len()))
         })
     });
+    let mut i = 0usize;
+    let mut total = 0usize;
+    let mut lists = 0usize;
+    g.bench_function("all_metrics_one_person_borrowed", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            let r = ListRequest {
+                subject: &persons[i],
+                kind: types::METRIC,
+                folder: None,
+                permission: Perm::Read,
+                application: None,
+                after: None,
+                limit: usize::MAX,
+            };
+            let n = view.list_visible_refs(&r).map(|p| p.items.len()).unwrap_or(0);
+            total += n;
+            lists += 1;
+            black_box(n)
+        })
+    });
+    eprintln!("list_visible: {} metrics visible per person on average", total / lists.max(1));
     g.finish();
     let mut g = c.benchmark_group("build");
     g.sample_size(10);

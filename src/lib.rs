@@ -8,6 +8,7 @@
 //! - [`store`]: the durable changelog, checkpoints and edit locks (SQLite or PostgreSQL).
 //! - [`synth`]: synthetic tenants of a chosen size for benchmarks.
 //! - [`snapshot`]: the current view of every tenant, swapped whole per write batch.
+//! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
 
 pub mod engine;
 pub mod model;
@@ -16,3 +17,4 @@ pub mod store;
 pub mod proto;
 pub mod snapshot;
 pub mod synth;
+pub mod watch;

@@ -19,6 +19,10 @@
 //! - `OPEN_WHEN_UNCONFIGURED` is reported when a privilege was consulted
 //!   (an existing type or property guard, or the privilege asked) and the
 //!   person's privileges in the application come from that rule.
+//! - The primary role is the applied role with most access (most distinct
+//!   canonical privileges of the application); ties go to the role named
+//!   first in `role_rank` (ranked before unranked), then by name. A legacy
+//!   annex decision names the matching template.
 
 use super::types::{CheckRequest, ListRequest, Reason};
 use crate::model::{
@@ -166,10 +170,7 @@ fn object_permission(c: &TenantConfig, u: &Person, node: Node<'_>, b: Perm) -> R
     for p in principals(c, u) {
         // Step 2: the entry on the node itself, else the nearest propagating one above.
         let entry = c.aces.get(&(own.clone(), p.clone())).or_else(|| {
-            chain
-                .iter()
-                .filter_map(|f| c.aces.get(&(Target::Folder((*f).clone()), p.clone())))
-                .find(|a| a.propagate)
+            chain.iter().filter_map(|f| c.aces.get(&(Target::Folder((*f).clone()), p.clone()))).find(|a| a.propagate)
         });
         if let Some(a) = entry {
             denied |= a.deny.contains(b);
@@ -221,10 +222,7 @@ fn assigned(c: &TenantConfig, u: &Person, r: &Role) -> bool {
 
 /// The canonical privileges of application `cat` that role `r` holds.
 fn role_privileges(cat: &Catalog, r: &Role) -> BTreeSet<String> {
-    r.privileges
-        .get(&cat.name)
-        .map(|ps| ps.iter().filter_map(|p| canonical(cat, p)).collect())
-        .unwrap_or_default()
+    r.privileges.get(&cat.name).map(|ps| ps.iter().filter_map(|p| canonical(cat, p)).collect()).unwrap_or_default()
 }
 
 /// §3: the privileges of person `u` in application `cat`.
@@ -248,7 +246,6 @@ fn privileges(c: &TenantConfig, u: &Person, cat: &Catalog) -> Privileges {
         for p in unmet {
             effective.remove(&p);
         }
-        break;
     }
     Privileges { source, granted, effective, primary }
 }
@@ -260,9 +257,8 @@ fn granted_privileges(c: &TenantConfig, u: &Person, cat: &Catalog) -> (Source, B
     for section in &cat.legacy_annex_sections {
         let Some(role) = u.annex.get(section).and_then(|opts| opts.get("role")) else { continue };
         let template = cat.roles.iter().find(|t| t.legacy_name.as_deref() == Some(role.as_str()));
-        let granted = template
-            .map(|t| t.privileges.iter().filter_map(|p| canonical(cat, p)).collect())
-            .unwrap_or_default();
+        let granted =
+            template.map(|t| t.privileges.iter().filter_map(|p| canonical(cat, p)).collect()).unwrap_or_default();
         let name = template.map(|t| t.name.clone());
         return (Source::Legacy(name.clone()), granted, name);
     }
@@ -288,13 +284,17 @@ fn granted_privileges(c: &TenantConfig, u: &Person, cat: &Catalog) -> (Source, B
         let all = cat.privileges.iter().map(|p| p.name.clone()).collect();
         return (Source::Open, all, None);
     }
-    // Rule 5: the primary role: first by rank, then most privileges, then name.
+    // Rule 5: the primary role: most access, ties by rank order, then name.
     let rank = |r: &Role| cat.role_rank.iter().position(|n| *n == r.name);
-    applied.sort_by(|(a, na), (b, nb)| match (rank(a), rank(b)) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => nb.cmp(na).then_with(|| a.name.cmp(&b.name)),
+    applied.sort_by(|(a, na), (b, nb)| {
+        nb.cmp(na)
+            .then_with(|| match (rank(a), rank(b)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| a.name.cmp(&b.name))
     });
     let primary = applied.first().map(|(r, _)| r.name.clone());
     (Source::Roles, granted, primary)
@@ -359,9 +359,7 @@ fn check_inner(c: &TenantConfig, req: &CheckRequest<'_>) -> Result<Reason, Reaso
     if let Some(node) = node {
         // Part 2: partitions.
         let parts = node.partitions();
-        if !parts.is_empty()
-            && !parts.iter().any(|p| c.partitions.get(*p).is_some_and(|p| p.members.contains(&u.id)))
-        {
+        if !parts.is_empty() && !parts.iter().any(|p| c.partitions.get(*p).is_some_and(|p| p.members.contains(&u.id))) {
             return Err(Reason::Partition);
         }
         // Part 3: object permission (§2).
@@ -476,14 +474,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// A tenant `t` with a root folder and the given mutations.
-    ///
-    /// (Seeded with the root folder directly: `create_tenant` with
-    /// `defaults: false` leaves no root, so nothing can follow it in a batch.)
     fn tenant(muts: Vec<Mutation>) -> TenantConfig {
-        let mut c = TenantConfig::empty(TenantId("t".into()));
-        c.name = "T".into();
-        c.folders.insert(FolderId("root".into()), Folder { id: FolderId("root".into()), name: "root".into(), parent: None });
-        c.apply_batch(&muts).unwrap()
+        let mut batch = vec![
+            Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: false },
+            Mutation::PutFolder(Folder { id: FolderId("root".into()), name: "root".into(), parent: None }),
+        ];
+        batch.extend(muts);
+        TenantConfig::empty(TenantId("t".into())).apply_batch(&batch).unwrap()
     }
 
     fn folder(id: &str, parent: &str) -> Mutation {
@@ -579,11 +576,7 @@ mod tests {
     }
 
     fn read<'a>(subject: &'a str, kind: &'a str, id: &'a str) -> CheckRequest<'a> {
-        CheckRequest {
-            subject,
-            object: Some(ObjectRef { kind, id, tenant: None }),
-            ..Default::default()
-        }
+        CheckRequest { subject, object: Some(ObjectRef { kind, id, tenant: None }), ..Default::default() }
     }
     fn with_perm(mut r: CheckRequest<'_>, b: Perm) -> CheckRequest<'_> {
         r.permission = Some(b);
@@ -798,8 +791,12 @@ mod tests {
         let mut cat = catalog("D", vec![priv_def("edit", &[]), priv_def("phone", &[])]);
         cat.privileges[1].permission = Some(Perm::Execute);
         cat.type_guards = vec![TypeGuard { kind: "App".into(), permission: Perm::Change, privilege: "edit".into() }];
-        cat.property_guards =
-            vec![PropertyGuard { kind: "App".into(), property: "Name".into(), access: Perm::Read, privilege: "edit".into() }];
+        cat.property_guards = vec![PropertyGuard {
+            kind: "App".into(),
+            property: "Name".into(),
+            access: Perm::Read,
+            privilege: "edit".into(),
+        }];
         cat.restricted_types = vec!["App".into()];
         let mut muts = vec![
             Mutation::PutCatalog(cat),
@@ -809,7 +806,11 @@ mod tests {
                 name: "p1".into(),
                 members: [PersonId("u".into())].into_iter().collect(),
             }),
-            Mutation::PutPartition(Partition { id: PartitionId("p2".into()), name: "p2".into(), members: Default::default() }),
+            Mutation::PutPartition(Partition {
+                id: PartitionId("p2".into()),
+                name: "p2".into(),
+                members: Default::default(),
+            }),
             object("App", "a", "root"),
             object("App", "hidden", "root"),
             object("Grammar", "g", "root"),
@@ -828,7 +829,16 @@ mod tests {
         assert_eq!(check(&c, &CheckRequest { subject: "u", ..Default::default() }), Reason::InvalidRequest);
         assert_eq!(check(&c, &CheckRequest { privilege: Some("edit"), ..base }), Reason::InvalidRequest);
         assert_eq!(
-            check(&c, &CheckRequest { subject: "u", application: Some("D"), property: Some("Name"), privilege: Some("edit"), ..Default::default() }),
+            check(
+                &c,
+                &CheckRequest {
+                    subject: "u",
+                    application: Some("D"),
+                    property: Some("Name"),
+                    privilege: Some("edit"),
+                    ..Default::default()
+                }
+            ),
             Reason::InvalidRequest
         );
         assert_eq!(check(&c, &read("nobody", "App", "a")), Reason::UnknownSubject);
@@ -859,9 +869,9 @@ mod tests {
     }
 
     #[test]
-    fn primary_role_by_rank_then_size_then_name() {
+    fn primary_role_by_size_then_rank_then_name() {
         let mut cat = catalog("C", vec![priv_def("a", &[]), priv_def("b", &[]), priv_def("c", &[])]);
-        cat.role_rank = vec!["small".into(), "other".into()];
+        cat.role_rank = vec!["small".into(), "mid2".into()];
         let mut muts = vec![
             Mutation::PutCatalog(cat),
             everyone_reads(),
@@ -871,14 +881,18 @@ mod tests {
             role("mid1", "C", &["b", "c"], &["u"], &[]),
             role("small", "C", &["a"], &["u"], &[]),
         ];
-        let c = tenant(muts.clone());
-        assert_eq!(primary_role(&c, "u", "C").as_deref(), Some("small"));
-        muts.pop();
+        // Most access wins over rank.
         let c = tenant(muts.clone());
         assert_eq!(primary_role(&c, "u", "C").as_deref(), Some("big"));
+        // A tie in access goes to rank order (mid2 is ranked, mid1 is not).
         muts.remove(3);
+        let c = tenant(muts.clone());
+        assert_eq!(primary_role(&c, "u", "C").as_deref(), Some("mid2"));
+        // A tie with neither ranked goes by name.
+        muts.remove(3);
+        muts.push(role("mid0", "C", &["a", "c"], &["u"], &[]));
         let c = tenant(muts);
-        assert_eq!(primary_role(&c, "u", "C").as_deref(), Some("mid1"));
+        assert_eq!(primary_role(&c, "u", "C").as_deref(), Some("mid0"));
     }
 
     #[test]

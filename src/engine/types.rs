@@ -193,3 +193,27 @@ pub struct ListPage {
     /// Revision the page was computed at.
     pub revision: Revision,
 }
+
+/// One object in a listing, borrowed from the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibleRef<'v> {
+    /// Object id.
+    pub id: &'v str,
+    /// Object name.
+    pub name: &'v str,
+    /// Folder id.
+    pub folder: &'v str,
+    /// Properties the person may read.
+    pub properties: Vec<(&'v str, &'v str)>,
+}
+
+/// A page of a listing, borrowed from the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPageRef<'v> {
+    /// Objects in id order.
+    pub items: Vec<VisibleRef<'v>>,
+    /// Id to continue after, when more may follow.
+    pub next_after: Option<&'v str>,
+    /// Revision the page was computed at.
+    pub revision: Revision,
+}

@@ -17,6 +17,7 @@
 //! listings allocate their answers.
 
 use super::types::*;
+
 use crate::model::{self, Perm, PermSet, Revision, Subject, Target, TenantConfig};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
@@ -676,7 +677,8 @@ impl TenantView {
                             let r = &self.roles[ri as usize];
                             let rank = app.role_rank.iter().position(|n| *n == r.name).unwrap_or(usize::MAX);
                             let count = r.privs.get(&ai).map_or(0, Vec::len);
-                            (rank, Reverse(count), r.name.as_str())
+                            // Most access, ties by rank order, then name (SPEC §3.5).
+                            (Reverse(count), rank, r.name.as_str())
                         })
                         .min()
                         .map(|(_, _, n)| n.to_owned()),
@@ -953,6 +955,26 @@ impl TenantView {
     /// Objects of a type the person may access (SPEC §4.1), in id order, from
     /// `after` on, at most `limit` of them.
     pub fn list_visible(&self, r: &ListRequest<'_>) -> Result<ListPage, Reason> {
+        let page = self.list_visible_refs(r)?;
+        Ok(ListPage {
+            items: page
+                .items
+                .into_iter()
+                .map(|v| VisibleObject {
+                    id: v.id.to_owned(),
+                    name: v.name.to_owned(),
+                    folder: v.folder.to_owned(),
+                    properties: v.properties.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                })
+                .collect(),
+            next_after: page.next_after.map(str::to_owned),
+            revision: page.revision,
+        })
+    }
+
+    /// [`Self::list_visible`] borrowing from the view: no string is copied,
+    /// so a caller that serializes the page copies each string once.
+    pub fn list_visible_refs<'v>(&'v self, r: &ListRequest<'_>) -> Result<ListPageRef<'v>, Reason> {
         let &pi = self.person_ix.get(r.subject).ok_or(Reason::UnknownSubject)?;
         let person = self.persons.get(pi as usize).ok_or(Reason::Internal)?;
         if !person.enabled {
@@ -969,7 +991,7 @@ impl TenantView {
             }
             None => None,
         };
-        let empty = ListPage { items: Vec::new(), next_after: None, revision: self.revision };
+        let empty = ListPageRef { items: Vec::new(), next_after: None, revision: self.revision };
         let Some(&kind) = self.kind_ix.get(r.kind) else { return Ok(empty) };
         let b = r.permission;
         let app_c = app.and_then(|ai| self.apps.get(ai as usize));
@@ -1008,7 +1030,7 @@ impl TenantView {
         // Verdict per distinct ACL, computed on first use (0 unknown, 1 allow, 2 not).
         let mut memo = vec![0u8; self.acls.len()];
         let limit = r.limit.max(1);
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(limit.min(kc.sorted.len() - start));
         let mut next_after = None;
         for &n in &kc.sorted[start..] {
             let nc = &self.nodes[n as usize];
@@ -1028,38 +1050,29 @@ impl TenantView {
                 continue;
             }
             if items.len() == limit {
-                next_after = items.last().map(|v: &VisibleObject| v.id.clone());
+                next_after = items.last().map(|v: &VisibleRef<'v>| v.id);
                 break;
             }
-            items.push(VisibleObject {
-                id: nc.id.clone(),
-                name: nc.name.clone(),
-                folder: self.folder_id(nc.folder).to_owned(),
+            items.push(VisibleRef {
+                id: &nc.id,
+                name: &nc.name,
+                folder: self.folder_id(nc.folder),
                 properties: nc
                     .properties
                     .iter()
                     .filter(|(k, _)| !hidden.contains(&k.as_str()))
-                    .cloned()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect(),
             });
         }
-        Ok(ListPage { items, next_after, revision: self.revision })
+        Ok(ListPageRef { items, next_after, revision: self.revision })
     }
 
-    /// Visits every visible object of a kind (ids), without paging: for change
-    /// streams that diff visible sets. Same rules as [`Self::list_visible`].
-    pub fn visible_ids(&self, r: &ListRequest<'_>) -> Result<Vec<String>, Reason> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let req = ListRequest { after: after.as_deref(), limit: 100_000, ..*r };
-            let page = self.list_visible(&req)?;
-            out.extend(page.items.into_iter().map(|v| v.id));
-            match page.next_after {
-                Some(a) => after = Some(a),
-                None => return Ok(out),
-            }
-        }
+    /// Every visible object of a kind (ids, in id order), without paging: for
+    /// change streams that diff visible sets. Same rules as [`Self::list_visible`].
+    pub fn visible_ids<'v>(&'v self, r: &ListRequest<'_>) -> Result<Vec<&'v str>, Reason> {
+        let req = ListRequest { after: None, limit: usize::MAX, ..*r };
+        Ok(self.list_visible_refs(&req)?.items.into_iter().map(|v| v.id).collect())
     }
 
     fn folder_id(&self, n: u32) -> &str {
