@@ -127,7 +127,8 @@ pub enum Update {
 /// What the hub remembers of a subscriber: the last state it was sent.
 #[derive(Debug)]
 enum Last {
-    Privileges(BTreeSet<String>),
+    /// Privilege names in catalog order (short lists: linear search is fine).
+    Privileges(Vec<String>),
     Objects(BTreeSet<String>),
 }
 
@@ -190,9 +191,9 @@ fn compute(view: &TenantView, spec: &WatchSpec) -> State {
 
 fn remember(spec: &WatchSpec, state: &State) -> Last {
     match (spec, state) {
-        (_, State::Privileges(p)) => Last::Privileges(p.privileges.iter().cloned().collect()),
+        (_, State::Privileges(p)) => Last::Privileges(p.privileges.clone()),
         (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect()),
-        (WatchSpec::Privileges { .. }, State::Denied(_)) => Last::Privileges(BTreeSet::new()),
+        (WatchSpec::Privileges { .. }, State::Denied(_)) => Last::Privileges(Vec::new()),
         (WatchSpec::Objects { .. }, State::Denied(_)) => Last::Objects(BTreeSet::new()),
     }
 }
@@ -264,15 +265,15 @@ impl Hub {
             let mut last = sub.last.lock().unwrap_or_else(|e| e.into_inner());
             let update = match (&mut *last, state) {
                 (Last::Privileges(old), state) => {
-                    let new: BTreeSet<String> = match state {
-                        State::Privileges(p) => p.privileges.into_iter().collect(),
-                        _ => BTreeSet::new(),
+                    let new: Vec<String> = match state {
+                        State::Privileges(p) => p.privileges,
+                        _ => Vec::new(),
                     };
                     if *old == new {
                         continue;
                     }
-                    let gained = new.difference(old).cloned().collect();
-                    let lost = old.difference(&new).cloned().collect();
+                    let gained = new.iter().filter(|p| !old.contains(p)).cloned().collect();
+                    let lost = old.iter().filter(|p| !new.contains(p)).cloned().collect();
                     *old = new;
                     Update::Privileges { revision, gained, lost }
                 }

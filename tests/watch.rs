@@ -1,0 +1,199 @@
+//! The watch hub (SPEC §7) in process: computed subscriptions start with the
+//! full state, then receive only differences tagged with their revision; a
+//! subscriber that stops reading is resynced, never buffered without bound,
+//! and does not hold back the others.
+
+use authzd::model::*;
+use authzd::snapshot::Snapshot;
+use authzd::watch::{Hub, Resync, State, Update, WatchSpec};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const WCB: &str = "WorkspaceWebCallback";
+const CHANNEL: &str = "Web Callback - Can Use Web Callback Channel";
+const RESCHEDULE: &str = "Web Callback - Can Reschedule";
+
+fn person(id: &str) -> Mutation {
+    Mutation::PutPerson(Person {
+        id: PersonId(id.into()),
+        username: id.into(),
+        enabled: true,
+        folder: FolderId(folders::PERSONS.into()),
+        annex: BTreeMap::new(),
+        properties: BTreeMap::new(),
+    })
+}
+
+fn agents_role(privileges: &[&str]) -> Mutation {
+    Mutation::PutRole(Role {
+        id: RoleId("agents".into()),
+        name: "Web Callback Agents".into(),
+        folder: FolderId(folders::ROLES.into()),
+        privileges: BTreeMap::from([(WCB.to_owned(), privileges.iter().map(|p| p.to_string()).collect())]),
+        members: RoleMembers { persons: BTreeSet::new(), groups: BTreeSet::from([GroupId("agents".into())]) },
+    })
+}
+
+fn setup(persons: usize) -> (Arc<Snapshot>, TenantId) {
+    let snap = Arc::new(Snapshot::new());
+    let t = TenantId("acme".into());
+    let mut batch = vec![Mutation::CreateTenant { name: "ACME".into(), presets: vec!["workspace_web_callback".into()], defaults: true }];
+    let ids: Vec<String> = (0..persons).map(|i| format!("agent{i}")).collect();
+    batch.extend(ids.iter().map(|i| person(i)));
+    batch.push(Mutation::PutGroup(AccessGroup {
+        id: GroupId("agents".into()),
+        name: "Agents".into(),
+        folder: FolderId(folders::ACCESS_GROUPS.into()),
+        members: ids.iter().map(|i| PersonId(i.clone())).collect(),
+    }));
+    batch.push(agents_role(&[CHANNEL, RESCHEDULE]));
+    snap.apply(&t, &batch, 1).expect("valid");
+    snap.mark_loaded();
+    (snap, t)
+}
+
+fn desktop(person: &str) -> WatchSpec {
+    WatchSpec::Privileges { tenant: "acme".into(), person: person.into(), application: WCB.into() }
+}
+
+fn publish(hub: &Hub, snap: &Snapshot, t: &TenantId, batch: Vec<Mutation>, revision: u64) {
+    let state = snap.apply(t, &batch, revision).expect("valid");
+    hub.publish(&state.view, &batch);
+}
+
+#[tokio::test]
+async fn desktop_receives_full_state_then_the_loss_of_can_reschedule() {
+    let (snap, t) = setup(3);
+    let hub = Arc::new(Hub::new(8));
+    let mut sub = hub.subscribe(desktop("agent1"), &snap).expect("subscribed");
+    match sub.next(&snap).await {
+        Some(Update::Full { revision: 1, reason: Resync::Initial, state: State::Privileges(p) }) => {
+            assert_eq!(p.privileges, vec![CHANNEL.to_owned(), RESCHEDULE.to_owned()]);
+        }
+        other => panic!("expected the initial state, got {other:?}"),
+    }
+    publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL])], 2);
+    assert_eq!(
+        sub.next(&snap).await,
+        Some(Update::Privileges { revision: 2, gained: vec![], lost: vec![RESCHEDULE.to_owned()] })
+    );
+    // A batch that changes nothing for this person sends nothing; the next one that does, does.
+    publish(&hub, &snap, &t, vec![person("someone-else")], 3);
+    publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL, RESCHEDULE])], 4);
+    assert_eq!(
+        sub.next(&snap).await,
+        Some(Update::Privileges { revision: 4, gained: vec![RESCHEDULE.to_owned()], lost: vec![] })
+    );
+    // Removing the person: every privilege is lost.
+    publish(&hub, &snap, &t, vec![Mutation::DeletePerson { id: PersonId("agent1".into()) }], 5);
+    assert_eq!(
+        sub.next(&snap).await,
+        Some(Update::Privileges { revision: 5, gained: vec![], lost: vec![CHANNEL.to_owned(), RESCHEDULE.to_owned()] })
+    );
+    drop(sub);
+    assert!(hub.is_empty(), "dropping a subscriber unsubscribes it");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_resynced_and_does_not_slow_the_others() {
+    let (snap, t) = setup(50);
+    let capacity = 4;
+    let hub = Arc::new(Hub::new(capacity));
+    let mut slow = hub.subscribe(desktop("agent0"), &snap).expect("subscribed");
+    let mut fast: Vec<_> = (1..50).map(|i| hub.subscribe(desktop(&format!("agent{i}")), &snap).expect("subscribed")).collect();
+    for f in &mut fast {
+        assert!(matches!(f.next(&snap).await, Some(Update::Full { .. })));
+    }
+    // 100 flips; the fast subscribers read every one, the slow one reads nothing.
+    let flips = 100u64;
+    for k in 0..flips {
+        let privileges: &[&str] = if k % 2 == 0 { &[CHANNEL] } else { &[CHANNEL, RESCHEDULE] };
+        publish(&hub, &snap, &t, vec![agents_role(privileges)], 2 + k);
+        for f in &mut fast {
+            match f.next(&snap).await {
+                Some(Update::Privileges { revision, .. }) => assert_eq!(revision, 2 + k),
+                other => panic!("fast subscriber got {other:?}"),
+            }
+        }
+    }
+    // The slow one never held more than its queue, and now gets one fresh full state.
+    match slow.next(&snap).await {
+        Some(Update::Full { revision, reason: Resync::Lagged, state: State::Privileges(p) }) => {
+            assert_eq!(revision, 1 + flips);
+            assert_eq!(p.privileges, vec![CHANNEL.to_owned(), RESCHEDULE.to_owned()], "state of the last batch");
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    assert_eq!(hub.stats.resyncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // After the resync it follows differences again.
+    publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL])], 2 + flips);
+    assert_eq!(
+        slow.next(&snap).await,
+        Some(Update::Privileges { revision: 2 + flips, gained: vec![], lost: vec![RESCHEDULE.to_owned()] })
+    );
+}
+
+#[tokio::test]
+async fn dashboard_follows_visible_metrics() {
+    let (snap, t) = setup(1);
+    let hub = Arc::new(Hub::default());
+    let spec = WatchSpec::Objects {
+        tenant: "acme".into(),
+        person: "agent0".into(),
+        kind: "Metric".into(),
+        folder: None,
+        application: None,
+        permission: Perm::Read,
+    };
+    let mut sub = hub.subscribe(spec, &snap).expect("subscribed");
+    assert!(matches!(sub.next(&snap).await, Some(Update::Full { state: State::Objects(o), .. }) if o.is_empty()));
+    let folder = "Advisors Metrics/FrontlineAdvisor/Agent";
+    let metric = |id: &str, name: &str| {
+        Mutation::PutObject(Object {
+            kind: "Metric".into(),
+            id: ObjectId(id.into()),
+            name: name.into(),
+            folder: FolderId(folder.into()),
+            partitions: BTreeSet::new(),
+            properties: BTreeMap::new(),
+        })
+    };
+    publish(
+        &hub,
+        &snap,
+        &t,
+        vec![
+            metric("m1", "FrontlineAdvisor.Agent.Voice.nch"),
+            metric("m2", "FrontlineAdvisor.Agent.Voice.aht"),
+            Mutation::PutAce(Ace {
+                target: Target::Folder(FolderId(folder.into())),
+                subject: Subject::Group(GroupId("agents".into())),
+                allow: PermSet::EMPTY.with(Perm::Read),
+                deny: PermSet::EMPTY,
+                propagate: true,
+            }),
+        ],
+        2,
+    );
+    match sub.next(&snap).await {
+        Some(Update::Objects { revision: 2, gained, lost }) => {
+            assert_eq!(gained.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+            assert!(lost.is_empty());
+        }
+        other => panic!("expected gained metrics, got {other:?}"),
+    }
+    publish(
+        &hub,
+        &snap,
+        &t,
+        vec![Mutation::PutAce(Ace {
+            target: Target::Object(ObjectKey { kind: "Metric".into(), id: ObjectId("m2".into()) }),
+            subject: Subject::Person(PersonId("agent0".into())),
+            allow: PermSet::EMPTY,
+            deny: PermSet::EMPTY.with(Perm::Read),
+            propagate: false,
+        })],
+        3,
+    );
+    assert_eq!(sub.next(&snap).await, Some(Update::Objects { revision: 3, gained: vec![], lost: vec!["m2".into()] }));
+}
