@@ -8,6 +8,10 @@
 //! - [`store`]: the durable changelog, checkpoints and edit locks (SQLite or PostgreSQL).
 //! - [`synth`]: synthetic tenants of a chosen size for benchmarks.
 //! - [`snapshot`]: the current view of every tenant, swapped whole per write batch.
+//! - [`service`]: the gRPC services as thin handlers, the replica (start-up replay, the single writer, tailing), proto ↔ model conversion and the one error → status mapping.
+//! - [`config`]: the server's validated configuration.
+//! - [`cli`]: the command line (`serve` and the client commands of the same binary).
+//! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
 
 pub mod engine;
@@ -17,4 +21,8 @@ pub mod store;
 pub mod proto;
 pub mod snapshot;
 pub mod synth;
+pub mod service;
+pub mod config;
+pub mod cli;
+pub mod app;
 pub mod watch;

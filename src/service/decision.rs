@@ -1,0 +1,235 @@
+//! `DecisionService`: thin handlers over the engine (SPEC §4).
+//!
+//! Each handler waits for `at_least_revision` if asked, converts the request
+//! (borrowing from it), asks the tenant's current view, and converts back.
+//! Decisions never fail for model reasons: an unknown tenant, person or object
+//! is a deny with its reason. Listings and effective privileges answer
+//! `NOT_FOUND` for an unknown tenant, person, application or folder instead,
+//! since an empty answer would hide the typo.
+
+use super::convert;
+use super::replica::Replica;
+use super::status::{ServiceError, ServiceResult};
+use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
+use crate::proto::authzd::v1 as pb;
+use crate::proto::authzd::v1::decision_service_server::DecisionService;
+use crate::snapshot::TenantState;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Default page size of `ListVisible`.
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+/// Largest page size of `ListVisible`.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+
+/// The decision service of one replica.
+#[derive(Debug, Clone)]
+pub struct Decisions {
+    replica: Arc<Replica>,
+}
+
+impl Decisions {
+    /// A decision service answering from `replica`.
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Decisions { replica }
+    }
+
+    /// The tenant's state for an answer that is not a decision: unknown
+    /// tenants are `NOT_FOUND`, an unloaded replica `UNAVAILABLE`.
+    fn state(&self, tenant: &str) -> ServiceResult<TenantState> {
+        self.replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""))
+    }
+}
+
+/// The error of a non-decision answer for `reason`, naming the item.
+fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
+    match reason {
+        Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
+        Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
+        Reason::UnknownSubject => {
+            ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`"))
+        }
+        Reason::UnknownApplication => {
+            ServiceError::NotFound(format!("application: unknown application `{what}` in tenant `{tenant}`"))
+        }
+        Reason::UnknownObject => ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`")),
+        other => ServiceError::Internal(format!("unexpected `{}`", other.code())),
+    }
+}
+
+/// Where the person's privileges in the request's application come from.
+fn source_of(state: &TenantState, r: &CheckRequest<'_>) -> Option<PrivilegeSource> {
+    let app = r.application?;
+    state.view.effective_privileges(r.subject, app).ok().map(|e| e.source)
+}
+
+/// Decides `r` on `state` with evidence.
+fn explained(state: &TenantState, r: &CheckRequest<'_>) -> (Decision, pb::Evidence) {
+    let ex = state.view.explain(r);
+    let evidence = convert::evidence(&ex, r, &state.config, source_of(state, r).as_ref());
+    (ex.decision, evidence)
+}
+
+#[tonic::async_trait]
+impl DecisionService for Decisions {
+    async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let req = request.into_inner();
+        self.replica.wait_for(req.at_least_revision).await?;
+        let check = convert::check_request(&req)?;
+        let snapshot = self.replica.snapshot();
+        let response = if req.explain {
+            match self.replica.state(&req.tenant) {
+                Ok(state) => {
+                    let (d, evidence) = explained(&state, &check);
+                    convert::check_response(d, Some(evidence))
+                }
+                Err(reason) => convert::check_response(
+                    Decision { allowed: false, reason, revision: snapshot.revision() },
+                    Some(pb::Evidence::default()),
+                ),
+            }
+        } else {
+            convert::check_response(snapshot.check(&req.tenant, &check), None)
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let req = request.into_inner();
+        let limit = self.replica.limits().max_batch;
+        if req.items.len() > limit {
+            return Err(ServiceError::invalid(
+                "items",
+                format!("the batch has {} items, more than the limit of {limit}", req.items.len()),
+            )
+            .into());
+        }
+        self.replica.wait_for(req.at_least_revision).await?;
+        let checks = req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| convert::batch_item(&req.person, i, item))
+            .collect::<ServiceResult<Vec<_>>>()?;
+        // One view for the whole batch: every answer is at one revision.
+        let response = match self.replica.state(&req.tenant) {
+            Ok(state) => pb::CheckBatchResponse {
+                revision: state.view.revision(),
+                results: checks
+                    .iter()
+                    .map(|c| {
+                        let (d, evidence) = if req.explain {
+                            let (d, e) = explained(&state, c);
+                            (d, Some(e))
+                        } else {
+                            (state.view.check(c), None)
+                        };
+                        pb::CheckBatchResult { allowed: d.allowed, reason: convert::reason(d.reason) as i32, evidence }
+                    })
+                    .collect(),
+            },
+            Err(reason) => pb::CheckBatchResponse {
+                revision: self.replica.snapshot().revision(),
+                results: checks
+                    .iter()
+                    .map(|_| pb::CheckBatchResult {
+                        allowed: false,
+                        reason: convert::reason(reason) as i32,
+                        evidence: req.explain.then(pb::Evidence::default),
+                    })
+                    .collect(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_visible(
+        &self,
+        request: Request<pb::ListVisibleRequest>,
+    ) -> Result<Response<pb::ListVisibleResponse>, Status> {
+        let req = request.into_inner();
+        let token = convert::decode_page_token(&req.page_token)?;
+        let at_least = token.as_ref().map_or(req.at_least_revision, |(r, _)| (*r).max(req.at_least_revision));
+        self.replica.wait_for(at_least).await?;
+        if req.r#type.is_empty() {
+            return Err(ServiceError::invalid("type", "must not be empty").into());
+        }
+        let permission = convert::list_permission(req.permission)?;
+        let limit = match req.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let state = self.state(&req.tenant)?;
+        let list = ListRequest {
+            subject: &req.person,
+            kind: &req.r#type,
+            folder: req.folder.as_deref(),
+            permission,
+            application: req.application.as_deref(),
+            after: token.as_ref().map(|(_, id)| id.as_str()),
+            limit,
+        };
+        let page = match state.view.list_visible(&list) {
+            Ok(page) => page,
+            Err(Reason::DisabledSubject) => {
+                return Ok(Response::new(pb::ListVisibleResponse {
+                    objects: Vec::new(),
+                    next_page_token: String::new(),
+                    revision: state.view.revision(),
+                }));
+            }
+            Err(Reason::UnknownApplication) => {
+                return Err(not_found(Reason::UnknownApplication, &req.tenant, &req.person, list.application.unwrap_or_default()).into());
+            }
+            Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default()).into()),
+        };
+        let next_page_token =
+            page.next_after.as_deref().map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
+        Ok(Response::new(pb::ListVisibleResponse {
+            objects: page.items.into_iter().map(convert::visible_object).collect(),
+            next_page_token,
+            revision: page.revision,
+        }))
+    }
+
+    async fn effective_privileges(
+        &self,
+        request: Request<pb::EffectivePrivilegesRequest>,
+    ) -> Result<Response<pb::EffectivePrivilegesResponse>, Status> {
+        let req = request.into_inner();
+        self.replica.wait_for(req.at_least_revision).await?;
+        let state = self.state(&req.tenant)?;
+        let revision = state.view.revision();
+        let effective = match state.view.effective_privileges(&req.person, &req.application) {
+            Ok(e) => convert::effective_privileges(&req.application, e),
+            Err(Reason::DisabledSubject) => pb::EffectivePrivileges {
+                application: req.application.clone(),
+                source: pb::PrivilegeSource::Roles as i32,
+                ..Default::default()
+            },
+            Err(r) => return Err(not_found(r, &req.tenant, &req.person, &req.application).into()),
+        };
+        Ok(Response::new(pb::EffectivePrivilegesResponse { effective: Some(effective), revision }))
+    }
+
+    async fn explain(&self, request: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let req = request.into_inner();
+        self.replica.wait_for(req.at_least_revision).await?;
+        let check = convert::explain_request(&req)?;
+        let (d, evidence) = match self.replica.state(&req.tenant) {
+            Ok(state) => explained(&state, &check),
+            Err(reason) => {
+                (Decision { allowed: false, reason, revision: self.replica.snapshot().revision() }, pb::Evidence::default())
+            }
+        };
+        Ok(Response::new(pb::ExplainResponse {
+            allowed: d.allowed,
+            reason: convert::reason(d.reason) as i32,
+            revision: d.revision,
+            evidence: Some(evidence),
+        }))
+    }
+}

@@ -1,0 +1,28 @@
+//! The gRPC services: thin adapters between the wire and the core
+//! (ARCHITECTURE habit 7).
+//!
+//! - [`decision`]: `DecisionService` (Check, CheckBatch, ListVisible,
+//!   EffectivePrivileges, Explain), answered from the in-memory snapshot.
+//! - [`admin`]: `AdminService` (Write, Import, Export, ListTenants, virtual
+//!   queues, edit locks, restricted mode), and the bearer-token interceptor.
+//! - [`replica`]: the snapshot kept in step with the store: start-up replay,
+//!   the single writer, tailing, checkpoints, `at_least_revision` waits.
+//! - [`actor`]: which permissions a write on behalf of a person needs (SPEC §6).
+//! - [`changes`]: who gains and loses what with a write (dry runs).
+//! - [`replace`]: a whole-tenant replacement expressed as one write batch.
+//! - [`convert`]: proto ↔ model, the only place wire types are read or built.
+//! - [`status`]: the layer's error enum and its one mapping to `tonic::Status`.
+
+pub mod actor;
+pub mod admin;
+pub mod changes;
+pub mod convert;
+pub mod decision;
+pub mod replace;
+pub mod replica;
+pub mod status;
+
+pub use admin::{Admin, AdminAuth, LockSettings};
+pub use decision::Decisions;
+pub use replica::{Limits, Replica};
+pub use status::{ServiceError, ServiceResult};

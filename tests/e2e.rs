@@ -1,0 +1,1022 @@
+//! End-to-end tests through the real gRPC server (ARCHITECTURE habit 10).
+//!
+//! Each test starts its own server in-process on `127.0.0.1:0` with a
+//! temporary SQLite store and the demo tenant ACME (`examples/acme.yaml`), and
+//! talks to it with the generated tonic clients, exactly as a desktop, a
+//! dashboard or an administration tool would. The SPEC §8 scenarios are
+//! checked here through the API with the demo tenant's persons.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use authzd::app::Server;
+use authzd::config::ServerConfig;
+use authzd::model::{Mutation, TenantFile};
+use authzd::proto::authzd::v1 as pb;
+use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use authzd::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use authzd::service::convert;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const TENANT: &str = "acme";
+
+// ------------------------------------------------------------------ harness
+
+/// A server running on an ephemeral port.
+struct Running {
+    addr: SocketAddr,
+    replica: std::sync::Arc<authzd::service::Replica>,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Server>,
+}
+
+fn config(db: &Path) -> ServerConfig {
+    let mut c = ServerConfig::new(format!("sqlite://{}", db.display()));
+    c.demo = true;
+    c
+}
+
+async fn start(config: ServerConfig) -> Running {
+    let server = Server::start(config).await.expect("server starts");
+    let replica = std::sync::Arc::clone(server.replica());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        server
+    });
+    Running { addr, replica, stop, handle }
+}
+
+impl Running {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    async fn decisions(&self) -> DecisionServiceClient<Channel> {
+        DecisionServiceClient::new(self.channel().await)
+    }
+
+    async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    /// Stops serving and closes the store (as SIGTERM does).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let server = self.handle.await.unwrap();
+        server.close().await;
+    }
+}
+
+type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+async fn admin_with_token(r: &Running, token: &str) -> AdminServiceClient<InterceptedService<Channel, Auth>> {
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let auth: Auth = Box::new(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    });
+    AdminServiceClient::with_interceptor(r.channel().await, auth)
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn obj(kind: &str, id: &str) -> Option<pb::ObjectRef> {
+    Some(pb::ObjectRef { r#type: kind.into(), id: id.into(), tenant: None })
+}
+
+fn perm(p: pb::Permission) -> i32 {
+    p as i32
+}
+
+fn privilege_check(person: &str, app: &str, privilege: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        tenant: TENANT.into(),
+        person: person.into(),
+        application: Some(app.into()),
+        privilege: Some(privilege.into()),
+        ..Default::default()
+    }
+}
+
+fn object_check(person: &str, app: Option<&str>, p: pb::Permission, kind: &str, id: &str) -> pb::CheckRequest {
+    pb::CheckRequest {
+        tenant: TENANT.into(),
+        person: person.into(),
+        application: app.map(str::to_owned),
+        permission: perm(p),
+        object: obj(kind, id),
+        ..Default::default()
+    }
+}
+
+/// (allowed, reason code, revision) of a check.
+async fn check(c: &mut DecisionServiceClient<Channel>, req: pb::CheckRequest) -> (bool, &'static str, u64) {
+    let r = c.check(req).await.expect("check answers").into_inner();
+    (r.allowed, convert::reason_code(r.reason), r.revision)
+}
+
+/// A check the demo tenant always answers the same way: the server still serves.
+async fn still_serving(c: &mut DecisionServiceClient<Channel>) {
+    let r = check(c, privilege_check("cb-supervisor", "Callback", "Callback - Export Reports")).await;
+    assert_eq!((r.0, r.1), (true, "ALLOWED"), "the server keeps answering");
+}
+
+fn write(mutations: Vec<Mutation>) -> pb::WriteRequest {
+    pb::WriteRequest {
+        tenant: TENANT.into(),
+        mutations: mutations.into_iter().map(convert::mutation_pb).collect(),
+        ..Default::default()
+    }
+}
+
+/// Mutations from YAML, as the CLI's `write` reads them.
+fn mutations(yaml: &str) -> Vec<Mutation> {
+    authzd::model::yaml::from_str(yaml, "test batch").unwrap()
+}
+
+async fn export(a: &mut AdminServiceClient<Channel>) -> (String, u64) {
+    let r = a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: 0 }).await.unwrap().into_inner();
+    (r.yaml, r.revision)
+}
+
+async fn list_all(
+    c: &mut DecisionServiceClient<Channel>,
+    person: &str,
+    kind: &str,
+    folder: Option<&str>,
+    app: Option<&str>,
+    page_size: u32,
+) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = c
+            .list_visible(pb::ListVisibleRequest {
+                tenant: TENANT.into(),
+                person: person.into(),
+                r#type: kind.into(),
+                folder: folder.map(str::to_owned),
+                application: app.map(str::to_owned),
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("listing answers")
+            .into_inner();
+        pages += 1;
+        let limit = if page_size == 0 { 1_000 } else { page_size as usize };
+        assert!(r.objects.len() <= limit);
+        ids.extend(r.objects.into_iter().map(|o| o.id));
+        if r.next_page_token.is_empty() {
+            return (ids, pages);
+        }
+        token = r.next_page_token;
+    }
+}
+
+fn status_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Status {
+    r.expect_err("the call is refused")
+}
+
+// -------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_lists_the_services_and_health_is_serving() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+
+    let mut reflection = ServerReflectionClient::new(r.channel().await);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in ["authzd.v1.DecisionService", "authzd.v1.AdminService", "authzd.v1.WatchService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == service), "{service} listed in {names:?}");
+    }
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(r.channel().await);
+    for service in ["", "authzd.v1.DecisionService", "authzd.v1.AdminService"] {
+        let s = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
+    }
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_clients_are_answered_over_http1() {
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let msg = privilege_check("cb-supervisor", "Callback", "Callback - Export Reports").encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let mut stream = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let head = format!(
+        "POST /authzd.v1.DecisionService/Check HTTP/1.1\r\nhost: {}\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        r.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("content-type: application/grpc-web"), "{text}");
+    assert!(text.contains("grpc-status:0"), "trailers frame with OK status: {text}");
+    r.stop().await;
+}
+
+/// SPEC §8 scenarios 1-3, 5: Callback roles, the legacy annex, unconfigured
+/// persons, and the Web Callback dependency chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_roles_and_web_callback_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+
+    let tasks = [
+        "Callback - View",
+        "Callback - Create",
+        "Callback - Cancel",
+        "Callback - Reschedule",
+        "Callback - Export Reports",
+        "Callback - Developer Tab",
+    ];
+    let expected: [(&str, [bool; 6]); 4] = [
+        ("cb-admin", [true, true, true, true, true, true]),
+        ("cb-supervisor", [true, true, true, true, true, false]),
+        ("cb-monitor", [true, false, false, false, false, false]),
+        ("cb-developer", [true, false, false, false, false, true]),
+    ];
+    for (person, allowed) in expected {
+        for (task, want) in tasks.iter().zip(allowed) {
+            let (got, reason, _) = check(&mut d, privilege_check(person, "Callback", task)).await;
+            assert_eq!(got, want, "{person} / {task}: {reason}");
+            if !want {
+                assert_eq!(reason, "MISSING_PRIVILEGE", "{person} / {task}");
+            }
+        }
+    }
+    // Scenario 2: Supervisor + Monitor gives the Supervisor's access, primary role Supervisor.
+    let e = d
+        .effective_privileges(pb::EffectivePrivilegesRequest {
+            tenant: TENANT.into(),
+            person: "cb-super-monitor".into(),
+            application: "Callback".into(),
+            at_least_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .effective
+        .unwrap();
+    assert_eq!(e.primary_role.as_deref(), Some("Callback Supervisor"));
+    assert!(e.privileges.iter().any(|p| p == "Callback - Export Reports"));
+    assert_eq!(e.source, pb::PrivilegeSource::Roles as i32);
+    // Scenario 3: the `ges` annex decides alone, although the group says Monitor.
+    let e = d
+        .effective_privileges(pb::EffectivePrivilegesRequest {
+            tenant: TENANT.into(),
+            person: "cb-annex-admin".into(),
+            application: "Callback".into(),
+            at_least_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .effective
+        .unwrap();
+    assert_eq!(e.source, pb::PrivilegeSource::LegacyAnnex as i32);
+    assert_eq!((e.legacy_section.as_deref(), e.legacy_role.as_deref()), (Some("ges"), Some("Administrator")));
+    assert_eq!(check(&mut d, privilege_check("cb-annex-admin", "Callback", "Callback - Developer Tab")).await.1, "ALLOWED");
+    // SPEC §3 rule 3: no configuration at all -> every privilege, with its own reason.
+    assert_eq!(
+        check(&mut d, privilege_check("cb-unconfigured", "Callback", "Callback - Developer Tab")).await.1,
+        "OPEN_WHEN_UNCONFIGURED"
+    );
+    // Scenario 5: "Can Reschedule Before Call" without "Can Reschedule" is not effective.
+    let before_call = "Web Callback - Can Reschedule Before Call";
+    assert_eq!(check(&mut d, privilege_check("wcb-agent-broken", "WorkspaceWebCallback", before_call)).await.1, "UNMET_DEPENDENCY");
+    assert_eq!(check(&mut d, privilege_check("wcb-agent-chain", "WorkspaceWebCallback", before_call)).await.1, "ALLOWED");
+    assert_eq!(check(&mut d, privilege_check("wcb-agent-full", "WorkspaceWebCallback", before_call)).await.1, "ALLOWED");
+    r.stop().await;
+}
+
+/// SPEC §8 scenario 4: Sales and Service agents each see their own queue;
+/// listings page through with an opaque token; moving a queue into the
+/// Premium subfolder changes who sees it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn line_of_business_queues_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+    let mut a = r.admin().await;
+
+    let (sales, _) = list_all(&mut d, "sales-agent-1", "Script", Some("Scripts/Callback"), None, 1).await;
+    assert_eq!(sales, ["ges_Sales_VQ"]);
+    let (service, _) = list_all(&mut d, "service-agent-2", "Script", Some("Scripts/Callback"), None, 1).await;
+    assert_eq!(service, ["ges_Service_VQ"]);
+    // A supervisor sees every queue: three pages of one, in id order.
+    let (all, pages) = list_all(&mut d, "cb-supervisor", "Script", Some("Scripts/Callback"), None, 1).await;
+    assert_eq!(all, ["ges_Premium_VQ", "ges_Sales_VQ", "ges_Service_VQ"]);
+    assert_eq!(pages, 3);
+    let (again, pages) = list_all(&mut d, "cb-supervisor", "Script", None, None, 0).await;
+    assert_eq!((again, pages), (all.clone(), 1));
+    // A garbled token is refused, naming the field.
+    let s = status_of(
+        d.list_visible(pb::ListVisibleRequest {
+            tenant: TENANT.into(),
+            person: "cb-supervisor".into(),
+            r#type: "Script".into(),
+            page_token: "not a token".into(),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().starts_with("page_token:"), "{}", s.message());
+
+    // Provisioning a queue in the Premium folder: Premium agents see it, Sales agents do not.
+    let p = a
+        .provision_virtual_queue(pb::ProvisionVirtualQueueRequest {
+            tenant: TENANT.into(),
+            queue: "Gold_VQ".into(),
+            folder: Some("Scripts/Callback/Premium".into()),
+            actor: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.script_id, "ges_Gold_VQ");
+    let (premium, _) = list_all(&mut d, "premium-agent-1", "Script", None, None, 10).await;
+    assert_eq!(premium, ["ges_Gold_VQ", "ges_Premium_VQ"]);
+    // Provisioning again is idempotent: no new revision.
+    let again = a
+        .provision_virtual_queue(pb::ProvisionVirtualQueueRequest {
+            tenant: TENANT.into(),
+            queue: "Gold_VQ".into(),
+            folder: Some("Scripts/Callback/Premium".into()),
+            actor: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.revision, p.revision);
+    // A queue provisioned in Scripts/Callback is visible to everyone; moving its
+    // script into the Premium subfolder takes it away from Sales agents at once.
+    a.provision_virtual_queue(pb::ProvisionVirtualQueueRequest {
+        tenant: TENANT.into(),
+        queue: "Open_VQ".into(),
+        folder: None,
+        actor: None,
+    })
+    .await
+    .unwrap();
+    let (sales, _) = list_all(&mut d, "sales-agent-1", "Script", None, None, 10).await;
+    assert_eq!(sales, ["ges_Open_VQ", "ges_Sales_VQ"]);
+    a.write(write(mutations(
+        "- move_object: {target: {object: {type: Script, id: ges_Open_VQ}}, folder: Scripts/Callback/Premium}",
+    )))
+    .await
+    .unwrap();
+    let (sales, _) = list_all(&mut d, "sales-agent-1", "Script", None, None, 10).await;
+    assert_eq!(sales, ["ges_Sales_VQ"]);
+    let (premium, _) = list_all(&mut d, "premium-agent-1", "Script", None, None, 10).await;
+    assert_eq!(premium, ["ges_Gold_VQ", "ges_Open_VQ", "ges_Premium_VQ"]);
+    r.stop().await;
+}
+
+/// SPEC §8 scenarios 6, 7 and 10: the clerks, the Advisors group scenarios,
+/// Designer roles and partitions, through Check and ListVisible.
+#[tokio::test(flavor = "multi_thread")]
+async fn clerks_metrics_and_designer_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+    let ga = Some("GenesysAdministrator");
+
+    // Scenario 6: HR clerk lists persons and no skills; the Operations clerk the reverse;
+    // without the Provisioning module neither sees anything.
+    let (hr_persons, _) = list_all(&mut d, "hr-clerk", "Person", None, ga, 100).await;
+    let (hr_skills, _) = list_all(&mut d, "hr-clerk", "Skill", None, ga, 100).await;
+    let (ops_persons, _) = list_all(&mut d, "ops-clerk", "Person", None, ga, 100).await;
+    let (ops_skills, _) = list_all(&mut d, "ops-clerk", "Skill", None, ga, 100).await;
+    let (none_persons, _) = list_all(&mut d, "clerk-nomodule", "Person", None, ga, 100).await;
+    let (none_skills, _) = list_all(&mut d, "clerk-nomodule", "Skill", None, ga, 100).await;
+    assert!(hr_persons.iter().any(|p| p == "sales-agent-1"));
+    assert!(hr_skills.is_empty() && ops_persons.is_empty() && none_persons.is_empty() && none_skills.is_empty());
+    assert_eq!(ops_skills.len(), 4);
+    assert_eq!(
+        check(&mut d, object_check("hr-clerk", ga, pb::Permission::Change, "Person", "sales-agent-1")).await.1,
+        "ALLOWED"
+    );
+    assert_eq!(
+        check(&mut d, object_check("hr-clerk", ga, pb::Permission::Change, "Skill", "skill-english")).await.1,
+        "MISSING_PRIVILEGE"
+    );
+    assert_eq!(
+        check(&mut d, object_check("clerk-nomodule", ga, pb::Permission::Read, "Skill", "skill-english")).await.1,
+        "MISSING_PRIVILEGE"
+    );
+
+    // Scenario 7: the four Advisors group scenarios on metrics.
+    for (metric, want) in [
+        ("FrontlineAdvisor.Agent.Voice.nch", "ALLOWED"),
+        ("FrontlineAdvisor.Team.Voice.taht", "EXPLICIT_DENY"),
+        ("FrontlineAdvisor.AgentGroup.Voice.aht", "EXPLICIT_DENY"),
+        ("FrontlineAdvisor.Agent.Email.handled", "NO_GRANT"),
+    ] {
+        let got = check(&mut d, object_check("adv-user-a", None, pb::Permission::Read, "Metric", metric)).await.1;
+        assert_eq!(got, want, "{metric}");
+    }
+
+    // Scenario 10: a Business User assigns phone numbers to an application they
+    // can read, but may not change it; partitions hide the other partition's resources.
+    let mut assign = object_check("dz-business", Some("Designer"), pb::Permission::Unspecified, "Application", "app-main-ivr");
+    assign.privilege = Some("Applications.AssignPhoneNumbers".into());
+    assert_eq!(check(&mut d, assign).await.1, "ALLOWED");
+    let change = object_check("dz-business", Some("Designer"), pb::Permission::Change, "Application", "app-main-ivr");
+    assert_eq!(check(&mut d, change.clone()).await.1, "MISSING_PRIVILEGE");
+    let change = pb::CheckRequest { person: "dz-developer".into(), ..change };
+    assert_eq!(check(&mut d, change).await.1, "ALLOWED");
+    assert_eq!(
+        check(&mut d, object_check("dz-dev-sales", Some("Designer"), pb::Permission::Read, "Application", "app-service-ivr")).await.1,
+        "PARTITION"
+    );
+    let (apps, _) = list_all(&mut d, "dz-dev-sales", "Application", None, Some("Designer"), 100).await;
+    assert_eq!(apps, ["app-main-ivr", "app-sales-ivr"]);
+    assert_eq!(
+        check(&mut d, object_check("dz-former", Some("Designer"), pb::Permission::Read, "Application", "app-main-ivr")).await.1,
+        "DISABLED_SUBJECT"
+    );
+    // Unknown things: decisions deny with the reason; listings and privileges say NOT_FOUND.
+    assert_eq!(check(&mut d, privilege_check("nobody", "Callback", "Callback - View")).await.1, "UNKNOWN_SUBJECT");
+    let unknown_tenant = pb::CheckRequest { tenant: "globex".into(), ..privilege_check("cb-admin", "Callback", "Callback - View") };
+    assert_eq!(check(&mut d, unknown_tenant).await.1, "UNKNOWN_TENANT");
+    let s = status_of(
+        d.list_visible(pb::ListVisibleRequest {
+            tenant: TENANT.into(),
+            person: "nobody".into(),
+            r#type: "Script".into(),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(s.code(), Code::NotFound);
+    assert!(s.message().contains("`nobody`"), "{}", s.message());
+    let s = status_of(
+        d.effective_privileges(pb::EffectivePrivilegesRequest {
+            tenant: TENANT.into(),
+            person: "cb-admin".into(),
+            application: "Calback".into(),
+            at_least_revision: 0,
+        })
+        .await,
+    );
+    assert_eq!(s.code(), Code::NotFound);
+    assert!(s.message().contains("`Calback`"), "{}", s.message());
+    r.stop().await;
+}
+
+/// Explain returns the entries (and the folder they come from), groups, roles
+/// and the privileges consulted, each with why it was needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_what_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+    let e = d
+        .explain(pb::ExplainRequest {
+            tenant: TENANT.into(),
+            person: "ops-clerk".into(),
+            application: Some("GenesysAdministrator".into()),
+            permission: perm(pb::Permission::Change),
+            object: obj("Person", "sales-agent-1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!e.allowed);
+    assert_eq!(convert::reason_code(e.reason), "MISSING_PRIVILEGE");
+    let ev = e.evidence.unwrap();
+    assert!(ev.groups.contains(&"clerks".to_owned()));
+    assert_eq!(ev.roles, ["Operations_Clerk"]);
+    assert_eq!(ev.privilege_source, pb::PrivilegeSource::Roles as i32);
+    let entry = ev.aces.iter().find(|a| a.inherited_from == "Persons").expect("the clerks' entry on Persons");
+    assert!(entry.allow.contains(&perm(pb::Permission::Change)) && entry.propagate);
+    let p = &ev.privileges[0];
+    assert_eq!(
+        (p.name.as_str(), p.effective, p.need),
+        ("Account Provisioning > Users", false, pb::PrivilegeNeed::TypeGuard as i32)
+    );
+    r.stop().await;
+}
+
+/// SPEC §8 scenario 12: restricted mode locks applications and shared modules,
+/// not business controls; turning it off unlocks them.
+#[tokio::test(flavor = "multi_thread")]
+async fn restricted_mode_locks_applications_not_business_controls() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+    let mut a = r.admin().await;
+    let designer = Some("Designer");
+    let change = |kind: &str, id: &str| object_check("dz-developer", designer, pb::Permission::Change, kind, id);
+    assert_eq!(check(&mut d, change("Application", "app-main-ivr")).await.1, "ALLOWED");
+
+    let on = a
+        .set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: true, actor: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut at = change("Application", "app-main-ivr");
+    at.at_least_revision = on.revision;
+    let (allowed, reason, revision) = check(&mut d, at).await;
+    assert_eq!((allowed, reason), (false, "RESTRICTED_MODE"));
+    assert!(revision >= on.revision);
+    assert_eq!(check(&mut d, change("SharedModule", "sm-authenticate")).await.1, "RESTRICTED_MODE");
+    assert_eq!(check(&mut d, change("BusinessControl", "bc-business-hours")).await.1, "ALLOWED");
+    assert_eq!(
+        check(&mut d, object_check("dz-developer", designer, pb::Permission::Read, "Application", "app-main-ivr")).await.1,
+        "ALLOWED"
+    );
+    let tenants = a.list_tenants(pb::ListTenantsRequest { at_least_revision: 0 }).await.unwrap().into_inner();
+    assert!(tenants.tenants.iter().any(|t| t.id == TENANT && t.restricted_mode));
+
+    a.set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: false, actor: None }).await.unwrap();
+    assert_eq!(check(&mut d, change("Application", "app-main-ivr")).await.1, "ALLOWED");
+    r.stop().await;
+}
+
+/// A CheckBatch is answered from one view: every result at one revision,
+/// in request order, with evidence when asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_batch_answers_at_one_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut d = r.decisions().await;
+    let item = |app: &str, privilege: &str| pb::CheckBatchItem {
+        application: Some(app.into()),
+        privilege: Some(privilege.into()),
+        ..Default::default()
+    };
+    let req = pb::CheckBatchRequest {
+        tenant: TENANT.into(),
+        person: "cb-supervisor".into(),
+        items: vec![
+            item("Callback", "Callback - View"),
+            item("Callback", "Callback - Developer Tab"),
+            pb::CheckBatchItem { permission: perm(pb::Permission::Read), object: obj("Script", "ges_Premium_VQ"), ..Default::default() },
+            item("Nope", "x"),
+        ],
+        explain: true,
+        at_least_revision: 0,
+    };
+    let b = d.check_batch(req.clone()).await.unwrap().into_inner();
+    let reasons: Vec<&str> = b.results.iter().map(|x| convert::reason_code(x.reason)).collect();
+    assert_eq!(reasons, ["ALLOWED", "MISSING_PRIVILEGE", "ALLOWED", "UNKNOWN_APPLICATION"]);
+    assert!(b.results.iter().all(|x| x.evidence.is_some()));
+    let (_, _, single) = check(&mut d, privilege_check("cb-supervisor", "Callback", "Callback - View")).await;
+    assert_eq!(b.revision, single);
+    // A bad permission value names the item.
+    let mut bad = req;
+    bad.items[2].permission = 42;
+    let s = status_of(d.check_batch(bad).await);
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(s.message(), "items[2].permission: unknown permission value `42`");
+    r.stop().await;
+}
+
+/// SPEC §6: the HR clerk may change a person but not a skill; a refused batch
+/// names the mutation, the object and the reason, and stores nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn actor_writes_are_checked_under_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let mut d = r.decisions().await;
+    let person = r#"- put_person: {id: sales-agent-1, username: sales.agent1, properties: {EmployeeID: E-1001, IsAgent: "true", AgentLogins: "5001", Skills: "English,French"}}"#;
+    let skill = "- put_object: {type: Skill, id: skill-english, name: English (UK), folder: Skills}";
+
+    let (before, _) = export(&mut a).await;
+    let mut req = write(mutations(&format!("{person}\n{skill}")));
+    req.actor = Some("hr-clerk".into());
+    let s = status_of(a.write(req).await);
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(s.message().starts_with("mutations[1].put_object: actor `hr-clerk` may not Change Skill `skill-english`: MISSING_PRIVILEGE"), "{}", s.message());
+    assert!(s.message().contains("Account Provisioning > Skills"), "{}", s.message());
+    assert_eq!(export(&mut a).await.0, before, "nothing was stored");
+
+    // The person alone is accepted (Change on Persons, the Users item and Agent Info).
+    let mut req = write(mutations(person));
+    req.actor = Some("hr-clerk".into());
+    let w = a.write(req).await.expect("the HR clerk may change persons").into_inner();
+    assert_ne!(export(&mut a).await.0, before);
+    // The Operations clerk may change the skill, not the person.
+    let mut req = write(mutations(skill));
+    req.actor = Some("ops-clerk".into());
+    a.write(req).await.expect("the Operations clerk may change skills");
+    let mut req = write(mutations(person));
+    req.actor = Some("ops-clerk".into());
+    let s = status_of(a.write(req).await);
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(s.message().contains("Person `sales-agent-1`"), "{}", s.message());
+    // An ACE edit needs ChangePermissions; a person outside every group has none.
+    let mut req = write(mutations("- put_ace: {target: {folder: Skills}, subject: everyone, allow: [Read], propagate: true}"));
+    req.actor = Some("sales-agent-2".into());
+    let s = status_of(a.write(req).await);
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(s.message().contains("may not ChangePermissions Folder `Skills`: NO_GRANT"), "{}", s.message());
+    // Administrators may do anything.
+    let mut req = write(mutations(skill));
+    req.actor = Some("cb-admin".into());
+    a.write(req).await.expect("administrators hold every permission");
+    let mut at = privilege_check("cb-supervisor", "Callback", "Callback - View");
+    at.at_least_revision = w.revision;
+    assert!(check(&mut d, at).await.0);
+    r.stop().await;
+}
+
+/// SPEC §6 dry runs: the answer lists who gains and loses what, and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_lists_gains_and_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let mut d = r.decisions().await;
+    let (before, revision) = export(&mut a).await;
+    let mut req = write(mutations(
+        "- add_group_member: {group: sales, person: service-agent-1}\n\
+         - add_group_member: {group: web-callback-agents, person: wcb-agent-broken}\n\
+         - remove_group_member: {group: supervisors, person: cb-super-monitor}",
+    ));
+    req.dry_run = true;
+    let w = a.write(req).await.unwrap().into_inner();
+    assert_eq!(w.revision, revision, "evaluated at the current revision");
+    assert!(!w.changes_truncated);
+    let by_person = |id: &str| w.changes.iter().find(|c| c.person == id).unwrap_or_else(|| panic!("{id} in {:?}", w.changes));
+    let service = by_person("service-agent-1");
+    assert!(service.visible_gained.iter().any(|k| k.r#type == "Script" && k.id == "ges_Sales_VQ"));
+    let broken = by_person("wcb-agent-broken");
+    let wcb = broken.privileges.iter().find(|p| p.application == "WorkspaceWebCallback").unwrap();
+    assert!(wcb.gained.iter().any(|p| p == "Web Callback - Can Reschedule Before Call"));
+    let demoted = by_person("cb-super-monitor");
+    let cb = demoted.privileges.iter().find(|p| p.application == "Callback").unwrap();
+    assert!(cb.lost.iter().any(|p| p == "Callback - Export Reports"));
+    assert!(cb.gained.is_empty());
+    assert!(demoted.visible_lost.is_empty(), "Callback Monitors still read every queue");
+    assert!(w.changes.iter().all(|c| c.person != "cb-admin"), "nobody else changes");
+    assert_eq!(export(&mut a).await, (before, revision), "a dry run stores nothing");
+    assert_eq!(
+        check(&mut d, privilege_check("wcb-agent-broken", "WorkspaceWebCallback", "Web Callback - Can Reschedule Before Call")).await.1,
+        "UNMET_DEPENDENCY"
+    );
+    r.stop().await;
+}
+
+/// SPEC §6: a failed precondition changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_preconditions_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let (_, stale) = export(&mut a).await;
+    a.write(write(mutations("- put_person: {id: temp-1, username: temp.1}"))).await.unwrap();
+    let (before, current) = export(&mut a).await;
+    assert!(current > stale);
+
+    let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
+    req.expected_revision = Some(stale);
+    let s = status_of(a.write(req).await);
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().starts_with("expected_revision:"), "{}", s.message());
+
+    let target = |person: &str| pb::Target { kind: Some(pb::target::Kind::Person(person.into())) };
+    let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
+    req.preconditions = vec![pb::Precondition { condition: Some(pb::precondition::Condition::Absent(target("temp-1"))) }];
+    let s = status_of(a.write(req).await);
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    assert!(s.message().contains("person temp-1 exists"), "{}", s.message());
+
+    let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
+    req.preconditions = vec![pb::Precondition { condition: Some(pb::precondition::Condition::Exists(target("ghost"))) }];
+    assert_eq!(status_of(a.write(req).await).code(), Code::FailedPrecondition);
+    assert_eq!(export(&mut a).await, (before, current), "nothing changed");
+
+    // With the current revision and holding preconditions, the write goes through.
+    let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
+    req.expected_revision = Some(current);
+    req.preconditions = vec![
+        pb::Precondition { condition: Some(pb::precondition::Condition::Exists(target("temp-1"))) },
+        pb::Precondition { condition: Some(pb::precondition::Condition::Absent(target("temp-2"))) },
+    ];
+    let w = a.write(req).await.unwrap().into_inner();
+    assert!(w.revision > current);
+    r.stop().await;
+}
+
+/// SPEC §6: invalid input of any kind is refused whole with an error naming
+/// the field and item, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("a.db"));
+    cfg.admin_token = Some("s3cret-token".into());
+    cfg.limits.max_batch = 5;
+    cfg.limits.revision_wait = Duration::from_millis(300);
+    let r = start(cfg).await;
+    let mut d = r.decisions().await;
+    let mut a = admin_with_token(&r, "s3cret-token").await;
+    let (before, _) = {
+        let x = a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: 0 }).await.unwrap().into_inner();
+        (x.yaml, x.revision)
+    };
+    let refused = |s: tonic::Status, code: Code, needle: &str| {
+        assert_eq!(s.code(), code, "{}", s.message());
+        assert!(s.message().contains(needle), "`{needle}` in `{}`", s.message());
+    };
+
+    // Empty id: the mutation index and field.
+    let req = pb::WriteRequest {
+        tenant: TENANT.into(),
+        mutations: vec![
+            convert::mutation_pb(mutations("- put_person: {id: ok-1, username: ok.1}").remove(0)),
+            pb::Mutation { op: Some(pb::mutation::Op::PutPerson(pb::Person { username: "x".into(), ..Default::default() })) },
+        ],
+        ..Default::default()
+    };
+    refused(status_of(a.write(req).await), Code::InvalidArgument, "mutations[1].put_person.id: must not be empty");
+    still_serving(&mut d).await;
+
+    // A metric name with a wrong channel, one with a trailing space, one in the wrong folder.
+    for (yaml, needle) in [
+        ("- put_object: {type: Metric, id: m1, name: FrontlineAdvisor.Team.Phone.x, folder: Advisors Metrics/FrontlineAdvisor/Team}", "mutations[0].put_object.name: metric name `FrontlineAdvisor.Team.Phone.x` is not `[Application].[ObjectType].[Channel].[Name]`: channel `Phone`"),
+        ("- put_object: {type: Metric, id: m2, name: 'FrontlineAdvisor.Team.Voice.x ', folder: Advisors Metrics/FrontlineAdvisor/Team}", "trailing white space"),
+        ("- put_object: {type: Metric, id: m3, name: FrontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Agent}", "must live in folder `Advisors Metrics/FrontlineAdvisor/Team`"),
+        ("- put_object: {type: Metric, id: m4, name: frontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Team}", "application `frontlineAdvisor`"),
+    ] {
+        refused(status_of(a.write(write(mutations(yaml))).await), Code::InvalidArgument, needle);
+        still_serving(&mut d).await;
+    }
+
+    // An unknown reference names the item.
+    refused(
+        status_of(a.write(write(mutations("- add_group_member: {group: sales, person: nobody}"))).await),
+        Code::InvalidArgument,
+        "mutations[0].add_group_member.access_groups[sales].members: unknown person `nobody`",
+    );
+    refused(
+        status_of(a.write(write(mutations("- add_group_member: {group: no-such-group, person: cb-admin}"))).await),
+        Code::InvalidArgument,
+        "mutations[0].add_group_member.group: unknown access group `no-such-group`",
+    );
+    still_serving(&mut d).await;
+
+    // An oversized batch names the limit.
+    let many: Vec<Mutation> = (0..6).flat_map(|i| mutations(&format!("- put_person: {{id: p{i}, username: p{i}}}"))).collect();
+    refused(status_of(a.write(write(many)).await), Code::InvalidArgument, "limit of 5");
+    still_serving(&mut d).await;
+
+    // An unknown tenant.
+    let mut req = write(mutations("- put_person: {id: p, username: p}"));
+    req.tenant = "globex".into();
+    refused(status_of(a.write(req).await), Code::NotFound, "unknown tenant `globex`");
+
+    // Missing or wrong token: refused without echoing the token; decisions stay open.
+    let mut open = r.admin().await;
+    let s = status_of(open.list_tenants(pb::ListTenantsRequest::default()).await);
+    assert_eq!(s.code(), Code::Unauthenticated);
+    let mut wrong = admin_with_token(&r, "guess").await;
+    let s = status_of(wrong.write(write(mutations("- put_person: {id: p, username: p}"))).await);
+    assert_eq!(s.code(), Code::Unauthenticated);
+    assert!(!s.message().contains("s3cret-token") && !s.message().contains("guess"));
+    still_serving(&mut d).await;
+
+    let after = a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: 0 }).await.unwrap().into_inner().yaml;
+    assert_eq!(after, before, "nothing was half-applied");
+
+    // A revision this replica will not reach in time: UNAVAILABLE, bounded.
+    let mut far = privilege_check("cb-admin", "Callback", "Callback - View");
+    far.at_least_revision = 1_000_000;
+    let started = std::time::Instant::now();
+    let s = status_of(d.check(far).await);
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(3), "the wait is bounded");
+    still_serving(&mut d).await;
+    r.stop().await;
+}
+
+/// Tenant files: import refuses an existing tenant unless `replace`; replace
+/// is exact (export after equals the file); export → import round-trips.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_replace_and_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let mut d = r.decisions().await;
+    let (yaml, _) = export(&mut a).await;
+
+    let s = status_of(a.import(pb::ImportRequest { yaml: yaml.clone(), ..Default::default() }).await);
+    assert_eq!(s.code(), Code::AlreadyExists);
+
+    // Replacing with the same file changes nobody.
+    let same = a
+        .import(pb::ImportRequest { yaml: yaml.clone(), replace: true, dry_run: true, include_changes: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(same.changes.is_empty(), "{:?}", same.changes);
+
+    // A trimmed copy: renamed, one person and their memberships gone, a new person.
+    let mut file = TenantFile::from_yaml(&yaml).unwrap();
+    file.tenant.name = "ACME Corp".into();
+    file.persons.retain(|p| p.id.as_str() != "cb-monitor");
+    for g in &mut file.access_groups {
+        g.members.retain(|m| m.as_str() != "cb-monitor");
+    }
+    file.persons.push(serde_yaml_ng::from_str("{id: new-hire, username: new.hire}").unwrap());
+    let trimmed = file.to_yaml().unwrap();
+    let w = a
+        .import(pb::ImportRequest { yaml: trimmed.clone(), replace: true, dry_run: false, include_changes: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.tenant, TENANT);
+    assert!(w.changes.iter().any(|c| c.person == "cb-monitor"), "cb-monitor loses everything");
+    let (after, revision) = export(&mut a).await;
+    assert_eq!(revision, w.revision);
+    assert_eq!(TenantFile::from_yaml(&after).unwrap().to_config().unwrap(), file.to_config().unwrap());
+    assert_eq!(check(&mut d, privilege_check("cb-monitor", "Callback", "Callback - View")).await.1, "UNKNOWN_SUBJECT");
+    // A file that does not parse names the line.
+    let s = status_of(a.import(pb::ImportRequest { yaml: "tenant: {id: x, name: [".into(), ..Default::default() }).await);
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("line"), "{}", s.message());
+    r.stop().await;
+}
+
+/// SPEC §4.4 edit locks, through the store's shared lock table.
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_locks_refuse_a_second_editor_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let acquire = |person: &str, idle_ms: Option<u64>| pb::AcquireLockRequest {
+        tenant: TENANT.into(),
+        person: person.into(),
+        object: Some(pb::ObjectKey { r#type: "Application".into(), id: "app-main-ivr".into() }),
+        idle_timeout: idle_ms.map(|ms| prost_types::Duration { seconds: 0, nanos: (ms * 1_000_000) as i32 }),
+        application: Some("Designer".into()),
+    };
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&events);
+    r.replica.on_lock(move |change| {
+        let (what, l) = match change {
+            authzd::service::replica::LockChange::Acquired(l) => ("acquired", l),
+            authzd::service::replica::LockChange::Released(l) => ("released", l),
+            authzd::service::replica::LockChange::Expired(l) => ("expired", l),
+        };
+        seen.lock().unwrap().push(format!("{what} {} by {}", l.object, l.holder));
+    });
+    let first = a.acquire_lock(acquire("dz-developer", None)).await.unwrap().into_inner();
+    assert!(first.granted && !first.lock_token.is_empty());
+    let second = a.acquire_lock(acquire("dz-dev-sales", None)).await.unwrap().into_inner();
+    assert!(!second.granted);
+    assert_eq!(second.holder, "dz-developer");
+    assert_eq!(second.since, first.since);
+    // Without Change (Applications.Modify) there is no lock to take.
+    let s = status_of(a.acquire_lock(acquire("dz-business", None)).await);
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(s.message().contains("MISSING_PRIVILEGE"), "{}", s.message());
+    a.renew_lock(pb::RenewLockRequest { tenant: TENANT.into(), lock_token: first.lock_token.clone(), idle_timeout: None })
+        .await
+        .unwrap();
+    a.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: first.lock_token.clone() }).await.unwrap();
+    let s = status_of(
+        a.renew_lock(pb::RenewLockRequest { tenant: TENANT.into(), lock_token: first.lock_token, idle_timeout: None }).await,
+    );
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    // A short idle timeout: after it, the lock is free for the next editor.
+    let short = a.acquire_lock(acquire("dz-dev-sales", Some(200))).await.unwrap().into_inner();
+    assert!(short.granted);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let next = a.acquire_lock(acquire("dz-developer", None)).await.unwrap().into_inner();
+    assert!(next.granted, "the idle lock expired");
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            "acquired Application/app-main-ivr by dz-developer",
+            "released Application/app-main-ivr by dz-developer",
+            "acquired Application/app-main-ivr by dz-dev-sales",
+            "expired Application/app-main-ivr by dz-dev-sales",
+            "acquired Application/app-main-ivr by dz-developer",
+        ]
+    );
+    r.stop().await;
+}
+
+/// A write survives a restart on the same SQLite file (replayed from the
+/// changelog, and from checkpoints), and the demo tenant is not loaded twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let mut cfg = config(&db);
+    cfg.limits.checkpoint_every = 2;
+    let r = start(cfg.clone()).await;
+    let mut a = r.admin().await;
+    let mut last = 0;
+    for i in 0..3 {
+        let w = a.write(write(mutations(&format!("- put_person: {{id: hire-{i}, username: hire.{i}}}")))).await.unwrap();
+        last = w.into_inner().revision;
+    }
+    a.write(write(mutations("- add_group_member: {group: supervisors, person: hire-2}"))).await.unwrap();
+    let (before, revision) = export(&mut a).await;
+    assert!(revision > last);
+    r.stop().await;
+
+    let r = start(cfg).await;
+    let mut a = r.admin().await;
+    let mut d = r.decisions().await;
+    assert_eq!(export(&mut a).await, (before, revision), "same configuration, same revision");
+    let tenants = a.list_tenants(pb::ListTenantsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(tenants.tenants.len(), 1);
+    assert_eq!(tenants.revision, revision);
+    assert_eq!(check(&mut d, privilege_check("hire-2", "Callback", "Callback - Export Reports")).await.1, "ALLOWED");
+    let w = a.write(write(mutations("- put_person: {id: hire-9, username: hire.9}"))).await.unwrap().into_inner();
+    assert_eq!(w.revision, revision + 1, "revisions continue after a restart");
+    r.stop().await;
+}
+
+/// No CheckBatch ever mixes two revisions: while restricted mode is toggled
+/// by concurrent writes, the two locked items of every batch agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_batches_never_mix_revisions_under_concurrent_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut a = r.admin().await;
+    let writer = tokio::spawn(async move {
+        for i in 0..20 {
+            a.set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: i % 2 == 0, actor: None })
+                .await
+                .unwrap();
+        }
+    });
+    let mut d = r.decisions().await;
+    let item = |kind: &str, id: &str| pb::CheckBatchItem {
+        application: Some("Designer".into()),
+        permission: perm(pb::Permission::Change),
+        object: obj(kind, id),
+        ..Default::default()
+    };
+    let req = pb::CheckBatchRequest {
+        tenant: TENANT.into(),
+        person: "dz-developer".into(),
+        items: vec![item("Application", "app-main-ivr"), item("BusinessControl", "bc-business-hours"), item("SharedModule", "sm-authenticate")],
+        ..Default::default()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    while !writer.is_finished() {
+        let b = d.check_batch(req.clone()).await.unwrap().into_inner();
+        let reasons: Vec<&str> = b.results.iter().map(|x| convert::reason_code(x.reason)).collect();
+        assert_eq!(reasons[0], reasons[2], "one revision per batch: {reasons:?} at {}", b.revision);
+        assert_eq!(reasons[1], "ALLOWED");
+        seen.insert(reasons[0]);
+    }
+    writer.await.unwrap();
+    assert!(seen.contains("RESTRICTED_MODE"));
+    r.stop().await;
+}
