@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench --bench engine`. The set-up prints the time to build the
 //! view from the configuration and the resident memory it added.
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use authzd::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
 use authzd::model::{Perm, types};

@@ -14,16 +14,43 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The desktop application: its privileges are granted by the desk role only,
+/// so every flip changes every subscriber's effective set.
+const DESK: &str = "Desk";
+
+fn desk_catalog() -> Mutation {
+    let privilege = |name: &str| PrivilegeDef {
+        name: name.into(),
+        description: String::new(),
+        requires: vec![],
+        aliases: vec![],
+        permission: None,
+    };
+    Mutation::PutCatalog(Catalog {
+        name: DESK.into(),
+        description: "Agent desktop".into(),
+        name_pattern: None,
+        privileges: vec![privilege("Desk - Can Use"), privilege("Desk - Can Reschedule")],
+        type_guards: vec![],
+        property_guards: vec![],
+        open_when_unconfigured: false,
+        legacy_annex_sections: vec![],
+        restricted_types: vec![],
+        role_rank: vec![],
+        roles: vec![],
+    })
+}
+
 fn desk_role(with_second: bool) -> Mutation {
-    let mut privs: BTreeSet<String> = BTreeSet::from([synth::privilege_name(0)]);
+    let mut privs: BTreeSet<String> = BTreeSet::from(["Desk - Can Use".to_owned()]);
     if with_second {
-        privs.insert(synth::privilege_name(3));
+        privs.insert("Desk - Can Reschedule".to_owned());
     }
     Mutation::PutRole(Role {
         id: RoleId("desk".into()),
         name: "Desktop".into(),
         folder: FolderId(folders::ROLES.into()),
-        privileges: BTreeMap::from([(synth::APP.to_owned(), privs)]),
+        privileges: BTreeMap::from([(DESK.to_owned(), privs)]),
         members: RoleMembers { persons: BTreeSet::new(), groups: BTreeSet::from([GroupId("all".into())]) },
     })
 }
@@ -53,6 +80,7 @@ fn main() {
         folder: FolderId(folders::ACCESS_GROUPS.into()),
         members: (0..p.persons).map(|i| PersonId(synth::person_id(i))).collect(),
     }));
+    batch.push(desk_catalog());
     batch.push(desk_role(false));
     if let Err(e) = snap.apply(&tenant, &batch, 1) {
         eprintln!("benchmark tenant rejected: {e}");
@@ -62,7 +90,7 @@ fn main() {
     let hub = Arc::new(Hub::default());
     let mut subs = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let spec = WatchSpec::Privileges { tenant: "bench".into(), person: synth::person_id(i), application: synth::APP.into() };
+        let spec = WatchSpec::Privileges { tenant: "bench".into(), person: synth::person_id(i), application: DESK.into() };
         match hub.subscribe(spec, &snap) {
             Ok(s) => subs.push(s),
             Err(e) => {

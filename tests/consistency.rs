@@ -8,6 +8,7 @@
 //! of the other — would answer ALLOWED (in `G`, `G` allowed) or NO_GRANT at an
 //! odd revision. Reader threads check continuously and assert every decision
 //! is exactly the one of the revision it reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests state their expectations by panicking
 
 use authzd::engine::{CheckRequest, ObjectRef, Reason};
 use authzd::model::*;

@@ -1,6 +1,7 @@
 //! A check allocates nothing: counted with a wrapping global allocator on the
 //! benchmark tenant's privilege and object checks (allowed and denied alike).
 #![allow(unsafe_code)] // the counting allocator below is the only unsafe code, in this test only
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests state their expectations by panicking
 
 use authzd::engine::{CheckRequest, ObjectRef, TenantView};
 use authzd::model::{Perm, types};

@@ -2,6 +2,7 @@
 //! and 12), with the documents' names and values. Each test builds its own
 //! tenant from the shipped presets through the write path, so every rule is
 //! exercised as an administrator would configure it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests state their expectations by panicking
 
 use authzd::engine::{CheckRequest, ListRequest, ObjectRef, PrivilegeSource, Reason, TenantView};
 use authzd::model::*;

@@ -2,6 +2,7 @@
 //! full state, then receive only differences tagged with their revision; a
 //! subscriber that stops reading is resynced, never buffered without bound,
 //! and does not hold back the others.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests state their expectations by panicking
 
 use authzd::model::*;
 use authzd::snapshot::Snapshot;

@@ -12,8 +12,13 @@ use super::error::{ErrorKind, ModelError, ModelResult};
 use super::ids::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The configuration of one tenant. Maps are ordered so exports are stable.
+///
+/// Each collection sits behind its own `Arc` (copy on write): a batch copies
+/// only the collections it changes, and validation re-checks only those and
+/// the collections that refer to them ([`super::validate::validate_change`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TenantConfig {
     /// Tenant id.
@@ -23,21 +28,21 @@ pub struct TenantConfig {
     /// Restricted mode (SPEC §4.4): Create/Change/Delete on restricted types denied.
     pub restricted_mode: bool,
     /// Application catalogs by application name.
-    pub catalogs: BTreeMap<String, Catalog>,
+    pub catalogs: Arc<BTreeMap<String, Catalog>>,
     /// Folders by id.
-    pub folders: BTreeMap<FolderId, Folder>,
+    pub folders: Arc<BTreeMap<FolderId, Folder>>,
     /// Persons by id.
-    pub persons: BTreeMap<PersonId, Person>,
+    pub persons: Arc<BTreeMap<PersonId, Person>>,
     /// Access groups by id.
-    pub groups: BTreeMap<GroupId, AccessGroup>,
+    pub groups: Arc<BTreeMap<GroupId, AccessGroup>>,
     /// Roles by id.
-    pub roles: BTreeMap<RoleId, Role>,
+    pub roles: Arc<BTreeMap<RoleId, Role>>,
     /// Partitions by id.
-    pub partitions: BTreeMap<PartitionId, Partition>,
+    pub partitions: Arc<BTreeMap<PartitionId, Partition>>,
     /// Generic objects by (type, id).
-    pub objects: BTreeMap<ObjectKey, Object>,
+    pub objects: Arc<BTreeMap<ObjectKey, Object>>,
     /// ACEs by (target, subject): at most one per pair.
-    pub aces: BTreeMap<(Target, Subject), Ace>,
+    pub aces: Arc<BTreeMap<(Target, Subject), Ace>>,
 }
 
 /// One change to a tenant's configuration.
@@ -232,7 +237,7 @@ impl TenantConfig {
         for (i, m) in mutations.iter().enumerate() {
             next.apply(m).map_err(|e| e.within(&format!("mutations[{i}].{}", m.op())))?;
         }
-        super::validate::validate(&next)?;
+        super::validate::validate_change(self, &next)?;
         Ok(next)
     }
 
@@ -276,18 +281,20 @@ impl TenantConfig {
             Mutation::RenameTenant { name } => self.name = name.clone(),
             Mutation::SetRestrictedMode { on } => self.restricted_mode = *on,
             Mutation::PutCatalog(c) => {
-                self.catalogs.insert(c.name.clone(), c.clone());
+                Arc::make_mut(&mut self.catalogs).insert(c.name.clone(), c.clone());
             }
             Mutation::DeleteCatalog { name } => {
-                if self.catalogs.remove(name.as_str()).is_none() {
+                if Arc::make_mut(&mut self.catalogs).remove(name.as_str()).is_none() {
                     return missing("name", name, "application catalog");
                 }
-                for r in self.roles.values_mut() {
-                    r.privileges.remove(name.as_str());
+                if self.roles.values().any(|r| r.privileges.contains_key(name.as_str())) {
+                    for r in Arc::make_mut(&mut self.roles).values_mut() {
+                        r.privileges.remove(name.as_str());
+                    }
                 }
             }
             Mutation::PutFolder(f) => {
-                self.folders.insert(f.id.clone(), f.clone());
+                Arc::make_mut(&mut self.folders).insert(f.id.clone(), f.clone());
             }
             Mutation::DeleteFolder { id } => {
                 if !self.folders.contains_key(id) {
@@ -300,49 +307,55 @@ impl TenantConfig {
                         format!("folder `{id}` is not empty: it holds {what}"),
                     ));
                 }
-                self.folders.remove(id);
+                Arc::make_mut(&mut self.folders).remove(id);
                 self.remove_aces_on(&Target::Folder(id.clone()));
             }
             Mutation::PutPerson(p) => {
-                self.persons.insert(p.id.clone(), p.clone());
+                Arc::make_mut(&mut self.persons).insert(p.id.clone(), p.clone());
             }
             Mutation::DeletePerson { id } => {
-                if self.persons.remove(id).is_none() {
+                if Arc::make_mut(&mut self.persons).remove(id).is_none() {
                     return missing("id", id.as_str(), "person");
                 }
-                for g in self.groups.values_mut() {
-                    g.members.remove(id);
+                if self.groups.values().any(|g| g.members.contains(id)) {
+                    for g in Arc::make_mut(&mut self.groups).values_mut() {
+                        g.members.remove(id);
+                    }
                 }
-                for r in self.roles.values_mut() {
-                    r.members.persons.remove(id);
+                if self.roles.values().any(|r| r.members.persons.contains(id)) {
+                    for r in Arc::make_mut(&mut self.roles).values_mut() {
+                        r.members.persons.remove(id);
+                    }
                 }
-                for p in self.partitions.values_mut() {
-                    p.members.remove(id);
+                if self.partitions.values().any(|p| p.members.contains(id)) {
+                    for p in Arc::make_mut(&mut self.partitions).values_mut() {
+                        p.members.remove(id);
+                    }
                 }
-                self.remove_aces_on(&Target::Person(id.clone()));
-                self.aces.retain(|(_, s), _| *s != Subject::Person(id.clone()));
+                self.remove_aces(|t, s| *t == Target::Person(id.clone()) || *s == Subject::Person(id.clone()));
             }
             Mutation::PutGroup(g) => {
-                self.groups.insert(g.id.clone(), g.clone());
+                Arc::make_mut(&mut self.groups).insert(g.id.clone(), g.clone());
             }
             Mutation::DeleteGroup { id } => {
-                if self.groups.remove(id).is_none() {
+                if Arc::make_mut(&mut self.groups).remove(id).is_none() {
                     return missing("id", id.as_str(), "access group");
                 }
-                for r in self.roles.values_mut() {
-                    r.members.groups.remove(id);
+                if self.roles.values().any(|r| r.members.groups.contains(id)) {
+                    for r in Arc::make_mut(&mut self.roles).values_mut() {
+                        r.members.groups.remove(id);
+                    }
                 }
-                self.remove_aces_on(&Target::Group(id.clone()));
-                self.aces.retain(|(_, s), _| *s != Subject::Group(id.clone()));
+                self.remove_aces(|t, s| *t == Target::Group(id.clone()) || *s == Subject::Group(id.clone()));
             }
             Mutation::AddGroupMember { group, person } => {
-                let Some(g) = self.groups.get_mut(group) else {
+                let Some(g) = Arc::make_mut(&mut self.groups).get_mut(group) else {
                     return missing("group", group.as_str(), "access group");
                 };
                 g.members.insert(person.clone());
             }
             Mutation::RemoveGroupMember { group, person } => {
-                let Some(g) = self.groups.get_mut(group) else {
+                let Some(g) = Arc::make_mut(&mut self.groups).get_mut(group) else {
                     return missing("group", group.as_str(), "access group");
                 };
                 if !g.members.remove(person) {
@@ -350,16 +363,16 @@ impl TenantConfig {
                 }
             }
             Mutation::PutRole(r) => {
-                self.roles.insert(r.id.clone(), r.clone());
+                Arc::make_mut(&mut self.roles).insert(r.id.clone(), r.clone());
             }
             Mutation::DeleteRole { id } => {
-                if self.roles.remove(id).is_none() {
+                if Arc::make_mut(&mut self.roles).remove(id).is_none() {
                     return missing("id", id.as_str(), "role");
                 }
                 self.remove_aces_on(&Target::Role(id.clone()));
             }
             Mutation::AssignRole { role, to } => {
-                let Some(r) = self.roles.get_mut(role) else {
+                let Some(r) = Arc::make_mut(&mut self.roles).get_mut(role) else {
                     return missing("role", role.as_str(), "role");
                 };
                 match to {
@@ -375,7 +388,7 @@ impl TenantConfig {
                 };
             }
             Mutation::UnassignRole { role, from } => {
-                let Some(r) = self.roles.get_mut(role) else {
+                let Some(r) = Arc::make_mut(&mut self.roles).get_mut(role) else {
                     return missing("role", role.as_str(), "role");
                 };
                 let removed = match from {
@@ -388,21 +401,23 @@ impl TenantConfig {
                 }
             }
             Mutation::PutPartition(p) => {
-                self.partitions.insert(p.id.clone(), p.clone());
+                Arc::make_mut(&mut self.partitions).insert(p.id.clone(), p.clone());
             }
             Mutation::DeletePartition { id } => {
-                if self.partitions.remove(id).is_none() {
+                if Arc::make_mut(&mut self.partitions).remove(id).is_none() {
                     return missing("id", id.as_str(), "partition");
                 }
-                for o in self.objects.values_mut() {
-                    o.partitions.remove(id);
+                if self.objects.values().any(|o| o.partitions.contains(id)) {
+                    for o in Arc::make_mut(&mut self.objects).values_mut() {
+                        o.partitions.remove(id);
+                    }
                 }
             }
             Mutation::PutObject(o) => {
-                self.objects.insert(o.key(), o.clone());
+                Arc::make_mut(&mut self.objects).insert(o.key(), o.clone());
             }
             Mutation::DeleteObject(k) => {
-                if self.objects.remove(k).is_none() {
+                if Arc::make_mut(&mut self.objects).remove(k).is_none() {
                     return missing("id", &format!("{}/{}", k.kind, k.id), "object");
                 }
                 self.remove_aces_on(&Target::Object(k.clone()));
@@ -410,26 +425,26 @@ impl TenantConfig {
             Mutation::MoveObject { target, folder } => {
                 let slot = match target {
                     Target::Folder(f) => {
-                        let Some(x) = self.folders.get_mut(f) else { return missing("target", f.as_str(), "folder") };
+                        let Some(x) = Arc::make_mut(&mut self.folders).get_mut(f) else { return missing("target", f.as_str(), "folder") };
                         if x.parent.is_none() {
                             return Err(ModelError::invalid("target", f.as_str(), "the root folder cannot be moved"));
                         }
                         x.parent = Some(folder.clone());
                         return Ok(());
                     }
-                    Target::Person(id) => self.persons.get_mut(id).map(|x| &mut x.folder),
-                    Target::Group(id) => self.groups.get_mut(id).map(|x| &mut x.folder),
-                    Target::Role(id) => self.roles.get_mut(id).map(|x| &mut x.folder),
-                    Target::Object(k) => self.objects.get_mut(k).map(|x| &mut x.folder),
+                    Target::Person(id) => Arc::make_mut(&mut self.persons).get_mut(id).map(|x| &mut x.folder),
+                    Target::Group(id) => Arc::make_mut(&mut self.groups).get_mut(id).map(|x| &mut x.folder),
+                    Target::Role(id) => Arc::make_mut(&mut self.roles).get_mut(id).map(|x| &mut x.folder),
+                    Target::Object(k) => Arc::make_mut(&mut self.objects).get_mut(k).map(|x| &mut x.folder),
                 };
                 let Some(slot) = slot else { return missing("target", &target_label(target), "object") };
                 *slot = folder.clone();
             }
             Mutation::PutAce(a) => {
-                self.aces.insert((a.target.clone(), a.subject.clone()), a.clone());
+                Arc::make_mut(&mut self.aces).insert((a.target.clone(), a.subject.clone()), a.clone());
             }
             Mutation::DeleteAce { target, subject } => {
-                if self.aces.remove(&(target.clone(), subject.clone())).is_none() {
+                if Arc::make_mut(&mut self.aces).remove(&(target.clone(), subject.clone())).is_none() {
                     return Err(ModelError::unknown(
                         "target",
                         format!("{} for {}", target_label(target), subject_label(subject)),
@@ -449,7 +464,7 @@ impl TenantConfig {
                 }
                 let name = virtual_queue_script(queue);
                 let key = ObjectKey { kind: types::SCRIPT.into(), id: ObjectId(name.clone()) };
-                if let std::collections::btree_map::Entry::Vacant(slot) = self.objects.entry(key) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = Arc::make_mut(&mut self.objects).entry(key) {
                     let mut properties = BTreeMap::new();
                     properties.insert("virtual_queue".to_owned(), queue.clone());
                     slot.insert(Object {
@@ -516,7 +531,14 @@ impl TenantConfig {
     }
 
     fn remove_aces_on(&mut self, target: &Target) {
-        self.aces.retain(|(t, _), _| t != target);
+        self.remove_aces(|t, _| t == target);
+    }
+
+    /// Removes the entries matching `gone`, copying the collection only if any does.
+    fn remove_aces(&mut self, gone: impl Fn(&Target, &Subject) -> bool) {
+        if self.aces.keys().any(|(t, s)| gone(t, s)) {
+            Arc::make_mut(&mut self.aces).retain(|(t, s), _| !gone(t, s));
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::entity::*;
 use super::ids::FolderId;
 use super::error::{ErrorKind, ModelError, ModelResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Longest identifier or name accepted.
 pub const MAX_NAME_LEN: usize = 255;
@@ -24,44 +25,56 @@ pub const METRIC_CHANNELS: [&str; 5] = ["Email", "WebChat", "Voice", "All", "All
 /// Top folder of Advisors metrics.
 pub const METRICS_FOLDER: &str = "Advisors Metrics";
 
-/// Checks that `s` is an exact name: non-empty, at most [`MAX_NAME_LEN`]
-/// bytes, no control characters, no leading or trailing white space.
-pub fn check_name(field: &str, s: &str) -> ModelResult<()> {
+/// What is wrong with `s` as an exact name, if anything: empty, longer than
+/// [`MAX_NAME_LEN`] bytes, a control character, leading or trailing white space.
+pub fn name_problem(s: &str) -> Option<String> {
     if s.is_empty() {
-        return Err(ModelError::invalid(field, s, "must not be empty"));
+        Some("must not be empty".to_owned())
+    } else if s.len() > MAX_NAME_LEN {
+        Some(format!("`{s}` is longer than {MAX_NAME_LEN} bytes"))
+    } else if s.chars().any(char::is_control) {
+        Some(format!("`{}` contains a control character", s.escape_debug()))
+    } else if s.trim() != s {
+        Some(format!("`{s}` has leading or trailing white space"))
+    } else {
+        None
     }
-    if s.len() > MAX_NAME_LEN {
-        return Err(ModelError::invalid(field, s, format!("`{s}` is longer than {MAX_NAME_LEN} bytes")));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(ModelError::invalid(field, s, format!("`{}` contains a control character", s.escape_debug())));
-    }
-    if s.trim() != s {
-        return Err(ModelError::invalid(field, s, format!("`{s}` has leading or trailing white space")));
-    }
-    Ok(())
 }
 
-/// Like [`check_name`], and no white space at all (queue names, metric names).
+/// Like [`name_problem`], and no white space at all (types, queue and metric names).
+pub fn plain_name_problem(s: &str) -> Option<String> {
+    name_problem(s).or_else(|| s.chars().any(char::is_whitespace).then(|| format!("`{s}` contains white space")))
+}
+
+/// Checks that `s` is an exact name (see [`name_problem`]).
+pub fn check_name(field: &str, s: &str) -> ModelResult<()> {
+    name_problem(s).map_or(Ok(()), |m| Err(ModelError::invalid(field, s, m)))
+}
+
+/// Checks that `s` is an exact name without white space.
 pub fn check_plain_name(field: &str, s: &str) -> ModelResult<()> {
-    check_name(field, s)?;
-    if s.chars().any(char::is_whitespace) {
-        return Err(ModelError::invalid(field, s, format!("`{s}` contains white space")));
-    }
-    Ok(())
+    plain_name_problem(s).map_or(Ok(()), |m| Err(ModelError::invalid(field, s, m)))
+}
+
+/// Turns a problem into an error whose field path is built only then: the
+/// large collections (100,000 objects) are validated without formatting a
+/// path per item.
+fn lazy(problem: Option<String>, field: impl FnOnce() -> String, item: &str) -> ModelResult<()> {
+    problem.map_or(Ok(()), |m| Err(ModelError::invalid(field(), item, m)))
 }
 
 /// Checks an Advisors metric name `[Application].[ObjectType].[Channel].[Name]`
 /// and returns its application and object type.
 pub fn parse_metric_name<'a>(field: &str, name: &'a str) -> ModelResult<(&'a str, &'a str)> {
-    check_plain_name(field, name)?;
-    let bad = |why: String| {
-        Err(ModelError::invalid(
-            field,
-            name,
-            format!("metric name `{name}` is not `[Application].[ObjectType].[Channel].[Name]`: {why}"),
-        ))
-    };
+    metric_name_parts(name).map_err(|m| ModelError::invalid(field, name, m))
+}
+
+/// The application and object type of a metric name, or what is wrong with it.
+fn metric_name_parts(name: &str) -> Result<(&str, &str), String> {
+    if let Some(m) = plain_name_problem(name) {
+        return Err(m);
+    }
+    let bad = |why: String| Err(format!("metric name `{name}` is not `[Application].[ObjectType].[Channel].[Name]`: {why}"));
     let mut parts = name.splitn(4, '.');
     let (Some(app), Some(kind), Some(channel), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -82,12 +95,75 @@ pub fn parse_metric_name<'a>(field: &str, name: &'a str) -> ModelResult<(&'a str
     Ok((app, kind))
 }
 
+/// Which collections to check.
+#[derive(Debug, Clone, Copy)]
+struct Scope {
+    catalogs: bool,
+    folders: bool,
+    persons: bool,
+    groups: bool,
+    roles: bool,
+    partitions: bool,
+    objects: bool,
+    aces: bool,
+}
+
 /// Validates a whole tenant configuration.
 pub fn validate(c: &TenantConfig) -> ModelResult<()> {
+    validate_scope(c, Scope {
+        catalogs: true,
+        folders: true,
+        persons: true,
+        groups: true,
+        roles: true,
+        partitions: true,
+        objects: true,
+        aces: true,
+    })
+}
+
+/// Validates `new`, a batch applied to the valid configuration `old`: only
+/// the collections the batch replaced, and those whose validity depends on
+/// them, are checked. The rest were valid in `old` and refer only to
+/// collections that did not change, so they still are. A role edit on a
+/// tenant of 100,000 metrics does not re-check the metrics.
+///
+/// Dependencies: persons → folders; groups → persons, folders; roles →
+/// catalogs, persons, groups, folders; partitions → persons; objects →
+/// folders (metric paths), partitions; entries → every entity.
+pub fn validate_change(old: &TenantConfig, new: &TenantConfig) -> ModelResult<()> {
+    if !old.exists() {
+        return validate(new);
+    }
+    let catalogs = !Arc::ptr_eq(&old.catalogs, &new.catalogs);
+    let folders = !Arc::ptr_eq(&old.folders, &new.folders);
+    let persons = !Arc::ptr_eq(&old.persons, &new.persons);
+    let groups = !Arc::ptr_eq(&old.groups, &new.groups);
+    let roles = !Arc::ptr_eq(&old.roles, &new.roles);
+    let partitions = !Arc::ptr_eq(&old.partitions, &new.partitions);
+    let objects = !Arc::ptr_eq(&old.objects, &new.objects);
+    let aces = !Arc::ptr_eq(&old.aces, &new.aces);
+    validate_scope(new, Scope {
+        catalogs,
+        folders,
+        persons: persons || folders,
+        groups: groups || persons || folders,
+        roles: roles || catalogs || persons || groups || folders,
+        partitions: partitions || persons,
+        objects: objects || folders || partitions,
+        aces: aces || folders || persons || groups || roles || objects,
+    })
+}
+
+fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
     check_name("tenant.id", c.id.as_str())?;
     check_name("tenant.name", &c.name)?;
-    validate_catalogs(c)?;
-    validate_folders(c)?;
+    if scope.catalogs {
+        validate_catalogs(c)?;
+    }
+    if scope.folders {
+        validate_folders(c)?;
+    }
     let folder_ok = |field: String, f: &FolderId| -> ModelResult<()> {
         if c.folders.contains_key(f) {
             Ok(())
@@ -97,24 +173,26 @@ pub fn validate(c: &TenantConfig) -> ModelResult<()> {
     };
 
     let mut usernames = HashSet::new();
-    for p in c.persons.values() {
-        let field = format!("persons[{}]", p.id);
-        check_name(&format!("{field}.id"), p.id.as_str())?;
-        check_name(&format!("{field}.username"), &p.username)?;
+    for p in c.persons.values().filter(|_| scope.persons) {
+        let field = || format!("persons[{}]", p.id);
+        lazy(name_problem(p.id.as_str()), || format!("{}.id", field()), p.id.as_str())?;
+        lazy(name_problem(&p.username), || format!("{}.username", field()), &p.username)?;
         if !usernames.insert(p.username.as_str()) {
-            return Err(ModelError::duplicate(format!("{field}.username"), &p.username, "username"));
+            return Err(ModelError::duplicate(format!("{}.username", field()), &p.username, "username"));
         }
-        folder_ok(field.clone(), &p.folder)?;
+        if !c.folders.contains_key(&p.folder) {
+            return Err(ModelError::unknown(format!("{}.folder", field()), p.folder.as_str(), "folder"));
+        }
         for (section, options) in &p.annex {
-            check_name(&format!("{field}.annex"), section)?;
+            lazy(name_problem(section), || format!("{}.annex", field()), section)?;
             for key in options.keys() {
-                check_name(&format!("{field}.annex.{section}"), key)?;
+                lazy(name_problem(key), || format!("{}.annex.{section}", field()), key)?;
             }
         }
     }
 
     let mut names = HashSet::new();
-    for g in c.groups.values() {
+    for g in c.groups.values().filter(|_| scope.groups) {
         let field = format!("access_groups[{}]", g.id);
         check_name(&format!("{field}.id"), g.id.as_str())?;
         check_name(&format!("{field}.name"), &g.name)?;
@@ -130,7 +208,7 @@ pub fn validate(c: &TenantConfig) -> ModelResult<()> {
     }
 
     let mut names = HashSet::new();
-    for r in c.roles.values() {
+    for r in c.roles.values().filter(|_| scope.roles) {
         let field = format!("roles[{}]", r.id);
         check_name(&format!("{field}.id"), r.id.as_str())?;
         check_name(&format!("{field}.name"), &r.name)?;
@@ -165,7 +243,7 @@ pub fn validate(c: &TenantConfig) -> ModelResult<()> {
     }
 
     let mut names = HashSet::new();
-    for p in c.partitions.values() {
+    for p in c.partitions.values().filter(|_| scope.partitions) {
         let field = format!("partitions[{}]", p.id);
         check_name(&format!("{field}.id"), p.id.as_str())?;
         check_name(&format!("{field}.name"), &p.name)?;
@@ -180,36 +258,41 @@ pub fn validate(c: &TenantConfig) -> ModelResult<()> {
     }
 
     let mut names: HashSet<(&str, &str)> = HashSet::new();
-    for o in c.objects.values() {
-        let field = format!("objects[{}/{}]", o.kind, o.id);
-        check_plain_name(&format!("{field}.type"), &o.kind)?;
+    let mut paths: HashMap<&str, Option<Vec<&str>>> = HashMap::new();
+    for o in c.objects.values().filter(|_| scope.objects) {
+        let field = || format!("objects[{}/{}]", o.kind, o.id);
+        lazy(plain_name_problem(&o.kind), || format!("{}.type", field()), &o.kind)?;
         if types::RESERVED.contains(&o.kind.as_str()) {
             return Err(ModelError::invalid(
-                format!("{field}.type"),
+                format!("{}.type", field()),
                 &o.kind,
                 format!("`{}` objects are their own entities; use the {} mutations", o.kind, o.kind.to_lowercase()),
             ));
         }
-        check_name(&format!("{field}.id"), o.id.as_str())?;
-        check_name(&format!("{field}.name"), &o.name)?;
+        lazy(name_problem(o.id.as_str()), || format!("{}.id", field()), o.id.as_str())?;
+        lazy(name_problem(&o.name), || format!("{}.name", field()), &o.name)?;
         if !names.insert((o.kind.as_str(), o.name.as_str())) {
-            return Err(ModelError::duplicate(format!("{field}.name"), &o.name, &format!("{} name", o.kind)));
+            return Err(ModelError::duplicate(format!("{}.name", field()), &o.name, &format!("{} name", o.kind)));
         }
-        folder_ok(field.clone(), &o.folder)?;
+        if !c.folders.contains_key(&o.folder) {
+            return Err(ModelError::unknown(format!("{}.folder", field()), o.folder.as_str(), "folder"));
+        }
         for p in &o.partitions {
             if !c.partitions.contains_key(p) {
-                return Err(ModelError::unknown(format!("{field}.partitions"), p.as_str(), "partition"));
+                return Err(ModelError::unknown(format!("{}.partitions", field()), p.as_str(), "partition"));
             }
         }
         for k in o.properties.keys() {
-            check_name(&format!("{field}.properties"), k)?;
+            lazy(name_problem(k), || format!("{}.properties", field()), k)?;
         }
         if o.kind == types::METRIC {
-            let (app, kind) = parse_metric_name(&format!("{field}.name"), &o.name)?;
-            let path = c.folder_path(&o.folder).unwrap_or_default();
+            let (app, kind) =
+                metric_name_parts(&o.name).map_err(|m| ModelError::invalid(format!("{}.name", field()), &o.name, m))?;
+            let path = paths.entry(o.folder.as_str()).or_insert_with(|| c.folder_path(&o.folder));
+            let path = path.as_deref().unwrap_or_default();
             if path != [METRICS_FOLDER, app, kind] {
                 return Err(ModelError::invalid(
-                    format!("{field}.folder"),
+                    format!("{}.folder", field()),
                     o.folder.as_str(),
                     format!(
                         "metric `{}` must live in folder `{METRICS_FOLDER}/{app}/{kind}`, not `{}`",
@@ -221,7 +304,7 @@ pub fn validate(c: &TenantConfig) -> ModelResult<()> {
         }
     }
 
-    for ace in c.aces.values() {
+    for ace in c.aces.values().filter(|_| scope.aces) {
         let field = format!("aces[{} for {}]", target_label(&ace.target), subject_label(&ace.subject));
         let exists = match &ace.target {
             Target::Folder(id) => c.folders.contains_key(id),
@@ -307,7 +390,7 @@ fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
 }
 
 fn validate_catalogs(c: &TenantConfig) -> ModelResult<()> {
-    for (key, cat) in &c.catalogs {
+    for (key, cat) in c.catalogs.iter() {
         let field = format!("catalogs[{key}]");
         check_name(&format!("{field}.name"), &cat.name)?;
         if key != &cat.name {

@@ -14,7 +14,27 @@ use crate::engine::{CheckRequest, Decision, Reason, TenantView};
 use crate::model::{ModelResult, Mutation, Revision, TenantConfig, TenantId};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, mpsc};
+
+/// Frees replaced states on a background thread; if the thread cannot be
+/// started, they are freed where they are replaced.
+static GRAVEYARD: LazyLock<Option<Mutex<mpsc::Sender<TenantState>>>> = LazyLock::new(|| {
+    let (tx, rx) = mpsc::channel::<TenantState>();
+    std::thread::Builder::new().name("authzd-retire".into()).spawn(move || rx.into_iter().for_each(drop)).ok()?;
+    Some(Mutex::new(tx))
+});
+
+fn retire(old: TenantState) {
+    match GRAVEYARD.as_ref() {
+        Some(tx) => {
+            let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(mpsc::SendError(old)) = tx.send(old) {
+                drop(old);
+            }
+        }
+        None => drop(old),
+    }
+}
 
 /// A tenant's configuration and the view compiled from it, at one revision.
 #[derive(Debug, Clone)]
@@ -107,11 +127,16 @@ impl Snapshot {
     }
 
     /// Compiles `config` at `revision` and swaps it in as the tenant's state.
+    /// The replaced state is freed off the writer's path (a large tenant's
+    /// view takes tens of milliseconds to drop).
     pub fn install(&self, config: TenantConfig, revision: Revision) -> TenantState {
         let view = Arc::new(TenantView::build(&config, revision));
         let state = TenantState { config: Arc::new(config), view };
-        self.tenants.insert(state.view.tenant().to_owned(), state.clone());
+        let old = self.tenants.insert(state.view.tenant().to_owned(), state.clone());
         self.revision.fetch_max(revision, Ordering::AcqRel);
+        if let Some(old) = old {
+            retire(old);
+        }
         state
     }
 
