@@ -258,7 +258,9 @@ impl Builder {
             partitions: Box::new([]),
             properties: Box::new([]),
         });
-        self.kinds[kind as usize].by_id.insert(id.to_owned(), n);
+        let k = &mut self.kinds[kind as usize];
+        k.by_id.insert(id.to_owned(), n);
+        k.sorted.push(n);
         n
     }
 }
@@ -424,11 +426,14 @@ impl TenantView {
             b.nodes[n as usize].acl = acl;
         }
 
-        // Listing order per kind.
+        // Listing order per kind: nodes were added from the configuration's
+        // ordered maps, so every kind but folders (pre-order) is already in id
+        // order; sort only what is not.
         for k in &mut b.kinds {
-            let mut v: Vec<(&str, u32)> = k.by_id.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-            v.sort_unstable();
-            k.sorted = v.into_iter().map(|(_, n)| n).collect();
+            let nodes = &b.nodes;
+            if !k.sorted.is_sorted_by(|&x, &y| nodes[x as usize].id <= nodes[y as usize].id) {
+                k.sorted.sort_unstable_by(|&x, &y| nodes[x as usize].id.cmp(&nodes[y as usize].id));
+            }
         }
 
         // Persons: principals, partitions.
@@ -939,8 +944,14 @@ impl TenantView {
     /// The effective privilege bitset of a person in an application (for
     /// change streams, which diff successive revisions).
     pub fn privilege_bits(&self, person: &str, app: &str) -> Result<Vec<u64>, Reason> {
+        self.privilege_row(person, app).map(<[u64]>::to_vec)
+    }
+
+    /// [`Self::privilege_bits`] borrowed from the view (no allocation): bit
+    /// `i` is the catalog's `i`-th privilege.
+    pub fn privilege_row(&self, person: &str, app: &str) -> Result<&[u64], Reason> {
         let (pi, ai) = self.person_and_app(person, app)?;
-        self.row(&self.effective, pi, ai).map(<[u64]>::to_vec).ok_or(Reason::Internal)
+        self.row(&self.effective, pi, ai).ok_or(Reason::Internal)
     }
 
     fn person_and_app(&self, person: &str, app: &str) -> Result<(u32, u32), Reason> {

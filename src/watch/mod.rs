@@ -127,8 +127,9 @@ pub enum Update {
 /// What the hub remembers of a subscriber: the last state it was sent.
 #[derive(Debug)]
 enum Last {
-    /// Privilege names in catalog order (short lists: linear search is fine).
-    Privileges(Vec<String>),
+    /// Privilege names in catalog order (short lists: linear search is fine),
+    /// and the effective bitset they came from (compared first: cheap).
+    Privileges(Vec<String>, Vec<u64>),
     Objects(BTreeSet<String>),
 }
 
@@ -189,13 +190,31 @@ fn compute(view: &TenantView, spec: &WatchSpec) -> State {
     }
 }
 
-fn remember(spec: &WatchSpec, state: &State) -> Last {
+fn privilege_row<'v>(view: &'v TenantView, spec: &WatchSpec) -> &'v [u64] {
+    match spec {
+        WatchSpec::Privileges { person, application, .. } => view.privilege_row(person, application).unwrap_or(&[]),
+        WatchSpec::Objects { .. } => &[],
+    }
+}
+
+fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last {
+    let bits = view.map(|v| privilege_row(v, spec).to_vec()).unwrap_or_default();
     match (spec, state) {
-        (_, State::Privileges(p)) => Last::Privileges(p.privileges.clone()),
+        (_, State::Privileges(p)) => Last::Privileges(p.privileges.clone(), bits),
         (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect()),
-        (WatchSpec::Privileges { .. }, State::Denied(_)) => Last::Privileges(Vec::new()),
+        (WatchSpec::Privileges { .. }, State::Denied(_)) => Last::Privileges(Vec::new(), bits),
         (WatchSpec::Objects { .. }, State::Denied(_)) => Last::Objects(BTreeSet::new()),
     }
+}
+
+/// Whether a batch may have renumbered the privileges of `application`.
+fn catalog_changed(application: &str, mutations: &[Mutation]) -> bool {
+    mutations.iter().any(|m| match m {
+        Mutation::PutCatalog(c) => c.name == application,
+        Mutation::DeleteCatalog { name } => name == application,
+        Mutation::CreateTenant { .. } => true,
+        _ => false,
+    })
 }
 
 /// Whether a batch can change what an object subscription of `kind` sees.
@@ -233,7 +252,7 @@ impl Hub {
         let view = snapshot.view(spec.tenant())?;
         let (tx, rx) = mpsc::channel(self.capacity);
         let state = compute(&view, &spec);
-        let sub = Arc::new(Sub { last: Mutex::new(remember(&spec, &state)), spec, tx, lagged: AtomicBool::new(false) });
+        let sub = Arc::new(Sub { last: Mutex::new(remember(Some(&view), &spec, &state)), spec, tx, lagged: AtomicBool::new(false) });
         let initial = Update::Full { revision: view.revision(), reason: Resync::Initial, state };
         // The queue is new and empty: this cannot fail for lack of room.
         if sub.tx.try_send(initial).is_err() {
@@ -261,10 +280,17 @@ impl Hub {
                     continue;
                 }
             }
-            let state = compute(view, &sub.spec);
             let mut last = sub.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Last::Privileges(_, old_bits), WatchSpec::Privileges { application, .. }) = (&*last, &sub.spec) {
+                // Same bits under the same catalog: nothing changed for this desktop.
+                if !catalog_changed(application, mutations) && old_bits.as_slice() == privilege_row(view, &sub.spec) {
+                    continue;
+                }
+            }
+            let state = compute(view, &sub.spec);
             let update = match (&mut *last, state) {
-                (Last::Privileges(old), state) => {
+                (Last::Privileges(old, old_bits), state) => {
+                    *old_bits = privilege_row(view, &sub.spec).to_vec();
                     let new: Vec<String> = match state {
                         State::Privileges(p) => p.privileges,
                         _ => Vec::new(),
@@ -336,13 +362,15 @@ impl Subscriber {
 
     fn resync(&mut self, snapshot: &Snapshot) -> Update {
         while self.rx.try_recv().is_ok() {}
-        let (revision, state) = match snapshot.view(self.sub.spec.tenant()) {
-            Ok(view) => (view.revision(), compute(&view, &self.sub.spec)),
-            Err(r) => (snapshot.revision(), State::Denied(r)),
+        let view = snapshot.view(self.sub.spec.tenant());
+        let (revision, state) = match &view {
+            Ok(view) => (view.revision(), compute(view, &self.sub.spec)),
+            Err(r) => (snapshot.revision(), State::Denied(*r)),
         };
+        let view = view.as_ref().ok().map(|v| &**v);
         {
             let mut last = self.sub.last.lock().unwrap_or_else(|e| e.into_inner());
-            *last = remember(&self.sub.spec, &state);
+            *last = remember(view, &self.sub.spec, &state);
             // Cleared under the lock the publisher takes: a publish after this
             // diffs against the state just computed.
             self.sub.lagged.store(false, Ordering::Release);
