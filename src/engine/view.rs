@@ -19,7 +19,9 @@
 use super::types::*;
 
 use crate::model::{self, Perm, PermSet, Revision, Subject, Target, TenantConfig};
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use std::hash::BuildHasher;
 use std::cmp::Reverse;
 
 const NONE: u32 = u32::MAX;
@@ -66,7 +68,8 @@ struct NodeC {
 #[derive(Debug, Default)]
 struct KindC {
     name: String,
-    by_id: FxHashMap<String, u32>,
+    /// Node indexes hashed by their id: the ids are stored once, in the nodes.
+    by_id: HashTable<u32>,
     /// Nodes of this kind ordered by id (listing order).
     sorted: Vec<u32>,
 }
@@ -174,6 +177,15 @@ fn set_bit(row: &mut [u64], i: u32) {
     }
 }
 
+fn hash_id(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
+}
+
+/// The node of `kind` with `id`.
+fn find_node(kinds: &[KindC], nodes: &[NodeC], kind: u32, id: &str) -> Option<u32> {
+    kinds.get(kind as usize)?.by_id.find(hash_id(id), |&m| nodes[m as usize].id == id).copied()
+}
+
 /// Whether two sorted slices share an element.
 fn intersects(a: &[u32], b: &[u32]) -> bool {
     let (mut i, mut j) = (0, 0);
@@ -258,8 +270,8 @@ impl Builder {
             partitions: Box::new([]),
             properties: Box::new([]),
         });
-        let k = &mut self.kinds[kind as usize];
-        k.by_id.insert(id.to_owned(), n);
+        let (k, nodes) = (&mut self.kinds[kind as usize], &self.nodes);
+        k.by_id.insert_unique(hash_id(id), n, |&m| hash_id(&nodes[m as usize].id));
         k.sorted.push(n);
         n
     }
@@ -372,14 +384,12 @@ impl TenantView {
         for ace in c.aces.values() {
             let node = match &ace.target {
                 Target::Folder(id) => folder_ix.get(id.as_str()).copied(),
-                Target::Person(id) => b.kinds[k_person as usize].by_id.get(id.as_str()).copied(),
-                Target::Group(id) => b.kinds[k_group as usize].by_id.get(id.as_str()).copied(),
-                Target::Role(id) => b.kinds[k_role as usize].by_id.get(id.as_str()).copied(),
-                Target::Object(k) => b
-                    .kind_ix
-                    .get(k.kind.as_str())
-                    .and_then(|ki| b.kinds[*ki as usize].by_id.get(k.id.as_str()))
-                    .copied(),
+                Target::Person(id) => find_node(&b.kinds, &b.nodes, k_person, id.as_str()),
+                Target::Group(id) => find_node(&b.kinds, &b.nodes, k_group, id.as_str()),
+                Target::Role(id) => find_node(&b.kinds, &b.nodes, k_role, id.as_str()),
+                Target::Object(k) => {
+                    b.kind_ix.get(k.kind.as_str()).and_then(|&ki| find_node(&b.kinds, &b.nodes, ki, k.id.as_str()))
+                }
             };
             let (Some(node), Some(principal)) = (node, principal_of(&ace.subject)) else { continue };
             own.entry(node).or_default().push(AclEntry {
@@ -738,7 +748,7 @@ impl TenantView {
 
     fn node(&self, kind: &str, id: &str) -> Option<u32> {
         let k = self.kind_ix.get(kind)?;
-        self.kinds.get(*k as usize)?.by_id.get(id).copied()
+        find_node(&self.kinds, &self.nodes, *k, id)
     }
 
     /// Whether an object of `kind` with `id` exists.
