@@ -1020,3 +1020,76 @@ async fn check_batches_never_mix_revisions_under_concurrent_writes() {
     assert!(seen.contains("RESTRICTED_MODE"));
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s8_unreadable_role_does_not_apply_and_alerts_pane_needs_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("s8.db"))).await;
+    let mut c = r.decisions().await;
+    let alerts = "FrontlineAdvisor.SupervisorDashboard.AlertsPane.canView";
+    // The whole FA chain: effective.
+    assert_eq!(check(&mut c, privilege_check("fa-supervisor", "Advisors", alerts)).await.1, "ALLOWED");
+    // Alerts pane with the dashboard but without the Teams pane: granted, not effective.
+    assert_eq!(check(&mut c, privilege_check("fa-alerts-only", "Advisors", alerts)).await.1, "UNMET_DEPENDENCY");
+    // A role the person cannot Read gives nothing, and says so.
+    assert_eq!(
+        check(&mut c, privilege_check("fa-unreadable", "Advisors", "FrontlineAdvisor.SupervisorDashboard.canView")).await.1,
+        "MISSING_PRIVILEGE"
+    );
+    let p = c
+        .effective_privileges(pb::EffectivePrivilegesRequest {
+            tenant: TENANT.into(),
+            person: "fa-unreadable".into(),
+            application: "Advisors".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    let p = p.effective.expect("effective privileges");
+    assert!(p.privileges.is_empty(), "{:?}", p.privileges);
+    assert_eq!(p.unreadable_roles, ["FA Hidden Supervisor"]);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s10_designer_tables_and_analytics_only_through_the_api() {
+    use pb::Permission::{Change, Create, Delete, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("s10.db"))).await;
+    let mut c = r.decisions().await;
+    // Document 004's tables: (type, demo object, [(permission, roles that may: D B A N)]).
+    let table: [(&str, &str, [(pb::Permission, &str); 4]); 7] = [
+        ("MediaResource", "mr-welcome", [(Read, "DBA"), (Change, "DB"), (Create, "DB"), (Delete, "D")]),
+        ("MessageResource", "msg-holiday", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
+        ("Application", "app-main-ivr", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
+        ("SharedModule", "sm-authenticate", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
+        ("SpeechGrammar", "sg-yes-no", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
+        ("BotRegistry", "bot-faq", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
+        ("BusinessControl", "bc-business-hours", [(Read, "DBA"), (Change, "DB"), (Create, "DB"), (Delete, "DB")]),
+    ];
+    let people = [("dz-developer", 'D'), ("dz-business", 'B'), ("dz-admin", 'A'), ("dz-analytics", 'N')];
+    for (kind, id, rows) in table {
+        for (p, who) in rows {
+            for (person, letter) in people {
+                let (allowed, reason, _) = check(&mut c, object_check(person, Some("Designer"), p, kind, id)).await;
+                assert_eq!(allowed, who.contains(letter), "{person} {p:?} {kind}: {reason}");
+            }
+        }
+    }
+    // Every role views and modifies Analytics; the Analytics-only user sees nothing else.
+    for (person, _) in people {
+        for p in [Read, Change] {
+            let (allowed, reason, _) =
+                check(&mut c, object_check(person, Some("Designer"), p, "AnalyticsDashboard", "ad-overview")).await;
+            assert!(allowed, "{person} {p:?} analytics: {reason}");
+        }
+    }
+    for (kind, _, _) in table {
+        let (ids, _) = list_all(&mut c, "dz-analytics", kind, None, Some("Designer"), 0).await;
+        assert!(ids.is_empty(), "analytics-only user lists {kind}: {ids:?}");
+    }
+    let (ids, _) = list_all(&mut c, "dz-analytics", "AnalyticsDashboard", None, Some("Designer"), 0).await;
+    assert_eq!(ids, ["ad-overview"]);
+    r.stop().await;
+}
