@@ -13,16 +13,19 @@
 use crate::cli::{Cli, Command};
 use crate::config::{LogFormat, ServerConfig};
 use crate::engine::Reason;
+use crate::metrics::{MeteredDecisions, Metrics, RpcMetricsLayer};
 use crate::model::TenantFile;
 use crate::proto::authzd::v1::admin_service_server::AdminServiceServer;
 use crate::proto::authzd::v1::decision_service_server::DecisionServiceServer;
+use crate::proto::authzd::v1::watch_service_server::WatchServiceServer;
 use crate::service::replica::{Batch, WriteRequest};
-use crate::service::{Admin, AdminAuth, Decisions, Replica};
+use crate::service::{Admin, AdminAuth, Decisions, Fanout, Replica, Watcher};
 use crate::store::AnyStore;
 use anyhow::Context as _;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,15 +62,17 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(config.log_format);
-            match runtime.block_on(serve(config)) {
+            let telemetry = runtime.block_on(async { init_tracing(config.log_format, config.otlp_endpoint.as_deref()) });
+            let code = match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "server failed");
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            telemetry.shutdown();
+            code
         }
         other => runtime.block_on(crate::cli::run_client(other)),
     }
@@ -76,14 +81,62 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Installs the global log subscriber: `RUST_LOG` filter (default `info`),
 /// text or JSON lines on standard error. A second call is a no-op.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    init_tracing(format, None).shutdown();
+}
+
+/// What must be flushed at exit: the trace exporter, when there is one.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    traces: Option<crate::metrics::otel::Tracing>,
+}
+
+impl Telemetry {
+    /// Flushes pending spans and stops the exporter.
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(t) = self.traces {
+            t.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: logs as [`init_logging`] says, and with an
+/// OTLP endpoint (and the `otel` feature) a layer exporting spans. Call
+/// inside the runtime (the exporter's client needs it). A second call is a no-op.
+pub fn init_tracing(format: LogFormat, otlp_endpoint: Option<&str>) -> Telemetry {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    if let Some(endpoint) = otlp_endpoint {
+        match crate::metrics::otel::layer(endpoint) {
+            Ok((layer, traces)) => {
+                let _ = registry.with(layer).try_init();
+                tracing::info!(endpoint, "exporting traces over OTLP");
+                return Telemetry { traces: Some(traces) };
+            }
+            Err(e) => {
+                let _ = registry.try_init();
+                tracing::warn!(endpoint, error = %e, "cannot export traces over OTLP; continuing without traces");
+                return Telemetry::default();
+            }
+        }
+    }
+    let _ = registry.try_init();
+    #[cfg(not(feature = "otel"))]
+    if let Some(endpoint) = otlp_endpoint {
+        tracing::warn!(endpoint, "an OTLP endpoint is configured but this build has no trace export (build with `--features otel`)");
+    }
+    Telemetry::default()
 }
 
 /// A loaded replica with its services, ready to serve listeners.
@@ -93,6 +146,9 @@ pub struct Server {
     health: HealthReporter,
     stop: watch::Sender<bool>,
     tailer: Option<JoinHandle<()>>,
+    metrics: Option<Arc<Metrics>>,
+    watch: Arc<Fanout>,
+    checkpoints: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -109,6 +165,8 @@ impl Server {
             .await
             .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
         let replica = Arc::new(Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?);
+        // Before any write (the demo import included): change streams see every batch.
+        let watch = Fanout::new(Arc::clone(&replica), config.watch);
         if config.demo {
             load_demo(&replica).await?;
         }
@@ -118,11 +176,32 @@ impl Server {
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_serving::<DecisionServiceServer<Decisions>>().await;
         health.set_serving::<AdminServiceServer<Admin>>().await;
+        health.set_serving::<WatchServiceServer<Watcher>>().await;
 
         let (stop, stopped) = watch::channel(false);
+        let checkpoints = (!config.watch.checkpoint_interval.is_zero())
+            .then(|| tokio::spawn(Arc::clone(&watch).run_checkpoints(stopped.clone())));
+        let metrics = config.metrics_listen.map(|_| Metrics::new(Arc::clone(&replica)));
+        if let Some(m) = &metrics {
+            let w = Arc::clone(&watch);
+            m.observe_watch(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                crate::metrics::WatchGauges {
+                    subscribers: w.hub().len() as u64,
+                    resyncs: w.hub().stats.resyncs.load(Relaxed),
+                    delivered: w.hub().stats.delivered.load(Relaxed),
+                    open_streams: w.stats.open_streams.load(Relaxed),
+                    resume_required: w.stats.resume_required.load(Relaxed),
+                }
+            });
+            // Probe the store as often as the replica tails it (at least every 5 s).
+            let every = if config.tail_interval.is_zero() { Duration::from_secs(5) } else { config.tail_interval };
+            m.probe_once().await;
+            tokio::spawn(Arc::clone(m).probe_loop(every.min(Duration::from_secs(5)), stopped.clone()));
+        }
         let tailer = (!config.tail_interval.is_zero())
             .then(|| tokio::spawn(Arc::clone(&replica).tail(config.tail_interval, stopped)));
-        Ok(Server { replica, config, health, stop, tailer })
+        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints })
     }
 
     /// The replica behind the services.
@@ -130,8 +209,19 @@ impl Server {
         &self.replica
     }
 
+    /// What feeds the change streams (its hub's counters, its own).
+    pub fn watch(&self) -> &Arc<Fanout> {
+        &self.watch
+    }
+
+    /// The metrics registry, when `metrics_listen` is configured.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Serves gRPC (and gRPC-Web over HTTP/1.1) on `incoming` until `shutdown`
-    /// completes, then lets in-flight calls finish.
+    /// completes, then ends every change stream (`UNAVAILABLE`: reconnect)
+    /// and lets in-flight calls finish.
     pub async fn serve_with_incoming_shutdown<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
     where
         I: Stream<Item = Result<IO, IE>>,
@@ -150,22 +240,41 @@ impl Server {
             .build_v1alpha()
             .context("cannot build the reflection service")?;
         let limit = self.config.max_message_bytes;
-        let decisions =
-            DecisionServiceServer::new(Decisions::new(Arc::clone(&self.replica))).max_decoding_message_size(limit);
+        let decisions = DecisionServiceServer::new(MeteredDecisions::new(
+            Decisions::new(Arc::clone(&self.replica)),
+            self.metrics.clone(),
+        ))
+        .max_decoding_message_size(limit);
         let admin = InterceptedService::new(
             AdminServiceServer::new(Admin::new(Arc::clone(&self.replica), self.config.locks))
                 .max_decoding_message_size(limit),
             AdminAuth::new(self.config.admin_token.as_deref()),
         );
+        let watch = WatchServiceServer::new(Watcher::new(Arc::clone(&self.watch))).max_decoding_message_size(limit);
         let health = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
-        tonic::transport::Server::builder()
+        // Streams never end by themselves: end them when shutdown starts, or
+        // the server would wait for them forever.
+        let streams = Arc::clone(&self.watch);
+        let shutdown = async move {
+            shutdown.await;
+            streams.shutdown();
+        };
+        #[allow(unused_mut)]
+        let mut builder = tonic::transport::Server::builder();
+        #[cfg(feature = "otel")]
+        if self.config.otlp_endpoint.is_some() {
+            builder = builder.trace_fn(crate::metrics::otel::request_span);
+        }
+        builder
             .accept_http1(true)
+            .layer(self.metrics.as_ref().map_or_else(RpcMetricsLayer::off, Metrics::layer))
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(decisions)
             .add_service(admin)
+            .add_service(watch)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("the gRPC server failed")
@@ -173,16 +282,24 @@ impl Server {
 
     /// Reports `NOT_SERVING` (load balancers stop sending new calls).
     pub async fn set_not_serving(&self) {
+        if let Some(m) = &self.metrics {
+            m.set_stopping();
+        }
         self.health.set_service_status("", ServingStatus::NotServing).await;
         self.health.set_not_serving::<DecisionServiceServer<Decisions>>().await;
         self.health.set_not_serving::<AdminServiceServer<Admin>>().await;
+        self.health.set_not_serving::<WatchServiceServer<Watcher>>().await;
     }
 
     /// Stops tailing and closes the store. Call after every listener stopped.
     pub async fn close(mut self) {
         self.set_not_serving().await;
         self.stop.send_replace(true);
+        self.watch.shutdown();
         if let Some(t) = self.tailer.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.checkpoints.take() {
             let _ = t.await;
         }
         self.replica.store().close().await;
@@ -251,6 +368,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// Accepted TCP connections with Nagle's algorithm off. tonic cannot set it
+/// on connections it is handed: left on, a response written in several
+/// segments waits for the client's delayed ACK (up to 40 ms a page of a
+/// large `ListVisible` on Linux).
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            if let Err(e) = c.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        }
+        conn
+    })
+}
+
 /// `authzd serve`: starts the server, listens on TCP (and a Unix socket if
 /// configured) until a signal, then shuts down gracefully.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
@@ -264,10 +397,19 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     tracing::info!(address = %config.listen, "listening (gRPC, gRPC-Web, health, reflection)");
-    let tcp = server.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        wait(stopped.clone()),
-    );
+    // The metrics port outlives the gRPC listeners' drain: `/readyz` answers
+    // 503 from the signal on, `/healthz` 200 until the process exits.
+    let metrics_port = match (config.metrics_listen, server.metrics()) {
+        (Some(addr), Some(m)) => {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on `{addr}` (--metrics-listen)"))?;
+            tracing::info!(address = %addr, "serving metrics and probes over HTTP (/metrics, /healthz, /readyz)");
+            Some(tokio::spawn(crate::metrics::serve_http(listener, Arc::clone(m), std::future::pending())))
+        }
+        _ => None,
+    };
+    let tcp = server.serve_with_incoming_shutdown(nodelay(listener), wait(stopped.clone()));
     let unix = async {
         #[cfg(unix)]
         if let Some(path) = &config.unix_socket {
@@ -306,6 +448,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             () = signal => serving.await.map(|_| ()),
         }
     };
+    if let Some(port) = metrics_port {
+        port.abort();
+    }
     server.close().await;
     tracing::info!("stopped");
     result

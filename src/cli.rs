@@ -55,6 +55,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Apply a YAML list of mutations to a tenant as one atomic batch.
     Write(WriteArgs),
+    /// Load-test a running server, verifying every answer (see README "Load tests").
+    Bench(crate::loadgen::BenchArgs),
 }
 
 /// Flags of `authzd serve`; each has an `AUTHZD_*` environment fallback.
@@ -99,6 +101,18 @@ pub struct ServeArgs {
     /// Longest idle timeout a lock request may ask for, in seconds.
     #[arg(long, env = "AUTHZD_LOCK_MAX_IDLE_TIMEOUT_SECS", default_value_t = 3_600)]
     pub lock_max_idle_timeout_secs: u64,
+    /// How often every Watch stream gets a checkpoint with the current
+    /// revision, in milliseconds (0: never).
+    #[arg(long, env = "AUTHZD_CHECKPOINT_INTERVAL_MS", default_value_t = 10_000)]
+    pub checkpoint_interval_ms: u64,
+    /// Serve Prometheus metrics (`/metrics`) and the probes `/healthz` and
+    /// `/readyz` over HTTP on this address (off when absent).
+    #[arg(long, env = "AUTHZD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export traces over OTLP/gRPC to this collector (`http://collector:4317`);
+    /// needs a build with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How a client command reaches the server and prints.
@@ -786,6 +800,7 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Export(a) => a.client.json,
         Command::Write(a) => a.client.json,
         Command::Validate(a) => a.json,
+        Command::Bench(a) => a.json,
         Command::Serve(_) => false,
     };
     let result = match command {
@@ -798,6 +813,7 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Export(a) => export(a).await,
         Command::Write(a) => write(a).await,
         Command::Validate(a) => Ok(validate(&a)),
+        Command::Bench(a) => crate::loadgen::run(a).await,
         Command::Serve(_) => Err(CliError::Input("`serve` is not a client command".into())),
     };
     match result {

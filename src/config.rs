@@ -5,7 +5,7 @@
 //! [`ServerConfig`]; the rest of the server never sees raw flags. Tests build
 //! a [`ServerConfig`] directly with [`ServerConfig::new`].
 
-use crate::service::{Limits, LockSettings};
+use crate::service::{Limits, LockSettings, WatchSettings};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +66,12 @@ pub struct ServerConfig {
     /// How often the store is polled for other replicas' writes and expired
     /// locks; zero disables tailing (a single replica needs none).
     pub tail_interval: Duration,
+    /// Change streams: checkpoint cadence and queue sizes.
+    pub watch: WatchSettings,
+    /// HTTP address of `/metrics`, `/healthz` and `/readyz`; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// OTLP/gRPC collector traces are exported to; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -81,6 +87,9 @@ impl fmt::Debug for ServerConfig {
             .field("locks", &self.locks)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("tail_interval", &self.tail_interval)
+            .field("watch", &self.watch)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }
@@ -100,6 +109,9 @@ impl ServerConfig {
             locks: LockSettings::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tail_interval: Duration::from_secs(1),
+            watch: WatchSettings::default(),
+            metrics_listen: None,
+            otlp_endpoint: None,
         }
     }
 
@@ -147,6 +159,12 @@ impl ServerConfig {
             },
             max_message_bytes: a.max_message_bytes,
             tail_interval: Duration::from_millis(a.tail_interval_ms),
+            watch: WatchSettings {
+                checkpoint_interval: Duration::from_millis(a.checkpoint_interval_ms),
+                ..WatchSettings::default()
+            },
+            metrics_listen: a.metrics_listen,
+            otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
         })
     }
 }

@@ -13,6 +13,8 @@
 //! - [`cli`]: the command line (`serve` and the client commands of the same binary).
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
+//! - [`metrics`]: operations: Prometheus metrics, liveness/readiness probes, OTLP traces (feature `otel`).
+//! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
 
 pub mod engine;
 pub mod model;
@@ -26,3 +28,5 @@ pub mod config;
 pub mod cli;
 pub mod app;
 pub mod watch;
+pub mod metrics;
+pub mod loadgen;

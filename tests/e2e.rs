@@ -1059,7 +1059,8 @@ async fn s10_designer_tables_and_analytics_only_through_the_api() {
     let r = start(config(&dir.path().join("s10.db"))).await;
     let mut c = r.decisions().await;
     // Document 004's tables: (type, demo object, [(permission, roles that may: D B A N)]).
-    let table: [(&str, &str, [(pb::Permission, &str); 4]); 7] = [
+    type Row = (&'static str, &'static str, [(pb::Permission, &'static str); 4]);
+    let table: [Row; 7] = [
         ("MediaResource", "mr-welcome", [(Read, "DBA"), (Change, "DB"), (Create, "DB"), (Delete, "D")]),
         ("MessageResource", "msg-holiday", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),
         ("Application", "app-main-ivr", [(Read, "DBA"), (Change, "D"), (Create, "D"), (Delete, "D")]),

@@ -7,6 +7,8 @@
 //!   queues, edit locks, restricted mode), and the bearer-token interceptor.
 //! - [`replica`]: the snapshot kept in step with the store: start-up replay,
 //!   the single writer, tailing, checkpoints, `at_least_revision` waits.
+//! - [`watch`]: `WatchService` (computed and raw change streams) and the
+//!   fan-out that feeds it from the replica.
 //! - [`actor`]: which permissions a write on behalf of a person needs (SPEC §6).
 //! - [`changes`]: who gains and loses what with a write (dry runs).
 //! - [`replace`]: a whole-tenant replacement expressed as one write batch.
@@ -21,8 +23,10 @@ pub mod decision;
 pub mod replace;
 pub mod replica;
 pub mod status;
+pub mod watch;
 
 pub use admin::{Admin, AdminAuth, LockSettings};
 pub use decision::Decisions;
 pub use replica::{Limits, Replica};
 pub use status::{ServiceError, ServiceResult};
+pub use watch::{Fanout, WatchSettings, Watcher};

@@ -18,6 +18,13 @@
 //!   woken by PostgreSQL notifications or a poll.
 //! - **Reads at a revision** ([`Replica::wait_for`]): a bounded wait on a
 //!   `watch` channel that every install publishes to.
+//! - **Observers** ([`Replica::on_batch`], [`Replica::on_record`],
+//!   [`Replica::on_lock`]): the watch service hears of every batch installed
+//!   (in revision order, under the writer mutex) and of every edit-lock change.
+//!   Lock changes made through another replica are seen too: every tailing
+//!   round compares the store's live locks with the ones this replica knows
+//!   ([`Replica::sync_locks`]), so acquires, releases and expiries are change
+//!   events on every replica of the fleet, each reported once per replica.
 //!
 //! The snapshot's own `write_lock` is a `std` mutex, which cannot be held across
 //! the store's `.await`; the async writer mutex here plays its role for every
@@ -30,9 +37,9 @@ use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
 use crate::snapshot::{Snapshot, TenantState};
 use crate::store::{AnyStore, ChangeRecord, LockInfo, Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, watch};
 
 /// Changelog records read per page when replaying.
@@ -150,19 +157,136 @@ pub enum LockChange {
 
 /// Called with every batch installed (the tenant's new state, the batch).
 pub type BatchObserver = Box<dyn Fn(&TenantState, &[Mutation]) + Send + Sync>;
+/// Called with every changelog record this replica passes after start-up.
+pub type RecordObserver = Box<dyn Fn(&Applied<'_>) + Send + Sync>;
 /// Called with every edit-lock change this replica makes or sees.
 pub type LockObserver = Box<dyn Fn(&LockChange) + Send + Sync>;
+
+/// A changelog record as this replica passed it: installed (with the
+/// tenant's new state) or skipped because it no longer validates. Raw change
+/// streams need every record, skipped ones included, so that their revisions
+/// have no gap.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    /// Revision of the batch.
+    pub revision: Revision,
+    /// Tenant of the batch.
+    pub tenant: &'a TenantId,
+    /// The batch.
+    pub mutations: &'a [Mutation],
+    /// Person id of the write's actor, if any.
+    pub actor: Option<&'a str>,
+    /// When the batch was committed (for this replica's own writes: when the
+    /// store answered, within milliseconds of the stored time).
+    pub committed_at: SystemTime,
+    /// The tenant's state after the batch; `None` when the batch was skipped.
+    pub state: Option<&'a TenantState>,
+}
 
 /// Who hears about applied batches and lock changes (the watch hub).
 #[derive(Default)]
 struct Observers {
     batches: Vec<BatchObserver>,
+    records: Vec<RecordObserver>,
     locks: Vec<LockObserver>,
 }
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observers").field("batches", &self.batches.len()).field("locks", &self.locks.len()).finish()
+        f.debug_struct("Observers")
+            .field("batches", &self.batches.len())
+            .field("records", &self.records.len())
+            .field("locks", &self.locks.len())
+            .finish()
+    }
+}
+
+/// How many ended locks are remembered to drop a second report of the same end.
+const ENDED_LOCKS: usize = 1_024;
+
+/// The edit locks this replica knows of, to report each acquire, release and
+/// expiry once, whether it happened through this replica or another one.
+#[derive(Debug, Default)]
+struct KnownLocks {
+    /// Live locks by (tenant, object).
+    live: HashMap<(String, String), LockInfo>,
+    /// Recently ended locks (tenant, object, holder, since), oldest first.
+    ended: VecDeque<(String, String, String, SystemTime)>,
+    /// Bumped by every change this replica reports itself: a store listing
+    /// taken before one is stale and is not compared.
+    generation: u64,
+}
+
+fn lock_key(l: &LockInfo) -> (String, String) {
+    (l.tenant.0.clone(), l.object.clone())
+}
+
+fn same_lock(a: &LockInfo, b: &LockInfo) -> bool {
+    a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
+}
+
+impl KnownLocks {
+    fn was_ended(&self, l: &LockInfo) -> bool {
+        self.ended.iter().any(|(t, o, h, s)| *t == l.tenant.0 && *o == l.object && *h == l.holder.0 && *s == l.since)
+    }
+
+    fn end(&mut self, l: &LockInfo) {
+        if self.ended.len() >= ENDED_LOCKS {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((l.tenant.0.clone(), l.object.clone(), l.holder.0.clone(), l.since));
+    }
+
+    /// The end of a lock this replica knew, as seen at `now`: an expiry when
+    /// its idle timeout has passed, else a release.
+    fn end_of(l: LockInfo, now: SystemTime) -> LockChange {
+        if l.expires_at <= now { LockChange::Expired(l) } else { LockChange::Released(l) }
+    }
+
+    /// Records `change` and adds the events to report to `out` (none for a
+    /// change already reported, one more for a lock it silently replaces).
+    fn apply(&mut self, change: LockChange, now: SystemTime, out: &mut Vec<LockChange>) {
+        match change {
+            LockChange::Acquired(l) => {
+                let key = lock_key(&l);
+                if let Some(k) = self.live.get_mut(&key).filter(|k| same_lock(k, &l)) {
+                    k.expires_at = l.expires_at;
+                    return;
+                }
+                if self.was_ended(&l) {
+                    return;
+                }
+                if let Some(old) = self.live.remove(&key) {
+                    self.end(&old);
+                    out.push(Self::end_of(old, now));
+                }
+                self.live.insert(key, l.clone());
+                out.push(LockChange::Acquired(l));
+            }
+            LockChange::Released(l) => {
+                if self.ends(&l) {
+                    out.push(LockChange::Released(l));
+                }
+            }
+            LockChange::Expired(l) => {
+                if self.ends(&l) {
+                    out.push(LockChange::Expired(l));
+                }
+            }
+        }
+    }
+
+    /// Records the end of `l`; false when it was already reported.
+    fn ends(&mut self, l: &LockInfo) -> bool {
+        if self.was_ended(l) {
+            return false;
+        }
+        let key = lock_key(l);
+        if self.live.get(&key).is_some_and(|k| same_lock(k, l)) {
+            self.live.remove(&key);
+        }
+        self.end(l);
+        true
     }
 }
 
@@ -182,6 +306,7 @@ pub struct Replica {
     revision: watch::Sender<Revision>,
     limits: Limits,
     observers: RwLock<Observers>,
+    locks: std::sync::Mutex<KnownLocks>,
 }
 
 /// Runs CPU-heavy work (validating and compiling a tenant) off the async workers.
@@ -268,8 +393,13 @@ impl Replica {
             revision,
             limits,
             observers: RwLock::new(Observers::default()),
+            locks: std::sync::Mutex::new(KnownLocks::default()),
         };
         replica.load().await?;
+        // The locks already held are known, not news.
+        let now = SystemTime::now();
+        let live = replica.store.list_locks(now).await?;
+        replica.known_locks().live = live.into_iter().map(|l| (lock_key(&l), l)).collect();
         Ok(replica)
     }
 
@@ -307,30 +437,95 @@ impl Replica {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).batches.push(Box::new(f));
     }
 
-    /// Calls `f` with every edit-lock change (acquire, release, expiry).
+    /// Calls `f` with every changelog record this replica passes after
+    /// start-up, in revision order without gaps: the batches it installs (its
+    /// writes, other replicas' writes) and the ones it skips because they no
+    /// longer validate. Raw change streams are fed from here.
+    pub fn on_record(&self, f: impl Fn(&Applied<'_>) + Send + Sync + 'static) {
+        self.observers.write().unwrap_or_else(|e| e.into_inner()).records.push(Box::new(f));
+    }
+
+    /// Calls `f` with every edit-lock change (acquire, release, expiry), made
+    /// through this replica or, seen at the next tailing round, another one.
     pub fn on_lock(&self, f: impl Fn(&LockChange) + Send + Sync + 'static) {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).locks.push(Box::new(f));
     }
 
-    fn notify_batch(&self, state: &TenantState, mutations: &[Mutation]) {
+    fn notify_batch(&self, applied: &Applied<'_>) {
         let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
-        for f in &observers.batches {
-            f(state, mutations);
+        if let Some(state) = applied.state {
+            for f in &observers.batches {
+                f(state, applied.mutations);
+            }
+        }
+        for f in &observers.records {
+            f(applied);
         }
     }
 
-    /// Reports an edit-lock change to the observers (and the log).
+    fn known_locks(&self) -> std::sync::MutexGuard<'_, KnownLocks> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reports an edit-lock change to the observers (and the log), once: a
+    /// change this replica already reported (seen in the store first) is
+    /// dropped, and a lock that replaces one this replica knew ends it first.
     pub fn lock_changed(&self, change: LockChange) {
-        let (what, l) = match &change {
-            LockChange::Acquired(l) => ("acquired", l),
-            LockChange::Released(l) => ("released", l),
-            LockChange::Expired(l) => ("expired", l),
-        };
-        tracing::info!(tenant = %l.tenant, object = %l.object, holder = %l.holder, "edit lock {what}");
-        let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
-        for f in &observers.locks {
-            f(&change);
+        let mut known = self.known_locks();
+        known.generation += 1;
+        let mut events = Vec::new();
+        known.apply(change, SystemTime::now(), &mut events);
+        // Reported under the lock: observers see the changes in order.
+        self.report_locks(&events);
+    }
+
+    fn report_locks(&self, events: &[LockChange]) {
+        if events.is_empty() {
+            return;
         }
+        let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
+        for change in events {
+            let (what, l) = match change {
+                LockChange::Acquired(l) => ("acquired", l),
+                LockChange::Released(l) => ("released", l),
+                LockChange::Expired(l) => ("expired", l),
+            };
+            tracing::info!(tenant = %l.tenant, object = %l.object, holder = %l.holder, "edit lock {what}");
+            for f in &observers.locks {
+                f(change);
+            }
+        }
+    }
+
+    /// Compares the store's live locks with the ones this replica knows and
+    /// reports the differences: acquires, releases and expiries made through
+    /// other replicas. A listing that a change through this replica overtook
+    /// is dropped (the next round compares again).
+    pub async fn sync_locks(&self) -> ServiceResult<usize> {
+        let generation = self.known_locks().generation;
+        let now = SystemTime::now();
+        let listed = self.store.list_locks(now).await?;
+        let mut known = self.known_locks();
+        if known.generation != generation {
+            return Ok(0);
+        }
+        let mut events = Vec::new();
+        let current: HashMap<(String, String), LockInfo> = listed.into_iter().map(|l| (lock_key(&l), l)).collect();
+        let gone: Vec<LockInfo> = known
+            .live
+            .iter()
+            .filter(|(key, k)| current.get(*key).is_none_or(|c| !same_lock(c, k)))
+            .map(|(_, k)| k.clone())
+            .collect();
+        for k in gone {
+            let end = KnownLocks::end_of(k, now);
+            known.apply(end, now, &mut events);
+        }
+        for l in current.into_values() {
+            known.apply(LockChange::Acquired(l), now, &mut events);
+        }
+        self.report_locks(&events);
+        Ok(events.len())
     }
 
     /// Waits, bounded by [`Limits::revision_wait`], until the replica has
@@ -423,7 +618,14 @@ impl Replica {
             Ok(next) => {
                 let state = self.snapshot.install(next, record.revision);
                 if self.snapshot.is_loaded() {
-                    self.notify_batch(&state, &record.mutations);
+                    self.notify_batch(&Applied {
+                        revision: record.revision,
+                        tenant: &record.tenant,
+                        mutations: &record.mutations,
+                        actor: record.actor.as_deref(),
+                        committed_at: record.committed_at,
+                        state: Some(&state),
+                    });
                 }
                 *ws.since_checkpoint.entry(record.tenant.0).or_default() += 1;
                 true
@@ -437,6 +639,16 @@ impl Replica {
                     record.revision
                 );
                 self.snapshot.advance(record.revision);
+                if self.snapshot.is_loaded() {
+                    self.notify_batch(&Applied {
+                        revision: record.revision,
+                        tenant: &record.tenant,
+                        mutations: &record.mutations,
+                        actor: record.actor.as_deref(),
+                        committed_at: record.committed_at,
+                        state: None,
+                    });
+                }
                 false
             }
         }
@@ -520,9 +732,17 @@ impl Replica {
             match self.store.append(&tenant, &mutations, req.actor.as_deref(), Some(head)).await {
                 Ok(revision) => {
                     let snapshot = Arc::clone(&self.snapshot);
+                    let committed_at = SystemTime::now();
                     let state = blocking(move || snapshot.install(next, revision)).await?;
                     self.publish();
-                    self.notify_batch(&state, &mutations);
+                    self.notify_batch(&Applied {
+                        revision,
+                        tenant: &tenant,
+                        mutations: &mutations,
+                        actor: req.actor.as_deref(),
+                        committed_at,
+                        state: Some(&state),
+                    });
                     let imported = mutations.iter().any(|m| matches!(m, Mutation::CreateTenant { .. }))
                         || matches!(req.batch, Batch::Import { .. });
                     self.maybe_checkpoint(&mut ws, &tenant, revision, &state, imported).await;
@@ -645,8 +865,8 @@ impl Replica {
     }
 
     /// Tails the store until `stop` turns true: applies other replicas' writes
-    /// (woken by PostgreSQL notifications, else every `interval`) and expires
-    /// edit locks.
+    /// (woken by PostgreSQL notifications, else every `interval`), expires
+    /// edit locks and reports lock changes made through other replicas.
     pub async fn tail(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         let mut notifications = match self.store.subscribe().await {
             Ok(n) => n,
@@ -676,6 +896,9 @@ impl Replica {
             }
             if let Err(e) = self.expire_locks().await {
                 tracing::warn!(error = %e, "cannot expire edit locks");
+            }
+            if let Err(e) = self.sync_locks().await {
+                tracing::warn!(error = %e, "cannot list edit locks");
             }
         }
     }

@@ -1,0 +1,357 @@
+//! The `watch` workload: `--watchers` privilege subscriptions, then role
+//! flips.
+//!
+//! It picks the role holding the most persons that grants privileges of the
+//! followed application, and subscribes persons it affects first. Each flip
+//! writes the role without the application's privileges, or back with them;
+//! its latency is the time from sending the write until every affected
+//! subscriber has received its difference at the write's revision. Each
+//! difference is checked against the local views before and after (gained and
+//! lost); a difference to a subscriber the flip does not affect is a
+//! mismatch. The run always ends with the role restored.
+
+use super::report::WorkloadResult;
+use super::runner::{Live, Sample, Tally, progress};
+use super::{BenchArgs, MAX_MESSAGE_BYTES, Target, Token};
+use crate::engine::TenantView;
+use crate::model::{Mutation, PersonId, Role};
+use crate::proto::authzd::v1 as pb;
+use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
+use crate::service::convert;
+use pb::watch_event::Event;
+use serde_json::json;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Longest wait for a flip's differences (and for the initial states).
+const FLIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most streams per HTTP/2 connection (servers commonly allow 100–200).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+type Received = (usize, Result<pb::WatchEvent, String>, Instant);
+
+fn failed(msg: String) -> WorkloadResult {
+    let mut t = Tally::new();
+    t.errors = 1;
+    t.messages.push(format!("error: {msg}"));
+    WorkloadResult::from_tally("watch", t, Duration::ZERO)
+}
+
+/// Runs the watch fan-out workload.
+pub async fn run(a: &BenchArgs, t: &Target, token: &Token) -> WorkloadResult {
+    match run_inner(a, t, token).await {
+        Ok(r) => r,
+        Err(msg) => failed(msg),
+    }
+}
+
+/// Persons holding `role` directly or through a group.
+fn holders(t: &Target, role: &Role) -> BTreeSet<PersonId> {
+    let mut out = role.members.persons.clone();
+    for g in &role.members.groups {
+        if let Some(group) = t.config.groups.get(g) {
+            out.extend(group.members.iter().cloned());
+        }
+    }
+    out
+}
+
+fn privileges(v: &TenantView, person: &str, app: &str) -> Vec<String> {
+    v.effective_privileges(person, app).map(|e| e.privileges).unwrap_or_default()
+}
+
+fn set(v: &[String]) -> BTreeSet<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadResult, String> {
+    let app = match &a.watch_app {
+        Some(app) => app.clone(),
+        None => t
+            .config
+            .catalogs
+            .values()
+            .max_by_key(|c| c.privileges.len())
+            .map(|c| c.name.clone())
+            .ok_or("the tenant has no application catalogs to follow")?,
+    };
+    let role = t
+        .config
+        .roles
+        .values()
+        .filter(|r| r.privileges.get(&app).is_some_and(|p| !p.is_empty()))
+        .max_by_key(|r| holders(t, r).len())
+        .ok_or_else(|| format!("no role grants privileges of `{app}`"))?
+        .clone();
+    let mut off_role = role.clone();
+    off_role.privileges.remove(&app);
+    let on = Mutation::PutRole(role.clone());
+    let off = Mutation::PutRole(off_role);
+    let config_off = t.config.apply_batch(std::slice::from_ref(&off)).map_err(|e| e.to_string())?;
+    let view_off = TenantView::build(&config_off, 0);
+
+    // Subscribers: the persons a flip affects first, then the others.
+    let persons: Vec<&str> = t.config.persons.keys().map(|p| p.0.as_str()).collect();
+    if persons.is_empty() {
+        return Err("the tenant has no persons".into());
+    }
+    let (mut affected, others): (Vec<&str>, Vec<&str>) =
+        persons.iter().partition(|p| privileges(&t.view, p, &app) != privileges(&view_off, p, &app));
+    if affected.is_empty() {
+        return Err(format!("flipping role `{}` changes nobody's privileges in `{app}`", role.id));
+    }
+    affected.extend(others);
+    let n = a.watchers.max(1);
+    let subs: Vec<&str> = affected.iter().cycle().take(n).copied().collect();
+    let on_state: Vec<Vec<String>> = subs.iter().map(|p| privileges(&t.view, p, &app)).collect();
+    let off_state: Vec<Vec<String>> = subs.iter().map(|p| privileges(&view_off, p, &app)).collect();
+    let moved: HashSet<usize> = (0..n).filter(|&i| on_state[i] != off_state[i]).collect();
+
+    let channels = super::connect_many(a, a.connections.max(n.div_ceil(STREAMS_PER_CONNECTION)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut admin = super::admin(&channels[0], token);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
+    let mut tasks = Vec::with_capacity(n);
+    let started = Instant::now();
+    for (i, person) in subs.iter().enumerate() {
+        let mut client = WatchServiceClient::new(channels[i % channels.len()].clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let req = pb::WatchRequest {
+            subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+                tenant: t.tenant.clone(),
+                person: (*person).to_owned(),
+                application: app.clone(),
+            })),
+            at_least_revision: 0,
+        };
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = match client.watch(req).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    let _ = tx.send((i, Err(format!("{:?}: {}", s.code(), s.message())), Instant::now()));
+                    return;
+                }
+            };
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(ev)) => Ok(ev),
+                    Ok(None) => Err("the server ended the stream".to_owned()),
+                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                };
+                let end = item.is_err();
+                if tx.send((i, item, Instant::now())).is_err() || end {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let stop = |tasks: Vec<tokio::task::JoinHandle<()>>| {
+        for task in tasks {
+            task.abort();
+        }
+    };
+
+    let live = Arc::new(Live::default());
+    let mut tally = Tally::new();
+    // The initial states.
+    let mut initial = vec![false; n];
+    let mut pending = n;
+    let deadline = tokio::time::Instant::now() + FLIP_TIMEOUT;
+    while pending > 0 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((i, Ok(ev), _))) => {
+                if let Some(Event::Snapshot(s)) = ev.event {
+                    if !initial[i] {
+                        initial[i] = true;
+                        pending -= 1;
+                        let got = match s.state {
+                            Some(pb::snapshot::State::Privileges(p)) => p.privileges,
+                            _ => Vec::new(),
+                        };
+                        if got != on_state[i] {
+                            tally.record(
+                                Sample::Mismatch(0, format!("initial state of `{}`: {got:?}, want {:?}", subs[i], on_state[i])),
+                                Duration::ZERO,
+                                false,
+                                &live,
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(Some((_, Err(msg), _))) => {
+                stop(tasks);
+                return Err(format!("subscribing: {msg}"));
+            }
+            Ok(None) | Err(_) => {
+                stop(tasks);
+                return Err(format!("{pending} of {n} subscribers got no initial state within {FLIP_TIMEOUT:?}"));
+            }
+        }
+    }
+    let subscribed = started.elapsed();
+    if !a.quiet {
+        eprintln!("bench: watch: {n} subscribers ({} affected by each flip) in {:.0} ms", moved.len(), subscribed.as_secs_f64() * 1e3);
+    }
+
+    // The flips.
+    let begin = Instant::now();
+    let end = begin + a.duration;
+    let ticker = progress("watch", Arc::clone(&live), begin, end, a.quiet);
+    let mut is_on = true;
+    let mut flips = 0u64;
+    let mut write_time = Duration::ZERO;
+    let mut broken = false;
+    while Instant::now() < end || !is_on {
+        let (mutation, want, before) = if is_on { (&off, &off_state, &on_state) } else { (&on, &on_state, &off_state) };
+        let w0 = Instant::now();
+        let written = admin
+            .write(pb::WriteRequest {
+                tenant: t.tenant.clone(),
+                mutations: vec![convert::mutation_pb(mutation.clone())],
+                expected_revision: None,
+                preconditions: Vec::new(),
+                actor: None,
+                dry_run: false,
+                include_changes: false,
+            })
+            .await;
+        let revision = match written {
+            Ok(r) => r.into_inner().revision,
+            Err(s) => {
+                tally.record(Sample::Error(format!("write: {:?}: {}", s.code(), s.message())), Duration::ZERO, false, &live);
+                broken = true;
+                break;
+            }
+        };
+        write_time += w0.elapsed();
+        is_on = !is_on;
+        flips += 1;
+        let mut waiting = moved.clone();
+        let mut last = w0;
+        let mut mismatches = 0;
+        let deadline = tokio::time::Instant::now() + FLIP_TIMEOUT;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((i, Ok(ev), at))) => match ev.event {
+                    Some(Event::PrivilegesChanged(c)) => {
+                        let gained: BTreeSet<&str> = set(&want[i]).difference(&set(&before[i])).copied().collect();
+                        let lost: BTreeSet<&str> = set(&before[i]).difference(&set(&want[i])).copied().collect();
+                        let ok = c.revision == revision
+                            && waiting.contains(&i)
+                            && set(&c.gained) == gained
+                            && set(&c.lost) == lost;
+                        if !ok {
+                            mismatches += 1;
+                            tally.record(
+                                Sample::Mismatch(
+                                    0,
+                                    format!(
+                                        "`{}` at revision {} (flip at {revision}): gained {:?} lost {:?}, want gained {gained:?} lost {lost:?}",
+                                        subs[i], c.revision, c.gained, c.lost
+                                    ),
+                                ),
+                                Duration::ZERO,
+                                false,
+                                &live,
+                            );
+                        }
+                        waiting.remove(&i);
+                        last = last.max(at);
+                    }
+                    Some(Event::Snapshot(s)) if s.revision >= revision => {
+                        // A resync replaces the difference: its state must be the new one.
+                        let got = match s.state {
+                            Some(pb::snapshot::State::Privileges(p)) => p.privileges,
+                            _ => Vec::new(),
+                        };
+                        if got != want[i] {
+                            mismatches += 1;
+                            tally.record(
+                                Sample::Mismatch(0, format!("resync of `{}`: {got:?}, want {:?}", subs[i], want[i])),
+                                Duration::ZERO,
+                                false,
+                                &live,
+                            );
+                        }
+                        waiting.remove(&i);
+                        last = last.max(at);
+                    }
+                    _ => {}
+                },
+                Ok(Some((_, Err(msg), _))) => {
+                    tally.record(Sample::Error(msg), Duration::ZERO, false, &live);
+                    broken = true;
+                    break;
+                }
+                Ok(None) | Err(_) => {
+                    tally.record(
+                        Sample::Error(format!(
+                            "{} of {} affected subscribers did not get revision {revision} within {FLIP_TIMEOUT:?}",
+                            waiting.len(),
+                            moved.len()
+                        )),
+                        Duration::ZERO,
+                        false,
+                        &live,
+                    );
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            break;
+        }
+        if mismatches == 0 {
+            tally.record(Sample::Ok(moved.len() as u64), last - w0, true, &live);
+        }
+    }
+    let measured = begin.elapsed();
+    ticker.abort();
+    if !is_on {
+        // Best effort: leave the tenant as it was.
+        let _ = admin
+            .write(pb::WriteRequest {
+                tenant: t.tenant.clone(),
+                mutations: vec![convert::mutation_pb(on.clone())],
+                expected_revision: None,
+                preconditions: Vec::new(),
+                actor: None,
+                dry_run: false,
+                include_changes: false,
+            })
+            .await;
+    }
+    // Late or unexpected differences.
+    if !broken {
+        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Some((i, Ok(ev), _))) = tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            if let Some(Event::PrivilegesChanged(c)) = ev.event {
+                tally.record(
+                    Sample::Mismatch(0, format!("unexpected difference to `{}` at revision {}", subs[i], c.revision)),
+                    Duration::ZERO,
+                    false,
+                    &live,
+                );
+            }
+        }
+    }
+    stop(tasks);
+    let mut r = WorkloadResult::from_tally("watch", tally, measured);
+    r.extra = json!({
+        "application": app,
+        "role": role.id.0,
+        "subscribers": n,
+        "affected_per_flip": moved.len(),
+        "flips": flips,
+        "subscribe_all_ms": subscribed.as_secs_f64() * 1e3,
+        "mean_write_ms": if flips > 0 { write_time.as_secs_f64() * 1e3 / flips as f64 } else { 0.0 },
+    });
+    Ok(r)
+}

@@ -1,0 +1,447 @@
+//! `authzd bench`: a closed-loop load generator that checks every answer.
+//!
+//! It generates the benchmark tenant (`crate::synth`, or loads a tenant file,
+//! or takes the compiled-in demo tenant), imports it into a running server
+//! unless told not to, builds the same [`TenantView`] locally, and drives the
+//! server with a fixed number of requests in flight for a fixed time per
+//! workload:
+//!
+//! - `health`: `grpc.health.v1.Health/Check`, a unary call that does no work:
+//!   the transport ceiling every other figure is divided by;
+//! - `check-privilege`, `check-object`: single `Check`s over a pool of
+//!   different persons, privileges and objects;
+//! - `check-batch`: `CheckBatch` of `--batch-size` mixed questions;
+//! - `list-visible`: every visible object of a type for a person, all pages;
+//! - `watch`: `--watchers` privilege subscriptions, then role flips; the time
+//!   until every affected subscriber has its difference.
+//!
+//! Every answer is compared with the local view (allowed and reason; the
+//! listed ids; the privileges gained and lost). An error or a mismatch is
+//! counted and makes the exit code 1, so a server that fails fast, or answers
+//! wrongly, can never look fast. The modules: [`pools`] (requests and their
+//! expected answers), [`runner`] (the closed loop and its histograms),
+//! [`fanout`] (the watch workload), [`report`] (text and JSON),
+//! [`memory`] (`--memory-only`: resident memory and load time of a tenant
+//! built in-process).
+
+pub mod fanout;
+pub mod memory;
+pub mod pools;
+pub mod report;
+pub mod runner;
+
+use crate::cli::CliError;
+use crate::engine::TenantView;
+use crate::model::{Mutation, TenantConfig, TenantFile, TenantId};
+use crate::proto::authzd::v1 as pb;
+use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use crate::service::convert;
+use crate::synth::SynthParams;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest answer the load generator accepts.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A workload of `authzd bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Workload {
+    /// `grpc.health.v1.Health/Check`: the transport ceiling.
+    Health,
+    /// `Check` of a privilege.
+    CheckPrivilege,
+    /// `Check` of a permission on an object.
+    CheckObject,
+    /// `CheckBatch` of mixed privilege and object questions.
+    CheckBatch,
+    /// `ListVisible`, following every page.
+    ListVisible,
+    /// `Watch` fan-out: privilege subscribers, then role flips.
+    Watch,
+}
+
+impl Workload {
+    /// The name used in flags and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Health => "health",
+            Workload::CheckPrivilege => "check-privilege",
+            Workload::CheckObject => "check-object",
+            Workload::CheckBatch => "check-batch",
+            Workload::ListVisible => "list-visible",
+            Workload::Watch => "watch",
+        }
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m` or plain seconds (`10`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration (`10s`, `500ms`, `2m`)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a duration (`10s`, `500ms`, `2m`)"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Flags of `authzd bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Server URL.
+    #[arg(long, env = "AUTHZD_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Connect to the server's Unix domain socket instead of `--server`.
+    #[arg(long)]
+    pub unix_socket: Option<PathBuf>,
+    /// Admin bearer token (for the import and the watch workload's writes).
+    #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the results as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Id of the generated tenant.
+    #[arg(long, default_value = "bench")]
+    pub tenant: String,
+    /// Use this tenant file (YAML) instead of generating a tenant.
+    #[arg(long, conflicts_with = "demo")]
+    pub tenant_file: Option<PathBuf>,
+    /// Use the demo tenant ACME, as `authzd serve --demo` loads it (no import).
+    #[arg(long)]
+    pub demo: bool,
+    /// Persons of the generated tenant.
+    #[arg(long, default_value_t = SynthParams::default().persons)]
+    pub persons: usize,
+    /// Access groups of the generated tenant.
+    #[arg(long, default_value_t = SynthParams::default().groups)]
+    pub groups: usize,
+    /// Roles of the generated tenant.
+    #[arg(long, default_value_t = SynthParams::default().roles)]
+    pub roles: usize,
+    /// Privileges of the generated tenant's application (`Bench`).
+    #[arg(long, default_value_t = SynthParams::default().privileges)]
+    pub privileges: usize,
+    /// Metrics of the generated tenant.
+    #[arg(long, default_value_t = SynthParams::default().metrics)]
+    pub metrics: usize,
+    /// Object-level entries of the generated tenant (half denies).
+    #[arg(long, default_value_t = SynthParams::default().denies)]
+    pub denies: usize,
+    /// Random seed (tenant and requests).
+    #[arg(long, default_value_t = SynthParams::default().seed)]
+    pub seed: u64,
+    /// Do not import: the server already holds the tenant (answers are still
+    /// verified against the local one, so a different tenant shows as mismatches).
+    #[arg(long)]
+    pub no_import: bool,
+    /// Mutations per write when importing the generated tenant.
+    #[arg(long, default_value_t = 5_000)]
+    pub import_batch: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Measured time per workload (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each workload.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// HTTP/2 connections the requests are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Workloads to run, in order (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "health,check-privilege,check-object,check-batch,list-visible,watch")]
+    pub workloads: Vec<Workload>,
+    /// Questions per `CheckBatch`.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Object type listed by `list-visible` (default: the tenant's most common type).
+    #[arg(long)]
+    pub list_type: Option<String>,
+    /// Page size of `list-visible` (the server caps it).
+    #[arg(long, default_value_t = 10_000)]
+    pub page_size: u32,
+    /// Subscribers of the `watch` workload.
+    #[arg(long, default_value_t = 1_000)]
+    pub watchers: usize,
+    /// Application the `watch` subscribers follow (default: the catalog with most privileges).
+    #[arg(long)]
+    pub watch_app: Option<String>,
+    /// Different requests per workload (cycled).
+    #[arg(long, default_value_t = 16_384)]
+    pub pool: usize,
+    /// No server: build the tenant and its view in this process and print
+    /// resident memory and load time.
+    #[arg(long)]
+    pub memory_only: bool,
+    /// No progress lines on standard error.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    /// The generated tenant's size.
+    pub fn synth_params(&self) -> SynthParams {
+        SynthParams {
+            persons: self.persons,
+            groups: self.groups,
+            roles: self.roles,
+            privileges: self.privileges,
+            metrics: self.metrics,
+            denies: self.denies,
+            seed: self.seed,
+        }
+    }
+
+    fn progress(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("bench: {msg}");
+        }
+    }
+}
+
+/// How the tenant gets into the server.
+enum Import {
+    /// Write batches (the generated tenant; too large for one message).
+    Mutations(Vec<Mutation>),
+    /// One `Import` of a tenant file.
+    Yaml(String),
+    /// Nothing to import.
+    None,
+}
+
+/// The benchmark tenant: its configuration, the local view answers are
+/// checked against, and how to import it.
+pub struct Target {
+    /// Tenant id.
+    pub tenant: String,
+    /// The configuration.
+    pub config: TenantConfig,
+    /// The local view (ground truth).
+    pub view: Arc<TenantView>,
+    import: Import,
+}
+
+fn model_err(e: impl std::fmt::Display) -> CliError {
+    CliError::Input(e.to_string())
+}
+
+fn target(a: &BenchArgs) -> Result<Target, CliError> {
+    let (tenant, config, import) = if a.demo {
+        let file = TenantFile::from_yaml(crate::app::DEMO_TENANT_YAML).map_err(model_err)?;
+        (file.tenant.id.0.clone(), file.to_config().map_err(model_err)?, Import::None)
+    } else if let Some(path) = &a.tenant_file {
+        let yaml = std::fs::read_to_string(path)
+            .map_err(|source| CliError::Io { path: path.display().to_string(), source })?;
+        let file = TenantFile::from_yaml(&yaml).map_err(model_err)?;
+        (file.tenant.id.0.clone(), file.to_config().map_err(model_err)?, Import::Yaml(yaml))
+    } else {
+        let mutations = crate::synth::mutations(&a.synth_params());
+        let config = TenantConfig::empty(TenantId(a.tenant.clone())).apply_batch(&mutations).map_err(model_err)?;
+        (a.tenant.clone(), config, Import::Mutations(mutations))
+    };
+    let view = Arc::new(TenantView::build(&config, 0));
+    let import = if a.no_import { Import::None } else { import };
+    Ok(Target { tenant, config, view, import })
+}
+
+/// Adds the admin bearer token to admin calls.
+#[derive(Debug, Clone)]
+pub struct Token(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The admin client the load generator writes with.
+pub type Admin = AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, Token>>;
+
+fn token(a: &BenchArgs) -> Result<Token, CliError> {
+    match &a.token {
+        None => Ok(Token(None)),
+        Some(t) => format!("Bearer {t}")
+            .parse::<MetadataValue<Ascii>>()
+            .map(|v| Token(Some(v)))
+            .map_err(|_| CliError::Input("--token: not a valid header value".into())),
+    }
+}
+
+/// Opens one HTTP/2 connection to the server (TCP or Unix socket).
+pub async fn connect(server: &str, unix_socket: Option<&std::path::Path>) -> Result<Channel, CliError> {
+    let err = |message: String| CliError::Connect {
+        server: unix_socket.map_or_else(|| server.to_owned(), |p| format!("unix:{}", p.display())),
+        message,
+    };
+    match unix_socket {
+        #[cfg(unix)]
+        Some(path) => {
+            let path = path.to_owned();
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+                .map_err(|e| err(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default())))
+        }
+        #[cfg(not(unix))]
+        Some(_) => Err(err("Unix sockets are only available on Unix".into())),
+        None => {
+            let endpoint = Endpoint::from_shared(server.to_owned()).map_err(|e| err(e.to_string()))?;
+            endpoint.connect().await.map_err(|e| {
+                err(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()))
+            })
+        }
+    }
+}
+
+/// Opens `n` connections.
+pub async fn connect_many(a: &BenchArgs, n: usize) -> Result<Vec<Channel>, CliError> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        v.push(connect(&a.server, a.unix_socket.as_deref()).await?);
+    }
+    Ok(v)
+}
+
+fn admin(channel: &Channel, token: &Token) -> Admin {
+    AdminServiceClient::with_interceptor(channel.clone(), token.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Imports the tenant unless the server has it already.
+async fn import(a: &BenchArgs, t: &mut Target, admin: &mut Admin) -> Result<(), CliError> {
+    if matches!(t.import, Import::None) {
+        return Ok(());
+    }
+    let tenants = admin.list_tenants(pb::ListTenantsRequest { at_least_revision: 0 }).await?.into_inner();
+    if tenants.tenants.iter().any(|x| x.id == t.tenant) {
+        a.progress(format_args!(
+            "tenant `{}` exists on the server: not importing it (answers are still verified against the local tenant)",
+            t.tenant
+        ));
+        return Ok(());
+    }
+    let started = Instant::now();
+    match std::mem::replace(&mut t.import, Import::None) {
+        Import::Mutations(mutations) => {
+            let chunk = a.import_batch.max(1);
+            let total = mutations.len();
+            let mut sent = 0;
+            let mut batches = mutations.into_iter().peekable();
+            while batches.peek().is_some() {
+                let batch: Vec<pb::Mutation> = batches.by_ref().take(chunk).map(convert::mutation_pb).collect();
+                sent += batch.len();
+                let r = admin
+                    .write(pb::WriteRequest {
+                        tenant: t.tenant.clone(),
+                        mutations: batch,
+                        expected_revision: None,
+                        preconditions: Vec::new(),
+                        actor: None,
+                        dry_run: false,
+                        include_changes: false,
+                    })
+                    .await?
+                    .into_inner();
+                a.progress(format_args!("imported {sent}/{total} mutations (revision {})", r.revision));
+            }
+        }
+        Import::Yaml(yaml) => {
+            let r = admin
+                .import(pb::ImportRequest { yaml, replace: false, dry_run: false, include_changes: false })
+                .await?
+                .into_inner();
+            a.progress(format_args!("imported tenant `{}` at revision {}", r.tenant, r.revision));
+        }
+        Import::None => {}
+    }
+    a.progress(format_args!("import took {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Runs `authzd bench`.
+pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
+    if a.memory_only {
+        return memory::run(&a);
+    }
+    if a.concurrency == 0 || a.batch_size == 0 || a.pool == 0 {
+        return Err(CliError::Input("--concurrency, --batch-size and --pool must be at least 1".into()));
+    }
+    let started = Instant::now();
+    let mut t = target(&a)?;
+    let (persons, nodes, _) = t.view.stats();
+    a.progress(format_args!(
+        "tenant `{}`: {} persons, {} groups, {} roles, {} objects ({nodes} nodes, {persons} persons in the view) built in {:.1} s",
+        t.tenant,
+        t.config.persons.len(),
+        t.config.groups.len(),
+        t.config.roles.len(),
+        t.config.objects.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    let token = token(&a)?;
+    let channels = connect_many(&a, a.connections).await?;
+    let mut admin_client = admin(&channels[0], &token);
+    import(&a, &mut t, &mut admin_client).await?;
+
+    let pools = Arc::new(pools::Pools::build(&a, &t));
+    let mut results = Vec::new();
+    let mut health_rps = None;
+    for w in &a.workloads {
+        a.progress(format_args!("{}: running for {:?} (+{:?} warm-up)", w.name(), a.duration, a.warmup));
+        let r = match w {
+            Workload::Watch => fanout::run(&a, &t, &token).await,
+            w => runner::run(&a, *w, &channels, &pools).await,
+        };
+        if *w == Workload::Health && r.errors == 0 {
+            health_rps = Some(r.calls_per_sec);
+        }
+        results.push(r);
+    }
+    let report = report::Report::new(&a, &t, results, health_rps);
+    if a.json {
+        report.print_json();
+    } else {
+        report.print_text();
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The results of `authzd bench`: a table on standard output, or JSON.
+
+use super::runner::Tally;
+use super::{BenchArgs, Target};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The figures of one workload.
+#[derive(Debug, Clone)]
+pub struct WorkloadResult {
+    /// Workload name.
+    pub name: &'static str,
+    /// Measured calls answered correctly.
+    pub calls: u64,
+    /// Decisions (objects for listings, deliveries for watch) in them.
+    pub decisions: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Wrong answers.
+    pub mismatches: u64,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Calls per second.
+    pub calls_per_sec: f64,
+    /// Decisions per second.
+    pub decisions_per_sec: f64,
+    /// Latency percentiles and maximum, in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+    /// The first error and mismatch messages.
+    pub messages: Vec<String>,
+    /// Workload-specific figures.
+    pub extra: Value,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1_000.0
+}
+
+impl WorkloadResult {
+    /// The figures of a merged tally over `measured` time.
+    pub fn from_tally(name: &'static str, t: Tally, measured: Duration) -> Self {
+        let seconds = measured.as_secs_f64();
+        let per_sec = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+        let q = |x: f64| if t.latency.is_empty() { 0.0 } else { us(t.latency.value_at_quantile(x)) };
+        WorkloadResult {
+            name,
+            calls: t.calls,
+            decisions: t.decisions,
+            errors: t.errors,
+            mismatches: t.mismatches,
+            seconds,
+            calls_per_sec: per_sec(t.calls),
+            decisions_per_sec: per_sec(t.decisions),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if t.latency.is_empty() { 0.0 } else { us(t.latency.max()) },
+            messages: t.messages,
+            extra: Value::Null,
+        }
+    }
+
+    /// Whether it ran and every answer was right.
+    pub fn ok(&self) -> bool {
+        self.errors == 0 && self.mismatches == 0 && self.calls > 0
+    }
+}
+
+/// Everything `authzd bench` measured.
+#[derive(Debug)]
+pub struct Report {
+    header: Value,
+    results: Vec<WorkloadResult>,
+    health_rps: Option<f64>,
+}
+
+fn ratio(v: f64, base: Option<f64>) -> Option<f64> {
+    base.filter(|b| *b > 0.0).map(|b| v / b)
+}
+
+fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn latency(v: f64) -> String {
+    if v >= 10_000.0 { format!("{:.1} ms", v / 1_000.0) } else { format!("{v:.0} µs") }
+}
+
+impl Report {
+    /// The report of a run.
+    pub fn new(a: &BenchArgs, t: &Target, results: Vec<WorkloadResult>, health_rps: Option<f64>) -> Self {
+        let header = json!({
+            "server": a.unix_socket.as_ref().map_or_else(|| a.server.clone(), |p| format!("unix:{}", p.display())),
+            "tenant": t.tenant,
+            "persons": t.config.persons.len(),
+            "groups": t.config.groups.len(),
+            "roles": t.config.roles.len(),
+            "objects": t.config.objects.len(),
+            "concurrency": a.concurrency,
+            "connections": a.connections,
+            "duration_s": a.duration.as_secs_f64(),
+            "warmup_s": a.warmup.as_secs_f64(),
+            "batch_size": a.batch_size,
+            "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        });
+        Report { header, results, health_rps }
+    }
+
+    /// Whether every workload ran without an error or a mismatch.
+    pub fn ok(&self) -> bool {
+        !self.results.is_empty() && self.results.iter().all(WorkloadResult::ok)
+    }
+
+    fn check_dps(&self) -> Option<f64> {
+        self.results.iter().find(|r| r.name == "check-privilege" || r.name == "check-object").map(|r| r.decisions_per_sec)
+    }
+
+    /// The report as JSON.
+    pub fn json(&self) -> Value {
+        let check = self.check_dps();
+        json!({
+            "run": self.header,
+            "health_calls_per_sec": self.health_rps,
+            "ok": self.ok(),
+            "workloads": self.results.iter().map(|r| json!({
+                "workload": r.name,
+                "calls": r.calls,
+                "decisions": r.decisions,
+                "errors": r.errors,
+                "mismatches": r.mismatches,
+                "seconds": r.seconds,
+                "calls_per_sec": r.calls_per_sec,
+                "decisions_per_sec": r.decisions_per_sec,
+                "latency_us": {"p50": r.p50_us, "p99": r.p99_us, "p999": r.p999_us, "max": r.max_us},
+                "calls_vs_health": ratio(r.calls_per_sec, self.health_rps),
+                "decisions_vs_check": if r.name == "check-batch" { ratio(r.decisions_per_sec, check) } else { None },
+                "messages": r.messages,
+                "extra": r.extra,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Prints the JSON report.
+    pub fn print_json(&self) {
+        let v = self.json();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+    }
+
+    /// Prints the table.
+    pub fn print_text(&self) {
+        let h = &self.header;
+        println!(
+            "tenant `{}` ({} persons, {} groups, {} roles, {} objects) on {}; {} in flight over {} connection(s), {} s per workload",
+            h["tenant"].as_str().unwrap_or(""),
+            h["persons"],
+            h["groups"],
+            h["roles"],
+            h["objects"],
+            h["server"].as_str().unwrap_or(""),
+            h["concurrency"],
+            h["connections"],
+            h["duration_s"]
+        );
+        println!(
+            "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
+            "workload", "calls/s", "decisions/s", "p50", "p99", "p99.9", "errors", "mismatches", "× health"
+        );
+        let check = self.check_dps();
+        for r in &self.results {
+            let x = ratio(r.calls_per_sec, self.health_rps).map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+            let d = if r.name == "health" { "-".to_owned() } else { thousands(r.decisions_per_sec) };
+            println!(
+                "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
+                r.name,
+                thousands(r.calls_per_sec),
+                d,
+                latency(r.p50_us),
+                latency(r.p99_us),
+                latency(r.p999_us),
+                r.errors,
+                r.mismatches,
+                x
+            );
+        }
+        for r in &self.results {
+            if r.name == "check-batch" {
+                if let Some(x) = ratio(r.decisions_per_sec, check) {
+                    println!("check-batch: {x:.1}× the decisions/s of single checks");
+                }
+            }
+            if r.name == "list-visible" {
+                if let Some(n) = r.extra.get("mean_objects").and_then(Value::as_f64) {
+                    println!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
+                }
+            }
+            if r.name == "watch" && !r.extra.is_null() {
+                println!("watch: {}", r.extra);
+            }
+            for m in &r.messages {
+                println!("{}: {m}", r.name);
+            }
+            if r.calls == 0 && r.errors == 0 && r.mismatches == 0 {
+                println!("{}: no call completed in the measured time", r.name);
+            }
+        }
+        println!("{}", if self.ok() { "OK: every answer verified" } else { "FAILED: errors or mismatches (see above)" });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(12.0), "12");
+        assert_eq!(latency(1_500.0), "1500 µs");
+        assert_eq!(latency(25_000.0), "25.0 ms");
+    }
+}

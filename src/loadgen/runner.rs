@@ -1,0 +1,311 @@
+//! The closed loop: `--concurrency` tasks, each sending its next request as
+//! soon as the previous one is answered, for `--warmup` (not measured) plus
+//! `--duration`. Latencies go to one HDR histogram per task, merged at the
+//! end; every answer is checked against its expected one.
+
+use super::pools::{IdHash, Pools};
+use super::report::WorkloadResult;
+use super::{BenchArgs, MAX_MESSAGE_BYTES, Workload};
+use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Error messages kept per workload (the first ones).
+const KEPT_ERRORS: usize = 5;
+
+/// The outcome of one call.
+pub enum Sample {
+    /// Answered correctly; how many decisions (or listed objects) it carried.
+    Ok(u64),
+    /// Answered, but not as the local view says.
+    Mismatch(u64, String),
+    /// Failed.
+    Error(String),
+}
+
+/// A latency histogram in nanoseconds (1 ns to 10 min, 3 significant digits).
+#[allow(clippy::expect_used)] // constant bounds that `new_with_bounds` accepts: it cannot fail
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Counters of one task (or of a whole workload once merged).
+pub struct Tally {
+    /// Latencies of measured calls.
+    pub latency: Histogram<u64>,
+    /// Measured calls.
+    pub calls: u64,
+    /// Decisions (or objects) in measured correct answers.
+    pub decisions: u64,
+    /// Failed calls (measured or not: a failure is never hidden by the warm-up).
+    pub errors: u64,
+    /// Wrong answers (measured or not).
+    pub mismatches: u64,
+    /// The first error and mismatch messages.
+    pub messages: Vec<String>,
+}
+
+impl Tally {
+    /// An empty tally.
+    pub fn new() -> Self {
+        Tally { latency: histogram(), calls: 0, decisions: 0, errors: 0, mismatches: 0, messages: Vec::new() }
+    }
+
+    fn note(&mut self, m: String) {
+        if self.messages.len() < KEPT_ERRORS {
+            self.messages.push(m);
+        }
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, o: Tally) {
+        let _ = self.latency.add(&o.latency);
+        self.calls += o.calls;
+        self.decisions += o.decisions;
+        self.errors += o.errors;
+        self.mismatches += o.mismatches;
+        for m in o.messages {
+            self.note(m);
+        }
+    }
+
+    /// Records one sample; `measured` calls count towards throughput and latency.
+    pub fn record(&mut self, s: Sample, latency: Duration, measured: bool, live: &Live) {
+        match s {
+            Sample::Ok(n) => {
+                live.done.fetch_add(1, Ordering::Relaxed);
+                if measured {
+                    self.calls += 1;
+                    self.decisions += n;
+                    let _ = self.latency.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1));
+                }
+            }
+            Sample::Mismatch(_, m) => {
+                live.done.fetch_add(1, Ordering::Relaxed);
+                live.mismatches.fetch_add(1, Ordering::Relaxed);
+                self.mismatches += 1;
+                self.note(format!("mismatch: {m}"));
+            }
+            Sample::Error(m) => {
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                self.errors += 1;
+                self.note(format!("error: {m}"));
+            }
+        }
+    }
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters shared with the progress printer.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Answered calls.
+    pub done: AtomicU64,
+    /// Failed calls.
+    pub errors: AtomicU64,
+    /// Wrong answers.
+    pub mismatches: AtomicU64,
+}
+
+/// Prints a progress line every second until `until`.
+pub fn progress(name: &'static str, live: Arc<Live>, start: Instant, until: Instant, quiet: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if quiet {
+            return;
+        }
+        let mut last = 0;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+        while Instant::now() < until {
+            tick.tick().await;
+            let done = live.done.load(Ordering::Relaxed);
+            eprintln!(
+                "bench: {name}: {:>4.0} s  {:>9} calls/s  errors {}  mismatches {}",
+                start.elapsed().as_secs_f64(),
+                done - last,
+                live.errors.load(Ordering::Relaxed),
+                live.mismatches.load(Ordering::Relaxed)
+            );
+            last = done;
+        }
+    })
+}
+
+struct Clients {
+    decisions: DecisionServiceClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
+    match w {
+        Workload::Health => {
+            match c.health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+                Ok(r) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 => {
+                    Sample::Ok(0)
+                }
+                Ok(r) => Sample::Error(format!("health status {}", r.get_ref().status)),
+                Err(s) => Sample::Error(status_text(&s)),
+            }
+        }
+        Workload::CheckPrivilege | Workload::CheckObject => {
+            let pool = if w == Workload::CheckPrivilege { &p.privilege } else { &p.object };
+            let (req, want) = &pool[seq % pool.len()];
+            match c.decisions.check(req.clone()).await {
+                Ok(r) => {
+                    let r = r.get_ref();
+                    if want.matches(r.allowed, r.reason) {
+                        Sample::Ok(1)
+                    } else {
+                        Sample::Mismatch(
+                            1,
+                            format!(
+                                "person `{}` privilege {:?} object {:?}: got {} {}, want {} {}",
+                                req.person,
+                                req.privilege,
+                                req.object.as_ref().map(|o| format!("{}/{}", o.r#type, o.id)),
+                                r.allowed,
+                                crate::service::convert::reason_code(r.reason),
+                                want.allowed,
+                                crate::service::convert::reason_code(want.reason)
+                            ),
+                        )
+                    }
+                }
+                Err(s) => Sample::Error(status_text(&s)),
+            }
+        }
+        Workload::CheckBatch => {
+            let (req, want) = &p.batch[seq % p.batch.len()];
+            match c.decisions.check_batch(req.clone()).await {
+                Ok(r) => {
+                    let r = r.get_ref();
+                    let n = want.len() as u64;
+                    if r.results.len() != want.len() {
+                        return Sample::Mismatch(n, format!("{} results for {} items", r.results.len(), want.len()));
+                    }
+                    match r.results.iter().zip(want).position(|(got, w)| !w.matches(got.allowed, got.reason)) {
+                        None => Sample::Ok(n),
+                        Some(i) => Sample::Mismatch(
+                            n,
+                            format!(
+                                "person `{}` item {i}: got {} {}, want {} {}",
+                                req.person,
+                                r.results[i].allowed,
+                                crate::service::convert::reason_code(r.results[i].reason),
+                                want[i].allowed,
+                                crate::service::convert::reason_code(want[i].reason)
+                            ),
+                        ),
+                    }
+                }
+                Err(s) => Sample::Error(status_text(&s)),
+            }
+        }
+        Workload::ListVisible => {
+            let (first, want) = &p.list[seq % p.list.len()];
+            let mut req = first.clone();
+            let mut h = IdHash::default();
+            loop {
+                match c.decisions.list_visible(req.clone()).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        for o in &r.objects {
+                            h.add(&o.id);
+                        }
+                        if r.next_page_token.is_empty() {
+                            break;
+                        }
+                        req.page_token = r.next_page_token;
+                    }
+                    Err(s) => return Sample::Error(status_text(&s)),
+                }
+            }
+            let got = h.finish();
+            if got == *want {
+                Sample::Ok(got.count as u64)
+            } else {
+                Sample::Mismatch(
+                    got.count as u64,
+                    format!("person `{}`: listed {} objects, want {} (or different ids)", first.person, got.count, want.count),
+                )
+            }
+        }
+        Workload::Watch => Sample::Error("the watch workload is not a closed loop".into()),
+    }
+}
+
+/// Runs one closed-loop workload.
+pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<Pools>) -> WorkloadResult {
+    let name = w.name();
+    let empty = match w {
+        Workload::CheckPrivilege if pools.privilege.is_empty() => true,
+        Workload::CheckObject if pools.object.is_empty() => true,
+        Workload::CheckBatch if pools.batch.is_empty() => true,
+        Workload::ListVisible if pools.list.is_empty() => true,
+        _ => false,
+    };
+    if empty {
+        let why = pools.empty.get(name).cloned().unwrap_or_else(|| "nothing to ask".into());
+        let mut t = Tally::new();
+        t.errors = 1;
+        t.note(format!("error: no requests: {why}"));
+        return WorkloadResult::from_tally(name, t, Duration::ZERO);
+    }
+    let start = Instant::now();
+    let warm_end = start + a.warmup;
+    let end = warm_end + a.duration;
+    let live = Arc::new(Live::default());
+    let seq = Arc::new(AtomicU64::new(0));
+    let ticker = progress(name, Arc::clone(&live), start, end, a.quiet);
+    let mut tasks = Vec::with_capacity(a.concurrency);
+    for i in 0..a.concurrency {
+        let channel = channels[i % channels.len()].clone();
+        let (pools, live, seq) = (Arc::clone(pools), Arc::clone(&live), Arc::clone(&seq));
+        tasks.push(tokio::spawn(async move {
+            let mut c = Clients {
+                decisions: DecisionServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                health: HealthClient::new(channel),
+            };
+            let mut t = Tally::new();
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let n = usize::try_from(seq.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+                let s = call(w, &mut c, &pools, n).await;
+                let t1 = Instant::now();
+                t.record(s, t1 - t0, t0 >= warm_end && t1 <= end, &live);
+            }
+            t
+        }));
+    }
+    let mut total = Tally::new();
+    for task in tasks {
+        match task.await {
+            Ok(t) => total.merge(t),
+            Err(e) => {
+                total.errors += 1;
+                total.note(format!("error: a load task failed: {e}"));
+            }
+        }
+    }
+    ticker.abort();
+    let mut r = WorkloadResult::from_tally(name, total, a.duration);
+    if w == Workload::ListVisible {
+        r.extra = serde_json::json!({ "mean_objects": pools.mean_listed(), "page_size": a.page_size });
+    }
+    r
+}

@@ -1,0 +1,681 @@
+//! Operations: Prometheus metrics, liveness and readiness probes on a small
+//! HTTP port, and (with the `otel` cargo feature) OpenTelemetry traces over OTLP.
+//!
+//! Everything here is off unless configured: `authzd serve --metrics-listen
+//! 127.0.0.1:9090` starts the HTTP port, `--otlp-endpoint` the trace export.
+//! Nothing on the decision path changes when they are off.
+//!
+//! - **Metrics** (`GET /metrics`, OpenMetrics text): decisions by result and
+//!   reason ([`MeteredDecisions`] wraps the decision service and counts every
+//!   answer, batch items one by one); a latency histogram per gRPC method and
+//!   errors per method and code ([`RpcMetricsLayer`], a tower layer on the
+//!   whole server: health, admin and watch included); and, read at scrape
+//!   time, the snapshot revision, the store's head revision and the replica's
+//!   lag behind it, watch subscribers, open streams, resyncs and deliveries,
+//!   store errors.
+//! - **Liveness** (`GET /healthz`): the process and its runtime answer. It
+//!   never looks at the store: a replica with a store outage keeps serving
+//!   decisions from memory and must not be restarted for it.
+//! - **Readiness** (`GET /readyz`): the snapshot is loaded, the last store
+//!   probe succeeded, and the replica has applied every batch the store held
+//!   one probe earlier (caught up, allowing one tailing interval); 503 with
+//!   the reason otherwise, and from the moment shutdown begins.
+//!
+//! The store is probed by [`Metrics::probe_loop`] (its head revision, every
+//! probe interval): failures count as `authzd_store_errors_total` and make
+//! the replica not ready.
+
+use crate::proto::authzd::v1 as pb;
+use crate::proto::authzd::v1::decision_service_server::DecisionService;
+use crate::service::{Decisions, Replica};
+use crate::store::Store as _;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// Latency buckets of the per-RPC histograms, in seconds: 25 µs to 2.5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+/// Most distinct gRPC methods given their own series; others share `other`
+/// (a client cannot blow up the number of series with made-up paths).
+const MAX_METHODS: usize = 64;
+
+/// Counters of the watch hub, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchGauges {
+    /// Current subscribers.
+    pub subscribers: u64,
+    /// Resyncs sent because a subscriber lagged (cumulative).
+    pub resyncs: u64,
+    /// Differences delivered (cumulative).
+    pub delivered: u64,
+    /// `Watch` streams open (computed and raw).
+    pub open_streams: u64,
+    /// Raw streams ended with `ResumeRequired` because they fell behind (cumulative).
+    pub resume_required: u64,
+}
+
+type WatchSource = Box<dyn Fn() -> WatchGauges + Send + Sync>;
+type MethodLabels = [(&'static str, String); 1];
+type ErrorLabels = [(&'static str, String); 2];
+
+/// What the store probe last saw.
+#[derive(Debug, Default)]
+struct ProbeState {
+    /// Probes made.
+    probes: AtomicU64,
+    /// The last probe succeeded.
+    ok: AtomicBool,
+    /// The store's head revision at the last successful probe.
+    head: AtomicU64,
+    /// The replica had applied the head of the probe before the last one.
+    caught_up: AtomicBool,
+    /// Failed probes (store errors).
+    errors: AtomicU64,
+    /// Shutdown has begun.
+    stopping: AtomicBool,
+}
+
+/// The values read at scrape time.
+struct Live {
+    replica: Arc<Replica>,
+    probe: Arc<ProbeState>,
+    watch: Arc<RwLock<Option<WatchSource>>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    let m = e.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    let m = e.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Live {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.replica.snapshot();
+        let revision = snapshot.revision();
+        let head = self.probe.head.load(Ordering::Acquire);
+        gauge(&mut e, "snapshot_revision", "Highest revision applied to this replica's snapshot.", clamp(revision))?;
+        gauge(&mut e, "snapshot_loaded", "1 once the snapshot is loaded from the store.", i64::from(snapshot.is_loaded()))?;
+        gauge(&mut e, "snapshot_tenants", "Tenants in the snapshot.", clamp(snapshot.tenant_ids().len() as u64))?;
+        gauge(&mut e, "store_head_revision", "The store's head revision at the last probe.", clamp(head))?;
+        gauge(
+            &mut e,
+            "replica_lag_revisions",
+            "Revisions the store holds that this replica has not applied (at the last probe).",
+            clamp(head.saturating_sub(revision)),
+        )?;
+        counter(
+            &mut e,
+            "store_errors",
+            "Store operations of the metrics probe that failed.",
+            self.probe.errors.load(Ordering::Relaxed),
+        )?;
+        gauge(&mut e, "ready", "1 when /readyz answers 200.", i64::from(readiness(&self.replica, &self.probe).is_ok()))?;
+        let watch = self.watch.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(source) = watch.as_ref() {
+            let w = source();
+            gauge(&mut e, "watch_subscribers", "Current watch subscribers.", clamp(w.subscribers))?;
+            counter(&mut e, "watch_resyncs", "Full states sent because a subscriber lagged.", w.resyncs)?;
+            counter(&mut e, "watch_delivered", "Differences delivered to watch subscribers.", w.delivered)?;
+            gauge(&mut e, "watch_open_streams", "Watch streams open (computed and raw).", clamp(w.open_streams))?;
+            counter(
+                &mut e,
+                "watch_resume_required",
+                "Raw watch streams ended because they fell behind (the client resumes from the changelog).",
+                w.resume_required,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the replica is ready, or why not.
+fn readiness(replica: &Replica, probe: &ProbeState) -> Result<(), &'static str> {
+    if probe.stopping.load(Ordering::Acquire) {
+        return Err("shutting down");
+    }
+    if !replica.snapshot().is_loaded() {
+        return Err("snapshot not loaded");
+    }
+    if probe.probes.load(Ordering::Acquire) == 0 {
+        return Err("store not probed yet");
+    }
+    if !probe.ok.load(Ordering::Acquire) {
+        return Err("store unreachable at the last probe");
+    }
+    if !probe.caught_up.load(Ordering::Acquire) {
+        return Err("replica behind the store");
+    }
+    Ok(())
+}
+
+/// The server's metrics registry and probe state.
+pub struct Metrics {
+    registry: Registry,
+    replica: Arc<Replica>,
+    probe: Arc<ProbeState>,
+    watch: Arc<RwLock<Option<WatchSource>>>,
+    /// Decision counters indexed by the proto reason value.
+    decisions: Vec<Counter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Per-method histograms by path, so the hot path does not allocate.
+    methods: RwLock<FxHashMap<String, Histogram>>,
+    errors: Family<ErrorLabels, Counter>,
+    prev_head: Mutex<u64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every proto reason value with its stable code, in value order.
+fn reason_codes() -> Vec<(i32, &'static str)> {
+    (0..64)
+        .map_while(|v| pb::Reason::try_from(v).ok().map(|_| (v, crate::service::convert::reason_code(v))))
+        .collect()
+}
+
+impl Metrics {
+    /// A registry (prefix `authzd_`) for `replica`.
+    pub fn new(replica: Arc<Replica>) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("authzd");
+        let decision_family = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        let decisions = reason_codes()
+            .into_iter()
+            .map(|(v, code)| {
+                let result = if matches!(pb::Reason::try_from(v), Ok(pb::Reason::Allowed | pb::Reason::OpenWhenUnconfigured)) {
+                    "allowed"
+                } else {
+                    "denied"
+                };
+                decision_family.get_or_create_owned(&[("result", result), ("reason", code)])
+            })
+            .collect();
+        registry.register("decisions", "Decisions made, by result and reason (CheckBatch items one by one).", decision_family);
+        let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "grpc_request_duration",
+            "Time from a gRPC request's arrival to its response headers, per method.",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("grpc_errors", "gRPC calls answered with a status other than OK, per method and code.", errors.clone());
+        let probe = Arc::new(ProbeState::default());
+        let watch: Arc<RwLock<Option<WatchSource>>> = Arc::new(RwLock::new(None));
+        registry.register_collector(Box::new(Live {
+            replica: Arc::clone(&replica),
+            probe: Arc::clone(&probe),
+            watch: Arc::clone(&watch),
+        }));
+        Arc::new(Metrics {
+            registry,
+            replica,
+            probe,
+            watch,
+            decisions,
+            latency,
+            methods: RwLock::new(FxHashMap::default()),
+            errors,
+            prev_head: Mutex::new(0),
+        })
+    }
+
+    /// Reads the watch hub's counters at every scrape (`authzd_watch_*`).
+    pub fn observe_watch(&self, f: impl Fn() -> WatchGauges + Send + Sync + 'static) {
+        *self.watch.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// Counts one decision (a proto reason value).
+    pub fn decision(&self, reason: i32) {
+        if let Some(c) = usize::try_from(reason).ok().and_then(|i| self.decisions.get(i)) {
+            c.inc();
+        }
+    }
+
+    fn method(&self, path: &str) -> Histogram {
+        if let Some(h) = self.methods.read().unwrap_or_else(|p| p.into_inner()).get(path) {
+            return h.clone();
+        }
+        let mut methods = self.methods.write().unwrap_or_else(|p| p.into_inner());
+        let label = if methods.len() < MAX_METHODS { path } else { "other" };
+        let h = self.latency.get_or_create_owned(&[("method", label.to_owned())]);
+        if methods.len() < MAX_METHODS {
+            methods.insert(path.to_owned(), h.clone());
+        }
+        h
+    }
+
+    fn error(&self, path: &str, code: i32) {
+        let known = self.methods.read().unwrap_or_else(|p| p.into_inner()).contains_key(path);
+        let method = if known { path } else { "other" };
+        self.errors.get_or_create(&[("method", method.to_owned()), ("code", code_name(code).to_owned())]).inc();
+    }
+
+    /// The exposition (OpenMetrics text).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        readiness(&self.replica, &self.probe)
+    }
+
+    /// Marks the replica as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_stopping(&self) {
+        self.probe.stopping.store(true, Ordering::Release);
+    }
+
+    /// Probes the store once: its head revision, the replica's lag, readiness.
+    pub async fn probe_once(&self) {
+        let result = self.replica.store().head().await;
+        let revision = self.replica.snapshot().revision();
+        match result {
+            Ok(head) => {
+                let mut prev = self.prev_head.lock().unwrap_or_else(|p| p.into_inner());
+                self.probe.caught_up.store(revision >= *prev, Ordering::Release);
+                *prev = head;
+                self.probe.head.store(head, Ordering::Release);
+                self.probe.ok.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                self.probe.errors.fetch_add(1, Ordering::Relaxed);
+                self.probe.ok.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "store probe failed");
+            }
+        }
+        self.probe.probes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Probes the store every `interval` until `stop` turns true.
+    pub async fn probe_loop(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            self.probe_once().await;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// A tower layer timing every gRPC call of the server.
+    pub fn layer(self: &Arc<Self>) -> RpcMetricsLayer {
+        RpcMetricsLayer { metrics: Some(Arc::clone(self)) }
+    }
+}
+
+/// The name of a gRPC status code (`NOT_FOUND`).
+fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+// ------------------------------------------------------------------ tower layer
+
+/// Times every call (arrival to response headers) per gRPC method and counts
+/// non-OK statuses sent in the headers (tonic sends errors trailers-only).
+/// With no metrics it passes calls through untouched.
+#[derive(Debug, Clone, Default)]
+pub struct RpcMetricsLayer {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl RpcMetricsLayer {
+    /// A layer that records nothing.
+    pub fn off() -> Self {
+        RpcMetricsLayer { metrics: None }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// The service of [`RpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let timing = self.metrics.as_ref().map(|m| {
+            let path = req.uri().path();
+            (Arc::clone(m), m.method(path), path.to_owned(), Instant::now())
+        });
+        Timed { inner: self.inner.call(req), timing }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RpcMetrics`].
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        timing: Option<(Arc<Metrics>, Histogram, String, Instant)>,
+    }
+}
+
+impl<F, RB, E> Future for Timed<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Some((metrics, histogram, path, start)) = this.timing.take() {
+            histogram.observe(start.elapsed().as_secs_f64());
+            let code = match &out {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0),
+                Err(_) => 2,
+            };
+            if code != 0 {
+                metrics.error(&path, code);
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
+// ------------------------------------------------------------------ decision counting
+
+/// The decision service, counting every decision by result and reason.
+#[derive(Debug, Clone)]
+pub struct MeteredDecisions {
+    inner: Decisions,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl MeteredDecisions {
+    /// Wraps `inner`; with `None` it only delegates.
+    pub fn new(inner: Decisions, metrics: Option<Arc<Metrics>>) -> Self {
+        MeteredDecisions { inner, metrics }
+    }
+}
+
+#[tonic::async_trait]
+impl DecisionService for MeteredDecisions {
+    async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let r = self.inner.check(request).await?;
+        if let Some(m) = &self.metrics {
+            m.decision(r.get_ref().reason);
+        }
+        Ok(r)
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let r = self.inner.check_batch(request).await?;
+        if let Some(m) = &self.metrics {
+            for item in &r.get_ref().results {
+                m.decision(item.reason);
+            }
+        }
+        Ok(r)
+    }
+
+    async fn list_visible(
+        &self,
+        request: Request<pb::ListVisibleRequest>,
+    ) -> Result<Response<pb::ListVisibleResponse>, Status> {
+        self.inner.list_visible(request).await
+    }
+
+    async fn effective_privileges(
+        &self,
+        request: Request<pb::EffectivePrivilegesRequest>,
+    ) -> Result<Response<pb::EffectivePrivilegesResponse>, Status> {
+        self.inner.effective_privileges(request).await
+    }
+
+    async fn explain(&self, request: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = self.inner.explain(request).await?;
+        if let Some(m) = &self.metrics {
+            m.decision(r.get_ref().reason);
+        }
+        Ok(r)
+    }
+}
+
+// ------------------------------------------------------------------ HTTP port
+
+fn text(status: u16, body: impl Into<Bytes>, content_type: &'static str) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(body.into()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+/// Answers one request of the metrics port.
+pub fn respond(metrics: &Metrics, method: &http::Method, path: &str) -> http::Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return text(405, "only GET\n", PLAIN);
+    }
+    match path {
+        "/metrics" => text(200, metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "/healthz" | "/livez" => text(200, "ok\n", PLAIN),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => text(200, "ready\n", PLAIN),
+            Err(why) => text(503, format!("not ready: {why}\n"), PLAIN),
+        },
+        _ => text(404, "not found: try /metrics, /healthz or /readyz\n", PLAIN),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (HTTP/1.1)
+/// until `shutdown` completes.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics port: cannot accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let resp = respond(&metrics, req.method(), req.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn).await.unwrap_or(Ok(())) {
+                tracing::debug!(error = %e, "metrics port: connection error");
+            }
+        });
+    }
+}
+
+/// Binds the metrics port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+// ------------------------------------------------------------------ traces
+
+/// OpenTelemetry trace export over OTLP/gRPC (cargo feature `otel`).
+#[cfg(feature = "otel")]
+pub mod otel {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    /// The tracer provider; call [`Tracing::shutdown`] before exit to flush.
+    #[derive(Debug)]
+    pub struct Tracing {
+        provider: SdkTracerProvider,
+    }
+
+    impl Tracing {
+        /// Flushes and stops the exporter.
+        pub fn shutdown(self) {
+            if let Err(e) = self.provider.shutdown() {
+                eprintln!("warning: cannot flush traces: {e}");
+            }
+        }
+    }
+
+    /// A tracing layer exporting spans to the OTLP collector at `endpoint`
+    /// (`http://collector:4317`), batched. Service name: `OTEL_SERVICE_NAME`,
+    /// default `authzd`; sampling: `OTEL_TRACES_SAMPLER` as the SDK reads it.
+    pub fn layer<S>(endpoint: &str) -> anyhow::Result<(impl tracing_subscriber::Layer<S>, Tracing)>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+        let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "authzd".to_owned());
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let tracer = provider.tracer("authzd");
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        Ok((tracing_opentelemetry::layer().with_tracer(tracer), Tracing { provider }))
+    }
+
+    struct Headers<'a>(&'a http::HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(http::HeaderName::as_str).collect()
+        }
+    }
+
+    /// The span of one gRPC call, a child of the caller's W3C `traceparent`.
+    pub fn request_span(req: &http::Request<()>) -> tracing::Span {
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = %req.uri().path(),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %req.uri().path(),
+        );
+        let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
+        let _ = span.set_parent(parent);
+        span
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_counter_in_value_order() {
+        let codes = reason_codes();
+        assert!(codes.len() >= 19);
+        for (i, (v, _)) in codes.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        assert_eq!(codes[pb::Reason::ExplicitDeny as usize].1, "EXPLICIT_DENY");
+    }
+
+    #[test]
+    fn code_names() {
+        assert_eq!(code_name(5), "NOT_FOUND");
+        assert_eq!(code_name(99), "UNKNOWN");
+    }
+}

@@ -1,0 +1,272 @@
+//! `authzd bench` against an in-process server: a correct server gives zero
+//! errors and zero mismatches; a server holding a different tenant is caught
+//! as mismatches (and a non-zero exit code), so a wrong or failing server can
+//! never look fast. Also: the metrics port counts what the bench did, and the
+//! probes answer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use authzd::app::Server;
+use authzd::config::ServerConfig;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    addr: SocketAddr,
+    socket: PathBuf,
+    metrics: Option<SocketAddr>,
+    stops: Vec<oneshot::Sender<()>>,
+    handles: Vec<JoinHandle<()>>,
+    server: Arc<Server>,
+}
+
+async fn start(dir: &Path, with_metrics: bool) -> Running {
+    let mut config = ServerConfig::new(format!("sqlite://{}", dir.join("authzd.db").display()));
+    config.tail_interval = std::time::Duration::ZERO;
+    if with_metrics {
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    }
+    let server = Arc::new(Server::start(config).await.expect("server starts"));
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let s = Arc::clone(&server);
+    handles.push(tokio::spawn(async move {
+        s.serve_with_incoming_shutdown(authzd::app::nodelay(listener), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    }));
+    stops.push(stop);
+
+    let socket = dir.join("authzd.sock");
+    let unix = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let s = Arc::clone(&server);
+    handles.push(tokio::spawn(async move {
+        s.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(unix), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    }));
+    stops.push(stop);
+
+    let metrics = match server.metrics() {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let m = Arc::clone(m);
+            handles.push(tokio::spawn(async move {
+                authzd::metrics::serve_http(l, m, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            }));
+            stops.push(stop);
+            Some(addr)
+        }
+        None => None,
+    };
+    Running { addr, socket, metrics, stops, handles, server }
+}
+
+impl Running {
+    async fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for h in self.handles {
+            h.await.unwrap();
+        }
+        Arc::try_unwrap(self.server).expect("no other owner").close().await;
+    }
+}
+
+/// The small benchmark tenant of these tests.
+const TINY: [&str; 12] = [
+    "--persons", "60", "--groups", "6", "--roles", "4", "--privileges", "24", "--metrics", "600", "--denies", "20",
+];
+
+/// Runs `authzd bench --json` with `args`; (exit success, report).
+async fn bench(args: Vec<String>) -> (bool, Value) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+            .arg("bench")
+            .arg("--json")
+            .arg("--quiet")
+            .args(&args)
+            .output()
+            .expect("authzd bench runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("bench printed no JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.success(), report)
+}
+
+fn args(extra: &[&str]) -> Vec<String> {
+    TINY.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+}
+
+fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["workloads"].as_array().unwrap().iter().find(|w| w["workload"] == name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+const CLOSED_LOOP: &str = "health,check-privilege,check-object,check-batch,list-visible";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_server_has_no_errors_and_no_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true).await;
+    let server = format!("http://{}", r.addr);
+    let (ok, report) = bench(args(&[
+        "--server", &server, "--workloads", CLOSED_LOOP, "--duration", "1s", "--warmup", "0s", "--concurrency", "8",
+        "--batch-size", "10", "--page-size", "100",
+    ]))
+    .await;
+    assert!(ok, "bench failed: {report:#}");
+    assert_eq!(report["ok"], true);
+    for name in CLOSED_LOOP.split(',') {
+        let w = workload(&report, name);
+        assert_eq!(w["errors"], 0, "{name}: {w:#}");
+        assert_eq!(w["mismatches"], 0, "{name}: {w:#}");
+        assert!(w["calls"].as_u64().unwrap() > 0, "{name}: no calls");
+    }
+    // Listings span several pages of 100 and are verified whole.
+    assert!(workload(&report, "list-visible")["extra"]["mean_objects"].as_f64().unwrap() > 100.0);
+    assert!(report["health_calls_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(workload(&report, "check-object")["calls_vs_health"].as_f64().unwrap() > 0.0);
+
+    // The same over the Unix socket, importing nothing (the tenant exists).
+    let socket = r.socket.display().to_string();
+    let (ok, report) = bench(args(&[
+        "--unix-socket", &socket, "--workloads", "health,check-object", "--duration", "300ms", "--warmup", "0s",
+        "--concurrency", "4",
+    ]))
+    .await;
+    assert!(ok, "bench over the unix socket failed: {report:#}");
+
+    // The metrics port saw the decisions and the calls; the probes answer.
+    let addr = r.metrics.unwrap();
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let allowed: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("authzd_decisions_total{") && l.contains("result=\"allowed\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(allowed > 0.0, "no allowed decisions counted:\n{body}");
+    assert!(body.contains("authzd_grpc_request_duration_seconds_bucket{le=\"0.001\",method=\"/authzd.v1.DecisionService/Check\"}"), "{body}");
+    assert!(body.contains("authzd_grpc_request_duration_seconds_count{method=\"/grpc.health.v1.Health/Check\"}"), "{body}");
+    assert!(body.contains("authzd_snapshot_revision "), "{body}");
+    assert!(body.contains("authzd_replica_lag_revisions 0"), "{body}");
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+    r.server.set_not_serving().await;
+    let (status, body) = http_get(addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "not ready: shutting down\n"));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_from_another_tenant_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), false).await;
+    let server = format!("http://{}", r.addr);
+    // Import the tenant of seed 1.
+    let (ok, report) =
+        bench(args(&["--server", &server, "--seed", "1", "--workloads", "health", "--duration", "200ms", "--warmup", "0s"])).await;
+    assert!(ok, "{report:#}");
+    // Verify against the tenant of seed 2: same ids, different memberships and entries.
+    let (ok, report) = bench(args(&[
+        "--server", &server, "--seed", "2", "--no-import", "--workloads", "check-privilege,check-object,check-batch,list-visible",
+        "--duration", "500ms", "--warmup", "0s", "--concurrency", "4", "--batch-size", "10",
+    ]))
+    .await;
+    assert!(!ok, "a different tenant must fail the bench: {report:#}");
+    assert_eq!(report["ok"], false);
+    let mismatches: u64 =
+        report["workloads"].as_array().unwrap().iter().map(|w| w["mismatches"].as_u64().unwrap()).sum();
+    assert!(mismatches > 0, "{report:#}");
+    assert!(workload(&report, "check-object")["mismatches"].as_u64().unwrap() > 0, "{report:#}");
+
+    // A tenant the server does not have: decisions deny UNKNOWN_TENANT (mismatches),
+    // listings fail NOT_FOUND (errors); never a fast success.
+    let (ok, report) = bench(args(&[
+        "--server", &server, "--tenant", "absent", "--no-import", "--workloads", "check-object,list-visible",
+        "--duration", "300ms", "--warmup", "0s", "--concurrency", "4",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(workload(&report, "check-object")["mismatches"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(workload(&report, "list-visible")["errors"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(workload(&report, "list-visible")["calls"], 0);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fan_out_delivers_every_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), false).await;
+    let server = format!("http://{}", r.addr);
+    let (ok, report) = bench(args(&[
+        "--server", &server, "--workloads", "watch", "--duration", "500ms", "--warmup", "0s", "--watchers", "150",
+    ]))
+    .await;
+    let w = workload(&report, "watch");
+    assert!(ok, "{report:#}");
+    assert_eq!(w["errors"], 0, "{w:#}");
+    assert_eq!(w["mismatches"], 0, "{w:#}");
+    assert!(w["extra"]["flips"].as_u64().unwrap() >= 2, "{w:#}");
+    assert_eq!(w["extra"]["flips"].as_u64().unwrap() % 2, 0, "the role is restored: {w:#}");
+    assert!(w["extra"]["affected_per_flip"].as_u64().unwrap() > 0);
+    r.stop().await;
+}
+
+#[test]
+fn memory_only_reports_load_time_and_memory() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+        .args(["bench", "--memory-only", "--json"])
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["persons"], 60);
+    assert_eq!(v["objects"], 600);
+    assert!(v["load_s"].as_f64().unwrap() > 0.0);
+    if cfg!(target_os = "linux") {
+        assert!(v["rss_loaded_mib"].as_f64().unwrap() > 0.0);
+    }
+}
