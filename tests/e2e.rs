@@ -1094,3 +1094,39 @@ async fn s10_designer_tables_and_analytics_only_through_the_api() {
     assert_eq!(ids, ["ad-overview"]);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_views_carry_less_but_list_the_same_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("views.db"))).await;
+    let mut c = r.decisions().await;
+    let mut listing = |view: pb::ListView| {
+        let mut c = c.clone();
+        async move {
+            c.list_visible(pb::ListVisibleRequest {
+                tenant: TENANT.into(),
+                person: "dz-developer".into(),
+                r#type: "Application".into(),
+                application: Some("Designer".into()),
+                view: view as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("listing answers")
+            .into_inner()
+            .objects
+        }
+    };
+    let full = listing(pb::ListView::Full).await;
+    let names = listing(pb::ListView::Names).await;
+    let ids = listing(pb::ListView::Ids).await;
+    assert!(!full.is_empty());
+    let id_list = |v: &[pb::VisibleObject]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
+    assert_eq!(id_list(&full), id_list(&names));
+    assert_eq!(id_list(&full), id_list(&ids));
+    assert!(full.iter().all(|o| !o.name.is_empty() && !o.folder.is_empty()));
+    assert!(names.iter().zip(&full).all(|(n, f)| n.name == f.name && n.folder.is_empty()));
+    assert!(ids.iter().all(|o| o.name.is_empty() && o.folder.is_empty() && o.properties.is_empty()));
+    still_serving(&mut c).await;
+    r.stop().await;
+}

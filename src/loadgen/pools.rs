@@ -279,6 +279,7 @@ impl Pools {
                             page_size: a.page_size,
                             page_token: String::new(),
                             at_least_revision: 0,
+                            view: a.list_view.proto() as i32,
                         },
                         h.finish(),
                     ));

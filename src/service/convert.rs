@@ -14,7 +14,7 @@
 use super::changes::PersonDelta;
 use super::replica::Precondition;
 use super::status::{ServiceError, ServiceResult};
-use crate::engine::{
+use crate::engine::{VisibleRef, 
     self, CheckRequest, Decision, EffectivePrivileges, Explanation, ObjectRef, PrivilegeSource, Reason, VisibleObject,
 };
 use crate::model::{
@@ -222,6 +222,22 @@ pub fn decode_page_token(token: &str) -> ServiceResult<Option<(Revision, String)
 }
 
 /// A visible object as sent.
+/// An object of a listing borrowed from the view, as sent in `view`: each
+/// string is copied once, straight into the message.
+pub fn visible_ref(v: &VisibleRef<'_>, view: pb::ListView) -> pb::VisibleObject {
+    match view {
+        pb::ListView::Ids => pb::VisibleObject { id: v.id.to_owned(), ..Default::default() },
+        pb::ListView::Names => pb::VisibleObject { id: v.id.to_owned(), name: v.name.to_owned(), ..Default::default() },
+        pb::ListView::Full | pb::ListView::Unspecified => pb::VisibleObject {
+            id: v.id.to_owned(),
+            name: v.name.to_owned(),
+            folder: v.folder.to_owned(),
+            properties: v.properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        },
+    }
+}
+
+/// An object of a listing, as sent.
 pub fn visible_object(v: VisibleObject) -> pb::VisibleObject {
     pb::VisibleObject { id: v.id, name: v.name, folder: v.folder, properties: v.properties.into_iter().collect() }
 }

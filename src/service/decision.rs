@@ -21,6 +21,10 @@ use tonic::{Request, Response, Status};
 pub const DEFAULT_PAGE_SIZE: usize = 1_000;
 /// Largest page size of `ListVisible`.
 pub const MAX_PAGE_SIZE: usize = 10_000;
+/// Largest page of a listing in the names view.
+pub const MAX_PAGE_SIZE_NAMES: usize = 25_000;
+/// Largest page of a listing in the ids view.
+pub const MAX_PAGE_SIZE_IDS: usize = 100_000;
 
 /// The decision service of one replica.
 #[derive(Debug, Clone)]
@@ -158,9 +162,15 @@ impl DecisionService for Decisions {
             return Err(ServiceError::invalid("type", "must not be empty").into());
         }
         let permission = convert::list_permission(req.permission)?;
+        let view = pb::ListView::try_from(req.view).unwrap_or(pb::ListView::Unspecified);
+        let max = match view {
+            pb::ListView::Ids => MAX_PAGE_SIZE_IDS,
+            pb::ListView::Names => MAX_PAGE_SIZE_NAMES,
+            pb::ListView::Full | pb::ListView::Unspecified => MAX_PAGE_SIZE,
+        };
         let limit = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
+            n => n.min(max),
         };
         let state = self.state(&req.tenant)?;
         let list = ListRequest {
@@ -172,7 +182,7 @@ impl DecisionService for Decisions {
             after: token.as_ref().map(|(_, id)| id.as_str()),
             limit,
         };
-        let page = match state.view.list_visible(&list) {
+        let page = match state.view.list_visible_refs(&list) {
             Ok(page) => page,
             Err(Reason::DisabledSubject) => {
                 return Ok(Response::new(pb::ListVisibleResponse {
@@ -187,9 +197,9 @@ impl DecisionService for Decisions {
             Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default()).into()),
         };
         let next_page_token =
-            page.next_after.as_deref().map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
+            page.next_after.map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
         Ok(Response::new(pb::ListVisibleResponse {
-            objects: page.items.into_iter().map(convert::visible_object).collect(),
+            objects: page.items.iter().map(|v| convert::visible_ref(v, view)).collect(),
             next_page_token,
             revision: page.revision,
         }))
