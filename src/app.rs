@@ -19,7 +19,7 @@ use crate::proto::authzd::v1::admin_service_server::AdminServiceServer;
 use crate::proto::authzd::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::authzd::v1::watch_service_server::WatchServiceServer;
 use crate::service::replica::{Batch, WriteRequest};
-use crate::service::{Admin, AdminAuth, Decisions, Fanout, Replica, Watcher};
+use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Replica, Watcher};
 use crate::store::AnyStore;
 use anyhow::Context as _;
 use std::future::Future;
@@ -149,6 +149,7 @@ pub struct Server {
     metrics: Option<Arc<Metrics>>,
     watch: Arc<Fanout>,
     checkpoints: Option<JoinHandle<()>>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for Server {
@@ -161,6 +162,10 @@ impl Server {
     /// Opens the store, loads every tenant (and the demo tenant when asked
     /// and absent), starts tailing the store, and reports `SERVING`.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        if let Some(tls) = &config.tls {
+            tls.check().map_err(|e| anyhow::anyhow!("cannot use the TLS certificate, key and client CA: {e}"))?;
+        }
+        let tls = config.tls.as_ref().map(crate::config::TlsConfig::server_tls_config);
         let store = AnyStore::open(&config.store_url)
             .await
             .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
@@ -201,7 +206,7 @@ impl Server {
         }
         let tailer = (!config.tail_interval.is_zero())
             .then(|| tokio::spawn(Arc::clone(&replica).tail(config.tail_interval, stopped)));
-        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints })
+        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints, tls })
     }
 
     /// The replica behind the services.
@@ -219,10 +224,38 @@ impl Server {
         self.metrics.as_ref()
     }
 
-    /// Serves gRPC (and gRPC-Web over HTTP/1.1) on `incoming` until `shutdown`
+    /// Serves gRPC (and gRPC-Web over HTTP/1.1) on `incoming` — over TLS
+    /// when the configuration has a certificate — until `shutdown`
     /// completes, then ends every change stream (`UNAVAILABLE`: reconnect)
     /// and lets in-flight calls finish.
     pub async fn serve_with_incoming_shutdown<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: Future<Output = ()>,
+    {
+        self.serve_inner(incoming, shutdown, self.tls.clone()).await
+    }
+
+    /// As [`Server::serve_with_incoming_shutdown`], never over TLS: for the
+    /// Unix socket, which its file permissions guard.
+    pub async fn serve_local_with_incoming_shutdown<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: Future<Output = ()>,
+    {
+        self.serve_inner(incoming, shutdown, None).await
+    }
+
+    async fn serve_inner<I, IO, IE, F>(
+        &self,
+        incoming: I,
+        shutdown: F,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> anyhow::Result<()>
     where
         I: Stream<Item = Result<IO, IE>>,
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -240,17 +273,24 @@ impl Server {
             .build_v1alpha()
             .context("cannot build the reflection service")?;
         let limit = self.config.max_message_bytes;
-        let decisions = DecisionServiceServer::new(MeteredDecisions::new(
-            Decisions::new(Arc::clone(&self.replica)),
-            self.metrics.clone(),
-        ))
-        .max_decoding_message_size(limit);
+        let decision_auth = DecisionAuth::new(self.config.decision_token.as_deref(), self.config.admin_token.as_deref());
+        let decisions = InterceptedService::new(
+            DecisionServiceServer::new(MeteredDecisions::new(
+                Decisions::new(Arc::clone(&self.replica)),
+                self.metrics.clone(),
+            ))
+            .max_decoding_message_size(limit),
+            decision_auth.clone(),
+        );
         let admin = InterceptedService::new(
             AdminServiceServer::new(Admin::new(Arc::clone(&self.replica), self.config.locks))
                 .max_decoding_message_size(limit),
-            AdminAuth::new(self.config.admin_token.as_deref()),
+            AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin()),
         );
-        let watch = WatchServiceServer::new(Watcher::new(Arc::clone(&self.watch))).max_decoding_message_size(limit);
+        let watch = InterceptedService::new(
+            WatchServiceServer::new(Watcher::new(Arc::clone(&self.watch))).max_decoding_message_size(limit),
+            decision_auth,
+        );
         let health = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
         // Streams never end by themselves: end them when shutdown starts, or
         // the server would wait for them forever.
@@ -259,8 +299,10 @@ impl Server {
             shutdown.await;
             streams.shutdown();
         };
-        #[allow(unused_mut)]
         let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).context("cannot configure TLS")?;
+        }
         #[cfg(feature = "otel")]
         if self.config.otlp_endpoint.is_some() {
             builder = builder.trace_fn(crate::metrics::otel::request_span);
@@ -388,6 +430,9 @@ pub fn nodelay(listener: tokio::net::TcpListener) -> impl Stream<Item = std::io:
 /// configured) until a signal, then shuts down gracefully.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(config = ?config, "starting authzd {}", env!("CARGO_PKG_VERSION"));
+    for warning in config.security_warnings() {
+        tracing::warn!("{warning}");
+    }
     let server = Server::start(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -396,7 +441,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tracing::info!(address = %config.listen, "listening (gRPC, gRPC-Web, health, reflection)");
+    let transport = match &config.tls {
+        None => "plaintext",
+        Some(t) if t.client_ca_pem.is_some() => "TLS, client certificates required",
+        Some(_) => "TLS",
+    };
+    tracing::info!(address = %config.listen, transport, "listening (gRPC, gRPC-Web, health, reflection)");
     // The metrics port outlives the gRPC listeners' drain: `/readyz` answers
     // 503 from the signal on, `/healthz` 200 until the process exits.
     let metrics_port = match (config.metrics_listen, server.metrics()) {
@@ -421,7 +471,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on the unix socket `{}`", path.display()))?;
             tracing::info!(socket = %path.display(), "listening on unix socket");
             let result = server
-                .serve_with_incoming_shutdown(
+                .serve_local_with_incoming_shutdown(
                     tokio_stream::wrappers::UnixListenerStream::new(listener),
                     wait(stopped.clone()),
                 )

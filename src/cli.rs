@@ -1,16 +1,19 @@
 //! The command line: `authzd serve` and the client commands of the same binary.
 //!
 //! Client commands talk to a running server (`--server`, default
-//! `http://127.0.0.1:50051`; admin commands send `--token` as
-//! `authorization: Bearer <token>`), print human-readable answers, or JSON
-//! with `--json`. `validate` works offline. Exit codes: 0 success (for
-//! `check`: allowed), 3 `check` denied, 1 any error, 2 usage.
+//! `http://127.0.0.1:50051`; `https://` with `--ca`, and `--cert`/`--key` for
+//! mTLS; admin commands send `--token` as `authorization: Bearer <token>`,
+//! decision and watch commands `--decision-token`, else `--token`), print
+//! human-readable answers, or JSON with `--json`. `validate` works offline.
+//! Exit codes: 0 success (for `check`: allowed), 3 `check` denied or `lock
+//! acquire` refused, 1 any error, 2 usage.
 
 use crate::config::{DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STORE, LogFormat};
 use crate::model::{Mutation, TenantFile};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use crate::service::convert;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -57,11 +60,20 @@ pub enum Command {
     Write(WriteArgs),
     /// Load-test a running server, verifying every answer (see README "Load tests").
     Bench(crate::loadgen::BenchArgs),
+    /// Acquire, renew or release a Designer edit lock (SPEC §4.4).
+    Lock(LockArgs),
+    /// Follow a change stream and print each event as a line, until Ctrl-C.
+    Watch(WatchArgs),
 }
 
-/// Flags of `authzd serve`; each has an `AUTHZD_*` environment fallback.
+/// Flags of `authzd serve`; each has an `AUTHZD_*` environment fallback, and
+/// (but `--config`) a key of the same name in the configuration file.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct ServeFlags {
+    /// Read settings from this YAML file: keys are these flags' long names
+    /// (`listen: 127.0.0.1:50051`); flags and environment variables override it.
+    #[arg(long, env = "AUTHZD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// TCP address to listen on.
     #[arg(long, env = "AUTHZD_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -71,9 +83,27 @@ pub struct ServeArgs {
     /// Load the demo tenant ACME (id `acme`) at start-up when it is absent.
     #[arg(long, env = "AUTHZD_DEMO")]
     pub demo: bool,
-    /// Bearer token admin calls must present (decisions stay open).
+    /// Bearer token admin calls must present.
     #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token decision and watch calls must present (default: open; the
+    /// admin token and, with mTLS, a client certificate are accepted too).
+    #[arg(long, env = "AUTHZD_DECISION_TOKEN", hide_env_values = true)]
+    pub decision_token: Option<String>,
+    /// Serve TLS on the TCP listener with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "AUTHZD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "AUTHZD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) on the TCP
+    /// listener (mTLS); a verified certificate may call the admin API.
+    #[arg(long, env = "AUTHZD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With mTLS, only client certificates with this subject common name may
+    /// call the admin API (repeat the flag; comma-separated in the environment).
+    #[arg(long = "admin-client-cn", env = "AUTHZD_ADMIN_CLIENT_CN", value_name = "NAME", value_delimiter = ',')]
+    pub admin_client_cn: Vec<String>,
     /// Also listen on this Unix domain socket.
     #[arg(long, env = "AUTHZD_UNIX_SOCKET")]
     pub unix_socket: Option<PathBuf>,
@@ -115,6 +145,83 @@ pub struct ServeArgs {
     pub otlp_endpoint: Option<String>,
 }
 
+/// `authzd serve`'s command line: its flags, and which of them the command
+/// line or the environment set (a configuration file does not override those).
+#[derive(Clone)]
+pub struct ServeArgs {
+    /// The flags, with their defaults.
+    pub flags: ServeFlags,
+    /// The flags set on the command line or in the environment, as arguments
+    /// (`--listen=...`, `--demo`), in definition order.
+    pub given: Vec<std::ffi::OsString>,
+    /// Their long names.
+    pub given_names: std::collections::BTreeSet<String>,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `given` holds tokens: only the names.
+        f.debug_struct("ServeArgs").field("flags", &self.flags).field("given_names", &self.given_names).finish()
+    }
+}
+
+impl ServeArgs {
+    /// The definition of `serve`'s flags, as clap sees them.
+    pub fn command() -> clap::Command {
+        ServeFlags::augment_args(clap::Command::new("serve"))
+    }
+
+    fn from_matches(m: &clap::ArgMatches, flags: ServeFlags) -> ServeArgs {
+        use clap::parser::ValueSource;
+        let mut given = Vec::new();
+        let mut given_names = std::collections::BTreeSet::new();
+        for arg in ServeArgs::command().get_arguments() {
+            let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else { continue };
+            if !matches!(m.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+                continue;
+            }
+            given_names.insert(long.to_owned());
+            if arg.get_action().takes_values() {
+                for v in m.try_get_raw(id).ok().flatten().into_iter().flatten() {
+                    let mut a = std::ffi::OsString::from(format!("--{long}="));
+                    a.push(v);
+                    given.push(a);
+                }
+            } else if m.try_get_one::<bool>(id).ok().flatten() == Some(&true) {
+                given.push(format!("--{long}").into());
+            }
+        }
+        ServeArgs { flags, given, given_names }
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServeArgs::from_matches(m, ServeFlags::from_arg_matches(m)?))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let mut flags = self.flags.clone();
+        flags.update_from_arg_matches(m)?;
+        *self = ServeArgs::from_matches(m, flags);
+        Ok(())
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        ServeFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        ServeFlags::augment_args_for_update(cmd)
+    }
+
+    fn group_id() -> Option<clap::Id> {
+        ServeFlags::group_id()
+    }
+}
+
 /// How a client command reaches the server and prints.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -124,6 +231,21 @@ pub struct ClientArgs {
     /// Admin bearer token.
     #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Bearer token of decision and watch calls (default: `--token`).
+    #[arg(long, env = "AUTHZD_DECISION_TOKEN", hide_env_values = true)]
+    pub decision_token: Option<String>,
+    /// CA certificate (PEM) the server's certificate must be signed by; needs an `https://` server URL.
+    #[arg(long, env = "AUTHZD_SERVER_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS; needs `--key`.
+    #[arg(long, env = "AUTHZD_CLIENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `--cert`.
+    #[arg(long, env = "AUTHZD_CLIENT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it is not the URL's host.
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -274,6 +396,162 @@ pub struct WriteArgs {
     pub include_changes: bool,
 }
 
+/// `authzd lock`.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// What to do with the lock.
+    #[command(subcommand)]
+    pub action: LockAction,
+}
+
+/// The edit-lock operations.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LockAction {
+    /// Take the lock on an object for a person (or renew one's own); when
+    /// another person holds it, print who and since when, exit code 3.
+    Acquire(LockAcquireArgs),
+    /// Extend a held lock's idle timeout from now.
+    Renew(LockTokenArgs),
+    /// Give a lock up.
+    Release(LockTokenArgs),
+}
+
+/// Acquiring a lock.
+#[derive(Debug, Clone, Args)]
+pub struct LockAcquireArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Tenant id.
+    #[arg(long, env = "AUTHZD_TENANT")]
+    pub tenant: String,
+    /// Person id of the editor.
+    #[arg(long)]
+    pub person: String,
+    /// The Application, SharedModule or DataTable as `<type>/<id>`.
+    #[arg(long)]
+    pub object: String,
+    /// Idle timeout in seconds (default: the server's).
+    #[arg(long)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Application context whose type guards apply (normally `Designer`).
+    #[arg(long = "app")]
+    pub application: Option<String>,
+}
+
+/// Renewing or releasing a lock.
+#[derive(Debug, Clone, Args)]
+pub struct LockTokenArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Tenant id.
+    #[arg(long, env = "AUTHZD_TENANT")]
+    pub tenant: String,
+    /// The token `lock acquire` printed.
+    #[arg(long)]
+    pub lock_token: String,
+    /// New idle timeout in seconds (`renew` only; default: the one given at acquire).
+    #[arg(long)]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// `authzd watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// What to follow.
+    #[command(subcommand)]
+    pub subscription: WatchSubscription,
+}
+
+/// The kinds of change stream.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WatchSubscription {
+    /// A person's effective privileges in an application.
+    Privileges(WatchPrivilegesArgs),
+    /// The objects of a type a person may access.
+    Visible(WatchVisibleArgs),
+    /// Committed configuration batches (and edit locks).
+    Raw(WatchRawArgs),
+}
+
+/// How a watch runs and prints.
+#[derive(Debug, Clone, Args)]
+pub struct WatchCommon {
+    /// Connection and output (`--json`: one JSON object per line).
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Start at a snapshot revision at least this one.
+    #[arg(long, default_value_t = 0)]
+    pub at_least_revision: u64,
+    /// Stop after this many events (default: until Ctrl-C or the server ends the stream).
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Also print the periodic checkpoints.
+    #[arg(long)]
+    pub checkpoints: bool,
+}
+
+/// Following privileges.
+#[derive(Debug, Clone, Args)]
+pub struct WatchPrivilegesArgs {
+    /// Connection, output, limits.
+    #[command(flatten)]
+    pub common: WatchCommon,
+    /// Tenant id.
+    #[arg(long, env = "AUTHZD_TENANT")]
+    pub tenant: String,
+    /// Person id.
+    #[arg(long)]
+    pub person: String,
+    /// Application (catalog name).
+    #[arg(long = "app")]
+    pub application: String,
+}
+
+/// Following visible objects.
+#[derive(Debug, Clone, Args)]
+pub struct WatchVisibleArgs {
+    /// Connection, output, limits.
+    #[command(flatten)]
+    pub common: WatchCommon,
+    /// Tenant id.
+    #[arg(long, env = "AUTHZD_TENANT")]
+    pub tenant: String,
+    /// Person id.
+    #[arg(long)]
+    pub person: String,
+    /// Object type (`Metric`, `Script`, ...).
+    #[arg(long = "type")]
+    pub kind: String,
+    /// Only under this folder id.
+    #[arg(long)]
+    pub folder: Option<String>,
+    /// Permission needed (default `Read`).
+    #[arg(long)]
+    pub permission: Option<String>,
+    /// Application context.
+    #[arg(long = "app")]
+    pub application: Option<String>,
+}
+
+/// Following raw changes.
+#[derive(Debug, Clone, Args)]
+pub struct WatchRawArgs {
+    /// Connection, output, limits.
+    #[command(flatten)]
+    pub common: WatchCommon,
+    /// Only this tenant (default: every tenant).
+    #[arg(long, env = "AUTHZD_TENANT")]
+    pub tenant: Option<String>,
+    /// Only changes touching this object type (repeat for several).
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// Resume after this revision (0: live changes only).
+    #[arg(long, default_value_t = 0)]
+    pub from_revision: u64,
+}
+
 /// Why a client command failed.
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -323,26 +601,90 @@ const CLIENT_MAX_MESSAGE_BYTES: usize = 1 << 30;
 struct Conn {
     channel: Channel,
     token: BearerToken,
+    decision_token: BearerToken,
+}
+
+fn bearer(flag: &str, token: Option<&String>) -> Result<BearerToken, CliError> {
+    match token {
+        Some(t) => format!("Bearer {t}")
+            .parse::<MetadataValue<Ascii>>()
+            .map(|v| BearerToken(Some(v)))
+            .map_err(|_| CliError::Input(format!("--{flag}: not a valid header value"))),
+        None => Ok(BearerToken(None)),
+    }
+}
+
+/// The client TLS settings `--ca`, `--cert`, `--key` ask for; `None`: plaintext.
+fn client_tls(c: &ClientArgs) -> Result<Option<tonic::transport::ClientTlsConfig>, CliError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let https = c.server.starts_with("https://");
+    if c.ca.is_none() && c.cert.is_none() && c.key.is_none() {
+        if https {
+            return Err(CliError::Input(format!(
+                "--server `{}` is https://: give --ca (the CA that signed the server's certificate)",
+                c.server
+            )));
+        }
+        return Ok(None);
+    }
+    if !https {
+        return Err(CliError::Input(format!("--ca/--cert/--key need an https:// --server, not `{}`", c.server)));
+    }
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|source| CliError::Io { path: p.display().to_string(), source });
+    let mut tls = ClientTlsConfig::new();
+    match &c.ca {
+        Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => return Err(CliError::Input("--cert/--key need --ca (the CA that signed the server's certificate)".into())),
+    }
+    match (&c.cert, &c.key) {
+        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        (None, None) => {}
+        (Some(_), None) => return Err(CliError::Input("--cert needs --key".into())),
+        (None, Some(_)) => return Err(CliError::Input("--key needs --cert".into())),
+    }
+    if let Some(name) = &c.tls_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(Some(tls))
+}
+
+/// An error and its causes on one line (a TLS refusal is a cause of a cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = s.source();
+    }
+    message
 }
 
 impl Conn {
     async fn open(c: &ClientArgs) -> Result<Conn, CliError> {
         let connect = |message: String| CliError::Connect { server: c.server.clone(), message };
-        let endpoint = Channel::from_shared(c.server.clone()).map_err(|e| connect(e.to_string()))?;
-        let channel = endpoint.connect().await.map_err(|e| connect(e.to_string()))?;
-        let token = match &c.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| CliError::Input("--token: not a valid header value".into()))?,
-            ),
-            None => None,
+        let mut endpoint = Channel::from_shared(c.server.clone()).map_err(|e| connect(e.to_string()))?;
+        if let Some(tls) = client_tls(c)? {
+            endpoint = endpoint.tls_config(tls).map_err(|e| connect(error_chain(&e)))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| connect(error_chain(&e)))?;
+        let token = bearer("token", c.token.as_ref())?;
+        let decision_token = match &c.decision_token {
+            Some(_) => bearer("decision-token", c.decision_token.as_ref())?,
+            None => token.clone(),
         };
-        Ok(Conn { channel, token: BearerToken(token) })
+        Ok(Conn { channel, token, decision_token })
     }
 
     fn decisions(&self) -> DecisionServiceClient<Intercepted> {
-        DecisionServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+        DecisionServiceClient::with_interceptor(self.channel.clone(), self.decision_token.clone())
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
+    }
+
+    fn watch(&self) -> WatchServiceClient<Intercepted> {
+        WatchServiceClient::with_interceptor(self.channel.clone(), self.decision_token.clone())
             .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
     }
 
@@ -562,6 +904,7 @@ async fn list(a: ListArgs) -> Result<ExitCode, CliError> {
                 page_size: a.page_size,
                 page_token: token,
                 at_least_revision: 0,
+                view: pb::ListView::Full as i32,
             })
             .await?
             .into_inner();
@@ -789,6 +1132,338 @@ pub fn validate(a: &ValidateArgs) -> ExitCode {
     }
 }
 
+fn duration_pb(flag: &str, secs: Option<u64>) -> Result<Option<prost_types::Duration>, CliError> {
+    match secs {
+        None => Ok(None),
+        Some(0) => Err(CliError::Input(format!("--{flag}: must be at least 1"))),
+        Some(s) => i64::try_from(s)
+            .map(|seconds| Some(prost_types::Duration { seconds, nanos: 0 }))
+            .map_err(|_| CliError::Input(format!("--{flag}: too large"))),
+    }
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.map_or_else(|| "-".into(), ToString::to_string)
+}
+
+/// `authzd lock acquire|renew|release`.
+async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
+    match a.action {
+        LockAction::Acquire(a) => {
+            let (kind, id) = convert::parse_object_spec(&a.object)
+                .ok_or_else(|| CliError::Input(format!("--object: `{}` is not `<type>/<id>`", a.object)))?;
+            let req = pb::AcquireLockRequest {
+                tenant: a.tenant.clone(),
+                person: a.person.clone(),
+                object: Some(pb::ObjectKey { r#type: kind.to_owned(), id: id.to_owned() }),
+                idle_timeout: duration_pb("idle-timeout-secs", a.idle_timeout_secs)?,
+                application: a.application.clone(),
+            };
+            let conn = Conn::open(&a.client).await?;
+            let r = conn.admin().acquire_lock(req).await?.into_inner();
+            let (since, expires) = (time_text(r.since.as_ref()), time_text(r.expires_at.as_ref()));
+            if a.client.json {
+                let mut v = json!({
+                    "granted": r.granted, "holder": r.holder, "since": since, "expires_at": expires,
+                    "object": a.object, "revision": r.revision,
+                });
+                if let Some(obj) = v.as_object_mut().filter(|_| r.granted) {
+                    obj.insert("lock_token".into(), json!(r.lock_token));
+                }
+                print_json(&v);
+            } else if r.granted {
+                println!("granted: {} holds {} since {since}, until {expires} unless renewed (revision {})", r.holder, a.object, r.revision);
+                println!("lock token: {}", r.lock_token);
+            } else {
+                println!("refused: {} is held by {} since {since} (expires at {expires} unless renewed)", a.object, r.holder);
+            }
+            Ok(if r.granted { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        LockAction::Renew(a) => {
+            let req = pb::RenewLockRequest {
+                tenant: a.tenant.clone(),
+                lock_token: a.lock_token.clone(),
+                idle_timeout: duration_pb("idle-timeout-secs", a.idle_timeout_secs)?,
+            };
+            let conn = Conn::open(&a.client).await?;
+            let r = conn.admin().renew_lock(req).await?.into_inner();
+            let expires = time_text(r.expires_at.as_ref());
+            if a.client.json {
+                print_json(&json!({"renewed": true, "expires_at": expires, "revision": r.revision}));
+            } else {
+                println!("renewed: the lock expires at {expires} unless renewed");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LockAction::Release(a) => {
+            if a.idle_timeout_secs.is_some() {
+                return Err(CliError::Input("--idle-timeout-secs: only `lock acquire` and `lock renew` take it".into()));
+            }
+            let conn = Conn::open(&a.client).await?;
+            let r = conn
+                .admin()
+                .release_lock(pb::ReleaseLockRequest { tenant: a.tenant.clone(), lock_token: a.lock_token.clone() })
+                .await?
+                .into_inner();
+            if a.client.json {
+                print_json(&json!({"released": true, "revision": r.revision}));
+            } else {
+                println!("released (revision {})", r.revision);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl WatchSubscription {
+    /// Connection, output and limits of any subscription.
+    pub fn common(&self) -> &WatchCommon {
+        match self {
+            WatchSubscription::Privileges(a) => &a.common,
+            WatchSubscription::Visible(a) => &a.common,
+            WatchSubscription::Raw(a) => &a.common,
+        }
+    }
+}
+
+/// How `watch` goes on after an event.
+enum Next {
+    /// Keep reading.
+    Continue,
+    /// The server ended the stream and asked to resume from this revision.
+    Resume(u64),
+    /// The server ended the stream for good (its event says why).
+    End,
+}
+
+fn object_key_text(k: &pb::ObjectKey) -> String {
+    format!("{}/{}", k.r#type, k.id)
+}
+
+fn visible_json(o: &pb::VisibleObject) -> Value {
+    json!({"id": o.id, "name": o.name, "folder": o.folder, "properties": o.properties})
+}
+
+fn resync_text(v: i32) -> &'static str {
+    match pb::ResyncReason::try_from(v) {
+        Ok(pb::ResyncReason::Initial) => "initial",
+        Ok(pb::ResyncReason::Lagged) => "lagged",
+        Ok(pb::ResyncReason::Reloaded) => "reloaded",
+        _ => "unspecified",
+    }
+}
+
+fn lock_kind_text(v: i32) -> &'static str {
+    match pb::LockEventKind::try_from(v) {
+        Ok(pb::LockEventKind::Acquired) => "acquired",
+        Ok(pb::LockEventKind::Released) => "released",
+        Ok(pb::LockEventKind::Expired) => "expired",
+        _ => "unspecified",
+    }
+}
+
+/// A raw change's mutations as the model's JSON (`{"put_person": {...}}`);
+/// one the client cannot read is shown as its protobuf debug text.
+fn mutations_json(ms: &[pb::Mutation]) -> Vec<Value> {
+    ms.iter()
+        .enumerate()
+        .map(|(i, m)| match convert::mutation(i, m.clone()) {
+            Ok(m) => serde_json::to_value(&m).unwrap_or_else(|e| json!({"unreadable": e.to_string()})),
+            Err(e) => json!({"unreadable": e.to_string(), "debug": format!("{m:?}")}),
+        })
+        .collect()
+}
+
+/// One event as (a line of text, a JSON object), and what follows it.
+fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
+    use pb::watch_event::Event;
+    match e {
+        Event::Snapshot(s) => {
+            let part = if s.complete { "" } else { " (part; more follows)" };
+            let reason = resync_text(s.reason);
+            match s.state {
+                Some(pb::snapshot::State::Privileges(p)) => (
+                    format!(
+                        "revision {} snapshot ({reason}){part}: {} privilege(s) in {}: {}",
+                        s.revision,
+                        p.privileges.len(),
+                        p.application,
+                        p.privileges.join(", ")
+                    ),
+                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete,
+                        "application": p.application, "privileges": p.privileges, "primary_role": p.primary_role}),
+                    Next::Continue,
+                ),
+                Some(pb::snapshot::State::Objects(o)) => (
+                    format!(
+                        "revision {} snapshot ({reason}){part}: {} object(s): {}",
+                        s.revision,
+                        o.objects.len(),
+                        o.objects.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete,
+                        "objects": o.objects.iter().map(visible_json).collect::<Vec<_>>()}),
+                    Next::Continue,
+                ),
+                None => (
+                    format!("revision {} snapshot ({reason}){part}: empty", s.revision),
+                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete}),
+                    Next::Continue,
+                ),
+            }
+        }
+        Event::PrivilegesChanged(c) => {
+            let mut parts: Vec<String> = c.gained.iter().map(|p| format!("+{p}")).collect();
+            parts.extend(c.lost.iter().map(|p| format!("-{p}")));
+            (
+                format!("revision {} privileges: {}", c.revision, parts.join(", ")),
+                json!({"event": "privileges_changed", "revision": c.revision, "gained": c.gained, "lost": c.lost}),
+                Next::Continue,
+            )
+        }
+        Event::VisibleObjectsChanged(c) => {
+            let mut parts: Vec<String> = c.gained.iter().map(|o| format!("+{}", o.id)).collect();
+            parts.extend(c.lost.iter().map(|k| format!("-{}", object_key_text(k))));
+            (
+                format!("revision {} visible objects: {}", c.revision, parts.join(", ")),
+                json!({"event": "visible_objects_changed", "revision": c.revision,
+                    "gained": c.gained.iter().map(visible_json).collect::<Vec<_>>(),
+                    "lost": c.lost.iter().map(object_key_text).collect::<Vec<_>>()}),
+                Next::Continue,
+            )
+        }
+        Event::RawChange(r) => {
+            let mutations = mutations_json(&r.mutations);
+            let actor = r.actor.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
+            let text: Vec<String> = mutations.iter().map(|m| m.to_string()).collect();
+            (
+                format!(
+                    "revision {} tenant {}{actor} at {}: {}",
+                    r.revision,
+                    r.tenant,
+                    time_text(r.committed_at.as_ref()),
+                    text.join("; ")
+                ),
+                json!({"event": "raw_change", "revision": r.revision, "tenant": r.tenant, "actor": r.actor,
+                    "committed_at": time_text(r.committed_at.as_ref()), "mutations": mutations}),
+                Next::Continue,
+            )
+        }
+        Event::Checkpoint(c) => (
+            format!("revision {} checkpoint at {}", c.revision, time_text(c.time.as_ref())),
+            json!({"event": "checkpoint", "revision": c.revision, "time": time_text(c.time.as_ref())}),
+            Next::Continue,
+        ),
+        Event::Lock(l) => {
+            let object = l.object.as_ref().map(object_key_text).unwrap_or_default();
+            let kind = lock_kind_text(l.kind);
+            (
+                format!("revision {} lock {kind}: {object} in tenant {} by {} at {}", l.revision, l.tenant, l.holder, time_text(l.at.as_ref())),
+                json!({"event": "lock", "revision": l.revision, "tenant": l.tenant, "kind": kind,
+                    "holder": l.holder, "object": object, "at": time_text(l.at.as_ref())}),
+                Next::Continue,
+            )
+        }
+        Event::RestrictedModeChanged(m) => (
+            format!("revision {} restricted mode {} in tenant {}", m.revision, if m.on { "on" } else { "off" }, m.tenant),
+            json!({"event": "restricted_mode_changed", "revision": m.revision, "tenant": m.tenant, "on": m.on}),
+            Next::Continue,
+        ),
+        Event::RevisionTooOld(t) => (
+            format!(
+                "revision {} too old: revision {} is no longer in the changelog (oldest resumable: {}); reload with `export` and watch from its revision",
+                t.revision, t.requested_revision, t.oldest_available_revision
+            ),
+            json!({"event": "revision_too_old", "revision": t.revision, "requested_revision": t.requested_revision,
+                "oldest_available_revision": t.oldest_available_revision}),
+            Next::End,
+        ),
+        Event::ResumeRequired(r) => (
+            format!("revision {} resume required: fell behind; resuming from revision {}", r.revision, r.resume_from_revision),
+            json!({"event": "resume_required", "revision": r.revision, "resume_from_revision": r.resume_from_revision}),
+            Next::Resume(r.resume_from_revision),
+        ),
+    }
+}
+
+/// `authzd watch privileges|visible|raw`: prints every event as a line
+/// (JSON lines with `--json`) until Ctrl-C, `--max-events`, or the server
+/// ends the stream. A raw stream the server ends with `ResumeRequired` is
+/// resumed from the revision it names, so nothing is skipped.
+async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
+    let common = a.subscription.common().clone();
+    let mut request = pb::WatchRequest {
+        at_least_revision: common.at_least_revision,
+        subscription: Some(match a.subscription {
+            WatchSubscription::Privileges(p) => pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+                tenant: p.tenant,
+                person: p.person,
+                application: p.application,
+            }),
+            WatchSubscription::Visible(v) => {
+                pb::watch_request::Subscription::VisibleObjects(pb::VisibleObjectsSubscription {
+                    permission: permission_arg("permission", v.permission.as_deref())?,
+                    tenant: v.tenant,
+                    person: v.person,
+                    r#type: v.kind,
+                    folder: v.folder,
+                    application: v.application,
+                })
+            }
+            WatchSubscription::Raw(r) => pb::watch_request::Subscription::Raw(pb::RawSubscription {
+                tenant: r.tenant,
+                types: r.types,
+                from_revision: r.from_revision,
+            }),
+        }),
+    };
+    let conn = Conn::open(&common.client).await?;
+    let mut client = conn.watch();
+    let mut printed = 0u64;
+    let run = async {
+        loop {
+            let mut stream = client.watch(request.clone()).await?.into_inner();
+            loop {
+                let Some(event) = stream.message().await? else {
+                    if !common.client.json {
+                        eprintln!("the server ended the stream");
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                };
+                let Some(event) = event.event else { continue };
+                if matches!(event, pb::watch_event::Event::Checkpoint(_)) && !common.checkpoints {
+                    continue;
+                }
+                let (text, value, next) = watch_event(event);
+                if common.client.json {
+                    println!("{value}");
+                } else {
+                    println!("{text}");
+                }
+                printed += 1;
+                if common.max_events.is_some_and(|max| printed >= max) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                match next {
+                    Next::Continue => {}
+                    Next::End => return Ok(ExitCode::FAILURE),
+                    Next::Resume(from) => {
+                        if let Some(pb::watch_request::Subscription::Raw(r)) = &mut request.subscription {
+                            r.from_revision = from;
+                        }
+                        request.at_least_revision = 0;
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+    }
+}
+
 /// Runs a client command (everything but `serve` and `validate`).
 pub async fn run_client(command: Command) -> ExitCode {
     let json = match &command {
@@ -801,6 +1476,11 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Write(a) => a.client.json,
         Command::Validate(a) => a.json,
         Command::Bench(a) => a.json,
+        Command::Lock(a) => match &a.action {
+            LockAction::Acquire(a) => a.client.json,
+            LockAction::Renew(a) | LockAction::Release(a) => a.client.json,
+        },
+        Command::Watch(a) => a.subscription.common().client.json,
         Command::Serve(_) => false,
     };
     let result = match command {
@@ -814,6 +1494,8 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Write(a) => write(a).await,
         Command::Validate(a) => Ok(validate(&a)),
         Command::Bench(a) => crate::loadgen::run(a).await,
+        Command::Lock(a) => lock(a).await,
+        Command::Watch(a) => watch(a).await,
         Command::Serve(_) => Err(CliError::Input("`serve` is not a client command".into())),
     };
     match result {

@@ -1,14 +1,20 @@
 //! The server's validated configuration.
 //!
 //! `authzd serve` flags (with `AUTHZD_*` environment fallbacks, see
-//! [`crate::cli::ServeArgs`]) are checked once here and turned into a
-//! [`ServerConfig`]; the rest of the server never sees raw flags. Tests build
-//! a [`ServerConfig`] directly with [`ServerConfig::new`].
+//! [`crate::cli::ServeFlags`]) and the optional configuration file
+//! (`--config`, YAML, its keys the flags' long names) are merged and checked
+//! once here and turned into a [`ServerConfig`]; the rest of the server never
+//! sees raw flags. Precedence: flags, then environment, then the file, then
+//! the defaults. Tests build a [`ServerConfig`] directly with
+//! [`ServerConfig::new`].
 
-use crate::service::{Limits, LockSettings, WatchSettings};
+use crate::cli::{ServeArgs, ServeFlags};
+use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
+use clap::FromArgMatches as _;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -40,6 +46,68 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The configuration file cannot be read or has a bad key or value.
+    #[error("{path}: {message}")]
+    File {
+        /// The file, as given.
+        path: String,
+        /// What is wrong (naming the key).
+        message: String,
+    },
+}
+
+/// TLS on the TCP listener: the server's certificate and key, and the CA
+/// client certificates must be signed by (mTLS), all PEM.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The server's private key.
+    pub key_pem: Vec<u8>,
+    /// When set, every client must present a certificate this CA signed.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"***")
+            .field("client_ca", &self.client_ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
+            .finish()
+    }
+}
+
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsConfig {
+    /// tonic's server TLS settings: client certificates are required (never
+    /// optional) when a client CA is set.
+    pub fn server_tls_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        if let Some(ca) = &self.client_ca_pem {
+            tls = tls.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(false);
+        }
+        tls
+    }
+
+    /// Checks that the certificate, key and CA are usable (parse, and the key
+    /// is the certificate's).
+    pub fn check(&self) -> Result<(), String> {
+        tonic::transport::Server::builder().tls_config(self.server_tls_config()).map(|_| ()).map_err(|e| {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message = format!("{message}: {s}");
+                source = s.source();
+            }
+            message
+        })
+    }
 }
 
 /// Everything `authzd serve` needs, validated.
@@ -53,8 +121,16 @@ pub struct ServerConfig {
     pub store_url: String,
     /// Load the demo tenant ACME (`examples/acme.yaml`, id `acme`) when absent.
     pub demo: bool,
-    /// Bearer token admin calls must present; `None`: admin calls are open.
+    /// Bearer token admin calls must present; `None` (and no mTLS): admin calls are open.
     pub admin_token: Option<String>,
+    /// Bearer token decision and watch calls must present; `None`: open.
+    pub decision_token: Option<String>,
+    /// TLS (and mTLS) on the TCP listener; `None`: plaintext. The Unix
+    /// socket is never TLS (its file permissions guard it).
+    pub tls: Option<TlsConfig>,
+    /// With mTLS, the client certificate common names that may call the admin
+    /// API; empty: every certificate the client CA signed.
+    pub admin_client_cns: Vec<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Batch sizes, checkpoint cadence, waits, change-report budget.
@@ -82,6 +158,9 @@ impl fmt::Debug for ServerConfig {
             .field("store_url", &crate::store::redact_url(&self.store_url))
             .field("demo", &self.demo)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("decision_token", &self.decision_token.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("admin_client_cns", &self.admin_client_cns)
             .field("log_format", &self.log_format)
             .field("limits", &self.limits)
             .field("locks", &self.locks)
@@ -104,6 +183,9 @@ impl ServerConfig {
             store_url: store_url.into(),
             demo: false,
             admin_token: None,
+            decision_token: None,
+            tls: None,
+            admin_client_cns: Vec::new(),
             log_format: LogFormat::Text,
             limits: Limits::default(),
             locks: LockSettings::default(),
@@ -115,8 +197,17 @@ impl ServerConfig {
         }
     }
 
-    /// Validates the `serve` flags.
-    pub fn from_args(a: &crate::cli::ServeArgs) -> Result<Self, ConfigError> {
+    /// Merges the configuration file (when `--config` names one) under the
+    /// flags and environment, and validates the result.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        match &args.flags.config {
+            None => Self::from_flags(&args.flags),
+            Some(path) => Self::from_flags(&merge_file(args, path)?),
+        }
+    }
+
+    /// Validates the `serve` flags (the configuration file already merged).
+    pub fn from_flags(a: &ServeFlags) -> Result<Self, ConfigError> {
         let invalid = |flag, message: &str| ConfigError::Invalid { flag, message: message.to_owned() };
         if a.max_batch == 0 {
             return Err(invalid("max-batch", "must be at least 1"));
@@ -130,13 +221,31 @@ impl ServerConfig {
         if a.store.trim().is_empty() {
             return Err(invalid("store", "must not be empty"));
         }
-        let admin_token = match a.admin_token.as_deref() {
-            Some(t) if t.trim().is_empty() => return Err(invalid("admin-token", "must not be empty when given")),
-            Some(t) if t.chars().any(|c| c.is_control() || c.is_whitespace()) => {
-                return Err(invalid("admin-token", "must not contain white space or control characters"));
+        let admin_token = token("admin-token", a.admin_token.as_deref())?;
+        let decision_token = token("decision-token", a.decision_token.as_deref())?;
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls-cert", "needs --tls-key (the certificate's private key)")),
+            (None, Some(_)) => return Err(invalid("tls-key", "needs --tls-cert (the certificate it is the key of)")),
+            (Some(cert), Some(key)) => {
+                let tls = TlsConfig {
+                    cert_pem: read_pem("tls-cert", cert)?,
+                    key_pem: read_pem("tls-key", key)?,
+                    client_ca_pem: a.tls_client_ca.as_deref().map(|ca| read_pem("tls-client-ca", ca)).transpose()?,
+                };
+                tls.check().map_err(|e| invalid("tls-cert", &format!("cannot use the certificate, key and client CA: {e}")))?;
+                Some(tls)
             }
-            t => t.map(str::to_owned),
         };
+        if a.tls_client_ca.is_some() && tls.is_none() {
+            return Err(invalid("tls-client-ca", "needs --tls-cert and --tls-key (client certificates are checked over TLS)"));
+        }
+        if !a.admin_client_cn.is_empty() && a.tls_client_ca.is_none() {
+            return Err(invalid("admin-client-cn", "needs --tls-client-ca (the names are those of verified client certificates)"));
+        }
+        if a.admin_client_cn.iter().any(|n| n.trim().is_empty()) {
+            return Err(invalid("admin-client-cn", "must not be empty"));
+        }
         if a.lock_idle_timeout_secs == 0 || a.lock_idle_timeout_secs > a.lock_max_idle_timeout_secs {
             return Err(invalid("lock-idle-timeout-secs", "must be between 1 and --lock-max-idle-timeout-secs"));
         }
@@ -146,6 +255,9 @@ impl ServerConfig {
             store_url: a.store.clone(),
             demo: a.demo,
             admin_token,
+            decision_token,
+            tls,
+            admin_client_cns: a.admin_client_cn.clone(),
             log_format: a.log_format,
             limits: Limits {
                 max_batch: a.max_batch,
@@ -167,4 +279,161 @@ impl ServerConfig {
             otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
         })
     }
+
+    /// What client certificates may do on the admin API.
+    pub fn client_cert_admin(&self) -> ClientCertAdmin {
+        match &self.tls {
+            Some(TlsConfig { client_ca_pem: Some(_), .. }) if self.admin_client_cns.is_empty() => {
+                ClientCertAdmin::AnyVerified
+            }
+            Some(TlsConfig { client_ca_pem: Some(_), .. }) => ClientCertAdmin::CommonNames(self.admin_client_cns.clone()),
+            _ => ClientCertAdmin::Off,
+        }
+    }
+
+    /// Exposures worth a warning at start-up: decisions (or the admin API)
+    /// reachable from other hosts with no credential.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.listen.ip().is_loopback() {
+            return warnings;
+        }
+        if self.tls.is_none() && self.decision_token.is_none() {
+            warnings.push(format!(
+                "decisions are served on the non-loopback address {} without TLS or a decision token: anyone who reaches it may ask about any person (set --tls-cert/--tls-key or --decision-token)",
+                self.listen
+            ));
+        }
+        if self.admin_token.is_none() && self.client_cert_admin() == ClientCertAdmin::Off {
+            warnings.push(format!(
+                "the administration API is open on the non-loopback address {}: anyone who reaches it may change the configuration (set --admin-token or --tls-client-ca)",
+                self.listen
+            ));
+        }
+        warnings
+    }
 }
+
+fn token(flag: &'static str, t: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid { flag, message: message.to_owned() };
+    match t {
+        Some(t) if t.trim().is_empty() => Err(invalid("must not be empty when given")),
+        Some(t) if t.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+            Err(invalid("must not contain white space or control characters"))
+        }
+        t => Ok(t.map(str::to_owned)),
+    }
+}
+
+fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::Invalid { flag, message: format!("cannot read `{}`: {e}", path.display()) })?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(ConfigError::Invalid { flag, message: format!("`{}` is not PEM (no `-----BEGIN` line)", path.display()) });
+    }
+    Ok(bytes)
+}
+
+/// The `serve` flags with the configuration file's settings under those the
+/// command line or the environment gave.
+///
+/// The file's keys are the flags' long names (dashes or underscores); each
+/// value goes through the flag's own parser, so the file accepts exactly what
+/// the flag does. Unknown keys, and values a flag refuses, are errors naming
+/// the key and the file. Relative paths are relative to the working
+/// directory, as on the command line.
+fn merge_file(args: &ServeArgs, path: &Path) -> Result<ServeFlags, ConfigError> {
+    let shown = path.display().to_string();
+    let file_error = |message: String| ConfigError::File { path: shown.clone(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the configuration file: {e}")))?;
+    let settings = file_settings(&text).map_err(file_error)?;
+    let mut argv = args.given.clone();
+    for (key, values) in settings {
+        if !args.given_names.contains(&key) {
+            argv.extend(values);
+        }
+    }
+    let matches = file_parser().try_get_matches_from(argv).map_err(|e| file_error(clap_message(&e)))?;
+    ServeFlags::from_arg_matches(&matches).map_err(|e| file_error(clap_message(&e)))
+}
+
+/// `serve`'s flags without their environment fallbacks (the environment was
+/// read once, by the real command line).
+fn file_parser() -> clap::Command {
+    ServeArgs::command().no_binary_name(true).mut_args(|a| a.env(None::<&'static str>))
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// The settings of a configuration file: (long flag name, its arguments),
+/// each value already checked by its flag's parser.
+pub fn file_settings(text: &str) -> Result<Vec<(String, Vec<OsString>)>, String> {
+    use serde_yaml_ng::Value;
+    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let map = match doc {
+        Value::Null => return Ok(Vec::new()),
+        Value::Mapping(m) => m,
+        _ => return Err("must be a mapping of settings (`listen: 127.0.0.1:50051`)".into()),
+    };
+    let command = ServeArgs::command();
+    let parser = file_parser();
+    let mut out: Vec<(String, Vec<OsString>)> = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            return Err(format!("key `{}` is not a flag name", scalar(&k).unwrap_or_else(|| "?".into())));
+        };
+        let name = key.replace('_', "-");
+        let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(name.as_str()) && name != "help") else {
+            return Err(format!(
+                "unknown key `{key}` (the keys are the long flags of `authzd serve`, e.g. `listen`, `store`, `admin-token`)"
+            ));
+        };
+        if name == "config" {
+            return Err(format!("key `{key}`: a configuration file cannot name another one"));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("key `{key}` is given twice"));
+        }
+        let values = if arg.get_action().takes_values() {
+            let items = match &v {
+                Value::Sequence(items) if matches!(arg.get_action(), clap::ArgAction::Append) => items.clone(),
+                Value::Sequence(_) => return Err(format!("key `{key}`: takes one value, not a list")),
+                other => vec![other.clone()],
+            };
+            let mut values = Vec::new();
+            for item in &items {
+                let Some(text) = scalar(item) else {
+                    return Err(format!("key `{key}`: the value must be a string, a number or a boolean"));
+                };
+                values.push(OsString::from(format!("--{name}={text}")));
+            }
+            values
+        } else {
+            match v {
+                Value::Bool(true) => vec![OsString::from(format!("--{name}"))],
+                Value::Bool(false) => Vec::new(),
+                _ => return Err(format!("key `{key}`: must be true or false")),
+            }
+        };
+        parser.clone().try_get_matches_from(&values).map_err(|e| format!("key `{key}`: {}", clap_message(&e)))?;
+        out.push((name, values));
+    }
+    Ok(out)
+}
+
+/// A YAML scalar as the text a flag would get.
+fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
+    use serde_yaml_ng::Value;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+

@@ -1100,7 +1100,7 @@ async fn list_views_carry_less_but_list_the_same_objects() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(config(&dir.path().join("views.db"))).await;
     let mut c = r.decisions().await;
-    let mut listing = |view: pb::ListView| {
+    let listing = |view: pb::ListView| {
         let mut c = c.clone();
         async move {
             c.list_visible(pb::ListVisibleRequest {

@@ -2,7 +2,8 @@
 //! restricted mode (SPEC §4.2, §4.4, §6), as thin handlers over [`Replica`].
 //!
 //! Every admin call needs `authorization: Bearer <token>` when the server has
-//! an admin token ([`AdminAuth`]); decisions stay open.
+//! an admin token, or an allowed client certificate with mTLS
+//! ([`super::auth::AdminAuth`]).
 
 use super::convert;
 use super::replica::{Batch, LockChange, Replica, WriteOutcome, WriteRequest};
@@ -65,48 +66,6 @@ impl Admin {
                 }
                 Ok(d.min(self.locks.max_idle))
             }
-        }
-    }
-}
-
-/// Requires `authorization: Bearer <token>` on admin calls when a token is configured.
-#[derive(Clone, Default)]
-pub struct AdminAuth {
-    token: Option<Arc<str>>,
-}
-
-impl std::fmt::Debug for AdminAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAuth").field("token", &self.token.as_ref().map(|_| "***")).finish()
-    }
-}
-
-impl AdminAuth {
-    /// Admin calls need `token` (none: admin calls are open).
-    pub fn new(token: Option<&str>) -> Self {
-        AdminAuth { token: token.map(Arc::from) }
-    }
-}
-
-/// Compares without an early exit, so timing does not reveal a prefix of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl tonic::service::Interceptor for AdminAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(token) = &self.token else { return Ok(request) };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(request),
-            _ => Err(ServiceError::Unauthenticated.into()),
         }
     }
 }
@@ -360,28 +319,5 @@ impl AdminService for Admin {
         write.actor = req.actor.filter(|a| !a.is_empty());
         let outcome = self.replica.write(write).await?;
         Ok(Response::new(pb::SetRestrictedModeResponse { revision: outcome.revision }))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-    use tonic::service::Interceptor;
-
-    #[test]
-    fn bearer_token_is_required_when_configured() {
-        let mut open = AdminAuth::new(None);
-        assert!(open.call(Request::new(())).is_ok());
-        let mut auth = AdminAuth::new(Some("s3cret"));
-        let err = auth.call(Request::new(())).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        assert!(!err.message().contains("s3cret"));
-        let mut wrong = Request::new(());
-        wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
-        assert_eq!(auth.call(wrong).unwrap_err().code(), tonic::Code::Unauthenticated);
-        let mut right = Request::new(());
-        right.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert!(auth.call(right).is_ok());
     }
 }

@@ -4,7 +4,9 @@
 //! - [`decision`]: `DecisionService` (Check, CheckBatch, ListVisible,
 //!   EffectivePrivileges, Explain), answered from the in-memory snapshot.
 //! - [`admin`]: `AdminService` (Write, Import, Export, ListTenants, virtual
-//!   queues, edit locks, restricted mode), and the bearer-token interceptor.
+//!   queues, edit locks, restricted mode).
+//! - [`auth`]: who may call what: bearer tokens (admin, decisions) and mTLS
+//!   client certificates, as interceptors.
 //! - [`replica`]: the snapshot kept in step with the store: start-up replay,
 //!   the single writer, tailing, checkpoints, `at_least_revision` waits.
 //! - [`watch`]: `WatchService` (computed and raw change streams) and the
@@ -17,6 +19,7 @@
 
 pub mod actor;
 pub mod admin;
+pub mod auth;
 pub mod changes;
 pub mod convert;
 pub mod decision;
@@ -25,7 +28,8 @@ pub mod replica;
 pub mod status;
 pub mod watch;
 
-pub use admin::{Admin, AdminAuth, LockSettings};
+pub use admin::{Admin, LockSettings};
+pub use auth::{AdminAuth, ClientCertAdmin, DecisionAuth};
 pub use decision::Decisions;
 pub use replica::{Limits, Replica};
 pub use status::{ServiceError, ServiceResult};

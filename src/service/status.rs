@@ -37,9 +37,10 @@ pub enum ServiceError {
     /// The actor of a write (or a lock requester) may not do it.
     #[error("{0}")]
     PermissionDenied(String),
-    /// An admin call without the right bearer token.
-    #[error("admin calls need the header `authorization: Bearer <token>`: the token is missing or wrong")]
-    Unauthenticated,
+    /// A call without the credential its service needs (bearer token, client
+    /// certificate); the message says which, and never echoes what was sent.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     /// The replica cannot answer now (not loaded, revision not reached, store down).
     #[error("{0}")]
     Unavailable(String),
@@ -81,7 +82,7 @@ impl ServiceError {
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
-            ServiceError::Unauthenticated => Code::Unauthenticated,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Store(e) => match e {
                 StoreError::Unavailable { .. } => Code::Unavailable,
@@ -123,7 +124,7 @@ mod tests {
 
     #[test]
     fn unauthenticated_does_not_echo_anything() {
-        let s = Status::from(ServiceError::Unauthenticated);
+        let s = Status::from(ServiceError::Unauthenticated("calls need the header `authorization: Bearer <token>`"));
         assert_eq!(s.code(), Code::Unauthenticated);
         assert!(s.message().contains("Bearer <token>"));
     }

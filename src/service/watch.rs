@@ -659,8 +659,10 @@ async fn run_computed(
     // The first update is the initial state, queued by `subscribe`.
     let Some(first) = sub.next(snapshot).await else { return };
     let initial = update_revision(&first);
-    if !matches!(out.send_all(update_events(&shape, first, part_bytes)).await, Sent::Ok) {
-        return out.end(shutting_down());
+    match out.send_all(update_events(&shape, first, part_bytes)).await {
+        Sent::Ok => {}
+        Sent::Gone => return,
+        Sent::Closing => return out.end(shutting_down()),
     }
     // A restricted-mode change at or before the initial revision is in the
     // initial state already.

@@ -1,0 +1,299 @@
+//! Replication over PostgreSQL, measured end to end:
+//!
+//! 1. **Write on replica A → event on replica B**: two replicas (in-process
+//!    servers on `127.0.0.1:0`, each with its own store pool, tailing woken by
+//!    PostgreSQL notifications, polling every second as a fallback) share one
+//!    database; a desktop on B watches a person's privileges while 200 role
+//!    changes are written through A's `Write` RPC. Reported: from the write's
+//!    answer (the batch is committed in PostgreSQL and installed on A) to the
+//!    `PrivilegesChanged` event on B's stream, and from the write's start.
+//! 2. **Snapshot load of the 100,000-metric benchmark tenant**
+//!    (`synth::tenant("bench", &SynthParams::default())`), written as one
+//!    batch: a fresh replica's start-up (open the store, load, compile) from
+//!    the checkpoint the import writes, and, on a second database holding only
+//!    the changelog record, by replaying that one batch.
+//!
+//! Run: `cargo bench --bench replication`. PostgreSQL at `AUTHZD_TEST_PG_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`; `scripts/test.sh`
+//! starts the local cluster). Each part uses a fresh database, dropped at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use authzd::app::Server;
+use authzd::config::ServerConfig;
+use authzd::model::{Mutation, TenantId, yaml};
+use authzd::proto::authzd::v1 as pb;
+use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
+use authzd::service::replica::{Batch, WriteRequest};
+use authzd::service::{Limits, Replica, convert};
+use authzd::store::{AnyStore, Store};
+use authzd::synth::{self, SynthParams};
+use sqlx::Connection;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const WARM_UP: usize = 10;
+const WRITES: usize = 200;
+
+fn admin_url() -> String {
+    std::env::var("AUTHZD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+/// Runs SQL on the server's admin database.
+async fn admin_sql(sql: &str) {
+    let url = admin_url();
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at `{url}`: {e}\n\
+             Start one (`scripts/test.sh` starts the local cluster; or \
+             `pg_ctlcluster --skip-systemctl-redirect <version> main start`) or set AUTHZD_TEST_PG_URL."
+        )
+    });
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+}
+
+/// A fresh database; its URL.
+async fn create_database(name: &str) -> String {
+    admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    admin_sql(&format!("CREATE DATABASE {name}")).await;
+    with_database(&admin_url(), name)
+}
+
+async fn drop_database(name: &str) {
+    admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "{name:<58} p50 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  (n = {})",
+        ms(percentile(&v, 0.5)),
+        ms(percentile(&v, 0.99)),
+        ms(v.last().copied().unwrap_or_default()),
+        v.len()
+    );
+}
+
+/// A server on an ephemeral port.
+struct Running {
+    addr: String,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Server>,
+}
+
+async fn start(config: ServerConfig) -> Running {
+    let server = Server::start(config).await.expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        server
+    });
+    Running { addr, stop, handle }
+}
+
+impl Running {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.addr.clone()).unwrap().connect().await.unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle.await.unwrap().close().await;
+    }
+}
+
+/// The demo tenant's "Web Callback Agent" role, with or without "Can Mark Done".
+fn agent_role(mark_done: bool) -> Vec<pb::Mutation> {
+    let privileges = [
+        "Web Callback - Can Cancel",
+        "Web Callback - Can Use Web Callback Channel",
+        "Web Callback - Can Decline",
+        "Web Callback - Can Reject",
+        "Web Callback - Can Reschedule",
+        "Web Callback - Can Reschedule Before Call",
+        "Web Callback - Can Reschedule On New Number",
+        "Web Callback - Can Set Interaction Disposition",
+        "Web Callback - Can Mark Done",
+    ];
+    let list: Vec<String> =
+        privileges.iter().filter(|p| mark_done || !p.ends_with("Mark Done")).map(|p| format!("'{p}'")).collect();
+    let text = format!(
+        "- put_role: {{id: web-callback-agent, name: Web Callback Agent, privileges: {{WorkspaceWebCallback: [{}]}}, members: {{groups: [web-callback-agents]}}}}",
+        list.join(", ")
+    );
+    let batch: Vec<Mutation> = yaml::from_str(&text, "bench").unwrap();
+    batch.into_iter().map(convert::mutation_pb).collect()
+}
+
+async fn write_to_event() {
+    const DB: &str = "authzd_bench_replication";
+    let url = create_database(DB).await;
+    let mut config = ServerConfig::new(url.clone());
+    config.tail_interval = Duration::from_secs(1);
+    config.demo = true;
+    let a = start(config.clone()).await;
+    config.demo = false;
+    let b = start(config).await;
+
+    let mut watch = WatchServiceClient::new(b.channel().await);
+    let mut desktop = watch
+        .watch(pb::WatchRequest {
+            subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+                tenant: "acme".into(),
+                person: "wcb-agent-full".into(),
+                application: "WorkspaceWebCallback".into(),
+            })),
+            at_least_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next_change = async || loop {
+        let e = desktop.message().await.unwrap().expect("the stream stays open").event.unwrap();
+        match e {
+            pb::watch_event::Event::PrivilegesChanged(c) => return c,
+            pb::watch_event::Event::Snapshot(_) | pb::watch_event::Event::Checkpoint(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let mut admin = AdminServiceClient::new(a.channel().await);
+    let (mut after_commit, mut after_start, mut write_rtt) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..WARM_UP + WRITES {
+        let req = pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+        let t0 = Instant::now();
+        let revision = admin.write(req).await.unwrap().into_inner().revision;
+        let t1 = Instant::now();
+        let change = next_change().await;
+        let t2 = Instant::now();
+        assert_eq!(change.revision, revision);
+        if k >= WARM_UP {
+            write_rtt.push(t1 - t0);
+            after_commit.push(t2.saturating_duration_since(t1));
+            after_start.push(t2 - t0);
+        }
+    }
+    println!("\n== write on replica A -> event on replica B (PostgreSQL, {WRITES} role changes, release build) ==");
+    summary("Write RPC on A (validate, commit, install)", write_rtt);
+    summary("event on B after A's write answered (beyond the commit)", after_commit);
+    summary("event on B after A's write started", after_start);
+    drop(desktop);
+    a.stop().await;
+    b.stop().await;
+    drop_database(DB).await;
+}
+
+async fn snapshot_load() {
+    let params = SynthParams::default();
+    let tenant = TenantId("bench".into());
+    let t = Instant::now();
+    let batch = synth::mutations(&params);
+    let config = synth::tenant("bench", &params).expect("the benchmark tenant validates");
+    println!(
+        "\n== snapshot load of the benchmark tenant ({} persons, {} metrics; one batch of {} mutations, generated in {:.0} ms) ==",
+        params.persons,
+        params.metrics,
+        batch.len(),
+        ms(t.elapsed())
+    );
+
+    // From the checkpoint the import writes.
+    const DB: &str = "authzd_bench_load";
+    let url = create_database(DB).await;
+    {
+        let replica = Replica::open(AnyStore::open(&url).await.unwrap(), Limits::default()).await.unwrap();
+        let write = WriteRequest {
+            batch: Batch::Import { file: batch.clone(), config: Box::new(config), replace: false },
+            ..WriteRequest::new(tenant.clone(), Vec::new())
+        };
+        let t = Instant::now();
+        let outcome = replica.write(write).await.unwrap();
+        println!(
+            "{:<58} {:>8.0} ms  (revision {})",
+            "write it as one batch (validate, append, checkpoint)",
+            ms(t.elapsed()),
+            outcome.revision
+        );
+        replica.store().close().await;
+    }
+    let mut loads = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let replica = Replica::open(AnyStore::open(&url).await.unwrap(), Limits::default()).await.unwrap();
+        loads.push(t.elapsed());
+        let (persons, nodes, acls) = replica.snapshot().view("bench").unwrap().stats();
+        assert!(persons >= params.persons && nodes >= params.metrics, "{persons} persons, {nodes} nodes, {acls} acls");
+        replica.store().close().await;
+    }
+    summary("fresh replica start-up from the checkpoint (3 runs)", loads);
+    drop_database(DB).await;
+
+    // By replaying the one changelog record (no checkpoint).
+    const DB2: &str = "authzd_bench_replay";
+    let url = create_database(DB2).await;
+    {
+        let store = AnyStore::open(&url).await.unwrap();
+        let t = Instant::now();
+        store.append(&tenant, &batch, None, None).await.unwrap();
+        println!("{:<58} {:>8.0} ms", "append the batch alone (no checkpoint)", ms(t.elapsed()));
+        store.close().await;
+    }
+    let mut loads = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let replica = Replica::open(AnyStore::open(&url).await.unwrap(), Limits::default()).await.unwrap();
+        loads.push(t.elapsed());
+        assert!(replica.snapshot().view("bench").is_ok());
+        replica.store().close().await;
+    }
+    summary("fresh replica start-up replaying the batch (3 runs)", loads);
+    drop_database(DB2).await;
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects one part.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        if wants("write_to_event") {
+            write_to_event().await;
+        }
+        if wants("snapshot_load") {
+            snapshot_load().await;
+        }
+    });
+}
