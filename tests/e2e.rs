@@ -989,10 +989,12 @@ async fn check_batches_never_mix_revisions_under_concurrent_writes() {
     let r = start(config(&dir.path().join("a.db"))).await;
     let mut a = r.admin().await;
     let writer = tokio::spawn(async move {
-        for i in 0..20 {
+        // 21 toggles (ending with the mode on), with room for checks in between.
+        for i in 0..21 {
             a.set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: i % 2 == 0, actor: None })
                 .await
                 .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     });
     let mut d = r.decisions().await;
@@ -1017,7 +1019,12 @@ async fn check_batches_never_mix_revisions_under_concurrent_writes() {
         seen.insert(reasons[0]);
     }
     writer.await.unwrap();
-    assert!(seen.contains("RESTRICTED_MODE"));
+    // The last toggle turned the mode on: a batch now sees it (whatever the interleaving was).
+    let b = d.check_batch(req.clone()).await.unwrap().into_inner();
+    let last: Vec<&str> = b.results.iter().map(|x| convert::reason_code(x.reason)).collect();
+    assert_eq!(last, ["RESTRICTED_MODE", "ALLOWED", "RESTRICTED_MODE"]);
+    seen.insert(last[0]);
+    assert!(seen.contains("ALLOWED"), "batches ran while the mode was off: {seen:?}");
     r.stop().await;
 }
 
