@@ -126,13 +126,20 @@ fn main() {
         };
         write_only.push(start.elapsed());
         hub.publish(&state.view, &change);
-        let mut received = 0;
-        while received < subscribers {
-            match rt.block_on(done_rx.recv()) {
-                Some(r) if r == revision => received += 1,
-                Some(_) => {}
-                None => return,
+        // Count this round's notifications in one pass on the runtime.
+        let all = rt.block_on(async {
+            let mut received = 0;
+            while received < subscribers {
+                match done_rx.recv().await {
+                    Some(r) if r == revision => received += 1,
+                    Some(_) => {}
+                    None => return false,
+                }
             }
+            true
+        });
+        if !all {
+            return;
         }
         times.push(start.elapsed());
     }

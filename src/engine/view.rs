@@ -957,6 +957,17 @@ impl TenantView {
         self.privilege_row(person, app).map(<[u64]>::to_vec)
     }
 
+    /// The names of a person's effective privileges in an application, in
+    /// catalog order (what [`Self::effective_privileges`] lists, without the
+    /// roles and sources: for change streams, which diff names).
+    pub fn privilege_names(&self, person: &str, app: &str) -> Result<Vec<&str>, Reason> {
+        let (pi, ai) = self.person_and_app(person, app)?;
+        let (Some(a), Some(eff)) = (self.apps.get(ai as usize), self.row(&self.effective, pi, ai)) else {
+            return Err(Reason::Internal);
+        };
+        Ok((0..a.privs.len() as u32).filter(|&p| bit(eff, p)).map(|p| a.privs[p as usize].name.as_str()).collect())
+    }
+
     /// [`Self::privilege_bits`] borrowed from the view (no allocation): bit
     /// `i` is the catalog's `i`-th privilege.
     pub fn privilege_row(&self, person: &str, app: &str) -> Result<&[u64], Reason> {

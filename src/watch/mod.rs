@@ -287,23 +287,21 @@ impl Hub {
                     continue;
                 }
             }
-            let state = compute(view, &sub.spec);
-            let update = match (&mut *last, state) {
-                (Last::Privileges(old, old_bits), state) => {
+            let update = match (&mut *last, &sub.spec) {
+                (Last::Privileges(old, old_bits), WatchSpec::Privileges { person, application, .. }) => {
                     *old_bits = privilege_row(view, &sub.spec).to_vec();
-                    let new: Vec<String> = match state {
-                        State::Privileges(p) => p.privileges,
-                        _ => Vec::new(),
-                    };
-                    if *old == new {
+                    // Only the names are diffed: no roles or sources to build.
+                    let new = view.privilege_names(person, application).unwrap_or_default();
+                    if old.iter().map(String::as_str).eq(new.iter().copied()) {
                         continue;
                     }
-                    let gained = new.iter().filter(|p| !old.contains(p)).cloned().collect();
-                    let lost = old.iter().filter(|p| !new.contains(p)).cloned().collect();
-                    *old = new;
+                    let gained = new.iter().filter(|p| !old.iter().any(|o| o == *p)).map(|p| (*p).to_owned()).collect();
+                    let lost = old.iter().filter(|o| !new.contains(&o.as_str())).cloned().collect();
+                    *old = new.into_iter().map(str::to_owned).collect();
                     Update::Privileges { revision, gained, lost }
                 }
-                (Last::Objects(old), state) => {
+                (Last::Objects(old), _) => {
+                    let state = compute(view, &sub.spec);
                     let objects = match state {
                         State::Objects(o) => o,
                         _ => Vec::new(),
@@ -317,6 +315,8 @@ impl Hub {
                     *old = new;
                     Update::Objects { revision, gained, lost }
                 }
+                // A privileges state always belongs to a privileges subscription.
+                (Last::Privileges(..), WatchSpec::Objects { .. }) => continue,
             };
             match sub.tx.try_send(update) {
                 Ok(()) => {
