@@ -200,10 +200,15 @@ impl ServerConfig {
     /// Merges the configuration file (when `--config` names one) under the
     /// flags and environment, and validates the result.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        match &args.flags.config {
-            None => Self::from_flags(&args.flags),
-            Some(path) => Self::from_flags(&merge_file(args, path)?),
-        }
+        let Some(path) = &args.flags.config else { return Self::from_flags(&args.flags) };
+        let (flags, from_file) = merge_file(args, path)?;
+        Self::from_flags(&flags).map_err(|e| match e {
+            // A value the file gave: name the file and the key.
+            ConfigError::Invalid { flag, message } if from_file.iter().any(|k| k == flag) => {
+                ConfigError::File { path: path.display().to_string(), message: format!("key `{flag}`: {message}") }
+            }
+            e => e,
+        })
     }
 
     /// Validates the `serve` flags (the configuration file already merged).
@@ -342,19 +347,23 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 /// the flag does. Unknown keys, and values a flag refuses, are errors naming
 /// the key and the file. Relative paths are relative to the working
 /// directory, as on the command line.
-fn merge_file(args: &ServeArgs, path: &Path) -> Result<ServeFlags, ConfigError> {
+/// Also returns the keys whose file value was used.
+fn merge_file(args: &ServeArgs, path: &Path) -> Result<(ServeFlags, Vec<String>), ConfigError> {
     let shown = path.display().to_string();
     let file_error = |message: String| ConfigError::File { path: shown.clone(), message };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the configuration file: {e}")))?;
     let settings = file_settings(&text).map_err(file_error)?;
     let mut argv = args.given.clone();
+    let mut used = Vec::new();
     for (key, values) in settings {
         if !args.given_names.contains(&key) {
             argv.extend(values);
+            used.push(key);
         }
     }
     let matches = file_parser().try_get_matches_from(argv).map_err(|e| file_error(clap_message(&e)))?;
-    ServeFlags::from_arg_matches(&matches).map_err(|e| file_error(clap_message(&e)))
+    let flags = ServeFlags::from_arg_matches(&matches).map_err(|e| file_error(clap_message(&e)))?;
+    Ok((flags, used))
 }
 
 /// `serve`'s flags without their environment fallbacks (the environment was

@@ -2,7 +2,8 @@
 //! and path they give authzd exists in the binary: command lines are parsed
 //! by the binary's own clap definition (`authzd::cli::Cli`) and validated by
 //! `ServerConfig::from_args`, environment variables are mapped to the `serve`
-//! flag that reads them, and ports are those the configured listeners use.
+//! flag that reads them, ports are those the configured listeners use, and
+//! the example configuration file's keys are `serve` flags.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -418,4 +419,62 @@ fn every_serve_flag_has_an_environment_variable() {
     }
     assert!(serve_env().contains_key("AUTHZD_METRICS_LISTEN"));
     assert!(serve_env().contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
+}
+
+/// `deploy/authzd.yaml`, the example configuration file: every key is a long
+/// flag of `authzd serve`, every value passes its flag's parser, and the whole
+/// file validates as a server configuration (its TLS files replaced, by flags,
+/// with throw-away ones: flags win over the file).
+#[test]
+fn example_config_file_keys_are_serve_flags() {
+    let text = read("deploy/authzd.yaml");
+    let flags: BTreeSet<String> = Cli::command()
+        .find_subcommand("serve")
+        .expect("serve subcommand")
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .filter(|l| l != "help" && l != "config")
+        .collect();
+    let doc: Value = serde_yaml_ng::from_str(&text).expect("deploy/authzd.yaml is YAML");
+    let keys: Vec<String> = doc
+        .as_mapping()
+        .expect("a mapping of settings")
+        .keys()
+        .map(|k| k.as_str().expect("string keys").replace('_', "-"))
+        .collect();
+    for k in &keys {
+        assert!(flags.contains(k), "deploy/authzd.yaml: `{k}` is not a flag of `authzd serve`");
+    }
+    for k in ["listen", "store", "tls-cert", "tls-key", "tls-client-ca", "admin-client-cn"] {
+        assert!(keys.iter().any(|x| x == k), "the example shows `{k}`");
+    }
+    let settings = authzd::config::file_settings(&text).unwrap_or_else(|e| panic!("deploy/authzd.yaml: {e}"));
+    assert_eq!(settings.len(), keys.len());
+
+    // Validate it whole, with real (throw-away) certificates given as flags.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let args: Vec<String> = [
+        "serve",
+        "--config",
+        &path(&root().join("deploy/authzd.yaml")),
+        "--tls-cert",
+        &path(&cert_path),
+        "--tls-key",
+        &path(&key_path),
+        "--tls-client-ca",
+        &path(&cert_path),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let config = serve_config("deploy/authzd.yaml", &args, &[]);
+    assert!(config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()), "mTLS");
+    assert!(!config.admin_client_cns.is_empty());
+    assert!(config.security_warnings().is_empty(), "the example is not exposed: {:?}", config.security_warnings());
 }

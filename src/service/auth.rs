@@ -83,7 +83,7 @@ impl AdminAuth {
             ClientCertAdmin::Off => Err(ServiceError::Unauthenticated(UNAUTHENTICATED_ADMIN)),
             ClientCertAdmin::AnyVerified => Ok(()),
             ClientCertAdmin::CommonNames(allowed) => match common_name(&leaf) {
-                Some(cn) if allowed.iter().any(|a| *a == cn) => Ok(()),
+                Some(cn) if allowed.contains(&cn) => Ok(()),
                 Some(cn) => Err(ServiceError::PermissionDenied(format!(
                     "admin calls: the client certificate's common name `{cn}` is not one the server allows (--admin-client-cn)"
                 ))),

@@ -1,0 +1,651 @@
+//! Transport security and configuration, through the real server.
+//!
+//! Each test makes a throw-away certificate authority, server and client
+//! certificates with `rcgen`, starts the server in-process on `127.0.0.1:0`
+//! (temporary SQLite store, demo tenant ACME) and talks to it over TLS or
+//! mTLS with the generated clients, or runs the `authzd` binary against it.
+//! The configuration tests parse `authzd serve` command lines with the
+//! binary's own clap definition and `ServerConfig::from_args`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use authzd::app::Server;
+use authzd::cli::{Cli, Command};
+use authzd::config::{ConfigError, ServerConfig, TlsConfig};
+use authzd::proto::authzd::v1 as pb;
+use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use authzd::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
+use clap::Parser as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const TENANT: &str = "acme";
+
+// ------------------------------------------------------------------ certificates
+
+/// A throw-away certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Clone)]
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The server's certificate: `localhost` and 127.0.0.1.
+    fn server(&self) -> Pem {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "authzd");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// A client certificate whose subject common name is `cn`.
+    fn client(&self, cn: &str) -> Pem {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::OrganizationName, "ACME Contact Center");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Pem {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pem { cert: cert.pem(), key: key.serialize_pem() }
+    }
+}
+
+fn tls_config(ca: &Ca, server: &Pem, mtls: bool) -> TlsConfig {
+    TlsConfig {
+        cert_pem: server.cert.clone().into_bytes(),
+        key_pem: server.key.clone().into_bytes(),
+        client_ca_pem: mtls.then(|| ca.pem().into_bytes()),
+    }
+}
+
+// ------------------------------------------------------------------ harness
+
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Server>,
+}
+
+fn config(db: &Path) -> ServerConfig {
+    let mut c = ServerConfig::new(format!("sqlite://{}", db.display()));
+    c.demo = true;
+    c
+}
+
+async fn start(config: ServerConfig) -> Running {
+    let server = Server::start(config).await.expect("server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(authzd::app::nodelay(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        server
+    });
+    Running { addr, stop, handle }
+}
+
+impl Running {
+    /// A TLS channel trusting `ca`, presenting `client` when given.
+    async fn tls(&self, ca: &Ca, client: Option<&Pem>) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem())).domain_name("localhost");
+        if let Some(c) = client {
+            tls = tls.identity(Identity::from_pem(&c.cert, &c.key));
+        }
+        Channel::from_shared(format!("https://{}", self.addr)).unwrap().tls_config(tls)?.connect().await
+    }
+
+    async fn plain(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let server = self.handle.await.unwrap();
+        server.close().await;
+    }
+}
+
+fn privilege_check() -> pb::CheckRequest {
+    pb::CheckRequest {
+        tenant: TENANT.into(),
+        person: "cb-supervisor".into(),
+        application: Some("Callback".into()),
+        privilege: Some("Callback - Export Reports".into()),
+        ..Default::default()
+    }
+}
+
+/// A check the demo tenant allows: the call went through.
+async fn check_allowed(channel: Channel) {
+    let r = DecisionServiceClient::new(channel).check(privilege_check()).await.expect("check answers").into_inner();
+    assert!(r.allowed, "cb-supervisor may export Callback reports");
+}
+
+fn with_token<T>(mut req: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+/// Whether a call over `connect`'s channel is refused (at the handshake or
+/// on the first call, which is where TLS 1.3 reports a refused client certificate).
+async fn refused(connect: Result<Channel, tonic::transport::Error>) -> bool {
+    match connect {
+        Err(_) => true,
+        Ok(ch) => match DecisionServiceClient::new(ch).check(privilege_check()).await {
+            Ok(_) => false,
+            Err(s) => {
+                assert!(matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{s:?}");
+                true
+            }
+        },
+    }
+}
+
+// ------------------------------------------------------------------ TLS and mTLS
+
+#[tokio::test]
+async fn check_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let mut c = config(&dir.path().join("authzd.db"));
+    c.tls = Some(tls_config(&ca, &ca.server(), false));
+    let r = start(c).await;
+
+    check_allowed(r.tls(&ca, None).await.expect("TLS connects")).await;
+
+    // A client that trusts another CA does not accept the server.
+    let other = Ca::new("another CA");
+    assert!(refused(r.tls(&other, None).await).await, "an untrusted server certificate is refused");
+    // Plaintext HTTP/2 to the TLS port gets no answer.
+    let plain = Channel::from_shared(format!("http://{}", r.addr)).unwrap().connect().await;
+    assert!(refused(plain).await, "plaintext is not served on the TLS listener");
+
+    // The server kept serving.
+    check_allowed(r.tls(&ca, None).await.unwrap()).await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_client_certificates_authorize_admin_by_common_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let mut c = config(&dir.path().join("authzd.db"));
+    c.tls = Some(tls_config(&ca, &ca.server(), true));
+    c.admin_client_cns = vec!["ops-console".into()];
+    c.admin_token = Some("adm1n-token".into());
+    c.decision_token = Some("d3cide".into());
+    let r = start(c).await;
+
+    // No client certificate: refused at the handshake.
+    assert!(refused(r.tls(&ca, None).await).await, "a client without a certificate is refused");
+    // A certificate another CA signed: refused too.
+    let rogue = Ca::new("rogue CA");
+    assert!(refused(r.tls(&ca, Some(&rogue.client("ops-console"))).await).await, "a foreign certificate is refused");
+
+    // An allowed common name may administer, without a token; its
+    // certificate also stands for the decision token.
+    let ops = r.tls(&ca, Some(&ca.client("ops-console"))).await.expect("mTLS connects");
+    let tenants = AdminServiceClient::new(ops.clone()).list_tenants(pb::ListTenantsRequest::default()).await.unwrap();
+    assert!(tenants.into_inner().tenants.iter().any(|t| t.id == TENANT));
+    check_allowed(ops).await;
+
+    // Another common name may decide, not administer.
+    let desk = r.tls(&ca, Some(&ca.client("agent-desktop"))).await.expect("mTLS connects");
+    let s = AdminServiceClient::new(desk.clone()).list_tenants(pb::ListTenantsRequest::default()).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("`agent-desktop`") && s.message().contains("--admin-client-cn"), "{}", s.message());
+    check_allowed(desk.clone()).await;
+    // ... unless it brings the admin token.
+    let req = with_token(tonic::Request::new(pb::ListTenantsRequest::default()), "adm1n-token");
+    AdminServiceClient::new(desk).list_tenants(req).await.expect("the admin token still works");
+
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn decision_token_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("authzd.db"));
+    c.decision_token = Some("d3cide".into());
+    c.admin_token = Some("adm1n-token".into());
+    let r = start(c).await;
+    let mut d = DecisionServiceClient::new(r.plain().await);
+
+    let s = d.check(privilege_check()).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    assert!(s.message().contains("Bearer <token>"), "{}", s.message());
+    let s = d.check(with_token(tonic::Request::new(privilege_check()), "guess")).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    assert!(!s.message().contains("guess") && !s.message().contains("d3cide"), "never echoes a token: {}", s.message());
+
+    let ok = d.check(with_token(tonic::Request::new(privilege_check()), "d3cide")).await.unwrap().into_inner();
+    assert!(ok.allowed);
+    let ok = d.check(with_token(tonic::Request::new(privilege_check()), "adm1n-token")).await.unwrap().into_inner();
+    assert!(ok.allowed, "the admin token may decide too");
+    // The decision token is not an admin token.
+    let req = with_token(tonic::Request::new(pb::ListTenantsRequest::default()), "d3cide");
+    let s = AdminServiceClient::new(r.plain().await).list_tenants(req).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+
+    // Watch streams need it as well.
+    let mut w = WatchServiceClient::new(r.plain().await);
+    let sub = pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+            tenant: TENANT.into(),
+            person: "cb-supervisor".into(),
+            application: "Callback".into(),
+        })),
+        at_least_revision: 0,
+    };
+    let s = w.watch(sub.clone()).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    let mut stream = w.watch(with_token(tonic::Request::new(sub), "d3cide")).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(first.event, Some(pb::watch_event::Event::Snapshot(_))), "{first:?}");
+
+    // Health checks stay open (probes carry no token).
+    let mut h = tonic_health::pb::health_client::HealthClient::new(r.plain().await);
+    let health = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    r.stop().await;
+}
+
+// ------------------------------------------------------------------ configuration
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn parse(args: &[&str]) -> Result<ServerConfig, ConfigError> {
+    let mut argv = vec!["authzd", "serve"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("`{}` does not parse: {e}", argv.join(" ")));
+    let Command::Serve(a) = cli.command else { panic!("not serve") };
+    ServerConfig::from_args(&a)
+}
+
+/// Certificates on disk, as an operator has them.
+struct Files {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ops_cert: PathBuf,
+    ops_key: PathBuf,
+}
+
+fn files(dir: &Path, ca: &Ca) -> Files {
+    let server = ca.server();
+    let ops = ca.client("ops-console");
+    Files {
+        ca: write(dir, "ca.crt", &ca.pem()),
+        cert: write(dir, "server.crt", &server.cert),
+        key: write(dir, "server.key", &server.key),
+        ops_cert: write(dir, "ops.crt", &ops.cert),
+        ops_key: write(dir, "ops.key", &ops.key),
+    }
+}
+
+#[test]
+fn config_file_sets_values_that_flags_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let f = files(dir.path(), &ca);
+    let file = write(
+        dir.path(),
+        "authzd.yaml",
+        &format!(
+            "listen: 0.0.0.0:7000\n\
+             store: sqlite:///var/lib/authzd/from-file.db\n\
+             demo: true\n\
+             max_batch: 77\n\
+             admin-token: from-file\n\
+             tls-cert: {}\n\
+             tls_key: {}\n\
+             tls-client-ca: {}\n\
+             admin-client-cn: [ops-console, designer-backend]\n\
+             lock-idle-timeout-secs: 60\n",
+            f.cert.display(),
+            f.key.display(),
+            f.ca.display()
+        ),
+    );
+    let path = file.to_str().unwrap();
+
+    let c = parse(&["--config", path]).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:7000".parse().unwrap());
+    assert_eq!(c.store_url, "sqlite:///var/lib/authzd/from-file.db");
+    assert!(c.demo);
+    assert_eq!(c.limits.max_batch, 77, "underscores work as dashes");
+    assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+    assert_eq!(c.admin_client_cns, ["ops-console", "designer-backend"]);
+    let tls = c.tls.as_ref().expect("TLS from the file");
+    assert!(tls.client_ca_pem.is_some());
+    assert_eq!(c.locks.default_idle, Duration::from_secs(60));
+    // What the file does not set keeps its default.
+    assert_eq!(c.max_message_bytes, authzd::config::DEFAULT_MAX_MESSAGE_BYTES);
+    assert!(c.security_warnings().is_empty(), "TLS and an admin token: nothing to warn about");
+
+    // Flags win over the file, one setting at a time; lists are replaced whole.
+    let c = parse(&[
+        "--config",
+        path,
+        "--listen",
+        "127.0.0.1:7001",
+        "--max-batch",
+        "5",
+        "--admin-client-cn",
+        "root-console",
+        "--admin-token",
+        "from-flag",
+    ])
+    .unwrap();
+    assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
+    assert_eq!(c.limits.max_batch, 5);
+    assert_eq!(c.admin_client_cns, ["root-console"]);
+    assert_eq!(c.admin_token.as_deref(), Some("from-flag"));
+    assert_eq!(c.store_url, "sqlite:///var/lib/authzd/from-file.db", "the rest still comes from the file");
+    assert!(c.demo);
+
+    // Without the file, the defaults.
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.listen, authzd::config::DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(c.store_url, authzd::config::DEFAULT_STORE);
+    assert!(!c.demo && c.tls.is_none() && c.admin_token.is_none());
+}
+
+#[test]
+fn config_file_errors_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |text: &str| {
+        let path = write(dir.path(), "bad.yaml", text);
+        let e = parse(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml"), "names the file: {e}");
+        e
+    };
+    let e = err("listen: 127.0.0.1:1\nlissen: 127.0.0.1:2\n");
+    assert!(e.contains("unknown key `lissen`"), "{e}");
+    let e = err("listen: not-an-address\n");
+    assert!(e.contains("key `listen`") && e.contains("not-an-address"), "{e}");
+    let e = err("max-batch: 0\n");
+    assert!(e.contains("key `max-batch`") && e.contains("at least 1"), "a value the server refuses: {e}");
+    let e = err("demo: maybe\n");
+    assert!(e.contains("key `demo`") && e.contains("true or false"), "{e}");
+    let e = err("config: other.yaml\n");
+    assert!(e.contains("key `config`"), "{e}");
+    let e = err("max-batch: 1\nmax_batch: 2\n");
+    assert!(e.contains("twice"), "{e}");
+    let e = err("- listen\n");
+    assert!(e.contains("mapping"), "{e}");
+    let e = err("listen: [127.0.0.1:1]\n");
+    assert!(e.contains("key `listen`") && e.contains("one value"), "{e}");
+    let e = err("listen: 127.0.0.1:1\n  bad indentation: x\n");
+    assert!(e.contains("YAML"), "{e}");
+    let missing = dir.path().join("missing.yaml");
+    let e = parse(&["--config", missing.to_str().unwrap()]).unwrap_err().to_string();
+    assert!(e.contains("missing.yaml") && e.contains("cannot read"), "{e}");
+    // A flag given on the command line is not reported when the file's value
+    // would have been bad: the flag wins (the file is still parsed whole).
+    let path = write(dir.path(), "ok.yaml", "max-batch: 0\n");
+    assert_eq!(parse(&["--config", path.to_str().unwrap(), "--max-batch", "3"]).unwrap().limits.max_batch, 3);
+}
+
+#[test]
+fn tls_flags_are_checked_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let f = files(dir.path(), &ca);
+    let (cert, key, client_ca) = (f.cert.to_str().unwrap(), f.key.to_str().unwrap(), f.ca.to_str().unwrap());
+    let e = |args: &[&str]| parse(args).unwrap_err().to_string();
+    assert!(e(&["--tls-cert", cert]).contains("--tls-key"));
+    assert!(e(&["--tls-key", key]).contains("--tls-cert"));
+    assert!(e(&["--tls-client-ca", client_ca]).contains("--tls-client-ca"));
+    assert!(e(&["--tls-cert", cert, "--tls-key", key, "--admin-client-cn", "ops"]).contains("--admin-client-cn"));
+    // A key that is not the certificate's.
+    let other = write(dir.path(), "other.key", &ca.client("x").key);
+    let msg = e(&["--tls-cert", cert, "--tls-key", other.to_str().unwrap()]);
+    assert!(msg.contains("--tls-cert"), "{msg}");
+    // Not PEM, or absent.
+    let junk = write(dir.path(), "junk.crt", "hello");
+    assert!(e(&["--tls-cert", junk.to_str().unwrap(), "--tls-key", key]).contains("not PEM"));
+    assert!(e(&["--tls-cert", "/nonexistent/x.crt", "--tls-key", key]).contains("cannot read"));
+    assert!(e(&["--decision-token", " "]).contains("--decision-token"));
+
+    let c = parse(&["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", client_ca]).unwrap();
+    assert_eq!(c.client_cert_admin(), authzd::service::ClientCertAdmin::AnyVerified);
+}
+
+#[test]
+fn non_loopback_decisions_without_tls_or_token_are_warned_about() {
+    let mut c = ServerConfig::new("sqlite://x.db");
+    assert!(c.security_warnings().is_empty(), "loopback: no warning");
+    c.listen = "0.0.0.0:50051".parse().unwrap();
+    let w = c.security_warnings();
+    assert!(w.iter().any(|w| w.contains("decisions") && w.contains("0.0.0.0:50051")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("administration API")), "{w:?}");
+    c.decision_token = Some("t".into());
+    c.admin_token = Some("a".into());
+    assert!(c.security_warnings().is_empty(), "{:?}", c.security_warnings());
+}
+
+/// Runs the binary with only the given environment; (exit code, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_both() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three values the server refuses; the environment fixes the first, a flag
+    // the second, so the error is about the third. The file also names the
+    // variable's flag with an underscore.
+    let file = write(dir.path(), "authzd.yaml", "max_batch: 0\ncheckpoint-every: 0\nmax-message-bytes: 10\n");
+    let (code, _, err) = run(
+        &["serve", "--config", file.to_str().unwrap(), "--checkpoint-every", "3"],
+        &[("AUTHZD_MAX_BATCH", "5"), ("AUTHZD_CHECKPOINT_EVERY", "0")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("key `max-message-bytes`") && err.contains("authzd.yaml"), "{err}");
+    // The file named through the environment; the environment's value wins again.
+    let (code, _, err) = run(&["serve"], &[("AUTHZD_CONFIG", file.to_str().unwrap()), ("AUTHZD_MAX_BATCH", "5")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("key `checkpoint-every`"), "{err}");
+}
+
+// ------------------------------------------------------------------ the CLI over mTLS
+
+/// Client flags of the binary for an mTLS connection to `r`.
+fn client_flags(r: &Running, f: &Files) -> Vec<String> {
+    vec![
+        "--server".into(),
+        format!("https://{}", r.addr),
+        "--tls-server-name".into(),
+        "localhost".into(),
+        "--ca".into(),
+        f.ca.display().to_string(),
+        "--cert".into(),
+        f.ops_cert.display().to_string(),
+        "--key".into(),
+        f.ops_key.display().to_string(),
+    ]
+}
+
+async fn run_async(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &[])
+    })
+    .await
+    .unwrap()
+}
+
+fn args(parts: &[&str], client: &[String]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).chain(client.iter().cloned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lock_and_watch_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let f = files(dir.path(), &ca);
+    let mut c = config(&dir.path().join("authzd.db"));
+    c.tls = Some(tls_config(&ca, &ca.server(), true));
+    c.admin_client_cns = vec!["ops-console".into()];
+    let r = start(c).await;
+    let client = client_flags(&r, &f);
+    let object = ["--tenant", TENANT, "--object", "Application/app-main-ivr", "--app", "Designer"];
+
+    // Acquire, as one developer.
+    let mut acquire = args(&["lock", "acquire", "--person", "dz-developer", "--json"], &client);
+    acquire.extend(object.iter().map(|s| (*s).to_owned()));
+    let (code, out, err) = run_async(acquire).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let granted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(granted["granted"], true);
+    assert_eq!(granted["holder"], "dz-developer");
+    let token = granted["lock_token"].as_str().unwrap().to_owned();
+    let since = granted["since"].as_str().unwrap().to_owned();
+
+    // Another developer is refused and told who holds it since when.
+    let mut other = args(&["lock", "acquire", "--person", "dz-dev-sales"], &client);
+    other.extend(object.iter().map(|s| (*s).to_owned()));
+    let (code, out, err) = run_async(other).await;
+    assert_eq!(code, 3, "refused: {out}{err}");
+    assert!(out.contains("refused") && out.contains("dz-developer") && out.contains(&since), "{out}");
+
+    // Renew and release with the token.
+    let (code, out, err) =
+        run_async(args(&["lock", "renew", "--tenant", TENANT, "--lock-token", &token], &client)).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("renewed"), "{out}");
+    let (code, out, err) =
+        run_async(args(&["lock", "release", "--tenant", TENANT, "--lock-token", &token], &client)).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("released"), "{out}");
+
+    // Watch a person's privileges: the first event is the full state.
+    let watch = args(
+        &["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback", "--json", "--max-events", "1"],
+        &client,
+    );
+    let (code, out, err) = run_async(watch).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let snapshot: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(snapshot["event"], "snapshot");
+    assert_eq!(snapshot["reason"], "initial");
+    assert!(snapshot["privileges"].as_array().unwrap().iter().any(|p| p == "Callback - Export Reports"), "{snapshot}");
+
+    // Raw changes from a revision: a write made before the watch starts is
+    // delivered (resumed from the changelog), as one line.
+    let mut admin = AdminServiceClient::new(r.tls(&ca, Some(&ca.client("ops-console"))).await.unwrap());
+    let before = admin.list_tenants(pb::ListTenantsRequest::default()).await.unwrap().into_inner().revision;
+    let mutations: Vec<authzd::model::Mutation> =
+        authzd::model::yaml::from_str("- put_person: {id: cli-watch, username: cli-watch}", "test").unwrap();
+    let written = admin
+        .write(pb::WriteRequest {
+            tenant: TENANT.into(),
+            mutations: mutations.into_iter().map(authzd::service::convert::mutation_pb).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let from = before.to_string();
+    let watch = args(
+        &["watch", "raw", "--tenant", TENANT, "--type", "Person", "--from-revision", &from, "--max-events", "1"],
+        &client,
+    );
+    let (code, out, err) = run_async(watch).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&format!("revision {written} tenant {TENANT}")), "{out}");
+    assert!(out.contains("put_person") && out.contains("cli-watch"), "{out}");
+
+    // Until Ctrl-C: the first line comes, then SIGINT ends the command cleanly.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+        .args(args(&["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback"], &client))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("snapshot (initial)") && line.contains("Callback - Export Reports"), "{line}");
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "Ctrl-C ends `watch` with exit code 0: {status:?}");
+
+    // Without a client certificate the CLI is refused, and says so.
+    let plain_tls = vec![
+        "--server".to_owned(),
+        format!("https://{}", r.addr),
+        "--tls-server-name".into(),
+        "localhost".into(),
+        "--ca".into(),
+        f.ca.display().to_string(),
+    ];
+    let (code, _, err) = run_async(args(&["tenants"], &plain_tls)).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error:"), "{err}");
+    r.stop().await;
+}
