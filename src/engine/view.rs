@@ -334,22 +334,21 @@ impl TenantView {
             }
         }
         let folder_of = |id: &str| folder_ix.get(id).copied().unwrap_or(NONE);
-        let pre_of = |f: u32| f;
 
         for p in c.persons.values() {
             let f = folder_of(p.folder.as_str());
-            let n = b.add_node(k_person, p.id.as_str(), &p.username, f, pre_of(f));
+            let n = b.add_node(k_person, p.id.as_str(), &p.username, f, f);
             b.nodes[n as usize].properties =
                 p.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
         for g in c.groups.values() {
             let f = folder_of(g.folder.as_str());
-            b.add_node(k_group, g.id.as_str(), &g.name, f, pre_of(f));
+            b.add_node(k_group, g.id.as_str(), &g.name, f, f);
         }
         let role_node_start = b.nodes.len() as u32;
         for r in c.roles.values() {
             let f = folder_of(r.folder.as_str());
-            b.add_node(k_role, r.id.as_str(), &r.name, f, pre_of(f));
+            b.add_node(k_role, r.id.as_str(), &r.name, f, f);
         }
         let partitions: Vec<String> = c.partitions.keys().map(|p| p.0.clone()).collect();
         let partition_ix: FxHashMap<&str, u32> =
@@ -357,7 +356,7 @@ impl TenantView {
         for o in c.objects.values() {
             let k = b.kind(&o.kind);
             let f = folder_of(o.folder.as_str());
-            let n = b.add_node(k, o.id.as_str(), &o.name, f, pre_of(f));
+            let n = b.add_node(k, o.id.as_str(), &o.name, f, f);
             let node = &mut b.nodes[n as usize];
             let mut parts: Vec<u32> = o.partitions.iter().filter_map(|p| partition_ix.get(p.as_str()).copied()).collect();
             parts.sort_unstable();

@@ -417,6 +417,14 @@ pub(crate) fn duration_millis(d: Duration) -> i64 {
 }
 
 /// A revision as the databases store it (signed 64-bit).
+/// The highest revision compaction may delete up to: below `before`, never
+/// past the head, and keeping every record some tenant still needs (`needed`:
+/// the oldest record after its tenant's checkpoint, or of a tenant without one).
+pub(crate) fn compaction_cutoff(before: Revision, head: Revision, needed: Option<Revision>) -> Revision {
+    let needed_floor = needed.map_or(head, |n| n.saturating_sub(1));
+    before.saturating_sub(1).min(head).min(needed_floor)
+}
+
 pub(crate) fn rev_to_db(r: Revision) -> StoreResult<i64> {
     i64::try_from(r).map_err(|_| StoreError::Other(format!("revision `{r}` is out of range")))
 }

@@ -19,7 +19,7 @@
 //! needs sqlx's `macros` feature, which the crate does not enable.) Requires
 //! PostgreSQL 13 or newer (`gen_random_uuid()` for lock tokens).
 
-use super::{
+use super::{compaction_cutoff, 
     ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError,
     StoreResult, db_error, decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations,
     from_millis, redact_url, rev_from_db, rev_to_db, to_millis,
@@ -382,11 +382,7 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(&e)?;
-        let needed_floor = match needed {
-            Some(n) => rev_from_db(n)?.saturating_sub(1),
-            None => head,
-        };
-        let cutoff = before.saturating_sub(1).min(head).min(needed_floor);
+        let cutoff = compaction_cutoff(before, head, needed.map(rev_from_db).transpose()?);
         if cutoff <= oldest {
             return Ok(oldest);
         }
