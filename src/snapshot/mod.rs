@@ -130,7 +130,8 @@ impl Snapshot {
     /// The replaced state is freed off the writer's path (a large tenant's
     /// view takes tens of milliseconds to drop).
     pub fn install(&self, config: TenantConfig, revision: Revision) -> TenantState {
-        let view = Arc::new(TenantView::build(&config, revision));
+        let prev = self.tenants.get(config.id.as_str()).map(|s| s.clone());
+        let view = Arc::new(TenantView::build_next(prev.as_ref().map(|s| (&*s.view, &*s.config)), &config, revision));
         let state = TenantState { config: Arc::new(config), view };
         let old = self.tenants.insert(state.view.tenant().to_owned(), state.clone());
         self.revision.fetch_max(revision, Ordering::AcqRel);
