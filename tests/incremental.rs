@@ -155,3 +155,202 @@ fn removing_a_privilege_a_role_uses_is_caught_although_only_the_catalog_changed(
     let err = old.apply_batch(&[Mutation::PutCatalog(cat)]).expect_err("roles still grant it");
     assert!(err.to_string().contains("Callback - Export Reports"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Incremental view compilation: a view compiled from the previous one equals
+// the view compiled from scratch, after every batch of a random sequence.
+
+/// A change of the kind writes make every day (memberships, role privileges,
+/// entries, persons' flags and annexes) or, now and then, one that changes
+/// the graph (names, objects) and so recompiles the whole tenant.
+fn everyday(c: &TenantConfig, op: u8, a: usize, b: usize, flag: bool) -> Mutation {
+    let persons: Vec<PersonId> = c.persons.keys().cloned().collect();
+    let groups: Vec<GroupId> = c.groups.keys().cloned().collect();
+    let roles: Vec<RoleId> = c.roles.keys().cloned().collect();
+    let folders: Vec<FolderId> = c.folders.keys().cloned().collect();
+    let subject = |i: usize| match i % 3 {
+        0 => Subject::Person(pick(&persons, i / 3)),
+        1 => Subject::Group(pick(&groups, i / 3)),
+        _ => Subject::Everyone,
+    };
+    match op % 15 {
+        0 => Mutation::AssignRole {
+            role: pick(&roles, a),
+            to: if flag { Subject::Person(pick(&persons, b)) } else { Subject::Group(pick(&groups, b)) },
+        },
+        1 => {
+            // Unassign an existing assignment when there is one.
+            let r = c.roles.get(&pick(&roles, a)).cloned().unwrap();
+            let from = match (r.members.persons.iter().nth(b % r.members.persons.len().max(1)), r.members.groups.first()) {
+                (Some(p), _) if flag => Subject::Person(p.clone()),
+                (_, Some(g)) => Subject::Group(g.clone()),
+                (Some(p), None) => Subject::Person(p.clone()),
+                (None, None) => Subject::Person(pick(&persons, b)),
+            };
+            Mutation::UnassignRole { role: r.id, from }
+        }
+        2 => Mutation::AddGroupMember { group: pick(&groups, a), person: pick(&persons, b) },
+        3 => {
+            let g = c.groups.get(&pick(&groups, a)).cloned().unwrap();
+            let person = g.members.iter().nth(b % g.members.len().max(1)).cloned().unwrap_or_else(|| pick(&persons, b));
+            Mutation::RemoveGroupMember { group: g.id, person }
+        }
+        4 => {
+            // A role gains or loses one privilege of one catalog.
+            let mut r = c.roles.get(&pick(&roles, a)).cloned().unwrap();
+            let catalogs: Vec<&Catalog> = c.catalogs.values().collect();
+            let cat = catalogs[b % catalogs.len()];
+            let privilege = cat.privileges[(b / 7) % cat.privileges.len()].name.clone();
+            let set = r.privileges.entry(cat.name.clone()).or_default();
+            if !set.remove(&privilege) {
+                set.insert(privilege);
+            }
+            Mutation::PutRole(r)
+        }
+        5 => Mutation::PutAce(Ace {
+            // Entries on a role decide whether its holders can read it.
+            target: Target::Role(pick(&roles, a)),
+            subject: subject(b),
+            allow: if flag { PermSet::EMPTY.with(Perm::Read) } else { PermSet::EMPTY },
+            deny: if flag { PermSet::EMPTY } else { PermSet::EMPTY.with(Perm::Read) },
+            propagate: false,
+        }),
+        6 => {
+            let (t, s) = c.aces.keys().nth(a % c.aces.len()).cloned().unwrap();
+            Mutation::DeleteAce { target: t, subject: s }
+        }
+        7 => {
+            let mut p = c.persons.get(&pick(&persons, a)).cloned().unwrap();
+            if flag {
+                p.enabled = !p.enabled;
+            } else if p.annex.remove("ges").is_none() {
+                let role = ["Administrator", "Supervisor", "Monitor", "Developer", "Nobody"][b % 5];
+                p.annex.insert("ges".into(), BTreeMap::from([("role".to_owned(), role.to_owned())]));
+            }
+            Mutation::PutPerson(p)
+        }
+        8 => {
+            let parts: Vec<&Partition> = c.partitions.values().collect();
+            let mut part = parts[a % parts.len()].clone();
+            let person = pick(&persons, b);
+            if !part.members.remove(&person) {
+                part.members.insert(person);
+            }
+            Mutation::PutPartition(part)
+        }
+        9 => Mutation::SetRestrictedMode { on: flag },
+        10 => Mutation::PutAce(Ace {
+            target: Target::Folder(pick(&folders, a)),
+            subject: subject(b),
+            allow: PermSet(((a ^ b) % 128) as u8),
+            deny: if flag { PermSet::EMPTY } else { PermSet::EMPTY.with(Perm::Read) },
+            propagate: flag,
+        }),
+        11 => {
+            let mut r = c.roles.get(&pick(&roles, a)).cloned().unwrap();
+            r.name = format!("{} {b}", r.name);
+            Mutation::PutRole(r)
+        }
+        12 => {
+            let mut o = c.objects.values().nth(a % c.objects.len()).cloned().unwrap();
+            o.id = ObjectId(format!("{}-copy{}", o.id, b % 3));
+            o.name = format!("{} copy {}", o.name, b % 3);
+            Mutation::PutObject(o)
+        }
+        13 => Mutation::DeletePerson { id: pick(&persons, a) },
+        _ => Mutation::PutGroup({
+            let mut g = c.groups.get(&pick(&groups, a)).cloned().unwrap();
+            if flag {
+                g.members.clear();
+            } else {
+                g.members.extend(persons.iter().skip(b % 7).step_by(3).cloned());
+            }
+            g
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_view_compiled_from_the_previous_one_equals_a_view_compiled_whole(
+        batches in proptest::collection::vec(
+            proptest::collection::vec((any::<u8>(), any::<usize>(), any::<usize>(), any::<bool>()), 1..4),
+            1..8,
+        )
+    ) {
+        let mut config = ACME.clone();
+        let mut view = authzd::engine::TenantView::build(&config, 1);
+        for (i, choices) in batches.iter().enumerate() {
+            let batch: Vec<Mutation> = choices.iter().map(|&(op, a, b, f)| everyday(&config, op, a, b, f)).collect();
+            let Ok(next) = config.apply_batch(&batch) else { continue };
+            let revision = 2 + i as u64;
+            let incremental = authzd::engine::TenantView::build_next(Some((&view, &config)), &next, revision);
+            let whole = authzd::engine::TenantView::build(&next, revision);
+            if let Err(diff) = incremental.compare(&whole) {
+                prop_assert!(false, "after batch {i} {batch:?}: {diff}");
+            }
+            view = incremental;
+            config = next;
+        }
+    }
+}
+
+/// The persons holding `role` (directly or through a group).
+fn holders(c: &TenantConfig, role: &str) -> BTreeSet<PersonId> {
+    let r = c.roles.get(&RoleId(role.into())).unwrap();
+    let via = r.members.groups.iter().flat_map(|g| c.groups.get(g).unwrap().members.iter().cloned());
+    r.members.persons.iter().cloned().chain(via).collect()
+}
+
+#[test]
+fn a_role_edit_recomputes_only_that_roles_holders() {
+    let old = &*ACME;
+    let view = authzd::engine::TenantView::build(old, 1);
+    assert!(view.compiled().whole);
+    // The role with the most holders that does not hold everyone.
+    let role = old
+        .roles
+        .keys()
+        .map(|r| (holders(old, r.as_str()).len(), r.clone()))
+        .filter(|(n, _)| *n > 1 && *n < old.persons.len())
+        .max()
+        .map(|(_, r)| r)
+        .unwrap();
+    let mut r = old.roles.get(&role).cloned().unwrap();
+    let (app, privs) = r.privileges.iter_mut().find(|(_, p)| !p.is_empty()).unwrap();
+    let (app, dropped) = (app.clone(), privs.pop_first().unwrap());
+    let next = old.apply_batch(&[Mutation::PutRole(r.clone())]).unwrap();
+    let v2 = authzd::engine::TenantView::build_next(Some((&view, old)), &next, 2);
+    let expected = holders(&next, role.as_str()).len();
+    assert_eq!(
+        v2.compiled(),
+        authzd::engine::Compiled { whole: false, acls: false, persons: expected },
+        "role `{role}` lost `{dropped}` in {app}: only its {expected} holders are recomputed, of {}",
+        old.persons.len()
+    );
+    v2.compare(&authzd::engine::TenantView::build(&next, 2)).unwrap();
+
+    // A membership change recomputes the person who joined, nobody else.
+    let group = old.groups.values().find(|g| g.members.len() < old.persons.len()).unwrap();
+    let newcomer = old.persons.keys().find(|p| !group.members.contains(*p)).unwrap();
+    let batch = [Mutation::AddGroupMember { group: group.id.clone(), person: newcomer.clone() }];
+    let next = old.apply_batch(&batch).unwrap();
+    let v3 = authzd::engine::TenantView::build_next(Some((&view, old)), &next, 2);
+    assert_eq!(v3.compiled(), authzd::engine::Compiled { whole: false, acls: false, persons: 1 });
+
+    // An entry on a folder of objects recompiles the ACLs, but no person's
+    // privileges unless it is on a role.
+    let batch = [Mutation::PutAce(Ace {
+        target: Target::Folder(FolderId("Scripts".into())),
+        subject: Subject::Everyone,
+        allow: PermSet::EMPTY.with(Perm::Read),
+        deny: PermSet::EMPTY,
+        propagate: true,
+    })];
+    let next = old.apply_batch(&batch).unwrap();
+    let v4 = authzd::engine::TenantView::build_next(Some((&view, old)), &next, 2);
+    assert_eq!(v4.compiled(), authzd::engine::Compiled { whole: false, acls: true, persons: 0 });
+    v4.compare(&authzd::engine::TenantView::build(&next, 2)).unwrap();
+}

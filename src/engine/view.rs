@@ -15,14 +15,35 @@
 //!
 //! A check borrows its strings and allocates nothing. Evidence (`explain`) and
 //! listings allocate their answers.
+//!
+//! # Incremental compilation
+//!
+//! A view is made of layers, each behind an `Arc`, so the next revision's
+//! view shares whatever a batch did not change ([`TenantView::build_next`]):
+//!
+//! | layer | rebuilt when the batch changes |
+//! |---|---|
+//! | graph (nodes, folders, kinds, ids) and catalogs | folders, objects, catalogs, or which persons, groups, roles or partitions exist, their names, places or properties |
+//! | ACL table | any entry (ACE) |
+//! | roles | any role |
+//! | one person's entry (principals, privilege rows) | what that person's decisions read: the person itself, its group, partition and role memberships, a role it holds, or the entries on such a role (role readability, SPEC §3 rule 3) |
+//!
+//! So a role edit recomputes that role's holders, and a group membership
+//! change only the persons who joined or left; every other person's entry is
+//! the previous view's, shared. A batch that changes the graph compiles the
+//! whole tenant. The rules of which person a change touches are in
+//! [`dirty_persons`]; `tests/incremental.rs` checks on random batch sequences
+//! that an incremental view equals the view compiled from scratch.
 
 use super::types::*;
 
-use crate::model::{self, Perm, PermSet, Revision, Subject, Target, TenantConfig};
+use crate::model::{self, Perm, PermSet, PersonId, Revision, Subject, Target, TenantConfig};
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
-use std::hash::BuildHasher;
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
 /// Principal index of `everyone`.
@@ -39,7 +60,9 @@ struct AclEntry {
     propagate: bool,
 }
 
-#[derive(Debug)]
+/// One person: memberships and privilege rows. Shared between successive
+/// views while nothing the person's decisions read changes.
+#[derive(Debug, PartialEq, Eq)]
 struct PersonC {
     id: String,
     enabled: bool,
@@ -49,9 +72,15 @@ struct PersonC {
     partitions: Box<[u32]>,
     /// Roles assigned directly or through a group (role indexes), sorted.
     roles: Box<[u32]>,
+    /// Granted privileges: each application's words at its `offset`.
+    granted: Box<[u64]>,
+    /// Effective privileges (granted, with every requirement effective).
+    effective: Box<[u64]>,
+    /// Per application index.
+    apps: Box<[PersonApp]>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct NodeC {
     kind: u32,
     id: String,
@@ -60,7 +89,6 @@ struct NodeC {
     folder: u32,
     /// Pre-order number of the folder the node is in (a folder: itself).
     pre: u32,
-    acl: u32,
     partitions: Box<[u32]>,
     properties: Box<[(String, String)]>,
 }
@@ -74,14 +102,14 @@ struct KindC {
     sorted: Vec<u32>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct PrivC {
     name: String,
     requires: Box<[u32]>,
     permission: Option<Perm>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct AppC {
     name: String,
     privs: Vec<PrivC>,
@@ -104,7 +132,7 @@ struct AppC {
     role_rank: Vec<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct RoleC {
     node: u32,
     name: String,
@@ -120,7 +148,7 @@ enum Source {
     Open,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct PersonApp {
     source: Source,
     /// Applied roles (readable, holding a privilege of the application).
@@ -137,17 +165,11 @@ enum AclVerdict {
     Nothing,
 }
 
-/// The compiled view of one tenant at one revision. Immutable: a write builds
-/// a new view and the snapshot swaps it in whole, so a reader never sees part
-/// of a batch.
+/// Every node and id of the tenant.
 #[derive(Debug)]
-pub struct TenantView {
-    revision: Revision,
-    tenant: String,
-    name: String,
-    restricted_mode: bool,
-    persons: Vec<PersonC>,
+struct Graph {
     person_ix: FxHashMap<String, u32>,
+    /// Group ids in id order (principal `1 + i`).
     groups: Vec<String>,
     partitions: Vec<String>,
     nodes: Vec<NodeC>,
@@ -155,17 +177,54 @@ pub struct TenantView {
     folder_end: Vec<u32>,
     kinds: Vec<KindC>,
     kind_ix: FxHashMap<String, u32>,
+}
+
+/// The interned effective ACLs and which one each node has.
+#[derive(Debug, PartialEq, Eq)]
+struct AclTable {
     acls: Vec<Box<[AclEntry]>>,
+    /// By node index.
+    node_acl: Vec<u32>,
+}
+
+/// The compiled application catalogs.
+#[derive(Debug, PartialEq, Eq)]
+struct Apps {
     apps: Vec<AppC>,
     app_ix: FxHashMap<String, u32>,
-    roles: Vec<RoleC>,
     /// Words per person in the privilege rows.
     row_words: usize,
-    granted: Vec<u64>,
-    effective: Vec<u64>,
-    /// persons × apps.
-    person_apps: Vec<PersonApp>,
     restricted_any: FxHashSet<u32>,
+}
+
+/// The compiled view of one tenant at one revision. Immutable: a write builds
+/// a new view (sharing the layers the batch did not change) and the snapshot
+/// swaps it in whole, so a reader never sees part of a batch.
+#[derive(Debug)]
+pub struct TenantView {
+    revision: Revision,
+    tenant: String,
+    name: String,
+    restricted_mode: bool,
+    graph: Arc<Graph>,
+    acl: Arc<AclTable>,
+    catalog: Arc<Apps>,
+    roles: Arc<[RoleC]>,
+    /// By person index (the graph's `person_ix`).
+    persons: Vec<Arc<PersonC>>,
+    /// How this view was compiled (for logs, metrics and tests).
+    compiled: Compiled,
+}
+
+/// How much of a view was compiled rather than shared with the previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compiled {
+    /// The whole tenant was compiled (no previous view, or the graph changed).
+    pub whole: bool,
+    /// The ACL table was recompiled.
+    pub acls: bool,
+    /// Persons whose entries were computed (the others are shared).
+    pub persons: usize,
 }
 
 fn bit(row: &[u64], i: u32) -> bool {
@@ -228,15 +287,42 @@ fn overlay(base: &[AclEntry], own: &[AclEntry]) -> Vec<AclEntry> {
     out
 }
 
-struct Builder {
+/// What the entries of one ACL say to a person with `principals` (both
+/// sorted) about permission `b`: any deny wins, then any allow (SPEC §2).
+#[inline]
+fn verdict(principals: &[u32], acl: &[AclEntry], b: Perm) -> AclVerdict {
+    let mask = b.bit();
+    let (mut allow, mut deny) = (false, false);
+    let (mut i, mut j) = (0, 0);
+    while i < principals.len() && j < acl.len() {
+        let (p, e) = (principals[i], &acl[j]);
+        if p < e.principal {
+            i += 1;
+        } else if p > e.principal {
+            j += 1;
+        } else {
+            deny |= e.deny & mask != 0;
+            allow |= e.allow & mask != 0;
+            i += 1;
+            j += 1;
+        }
+    }
+    if deny {
+        AclVerdict::Deny
+    } else if allow {
+        AclVerdict::Allow
+    } else {
+        AclVerdict::Nothing
+    }
+}
+
+struct GraphBuilder {
     kinds: Vec<KindC>,
     kind_ix: FxHashMap<String, u32>,
     nodes: Vec<NodeC>,
-    acl_intern: FxHashMap<Box<[AclEntry]>, u32>,
-    acls: Vec<Box<[AclEntry]>>,
 }
 
-impl Builder {
+impl GraphBuilder {
     fn kind(&mut self, name: &str) -> u32 {
         if let Some(&k) = self.kind_ix.get(name) {
             return k;
@@ -247,17 +333,6 @@ impl Builder {
         k
     }
 
-    fn intern(&mut self, acl: Vec<AclEntry>) -> u32 {
-        let acl = acl.into_boxed_slice();
-        if let Some(&i) = self.acl_intern.get(&acl) {
-            return i;
-        }
-        let i = self.acls.len() as u32;
-        self.acls.push(acl.clone());
-        self.acl_intern.insert(acl, i);
-        i
-    }
-
     fn add_node(&mut self, kind: u32, id: &str, name: &str, folder: u32, pre: u32) -> u32 {
         let n = self.nodes.len() as u32;
         self.nodes.push(NodeC {
@@ -266,7 +341,6 @@ impl Builder {
             name: name.to_owned(),
             folder,
             pre,
-            acl: 0,
             partitions: Box::new([]),
             properties: Box::new([]),
         });
@@ -277,18 +351,39 @@ impl Builder {
     }
 }
 
-impl TenantView {
-    /// Compiles a validated configuration. An invalid one (which the model
-    /// layer never lets through) still yields a view: dangling references are
-    /// skipped, never followed, so every decision fails closed.
-    pub fn build(c: &TenantConfig, revision: Revision) -> TenantView {
-        let mut b = Builder {
-            kinds: Vec::new(),
-            kind_ix: FxHashMap::default(),
-            nodes: Vec::new(),
-            acl_intern: FxHashMap::default(),
-            acls: Vec::new(),
-        };
+impl Graph {
+    fn kind(&self, name: &str) -> Option<u32> {
+        self.kind_ix.get(name).copied()
+    }
+
+    fn node_of(&self, kind: &str, id: &str) -> Option<u32> {
+        find_node(&self.kinds, &self.nodes, self.kind(kind)?, id)
+    }
+
+    /// The principal index of an ACE subject.
+    fn principal(&self, s: &Subject) -> Option<u32> {
+        let g = self.groups.len() as u32;
+        match s {
+            Subject::Everyone => Some(EVERYONE),
+            Subject::Group(id) => self.groups.binary_search_by(|x| x.as_str().cmp(id.as_str())).ok().map(|i| 1 + i as u32),
+            Subject::Person(id) => self.person_ix.get(id.as_str()).map(|i| 1 + g + i),
+        }
+    }
+
+    /// The node an ACE is on.
+    fn target(&self, t: &Target) -> Option<u32> {
+        match t {
+            Target::Folder(id) => self.node_of(model::types::FOLDER, id.as_str()),
+            Target::Person(id) => self.node_of(model::types::PERSON, id.as_str()),
+            Target::Group(id) => self.node_of(model::types::ACCESS_GROUP, id.as_str()),
+            Target::Role(id) => self.node_of(model::types::ROLE, id.as_str()),
+            Target::Object(k) => self.node_of(k.kind.as_str(), k.id.as_str()),
+        }
+    }
+
+    /// Nodes, kinds and ids; then the catalogs (whose guards name kinds).
+    fn compile(c: &TenantConfig) -> (Graph, Apps) {
+        let mut b = GraphBuilder { kinds: Vec::new(), kind_ix: FxHashMap::default(), nodes: Vec::new() };
         let k_folder = b.kind(model::types::FOLDER);
         let k_person = b.kind(model::types::PERSON);
         let k_group = b.kind(model::types::ACCESS_GROUP);
@@ -338,14 +433,12 @@ impl TenantView {
         for p in c.persons.values() {
             let f = folder_of(p.folder.as_str());
             let n = b.add_node(k_person, p.id.as_str(), &p.username, f, f);
-            b.nodes[n as usize].properties =
-                p.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            b.nodes[n as usize].properties = p.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
         for g in c.groups.values() {
             let f = folder_of(g.folder.as_str());
             b.add_node(k_group, g.id.as_str(), &g.name, f, f);
         }
-        let role_node_start = b.nodes.len() as u32;
         for r in c.roles.values() {
             let f = folder_of(r.folder.as_str());
             b.add_node(k_role, r.id.as_str(), &r.name, f, f);
@@ -358,82 +451,13 @@ impl TenantView {
             let f = folder_of(o.folder.as_str());
             let n = b.add_node(k, o.id.as_str(), &o.name, f, f);
             let node = &mut b.nodes[n as usize];
-            let mut parts: Vec<u32> = o.partitions.iter().filter_map(|p| partition_ix.get(p.as_str()).copied()).collect();
+            let mut parts: Vec<u32> =
+                o.partitions.iter().filter_map(|p| partition_ix.get(p.as_str()).copied()).collect();
             parts.sort_unstable();
             node.partitions = parts.into_boxed_slice();
             node.properties = o.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
-
-        // Principals: everyone = 0, groups 1..=G, persons G+1...
-        let groups: Vec<String> = c.groups.keys().map(|g| g.0.clone()).collect();
-        let group_ix: FxHashMap<&str, u32> = c.groups.keys().enumerate().map(|(i, g)| (g.as_str(), i as u32)).collect();
-        let person_ix: FxHashMap<String, u32> =
-            c.persons.keys().enumerate().map(|(i, p)| (p.0.clone(), i as u32)).collect();
-        let g_count = groups.len() as u32;
-        let principal_of = |s: &Subject| -> Option<u32> {
-            match s {
-                Subject::Everyone => Some(EVERYONE),
-                Subject::Group(g) => group_ix.get(g.as_str()).map(|i| 1 + i),
-                Subject::Person(p) => person_ix.get(p.as_str()).map(|i| 1 + g_count + i),
-            }
-        };
-
-        // Own ACEs per node, sorted by principal.
-        let mut own: FxHashMap<u32, Vec<AclEntry>> = FxHashMap::default();
-        for ace in c.aces.values() {
-            let node = match &ace.target {
-                Target::Folder(id) => folder_ix.get(id.as_str()).copied(),
-                Target::Person(id) => find_node(&b.kinds, &b.nodes, k_person, id.as_str()),
-                Target::Group(id) => find_node(&b.kinds, &b.nodes, k_group, id.as_str()),
-                Target::Role(id) => find_node(&b.kinds, &b.nodes, k_role, id.as_str()),
-                Target::Object(k) => {
-                    b.kind_ix.get(k.kind.as_str()).and_then(|&ki| find_node(&b.kinds, &b.nodes, ki, k.id.as_str()))
-                }
-            };
-            let (Some(node), Some(principal)) = (node, principal_of(&ace.subject)) else { continue };
-            own.entry(node).or_default().push(AclEntry {
-                principal,
-                allow: ace.allow.0,
-                deny: ace.deny.0,
-                origin: node,
-                propagate: ace.propagate,
-            });
-        }
-        for v in own.values_mut() {
-            v.sort_unstable_by_key(|e| e.principal);
-        }
-
-        // Propagated ACL per folder (what its contents inherit), in pre-order.
-        let folder_count = folder_end.len();
-        let mut propagated: Vec<Vec<AclEntry>> = Vec::with_capacity(folder_count);
-        for f in 0..folder_count as u32 {
-            let parent = b.nodes[f as usize].folder;
-            let base: &[AclEntry] = if parent == NONE { &[] } else { &propagated[parent as usize] };
-            let mine = own.get(&f).map(Vec::as_slice).unwrap_or(&[]);
-            let prop: Vec<AclEntry> = mine.iter().filter(|e| e.propagate).copied().collect();
-            let folder_acl = overlay(base, mine);
-            let acl = b.intern(folder_acl);
-            b.nodes[f as usize].acl = acl;
-            propagated.push(overlay(base, &prop));
-        }
-        let mut inherited_ix: Vec<u32> = Vec::with_capacity(folder_count);
-        for p in &propagated {
-            let i = b.intern(p.clone());
-            inherited_ix.push(i);
-        }
-        let empty_acl = b.intern(Vec::new());
-        for n in folder_count as u32..b.nodes.len() as u32 {
-            let folder = b.nodes[n as usize].folder;
-            let acl = match own.get(&n) {
-                Some(mine) => {
-                    let base: &[AclEntry] = if folder == NONE { &[] } else { &propagated[folder as usize] };
-                    b.intern(overlay(base, mine))
-                }
-                None if folder == NONE => empty_acl,
-                None => inherited_ix[folder as usize],
-            };
-            b.nodes[n as usize].acl = acl;
-        }
+        let apps = Apps::compile(c, &mut b);
 
         // Listing order per kind: nodes were added from the configuration's
         // ordered maps, so every kind but folders (pre-order) is already in id
@@ -444,59 +468,21 @@ impl TenantView {
                 k.sorted.sort_unstable_by(|&x, &y| nodes[x as usize].id.cmp(&nodes[y as usize].id));
             }
         }
+        let graph = Graph {
+            person_ix: c.persons.keys().enumerate().map(|(i, p)| (p.0.clone(), i as u32)).collect(),
+            groups: c.groups.keys().map(|g| g.0.clone()).collect(),
+            partitions,
+            nodes: b.nodes,
+            folder_end,
+            kinds: b.kinds,
+            kind_ix: b.kind_ix,
+        };
+        (graph, apps)
+    }
+}
 
-        // Persons: principals, partitions.
-        let mut person_groups: Vec<Vec<u32>> = vec![Vec::new(); c.persons.len()];
-        for (gi, g) in c.groups.values().enumerate() {
-            for m in &g.members {
-                if let Some(&pi) = person_ix.get(m.as_str()) {
-                    person_groups[pi as usize].push(gi as u32);
-                }
-            }
-        }
-        let mut person_parts: Vec<Vec<u32>> = vec![Vec::new(); c.persons.len()];
-        for (pi, p) in c.partitions.values().enumerate() {
-            for m in &p.members {
-                if let Some(&x) = person_ix.get(m.as_str()) {
-                    person_parts[x as usize].push(pi as u32);
-                }
-            }
-        }
-        let mut person_roles: Vec<Vec<u32>> = vec![Vec::new(); c.persons.len()];
-        for (ri, r) in c.roles.values().enumerate() {
-            let via_groups = r.members.groups.iter().filter_map(|g| c.groups.get(g)).flat_map(|g| g.members.iter());
-            for p in r.members.persons.iter().chain(via_groups) {
-                if let Some(&pi) = person_ix.get(p.as_str()) {
-                    person_roles[pi as usize].push(ri as u32);
-                }
-            }
-        }
-        let persons: Vec<PersonC> = c
-            .persons
-            .values()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut principals: Vec<u32> = Vec::with_capacity(person_groups[i].len() + 2);
-                principals.push(EVERYONE);
-                principals.extend(person_groups[i].iter().map(|g| g + 1));
-                principals.push(1 + g_count + i as u32);
-                let mut parts = std::mem::take(&mut person_parts[i]);
-                parts.sort_unstable();
-                parts.dedup();
-                let mut roles = std::mem::take(&mut person_roles[i]);
-                roles.sort_unstable();
-                roles.dedup();
-                PersonC {
-                    id: p.id.0.clone(),
-                    enabled: p.enabled,
-                    principals: principals.into_boxed_slice(),
-                    partitions: parts.into_boxed_slice(),
-                    roles: roles.into_boxed_slice(),
-                }
-            })
-            .collect();
-
-        // Applications.
+impl Apps {
+    fn compile(c: &TenantConfig, b: &mut GraphBuilder) -> Apps {
         let mut apps = Vec::new();
         let mut app_ix = FxHashMap::default();
         let mut offset = 0usize;
@@ -569,147 +555,468 @@ impl TenantView {
             });
             offset += words;
         }
-        let row_words = offset;
+        Apps { apps, app_ix, row_words: offset, restricted_any }
+    }
+}
 
-        let roles: Vec<RoleC> = c
-            .roles
-            .values()
-            .enumerate()
-            .map(|(ri, r)| {
-                let mut privs = FxHashMap::default();
-                for (app, names) in &r.privileges {
-                    if let Some(&ai) = app_ix.get(app.as_str()) {
-                        let a: &AppC = &apps[ai as usize];
-                        let mut v: Vec<u32> = names.iter().filter_map(|n| a.priv_ix.get(n.as_str()).copied()).collect();
-                        v.sort_unstable();
-                        v.dedup();
-                        if !v.is_empty() {
-                            privs.insert(ai, v);
-                        }
+impl AclTable {
+    /// Every node's effective ACL (SPEC §2 rule 2), interned.
+    fn compile(g: &Graph, c: &TenantConfig) -> AclTable {
+        let mut intern: FxHashMap<Box<[AclEntry]>, u32> = FxHashMap::default();
+        let mut acls: Vec<Box<[AclEntry]>> = Vec::new();
+        let mut add = |acl: Vec<AclEntry>| -> u32 {
+            let acl = acl.into_boxed_slice();
+            if let Some(&i) = intern.get(&acl) {
+                return i;
+            }
+            let i = acls.len() as u32;
+            acls.push(acl.clone());
+            intern.insert(acl, i);
+            i
+        };
+        // Own ACEs per node, sorted by principal.
+        let mut own: FxHashMap<u32, Vec<AclEntry>> = FxHashMap::default();
+        for ace in c.aces.values() {
+            let (Some(node), Some(principal)) = (g.target(&ace.target), g.principal(&ace.subject)) else { continue };
+            own.entry(node).or_default().push(AclEntry {
+                principal,
+                allow: ace.allow.0,
+                deny: ace.deny.0,
+                origin: node,
+                propagate: ace.propagate,
+            });
+        }
+        for v in own.values_mut() {
+            v.sort_unstable_by_key(|e| e.principal);
+        }
+        let mut node_acl = vec![0u32; g.nodes.len()];
+        // Propagated ACL per folder (what its contents inherit), in pre-order.
+        let folder_count = g.folder_end.len();
+        let mut propagated: Vec<Vec<AclEntry>> = Vec::with_capacity(folder_count);
+        for (f, (node, slot)) in g.nodes.iter().zip(node_acl.iter_mut()).take(folder_count).enumerate() {
+            let base: &[AclEntry] = if node.folder == NONE { &[] } else { &propagated[node.folder as usize] };
+            let mine = own.get(&(f as u32)).map(Vec::as_slice).unwrap_or(&[]);
+            let prop: Vec<AclEntry> = mine.iter().filter(|e| e.propagate).copied().collect();
+            *slot = add(overlay(base, mine));
+            propagated.push(overlay(base, &prop));
+        }
+        let inherited: Vec<u32> = propagated.iter().map(|p| add(p.clone())).collect();
+        let empty = add(Vec::new());
+        for (n, (node, slot)) in g.nodes.iter().zip(node_acl.iter_mut()).enumerate().skip(folder_count) {
+            let folder = node.folder;
+            *slot = match own.get(&(n as u32)) {
+                Some(mine) => {
+                    let base: &[AclEntry] = if folder == NONE { &[] } else { &propagated[folder as usize] };
+                    add(overlay(base, mine))
+                }
+                None if folder == NONE => empty,
+                None => inherited[folder as usize],
+            };
+        }
+        AclTable { acls, node_acl }
+    }
+
+    /// The effective ACL of node `n` (empty for an unknown node: fail closed).
+    fn of(&self, n: u32) -> &[AclEntry] {
+        self.node_acl.get(n as usize).and_then(|&a| self.acls.get(a as usize)).map_or(&[], |a| a)
+    }
+}
+
+fn compile_roles(g: &Graph, apps: &Apps, c: &TenantConfig) -> Arc<[RoleC]> {
+    c.roles
+        .values()
+        .map(|r| {
+            let mut privs = FxHashMap::default();
+            for (app, names) in &r.privileges {
+                if let Some(&ai) = apps.app_ix.get(app.as_str()) {
+                    let a: &AppC = &apps.apps[ai as usize];
+                    let mut v: Vec<u32> = names.iter().filter_map(|n| a.priv_ix.get(n.as_str()).copied()).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    if !v.is_empty() {
+                        privs.insert(ai, v);
                     }
                 }
-                RoleC { node: role_node_start + ri as u32, name: r.name.clone(), privs }
+            }
+            RoleC { node: g.node_of(model::types::ROLE, r.id.as_str()).unwrap_or(NONE), name: r.name.clone(), privs }
+        })
+        .collect()
+}
+
+/// A person's memberships, as indexes (each list sorted, no duplicates).
+#[derive(Debug, Default, Clone)]
+struct Membership {
+    groups: Vec<u32>,
+    partitions: Vec<u32>,
+    roles: Vec<u32>,
+}
+
+/// Every person's memberships, in one pass over the memberships.
+fn memberships_all(g: &Graph, c: &TenantConfig) -> Vec<Membership> {
+    let mut out = vec![Membership::default(); c.persons.len()];
+    for (gi, grp) in c.groups.values().enumerate() {
+        for m in &grp.members {
+            if let Some(&pi) = g.person_ix.get(m.as_str()) {
+                out[pi as usize].groups.push(gi as u32);
+            }
+        }
+    }
+    for (xi, p) in c.partitions.values().enumerate() {
+        for m in &p.members {
+            if let Some(&pi) = g.person_ix.get(m.as_str()) {
+                out[pi as usize].partitions.push(xi as u32);
+            }
+        }
+    }
+    for (ri, r) in c.roles.values().enumerate() {
+        for p in holders(c, r) {
+            if let Some(&pi) = g.person_ix.get(p.as_str()) {
+                out[pi as usize].roles.push(ri as u32);
+            }
+        }
+    }
+    for m in &mut out {
+        m.partitions.sort_unstable();
+        m.partitions.dedup();
+        m.roles.sort_unstable();
+        m.roles.dedup();
+    }
+    out
+}
+
+/// One person's memberships, by scanning the groups, partitions and roles.
+fn membership_of(c: &TenantConfig, id: &PersonId) -> Membership {
+    let groups = c.groups.values().enumerate().filter(|(_, x)| x.members.contains(id)).map(|(i, _)| i as u32).collect();
+    let partitions =
+        c.partitions.values().enumerate().filter(|(_, x)| x.members.contains(id)).map(|(i, _)| i as u32).collect();
+    let roles = c
+        .roles
+        .values()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.members.persons.contains(id)
+                || r.members.groups.iter().any(|g| c.groups.get(g).is_some_and(|x| x.members.contains(id)))
+        })
+        .map(|(i, _)| i as u32)
+        .collect();
+    Membership { groups, partitions, roles }
+}
+
+/// The persons a role is assigned to, directly or through a group (may repeat).
+fn holders<'c>(c: &'c TenantConfig, r: &'c model::Role) -> impl Iterator<Item = &'c PersonId> + 'c {
+    let via_groups = r.members.groups.iter().filter_map(|g| c.groups.get(g)).flat_map(|g| g.members.iter());
+    r.members.persons.iter().chain(via_groups)
+}
+
+/// Whether `old` and `new` compile to the same graph and catalogs: the same
+/// folders, objects and catalogs, and the same persons, groups, roles and
+/// partitions by id, name, place and properties (memberships, privileges,
+/// annexes and the enabled flag are not part of the graph).
+fn same_graph(old: &TenantConfig, new: &TenantConfig) -> bool {
+    fn same<K: Eq, V>(
+        a: &Arc<std::collections::BTreeMap<K, V>>,
+        b: &Arc<std::collections::BTreeMap<K, V>>,
+        eq: impl Fn(&V, &V) -> bool,
+    ) -> bool {
+        Arc::ptr_eq(a, b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && eq(va, vb)))
+    }
+    Arc::ptr_eq(&old.catalogs, &new.catalogs)
+        && Arc::ptr_eq(&old.folders, &new.folders)
+        && Arc::ptr_eq(&old.objects, &new.objects)
+        && same(&old.partitions, &new.partitions, |_, _| true)
+        && same(&old.persons, &new.persons, |a, b| {
+            a.username == b.username && a.folder == b.folder && a.properties == b.properties
+        })
+        && same(&old.groups, &new.groups, |a, b| a.name == b.name && a.folder == b.folder)
+        && same(&old.roles, &new.roles, |a, b| a.name == b.name && a.folder == b.folder)
+}
+
+/// The persons (indexes, sorted) whose entries a batch may change, given that
+/// it left the graph as it was: every person whose decisions read something
+/// the batch changed (see the module documentation).
+fn dirty_persons(
+    g: &Graph,
+    old: &TenantConfig,
+    new: &TenantConfig,
+    (old_acl, new_acl): (&AclTable, &AclTable),
+    roles: &[RoleC],
+) -> Vec<u32> {
+    let mut dirty = vec![false; g.person_ix.len()];
+    let mut mark = |id: &PersonId| {
+        if let Some(d) = g.person_ix.get(id.as_str()).and_then(|&i| dirty.get_mut(i as usize)) {
+            *d = true;
+        }
+    };
+    if !Arc::ptr_eq(&old.persons, &new.persons) {
+        for (a, b) in old.persons.values().zip(new.persons.values()) {
+            if a != b {
+                mark(&b.id);
+            }
+        }
+    }
+    if !Arc::ptr_eq(&old.groups, &new.groups) {
+        for (a, b) in old.groups.values().zip(new.groups.values()) {
+            if a.members != b.members {
+                a.members.symmetric_difference(&b.members).for_each(&mut mark);
+            }
+        }
+    }
+    if !Arc::ptr_eq(&old.partitions, &new.partitions) {
+        for (a, b) in old.partitions.values().zip(new.partitions.values()) {
+            if a.members != b.members {
+                a.members.symmetric_difference(&b.members).for_each(&mut mark);
+            }
+        }
+    }
+    let acls_changed = !std::ptr::eq(old_acl, new_acl);
+    for (ri, (a, b)) in old.roles.values().zip(new.roles.values()).enumerate() {
+        // Readability (SPEC §3 rule 3): the entries on the role's node changed.
+        let node = roles.get(ri).map_or(NONE, |r| r.node);
+        let readability = acls_changed && old_acl.of(node) != new_acl.of(node);
+        if !readability && a == b {
+            continue;
+        }
+        let was: BTreeSet<&PersonId> = holders(old, a).collect();
+        let is: BTreeSet<&PersonId> = holders(new, b).collect();
+        if readability || a.privileges != b.privileges || a.name != b.name {
+            was.union(&is).for_each(|p| mark(p));
+        } else {
+            was.symmetric_difference(&is).for_each(|p| mark(p));
+        }
+    }
+    dirty.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i as u32).collect()
+}
+
+/// Everything a person's entry is computed from.
+struct Layers<'a> {
+    graph: &'a Graph,
+    acl: &'a AclTable,
+    apps: &'a Apps,
+    roles: &'a [RoleC],
+}
+
+impl Layers<'_> {
+    /// SPEC §3 for one person in every application.
+    fn person(&self, pi: usize, person: &model::Person, m: Membership) -> PersonC {
+        let g_count = self.graph.groups.len() as u32;
+        let mut principals: Vec<u32> = Vec::with_capacity(m.groups.len() + 2);
+        principals.push(EVERYONE);
+        principals.extend(m.groups.iter().map(|g| g + 1));
+        principals.push(1 + g_count + pi as u32);
+        let row_words = self.apps.row_words;
+        let mut granted = vec![0u64; row_words];
+        let mut effective = vec![0u64; row_words];
+        let readable: Vec<bool> = m
+            .roles
+            .iter()
+            .map(|&ri| {
+                let node = self.roles.get(ri as usize).map_or(NONE, |r| r.node);
+                verdict(&principals, self.acl.of(node), Perm::Read) == AclVerdict::Allow
             })
             .collect();
+        let mut person_apps = Vec::with_capacity(self.apps.apps.len());
+        for (ai, app) in self.apps.apps.iter().enumerate() {
+            let ai = ai as u32;
+            let row = &mut granted[app.offset..app.offset + app.words];
+            let legacy = app.legacy_sections.iter().find_map(|s| {
+                person.annex.get(s).and_then(|opts| opts.get("role")).map(|r| (s.clone(), r.clone()))
+            });
+            let mut applied = Vec::new();
+            let mut unreadable = Vec::new();
+            let source = if let Some((section, role)) = legacy {
+                let template = app.legacy.get(&role).map(|(name, ps)| {
+                    for &p in ps {
+                        set_bit(row, p);
+                    }
+                    name.clone()
+                });
+                Source::Legacy { section, role, template }
+            } else {
+                let mut configured = false;
+                for (k, &ri) in m.roles.iter().enumerate() {
+                    let Some(ps) = self.roles.get(ri as usize).and_then(|r| r.privs.get(&ai)) else { continue };
+                    configured = true;
+                    if readable[k] {
+                        applied.push(ri);
+                        for &p in ps {
+                            set_bit(row, p);
+                        }
+                    } else {
+                        unreadable.push(ri);
+                    }
+                }
+                if app.open && !configured {
+                    for p in 0..app.privs.len() as u32 {
+                        set_bit(row, p);
+                    }
+                    Source::Open
+                } else {
+                    Source::Roles
+                }
+            };
+            // Dependencies: in topological order, a privilege is effective
+            // when granted and all it requires are effective.
+            let eff = &mut effective[app.offset..app.offset + app.words];
+            for &p in &app.topo {
+                if bit(row, p) && app.privs[p as usize].requires.iter().all(|&r| bit(eff, r)) {
+                    set_bit(eff, p);
+                }
+            }
+            let primary = match &source {
+                Source::Legacy { template, .. } => template.clone(),
+                _ => applied
+                    .iter()
+                    .map(|&ri| {
+                        let r = &self.roles[ri as usize];
+                        let rank = app.role_rank.iter().position(|n| *n == r.name).unwrap_or(usize::MAX);
+                        let count = r.privs.get(&ai).map_or(0, Vec::len);
+                        // Most access, ties by rank order, then name (SPEC §3.5).
+                        (Reverse(count), rank, r.name.as_str())
+                    })
+                    .min()
+                    .map(|(_, _, n)| n.to_owned()),
+            };
+            person_apps.push(PersonApp { source, applied, unreadable, primary });
+        }
+        PersonC {
+            id: person.id.0.clone(),
+            enabled: person.enabled,
+            principals: principals.into_boxed_slice(),
+            partitions: m.partitions.into_boxed_slice(),
+            roles: m.roles.into_boxed_slice(),
+            granted: granted.into_boxed_slice(),
+            effective: effective.into_boxed_slice(),
+            apps: person_apps.into_boxed_slice(),
+        }
+    }
+}
 
-        let mut view = TenantView {
+impl TenantView {
+    /// Compiles a validated configuration. An invalid one (which the model
+    /// layer never lets through) still yields a view: dangling references are
+    /// skipped, never followed, so every decision fails closed.
+    pub fn build(c: &TenantConfig, revision: Revision) -> TenantView {
+        let (graph, apps) = Graph::compile(c);
+        let acl = AclTable::compile(&graph, c);
+        let roles = compile_roles(&graph, &apps, c);
+        let layers = Layers { graph: &graph, acl: &acl, apps: &apps, roles: &roles };
+        let persons: Vec<Arc<PersonC>> = c
+            .persons
+            .values()
+            .zip(memberships_all(&graph, c))
+            .enumerate()
+            .map(|(i, (p, m))| Arc::new(layers.person(i, p, m)))
+            .collect();
+        let compiled = Compiled { whole: true, acls: true, persons: persons.len() };
+        TenantView {
             revision,
             tenant: c.id.0.clone(),
             name: c.name.clone(),
             restricted_mode: c.restricted_mode,
-            persons,
-            person_ix,
-            groups,
-            partitions,
-            nodes: b.nodes,
-            folder_end,
-            kinds: b.kinds,
-            kind_ix: b.kind_ix,
-            acls: b.acls,
-            apps,
-            app_ix,
+            graph: Arc::new(graph),
+            acl: Arc::new(acl),
+            catalog: Arc::new(apps),
             roles,
-            row_words,
-            granted: Vec::new(),
-            effective: Vec::new(),
-            person_apps: Vec::new(),
-            restricted_any,
-        };
-        view.compute_privileges(c);
-        view
+            persons,
+            compiled,
+        }
     }
 
-    /// Compiles `next`, reusing what it shares with `prev` (the view compiled
-    /// from the configuration given beside it).
+    /// Compiles `next`, sharing with `prev` (the view compiled from the
+    /// configuration given beside it) every layer and person entry the
+    /// change from that configuration to `next` leaves as it was. The result
+    /// equals `TenantView::build(next, revision)`.
     pub fn build_next(prev: Option<(&TenantView, &TenantConfig)>, next: &TenantConfig, revision: Revision) -> TenantView {
-        let _ = prev;
-        TenantView::build(next, revision)
-    }
-
-    /// SPEC §3 for every (person, application).
-    fn compute_privileges(&mut self, c: &TenantConfig) {
-        let n_persons = self.persons.len();
-        let mut granted = vec![0u64; n_persons * self.row_words];
-        let mut effective = vec![0u64; n_persons * self.row_words];
-        let mut person_apps = Vec::with_capacity(n_persons * self.apps.len());
-        let role_read = Perm::Read;
-        for (pi, person) in c.persons.values().enumerate() {
-            let readable: Vec<bool> = self.persons[pi]
-                .roles
-                .iter()
-                .map(|&ri| {
-                    let node = &self.nodes[self.roles[ri as usize].node as usize];
-                    self.acl_verdict(pi as u32, node.acl, role_read) == AclVerdict::Allow
-                })
-                .collect();
-            for (ai, app) in self.apps.iter().enumerate() {
-                let ai = ai as u32;
-                let base = pi * self.row_words + app.offset;
-                let row = &mut granted[base..base + app.words];
-                let legacy = app.legacy_sections.iter().find_map(|s| {
-                    person.annex.get(s).and_then(|opts| opts.get("role")).map(|r| (s.clone(), r.clone()))
-                });
-                let mut applied = Vec::new();
-                let mut unreadable = Vec::new();
-                let source = if let Some((section, role)) = legacy {
-                    let template = app.legacy.get(&role).map(|(name, ps)| {
-                        for &p in ps {
-                            set_bit(row, p);
-                        }
-                        name.clone()
-                    });
-                    Source::Legacy { section, role, template }
-                } else {
-                    let mut configured = false;
-                    for (k, &ri) in self.persons[pi].roles.iter().enumerate() {
-                        let Some(ps) = self.roles[ri as usize].privs.get(&ai) else { continue };
-                        configured = true;
-                        if readable[k] {
-                            applied.push(ri);
-                            for &p in ps {
-                                set_bit(row, p);
-                            }
-                        } else {
-                            unreadable.push(ri);
-                        }
-                    }
-                    if app.open && !configured {
-                        for p in 0..app.privs.len() as u32 {
-                            set_bit(row, p);
-                        }
-                        Source::Open
-                    } else {
-                        Source::Roles
-                    }
-                };
-                // Dependencies: in topological order, a privilege is effective
-                // when granted and all it requires are effective.
-                let eff = &mut effective[base..base + app.words];
-                for &p in &app.topo {
-                    if bit(row, p) && app.privs[p as usize].requires.iter().all(|&r| bit(eff, r)) {
-                        set_bit(eff, p);
-                    }
+        let Some((pv, pc)) = prev else { return TenantView::build(next, revision) };
+        if pv.tenant != next.id.as_str() || pc.id != next.id || !same_graph(pc, next) {
+            return TenantView::build(next, revision);
+        }
+        let graph = Arc::clone(&pv.graph);
+        let apps = Arc::clone(&pv.catalog);
+        let acl = if Arc::ptr_eq(&pc.aces, &next.aces) {
+            Arc::clone(&pv.acl)
+        } else {
+            Arc::new(AclTable::compile(&graph, next))
+        };
+        let roles =
+            if Arc::ptr_eq(&pc.roles, &next.roles) { Arc::clone(&pv.roles) } else { compile_roles(&graph, &apps, next) };
+        let dirty = dirty_persons(&graph, pc, next, (&pv.acl, &acl), &roles);
+        let mut persons = pv.persons.clone();
+        if !dirty.is_empty() {
+            let layers = Layers { graph: &graph, acl: &acl, apps: &apps, roles: &roles };
+            // Memberships: scan per dirty person, or one pass over all
+            // memberships, whichever reads less.
+            let per_person = (next.groups.len() + next.partitions.len() + next.roles.len()).max(1);
+            let all: usize = next.groups.values().map(|g| g.members.len()).sum::<usize>()
+                + next.partitions.values().map(|p| p.members.len()).sum::<usize>()
+                + next.roles.values().map(|r| r.members.persons.len() + r.members.groups.len()).sum::<usize>();
+            let mut ms = if dirty.len().saturating_mul(per_person) > all { Some(memberships_all(&graph, next)) } else { None };
+            let mut d = dirty.iter().peekable();
+            for (i, p) in next.persons.values().enumerate() {
+                if d.peek().is_none() {
+                    break;
                 }
-                let primary = match &source {
-                    Source::Legacy { template, .. } => template.clone(),
-                    _ => applied
-                        .iter()
-                        .map(|&ri| {
-                            let r = &self.roles[ri as usize];
-                            let rank = app.role_rank.iter().position(|n| *n == r.name).unwrap_or(usize::MAX);
-                            let count = r.privs.get(&ai).map_or(0, Vec::len);
-                            // Most access, ties by rank order, then name (SPEC §3.5).
-                            (Reverse(count), rank, r.name.as_str())
-                        })
-                        .min()
-                        .map(|(_, _, n)| n.to_owned()),
+                if d.next_if(|&&x| x as usize == i).is_none() {
+                    continue;
+                }
+                let m = match ms.as_mut() {
+                    Some(all) => std::mem::take(&mut all[i]),
+                    None => membership_of(next, &p.id),
                 };
-                person_apps.push(PersonApp { source, applied, unreadable, primary });
+                if let Some(slot) = persons.get_mut(i) {
+                    *slot = Arc::new(layers.person(i, p, m));
+                }
             }
         }
-        self.granted = granted;
-        self.effective = effective;
-        self.person_apps = person_apps;
+        let compiled = Compiled { whole: false, acls: !Arc::ptr_eq(&acl, &pv.acl), persons: dirty.len() };
+        TenantView {
+            revision,
+            tenant: next.id.0.clone(),
+            name: next.name.clone(),
+            restricted_mode: next.restricted_mode,
+            graph,
+            acl,
+            catalog: apps,
+            roles,
+            persons,
+            compiled,
+        }
+    }
+
+    /// How this view was compiled: whole, or which parts were recomputed.
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
+    }
+
+    /// Where this view differs from `other` (same revision or not), or `Ok`
+    /// when every compiled part is equal: for tests of incremental compilation.
+    #[doc(hidden)]
+    pub fn compare(&self, other: &TenantView) -> Result<(), String> {
+        let (a, b) = (&*self.graph, &*other.graph);
+        let kinds = |g: &Graph| g.kinds.iter().map(|k| (k.name.clone(), k.sorted.clone())).collect::<Vec<_>>();
+        let checks: [(&str, bool); 12] = [
+            ("tenant", self.tenant == other.tenant && self.name == other.name),
+            ("restricted_mode", self.restricted_mode == other.restricted_mode),
+            ("nodes", a.nodes == b.nodes),
+            ("folders", a.folder_end == b.folder_end),
+            ("kinds", kinds(a) == kinds(b) && a.kind_ix == b.kind_ix),
+            ("person ids", a.person_ix == b.person_ix),
+            ("groups", a.groups == b.groups),
+            ("partitions", a.partitions == b.partitions),
+            ("acls", self.acl == other.acl),
+            ("catalogs", self.catalog == other.catalog),
+            ("roles", self.roles == other.roles),
+            ("persons", self.persons.len() == other.persons.len()),
+        ];
+        if let Some((what, _)) = checks.iter().find(|(_, same)| !same) {
+            return Err(format!("{what} differ"));
+        }
+        for (x, y) in self.persons.iter().zip(&other.persons) {
+            if x != y {
+                return Err(format!("person `{}` differs: {x:?} vs {y:?}", x.id));
+            }
+        }
+        Ok(())
     }
 
     /// The revision this view was built at.
@@ -734,17 +1041,17 @@ impl TenantView {
 
     /// Number of persons, objects (nodes) and distinct ACLs: for logs and metrics.
     pub fn stats(&self) -> (usize, usize, usize) {
-        (self.persons.len(), self.nodes.len(), self.acls.len())
+        (self.persons.len(), self.graph.nodes.len(), self.acl.acls.len())
     }
 
     /// Application names.
     pub fn applications(&self) -> impl Iterator<Item = &str> {
-        self.apps.iter().map(|a| a.name.as_str())
+        self.catalog.apps.iter().map(|a| a.name.as_str())
     }
 
     /// Whether the person exists (enabled or not).
     pub fn has_person(&self, id: &str) -> bool {
-        self.person_ix.contains_key(id)
+        self.graph.person_ix.contains_key(id)
     }
 
     /// Ids of every person.
@@ -753,8 +1060,8 @@ impl TenantView {
     }
 
     fn node(&self, kind: &str, id: &str) -> Option<u32> {
-        let k = self.kind_ix.get(kind)?;
-        find_node(&self.kinds, &self.nodes, *k, id)
+        let k = self.graph.kind_ix.get(kind)?;
+        find_node(&self.graph.kinds, &self.graph.nodes, *k, id)
     }
 
     /// Whether an object of `kind` with `id` exists.
@@ -762,58 +1069,37 @@ impl TenantView {
         self.node(kind, id).is_some()
     }
 
-    /// The ACL verdict for person `pi` on ACL `acl` for permission `b`.
+    /// The ACL verdict for person `pi` on node `n` for permission `b`.
     #[inline]
-    fn acl_verdict(&self, pi: u32, acl: u32, b: Perm) -> AclVerdict {
-        let (Some(person), Some(acl)) = (self.persons.get(pi as usize), self.acls.get(acl as usize)) else {
-            return AclVerdict::Nothing;
-        };
-        let mask = b.bit();
-        let (mut allow, mut deny) = (false, false);
-        let (ps, es) = (&person.principals[..], &acl[..]);
-        let (mut i, mut j) = (0, 0);
-        while i < ps.len() && j < es.len() {
-            let (p, e) = (ps[i], &es[j]);
-            if p < e.principal {
-                i += 1;
-            } else if p > e.principal {
-                j += 1;
-            } else {
-                deny |= e.deny & mask != 0;
-                allow |= e.allow & mask != 0;
-                i += 1;
-                j += 1;
-            }
-        }
-        if deny {
-            AclVerdict::Deny
-        } else if allow {
-            AclVerdict::Allow
-        } else {
-            AclVerdict::Nothing
+    fn acl_verdict(&self, pi: u32, n: u32, b: Perm) -> AclVerdict {
+        match self.persons.get(pi as usize) {
+            Some(person) => verdict(&person.principals, self.acl.of(n), b),
+            None => AclVerdict::Nothing,
         }
     }
 
+    /// A person's privilege row in one application (`effective` or granted).
     #[inline]
-    fn row<'a>(&self, rows: &'a [u64], pi: u32, ai: u32) -> Option<&'a [u64]> {
-        let app = self.apps.get(ai as usize)?;
-        let base = pi as usize * self.row_words + app.offset;
-        rows.get(base..base + app.words)
+    fn row(&self, pi: u32, ai: u32, effective: bool) -> Option<&[u64]> {
+        let app = self.catalog.apps.get(ai as usize)?;
+        let person = self.persons.get(pi as usize)?;
+        let rows = if effective { &person.effective } else { &person.granted };
+        rows.get(app.offset..app.offset + app.words)
     }
 
     #[inline]
     fn has_privilege(&self, pi: u32, ai: u32, p: u32) -> bool {
-        self.row(&self.effective, pi, ai).is_some_and(|r| bit(r, p))
+        self.row(pi, ai, true).is_some_and(|r| bit(r, p))
     }
 
     #[inline]
     fn is_granted(&self, pi: u32, ai: u32, p: u32) -> bool {
-        self.row(&self.granted, pi, ai).is_some_and(|r| bit(r, p))
+        self.row(pi, ai, false).is_some_and(|r| bit(r, p))
     }
 
     #[inline]
     fn person_app(&self, pi: u32, ai: u32) -> Option<&PersonApp> {
-        self.person_apps.get(pi as usize * self.apps.len() + ai as usize)
+        self.persons.get(pi as usize)?.apps.get(ai as usize)
     }
 
     /// Decides one check (SPEC §4). Allocates nothing.
@@ -829,7 +1115,7 @@ impl TenantView {
         {
             return Reason::InvalidRequest;
         }
-        let Some(&pi) = self.person_ix.get(r.subject) else { return Reason::UnknownSubject };
+        let Some(&pi) = self.graph.person_ix.get(r.subject) else { return Reason::UnknownSubject };
         let Some(person) = self.persons.get(pi as usize) else { return Reason::Internal };
         if !person.enabled {
             return Reason::DisabledSubject;
@@ -847,13 +1133,13 @@ impl TenantView {
             None => None,
         };
         let app = match r.application {
-            Some(a) => match self.app_ix.get(a) {
+            Some(a) => match self.catalog.app_ix.get(a) {
                 Some(&ai) => Some(ai),
                 None => return Reason::UnknownApplication,
             },
             None => None,
         };
-        let app_c = app.and_then(|ai| self.apps.get(ai as usize));
+        let app_c = app.and_then(|ai| self.catalog.apps.get(ai as usize));
         let privilege = match (r.privilege, app_c) {
             (Some(name), Some(a)) => match a.priv_ix.get(name) {
                 Some(&p) => Some(p),
@@ -864,11 +1150,11 @@ impl TenantView {
         let b = self.permission_of(r);
         let mut consulted = false;
         if let Some(n) = node {
-            let Some(nc) = self.nodes.get(n as usize) else { return Reason::Internal };
+            let Some(nc) = self.graph.nodes.get(n as usize) else { return Reason::Internal };
             if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
                 return Reason::Partition;
             }
-            match self.acl_verdict(pi, nc.acl, b) {
+            match self.acl_verdict(pi, n, b) {
                 AclVerdict::Deny => return Reason::ExplicitDeny,
                 AclVerdict::Nothing => return Reason::NoGrant,
                 AclVerdict::Allow => {}
@@ -900,10 +1186,10 @@ impl TenantView {
         }
         if let Some(n) = node {
             if self.restricted_mode && matches!(b, Perm::Create | Perm::Change | Perm::Delete) {
-                let kind = self.nodes[n as usize].kind;
+                let kind = self.graph.nodes[n as usize].kind;
                 let locked = match app_c {
                     Some(a) => a.restricted.contains(&kind),
-                    None => self.restricted_any.contains(&kind),
+                    None => self.catalog.restricted_any.contains(&kind),
                 };
                 if locked {
                     return Reason::RestrictedMode;
@@ -920,7 +1206,7 @@ impl TenantView {
     fn permission_of(&self, r: &CheckRequest<'_>) -> Perm {
         r.permission
             .or_else(|| {
-                let a = self.apps.get(*self.app_ix.get(r.application?)? as usize)?;
+                let a = self.catalog.apps.get(*self.catalog.app_ix.get(r.application?)? as usize)?;
                 a.privs.get(*a.priv_ix.get(r.privilege?)? as usize)?.permission
             })
             .unwrap_or(Perm::Read)
@@ -930,10 +1216,10 @@ impl TenantView {
     pub fn effective_privileges(&self, person: &str, app: &str) -> Result<EffectivePrivileges, Reason> {
         let (pi, ai) = self.person_and_app(person, app)?;
         let (Some(a), Some(pa), Some(eff), Some(granted)) = (
-            self.apps.get(ai as usize),
+            self.catalog.apps.get(ai as usize),
             self.person_app(pi, ai),
-            self.row(&self.effective, pi, ai),
-            self.row(&self.granted, pi, ai),
+            self.row(pi, ai, true),
+            self.row(pi, ai, false),
         ) else {
             return Err(Reason::Internal);
         };
@@ -968,7 +1254,7 @@ impl TenantView {
     /// roles and sources: for change streams, which diff names).
     pub fn privilege_names(&self, person: &str, app: &str) -> Result<Vec<&str>, Reason> {
         let (pi, ai) = self.person_and_app(person, app)?;
-        let (Some(a), Some(eff)) = (self.apps.get(ai as usize), self.row(&self.effective, pi, ai)) else {
+        let (Some(a), Some(eff)) = (self.catalog.apps.get(ai as usize), self.row(pi, ai, true)) else {
             return Err(Reason::Internal);
         };
         Ok((0..a.privs.len() as u32).filter(|&p| bit(eff, p)).map(|p| a.privs[p as usize].name.as_str()).collect())
@@ -978,15 +1264,15 @@ impl TenantView {
     /// `i` is the catalog's `i`-th privilege.
     pub fn privilege_row(&self, person: &str, app: &str) -> Result<&[u64], Reason> {
         let (pi, ai) = self.person_and_app(person, app)?;
-        self.row(&self.effective, pi, ai).ok_or(Reason::Internal)
+        self.row(pi, ai, true).ok_or(Reason::Internal)
     }
 
     fn person_and_app(&self, person: &str, app: &str) -> Result<(u32, u32), Reason> {
-        let &pi = self.person_ix.get(person).ok_or(Reason::UnknownSubject)?;
+        let &pi = self.graph.person_ix.get(person).ok_or(Reason::UnknownSubject)?;
         if !self.persons.get(pi as usize).is_some_and(|p| p.enabled) {
             return Err(Reason::DisabledSubject);
         }
-        let &ai = self.app_ix.get(app).ok_or(Reason::UnknownApplication)?;
+        let &ai = self.catalog.app_ix.get(app).ok_or(Reason::UnknownApplication)?;
         Ok((pi, ai))
     }
 
@@ -1013,26 +1299,26 @@ impl TenantView {
     /// [`Self::list_visible`] borrowing from the view: no string is copied,
     /// so a caller that serializes the page copies each string once.
     pub fn list_visible_refs<'v>(&'v self, r: &ListRequest<'_>) -> Result<ListPageRef<'v>, Reason> {
-        let &pi = self.person_ix.get(r.subject).ok_or(Reason::UnknownSubject)?;
+        let &pi = self.graph.person_ix.get(r.subject).ok_or(Reason::UnknownSubject)?;
         let person = self.persons.get(pi as usize).ok_or(Reason::Internal)?;
         if !person.enabled {
             return Err(Reason::DisabledSubject);
         }
         let app = match r.application {
-            Some(a) => Some(*self.app_ix.get(a).ok_or(Reason::UnknownApplication)?),
+            Some(a) => Some(*self.catalog.app_ix.get(a).ok_or(Reason::UnknownApplication)?),
             None => None,
         };
         let scope = match r.folder {
             Some(f) => {
                 let n = self.node(model::types::FOLDER, f).ok_or(Reason::UnknownObject)?;
-                Some((n, self.folder_end.get(n as usize).copied().unwrap_or(n + 1)))
+                Some((n, self.graph.folder_end.get(n as usize).copied().unwrap_or(n + 1)))
             }
             None => None,
         };
         let empty = ListPageRef { items: Vec::new(), next_after: None, revision: self.revision };
-        let Some(&kind) = self.kind_ix.get(r.kind) else { return Ok(empty) };
+        let Some(&kind) = self.graph.kind_ix.get(r.kind) else { return Ok(empty) };
         let b = r.permission;
-        let app_c = app.and_then(|ai| self.apps.get(ai as usize));
+        let app_c = app.and_then(|ai| self.catalog.apps.get(ai as usize));
         // Parts that depend only on (person, kind, permission): decided once.
         if let (Some(ai), Some(a)) = (app, app_c) {
             if let Some(&g) = a.type_guards.get(&(kind, b as u8)) {
@@ -1044,7 +1330,7 @@ impl TenantView {
         if self.restricted_mode && matches!(b, Perm::Create | Perm::Change | Perm::Delete) {
             let locked = match app_c {
                 Some(a) => a.restricted.contains(&kind),
-                None => self.restricted_any.contains(&kind),
+                None => self.catalog.restricted_any.contains(&kind),
             };
             if locked {
                 return Ok(empty);
@@ -1060,18 +1346,18 @@ impl TenantView {
                 .collect(),
             _ => Vec::new(),
         };
-        let Some(kc) = self.kinds.get(kind as usize) else { return Ok(empty) };
+        let Some(kc) = self.graph.kinds.get(kind as usize) else { return Ok(empty) };
         let start = match r.after {
-            Some(after) => kc.sorted.partition_point(|&n| self.nodes[n as usize].id.as_str() <= after),
+            Some(after) => kc.sorted.partition_point(|&n| self.graph.nodes[n as usize].id.as_str() <= after),
             None => 0,
         };
         // Verdict per distinct ACL, computed on first use (0 unknown, 1 allow, 2 not).
-        let mut memo = vec![0u8; self.acls.len()];
+        let mut memo = vec![0u8; self.acl.acls.len()];
         let limit = r.limit.max(1);
         let mut items = Vec::with_capacity(limit.min(kc.sorted.len() - start));
         let mut next_after = None;
         for &n in &kc.sorted[start..] {
-            let nc = &self.nodes[n as usize];
+            let nc = &self.graph.nodes[n as usize];
             if let Some((lo, hi)) = scope {
                 if nc.pre < lo || nc.pre >= hi {
                     continue;
@@ -1080,9 +1366,10 @@ impl TenantView {
             if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
                 continue;
             }
-            let Some(slot) = memo.get_mut(nc.acl as usize) else { continue };
+            let Some(&acl) = self.acl.node_acl.get(n as usize) else { continue };
+            let Some(slot) = memo.get_mut(acl as usize) else { continue };
             if *slot == 0 {
-                *slot = if self.acl_verdict(pi, nc.acl, b) == AclVerdict::Allow { 1 } else { 2 };
+                *slot = if self.acl_verdict(pi, n, b) == AclVerdict::Allow { 1 } else { 2 };
             }
             if *slot != 1 {
                 continue;
@@ -1114,15 +1401,15 @@ impl TenantView {
     }
 
     fn folder_id(&self, n: u32) -> &str {
-        self.nodes.get(n as usize).map_or("", |x| x.id.as_str())
+        self.graph.nodes.get(n as usize).map_or("", |x| x.id.as_str())
     }
 
     fn principal_label(&self, p: u32) -> (String, String) {
-        let g = self.groups.len() as u32;
+        let g = self.graph.groups.len() as u32;
         if p == EVERYONE {
             ("everyone".into(), String::new())
         } else if p <= g {
-            ("group".into(), self.groups[(p - 1) as usize].clone())
+            ("group".into(), self.graph.groups[(p - 1) as usize].clone())
         } else {
             ("person".into(), self.persons.get((p - 1 - g) as usize).map_or(String::new(), |x| x.id.clone()))
         }
@@ -1134,20 +1421,20 @@ impl TenantView {
     pub fn explain(&self, r: &CheckRequest<'_>) -> Explanation {
         let decision = self.check(r);
         let mut ex = Explanation { decision, ..Default::default() };
-        let Some(&pi) = self.person_ix.get(r.subject) else { return ex };
+        let Some(&pi) = self.graph.person_ix.get(r.subject) else { return ex };
         let person = &self.persons[pi as usize];
-        let g = self.groups.len() as u32;
-        ex.groups = person.principals.iter().filter(|&&p| p != EVERYONE && p <= g).map(|&p| self.groups[(p - 1) as usize].clone()).collect();
+        let g = self.graph.groups.len() as u32;
+        ex.groups = person.principals.iter().filter(|&&p| p != EVERYONE && p <= g).map(|&p| self.graph.groups[(p - 1) as usize].clone()).collect();
         if let Some(n) = r.object.and_then(|o| self.node(o.kind, o.id)) {
-            let nc = &self.nodes[n as usize];
-            if let Some(acl) = self.acls.get(nc.acl as usize) {
-                for e in acl.iter().filter(|e| person.principals.binary_search(&e.principal).is_ok()) {
+            let nc = &self.graph.nodes[n as usize];
+            {
+                for e in self.acl.of(n).iter().filter(|e| person.principals.binary_search(&e.principal).is_ok()) {
                     let (pk, pid) = self.principal_label(e.principal);
-                    let origin = &self.nodes[e.origin as usize];
+                    let origin = &self.graph.nodes[e.origin as usize];
                     ex.entries.push(AceEvidence {
                         principal_kind: pk,
                         principal_id: pid,
-                        target_kind: self.kinds[origin.kind as usize].name.clone(),
+                        target_kind: self.graph.kinds[origin.kind as usize].name.clone(),
                         target_id: origin.id.clone(),
                         inherited: e.origin != n,
                         allow: PermSet(e.allow),
@@ -1156,16 +1443,16 @@ impl TenantView {
                     });
                 }
             }
-            ex.partitions = nc.partitions.iter().map(|&p| self.partitions[p as usize].clone()).collect();
+            ex.partitions = nc.partitions.iter().map(|&p| self.graph.partitions[p as usize].clone()).collect();
         }
         if let Some(a) = r.application {
             if let Ok(ep) = self.effective_privileges(r.subject, a) {
                 ex.roles = ep.roles.clone();
-                if let Some(&ai) = self.app_ix.get(a) {
-                    let app = &self.apps[ai as usize];
+                if let Some(&ai) = self.catalog.app_ix.get(a) {
+                    let app = &self.catalog.apps[ai as usize];
                     let mut consulted: Vec<u32> = Vec::new();
                     if let Some(n) = r.object.and_then(|o| self.node(o.kind, o.id)) {
-                        let kind = self.nodes[n as usize].kind;
+                        let kind = self.graph.nodes[n as usize].kind;
                         let b = self.permission_of(r);
                         consulted.extend(app.type_guards.get(&(kind, b as u8)));
                         if let Some(prop) = r.property {
