@@ -6,9 +6,12 @@
 //! connections answers from a loaded snapshot and reports `SERVING` on the
 //! standard health service. [`Server::serve_with_incoming_shutdown`] serves
 //! one listener; `authzd serve` runs a TCP listener and optionally a Unix
-//! socket, both until SIGINT or SIGTERM, then reports `NOT_SERVING`, lets
-//! in-flight calls finish, and closes the store. Tests start a `Server` on
-//! `127.0.0.1:0` the same way.
+//! socket, both until SIGINT or SIGTERM, then reports `NOT_SERVING`, ends
+//! every Watch stream (`UNAVAILABLE`: reconnect), lets in-flight calls finish
+//! for at most the shutdown grace period (`--shutdown-grace-ms`), cuts the
+//! connections still open after it (a client that stopped reading a stream
+//! could otherwise hold the server forever), and closes the store. Tests
+//! start a `Server` on `127.0.0.1:0` the same way.
 
 use crate::cli::{Cli, Command};
 use crate::config::{LogFormat, ServerConfig};
@@ -18,15 +21,20 @@ use crate::model::TenantFile;
 use crate::proto::authzd::v1::admin_service_server::AdminServiceServer;
 use crate::proto::authzd::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::authzd::v1::watch_service_server::WatchServiceServer;
+use crate::service::auth::WatchAuth;
 use crate::service::replica::{Batch, WriteRequest};
 use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Replica, Watcher};
 use crate::store::AnyStore;
 use anyhow::Context as _;
+use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -150,6 +158,8 @@ pub struct Server {
     watch: Arc<Fanout>,
     checkpoints: Option<JoinHandle<()>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Connections cut at the end of a shutdown grace period, every listener.
+    cut: AtomicU64,
 }
 
 impl std::fmt::Debug for Server {
@@ -206,7 +216,7 @@ impl Server {
         }
         let tailer = (!config.tail_interval.is_zero())
             .then(|| tokio::spawn(Arc::clone(&replica).tail(config.tail_interval, stopped)));
-        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints, tls })
+        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints, tls, cut: AtomicU64::new(0) })
     }
 
     /// The replica behind the services.
@@ -224,10 +234,17 @@ impl Server {
         self.metrics.as_ref()
     }
 
+    /// How many connections shutdowns cut so far because they were still
+    /// open at the end of the grace period (every listener).
+    pub fn connections_cut(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
+    }
+
     /// Serves gRPC (and gRPC-Web over HTTP/1.1) on `incoming` — over TLS
     /// when the configuration has a certificate — until `shutdown`
-    /// completes, then ends every change stream (`UNAVAILABLE`: reconnect)
-    /// and lets in-flight calls finish.
+    /// completes, then ends every change stream (`UNAVAILABLE`: reconnect),
+    /// lets in-flight calls finish for at most the shutdown grace period,
+    /// and cuts the connections still open after it.
     pub async fn serve_with_incoming_shutdown<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
     where
         I: Stream<Item = Result<IO, IE>>,
@@ -282,23 +299,31 @@ impl Server {
             .max_decoding_message_size(limit),
             decision_auth.clone(),
         );
+        let admin_auth = AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin());
         let admin = InterceptedService::new(
             AdminServiceServer::new(Admin::new(Arc::clone(&self.replica), self.config.locks))
                 .max_decoding_message_size(limit),
-            AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin()),
+            admin_auth.clone(),
         );
-        let watch = InterceptedService::new(
-            WatchServiceServer::new(Watcher::new(Arc::clone(&self.watch))).max_decoding_message_size(limit),
-            decision_auth,
-        );
+        // One RPC, two kinds of subscription with different credentials: the
+        // service checks each request (an interceptor cannot see which kind).
+        let watch = WatchServiceServer::new(Watcher::with_auth(
+            Arc::clone(&self.watch),
+            WatchAuth::new(decision_auth, admin_auth),
+        ))
+        .max_decoding_message_size(limit);
         let health = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
         // Streams never end by themselves: end them when shutdown starts, or
         // the server would wait for them forever.
         let streams = Arc::clone(&self.watch);
+        let (began, shutdown_began) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
             streams.shutdown();
+            let _ = began.send(());
         };
+        let connections = Connections::default();
+        let incoming = connections.track(incoming);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).context("cannot configure TLS")?;
@@ -307,7 +332,7 @@ impl Server {
         if self.config.otlp_endpoint.is_some() {
             builder = builder.trace_fn(crate::metrics::otel::request_span);
         }
-        builder
+        let serving = builder
             .accept_http1(true)
             .layer(self.metrics.as_ref().map_or_else(RpcMetricsLayer::off, Metrics::layer))
             .layer(tonic_web::GrpcWebLayer::new())
@@ -317,9 +342,56 @@ impl Server {
             .add_service(decisions)
             .add_service(admin)
             .add_service(watch)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("the gRPC server failed")
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        self.drain(serving, shutdown_began, &connections).await
+    }
+
+    /// Runs `serving` until it ends by itself, or — once shutdown began —
+    /// for at most the grace period; then cuts the connections still open
+    /// and gives them [`CUT_WAIT`] to close.
+    async fn drain<S>(
+        &self,
+        serving: S,
+        began: tokio::sync::oneshot::Receiver<()>,
+        connections: &Connections,
+    ) -> anyhow::Result<()>
+    where
+        S: Future<Output = Result<(), tonic::transport::Error>>,
+    {
+        tokio::pin!(serving);
+        tokio::select! {
+            r = &mut serving => return r.context("the gRPC server failed"),
+            b = began => if b.is_err() {
+                // The signal was dropped unfired: no graceful shutdown to bound.
+                return serving.await.context("the gRPC server failed");
+            },
+        }
+        let grace = self.config.shutdown_grace;
+        tracing::info!(
+            connections = connections.open(),
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "shutting down: watch streams ended; waiting for in-flight calls"
+        );
+        if let Ok(r) = tokio::time::timeout(grace, &mut serving).await {
+            return r.context("the gRPC server failed");
+        }
+        let cut = connections.cut();
+        self.cut.fetch_add(cut, Ordering::Relaxed);
+        tracing::warn!(
+            connections = cut,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "shutdown grace period over: cut the connections still open"
+        );
+        match tokio::time::timeout(CUT_WAIT, &mut serving).await {
+            Ok(r) => r.context("the gRPC server failed"),
+            Err(_) => {
+                tracing::warn!(
+                    connections = connections.open(),
+                    "connections still open after being cut; stopping without them"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Reports `NOT_SERVING` (load balancers stop sending new calls).
@@ -383,6 +455,195 @@ fn log_open_applications(replica: &Replica) {
                 );
             }
         }
+    }
+}
+
+/// How long cut connections get to close before a listener stops without them.
+const CUT_WAIT: Duration = Duration::from_secs(2);
+
+/// The connections one listener accepted and has not closed, so that a
+/// shutdown can cut those still open when its grace period ends.
+///
+/// tonic serves each connection on a task of its own and waits for all of
+/// them at shutdown, with no time limit; dropping its future leaves them
+/// running. So every accepted connection is wrapped ([`Tracked`]): once cut,
+/// its reads and writes fail, which ends the connection's task (and closes
+/// its socket) whatever its streams were waiting for.
+#[derive(Debug, Default)]
+struct Connections {
+    inner: Arc<ConnectionSet>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectionSet {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<CutSwitch>>>,
+    /// Set by [`Connections::cut`]: connections accepted later start cut.
+    cut: AtomicBool,
+}
+
+impl ConnectionSet {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<CutSwitch>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Connections {
+    /// `incoming`, each connection wrapped and registered.
+    fn track<I, IO, IE>(&self, incoming: I) -> impl Stream<Item = Result<Tracked<IO>, IE>> + use<I, IO, IE>
+    where
+        I: Stream<Item = Result<IO, IE>>,
+    {
+        use tokio_stream::StreamExt as _;
+        let set = Arc::clone(&self.inner);
+        incoming.map(move |conn| conn.map(|io| Tracked::new(io, &set)))
+    }
+
+    /// Connections open now.
+    fn open(&self) -> usize {
+        self.inner.open().len()
+    }
+
+    /// Cuts every open connection (and any accepted later); how many were open.
+    fn cut(&self) -> u64 {
+        self.inner.cut.store(true, Ordering::SeqCst);
+        let switches: Vec<Arc<CutSwitch>> = self.inner.open().values().cloned().collect();
+        for s in &switches {
+            s.cut();
+        }
+        switches.len() as u64
+    }
+}
+
+/// One connection's switch: once cut, its reads and writes fail. The tasks
+/// parked on its reads or writes are woken so that they see it.
+#[derive(Debug, Default)]
+struct CutSwitch {
+    cut: AtomicBool,
+    /// The wakers of the last pending read and the last pending write.
+    parked: Mutex<[Option<Waker>; 2]>,
+}
+
+const READ: usize = 0;
+const WRITE: usize = 1;
+
+impl CutSwitch {
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in parked.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// Remembers who waits on `direction`; whether the connection was cut
+    /// meanwhile (then nobody would wake it: fail now).
+    fn park(&self, direction: usize, cx: &Context<'_>) -> bool {
+        {
+            let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = parked.get_mut(direction) {
+                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
+            }
+        }
+        self.is_cut()
+    }
+}
+
+/// An accepted connection that a shutdown can cut (see [`Connections`]).
+#[derive(Debug)]
+struct Tracked<IO> {
+    io: IO,
+    id: u64,
+    switch: Arc<CutSwitch>,
+    set: Arc<ConnectionSet>,
+}
+
+impl<IO> Tracked<IO> {
+    fn new(io: IO, set: &Arc<ConnectionSet>) -> Self {
+        let id = set.next.fetch_add(1, Ordering::Relaxed);
+        let switch = Arc::new(CutSwitch::default());
+        set.open().insert(id, Arc::clone(&switch));
+        if set.cut.load(Ordering::SeqCst) {
+            switch.cut();
+        }
+        Tracked { io, id, switch, set: Arc::clone(set) }
+    }
+
+    fn cut_error() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the shutdown grace period is over: connection cut")
+    }
+
+    /// `poll` on the connection, failing once it is cut.
+    fn gate<T>(
+        &mut self,
+        direction: usize,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>>
+    where
+        IO: Unpin,
+    {
+        if self.switch.is_cut() {
+            return Poll::Ready(Err(Self::cut_error()));
+        }
+        match poll(Pin::new(&mut self.io), cx) {
+            Poll::Pending if self.switch.park(direction, cx) => Poll::Ready(Err(Self::cut_error())),
+            other => other,
+        }
+    }
+}
+
+impl<IO> Drop for Tracked<IO> {
+    fn drop(&mut self) {
+        self.set.open().remove(&self.id);
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().gate(READ, cx, |io, cx| io.poll_read(cx, buf))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().gate(WRITE, cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().gate(WRITE, cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().gate(WRITE, cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: Connected> Connected for Tracked<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        // The inner connection's own: `Request::peer_certs` and
+        // `remote_addr` look for exactly those types.
+        self.io.connect_info()
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Client commands talk to a running server (`--server`, default
 //! `http://127.0.0.1:50051`; `https://` with `--ca`, and `--cert`/`--key` for
-//! mTLS; admin commands send `--token` as `authorization: Bearer <token>`,
-//! decision and watch commands `--decision-token`, else `--token`), print
+//! mTLS; admin commands and `watch raw` send `--token` as `authorization:
+//! Bearer <token>`, decision commands and the other watches
+//! `--decision-token`, else `--token`; `watch raw` without `--token` sends
+//! `--decision-token`), print
 //! human-readable answers, or JSON with `--json`. `validate` works offline.
 //! Exit codes: 0 success (for `check`: allowed), 3 `check` denied or `lock
 //! acquire` refused, 1 any error, 2 usage.
@@ -86,8 +88,10 @@ pub struct ServeFlags {
     /// Bearer token admin calls must present.
     #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Bearer token decision and watch calls must present (default: open; the
-    /// admin token and, with mTLS, a client certificate are accepted too).
+    /// Bearer token decision calls and privileges / visible-objects Watch
+    /// subscriptions must present (default: open; the admin token and, with
+    /// mTLS, a client certificate are accepted too). Raw Watch subscriptions
+    /// need the admin credential.
     #[arg(long, env = "AUTHZD_DECISION_TOKEN", hide_env_values = true)]
     pub decision_token: Option<String>,
     /// Serve TLS on the TCP listener with this certificate chain (PEM); needs `--tls-key`.
@@ -135,6 +139,11 @@ pub struct ServeFlags {
     /// revision, in milliseconds (0: never).
     #[arg(long, env = "AUTHZD_CHECKPOINT_INTERVAL_MS", default_value_t = 10_000)]
     pub checkpoint_interval_ms: u64,
+    /// At shutdown, after every Watch stream has ended, how long in-flight
+    /// calls may take to finish, in milliseconds; connections still open then
+    /// are cut (a client that stopped reading cannot hold the server).
+    #[arg(long, env = "AUTHZD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
     /// Serve Prometheus metrics (`/metrics`) and the probes `/healthz` and
     /// `/readyz` over HTTP on this address (off when absent).
     #[arg(long, env = "AUTHZD_METRICS_LISTEN")]
@@ -231,7 +240,8 @@ pub struct ClientArgs {
     /// Admin bearer token.
     #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Bearer token of decision and watch calls (default: `--token`).
+    /// Bearer token of decision calls and privileges / visible-objects
+    /// watches (default: `--token`; raw watches send `--token` when given).
     #[arg(long, env = "AUTHZD_DECISION_TOKEN", hide_env_values = true)]
     pub decision_token: Option<String>,
     /// CA certificate (PEM) the server's certificate must be signed by; needs an `https://` server URL.
@@ -600,7 +610,9 @@ const CLIENT_MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// A connection to a server.
 struct Conn {
     channel: Channel,
+    /// `--token`, when given.
     token: BearerToken,
+    /// `--decision-token`, else `--token`.
     decision_token: BearerToken,
 }
 
@@ -683,8 +695,12 @@ impl Conn {
             .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
     }
 
-    fn watch(&self) -> WatchServiceClient<Intercepted> {
-        WatchServiceClient::with_interceptor(self.channel.clone(), self.decision_token.clone())
+    /// The watch client: raw subscriptions (the whole configuration) need the
+    /// admin credential, so they send `--token` when given; computed ones
+    /// (decision-grade data) the decision token.
+    fn watch(&self, raw: bool) -> WatchServiceClient<Intercepted> {
+        let token = if raw && self.token.0.is_some() { &self.token } else { &self.decision_token };
+        WatchServiceClient::with_interceptor(self.channel.clone(), token.clone())
             .max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
     }
 
@@ -1418,7 +1434,8 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
         }),
     };
     let conn = Conn::open(&common.client).await?;
-    let mut client = conn.watch();
+    let raw = matches!(request.subscription, Some(pb::watch_request::Subscription::Raw(_)));
+    let mut client = conn.watch(raw);
     let mut printed = 0u64;
     let run = async {
         loop {

@@ -24,6 +24,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_STORE: &str = "sqlite://authzd.db";
 /// Default largest request the server decodes (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default shutdown grace period (`--shutdown-grace-ms`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -123,7 +125,8 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Bearer token admin calls must present; `None` (and no mTLS): admin calls are open.
     pub admin_token: Option<String>,
-    /// Bearer token decision and watch calls must present; `None`: open.
+    /// Bearer token decision calls and computed Watch subscriptions must
+    /// present; `None`: open. Raw Watch subscriptions need the admin credential.
     pub decision_token: Option<String>,
     /// TLS (and mTLS) on the TCP listener; `None`: plaintext. The Unix
     /// socket is never TLS (its file permissions guard it).
@@ -148,6 +151,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// OTLP/gRPC collector traces are exported to; `None`: no traces.
     pub otlp_endpoint: Option<String>,
+    /// At shutdown, once the Watch streams have ended, how long in-flight
+    /// calls may take to finish before the connections still open are cut.
+    pub shutdown_grace: Duration,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -169,6 +175,7 @@ impl fmt::Debug for ServerConfig {
             .field("watch", &self.watch)
             .field("metrics_listen", &self.metrics_listen)
             .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -194,6 +201,7 @@ impl ServerConfig {
             watch: WatchSettings::default(),
             metrics_listen: None,
             otlp_endpoint: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -282,6 +290,7 @@ impl ServerConfig {
             },
             metrics_listen: a.metrics_listen,
             otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+            shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
         })
     }
 

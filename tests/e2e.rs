@@ -14,10 +14,11 @@ use authzd::model::{Mutation, TenantFile};
 use authzd::proto::authzd::v1 as pb;
 use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use authzd::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use authzd::service::convert;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -1136,4 +1137,130 @@ async fn list_views_carry_less_but_list_the_same_objects() {
     assert!(ids.iter().all(|o| o.name.is_empty() && o.folder.is_empty() && o.properties.is_empty()));
     still_serving(&mut c).await;
     r.stop().await;
+}
+
+// -------------------------------------------------------------------- shutdown
+
+fn privileges_watch(person: &str, app: &str) -> pb::WatchRequest {
+    pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+            tenant: TENANT.into(),
+            person: person.into(),
+            application: app.into(),
+        })),
+        at_least_revision: 0,
+    }
+}
+
+fn raw_watch(from_revision: u64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
+            tenant: Some(TENANT.into()),
+            types: Vec::new(),
+            from_revision,
+        })),
+        at_least_revision: 0,
+    }
+}
+
+/// Reads a stream to its end: how it ended (`None`: cleanly, without a status).
+async fn read_to_end(mut s: tonic::Streaming<pb::WatchEvent>) -> Option<tonic::Status> {
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
+    }
+}
+
+/// At shutdown a watch client that reads sees its stream end at once with
+/// `UNAVAILABLE` (reconnect), and the server stops without waiting for the
+/// grace period: nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_watch_streams_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("a.db"));
+    c.shutdown_grace = Duration::from_secs(30);
+    let r = start(c).await;
+    let mut w = WatchServiceClient::new(r.channel().await);
+    let mut computed = w.watch(privileges_watch("cb-supervisor", "Callback")).await.unwrap().into_inner();
+    let first = computed.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(pb::watch_event::Event::Snapshot(_))), "{first:?}");
+    let raw = w.watch(raw_watch(0)).await.unwrap().into_inner();
+    let computed = tokio::spawn(read_to_end(computed));
+    let raw = tokio::spawn(read_to_end(raw));
+
+    let started = Instant::now();
+    let _ = r.stop.send(());
+    let server = tokio::time::timeout(Duration::from_secs(10), r.handle).await.expect("the server stops").unwrap();
+    let stopped = started.elapsed();
+    assert!(stopped < Duration::from_secs(5), "well under the 30 s grace period: {stopped:?}");
+    assert_eq!(server.connections_cut(), 0);
+    for (name, ended) in [("privileges", computed), ("raw", raw)] {
+        let status = tokio::time::timeout(Duration::from_secs(5), ended).await.expect("the stream ends").unwrap();
+        let status = status.unwrap_or_else(|| panic!("{name}: ended without a status"));
+        assert_eq!(status.code(), Code::Unavailable, "{name}: {status:?}");
+        assert!(status.message().contains("shutting down"), "{name}: {}", status.message());
+    }
+    server.close().await;
+}
+
+/// A watch client that stops reading cannot hold the server: once its
+/// flow-control window is full the server cannot even send it the final
+/// status, so it is cut when the grace period ends. A well-behaved client on
+/// the same server still sees its stream end with `UNAVAILABLE` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_stalled_watch_client_after_the_grace_period() {
+    let grace = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("a.db"));
+    c.shutdown_grace = grace;
+    let r = start(c).await;
+    let mut a = r.admin().await;
+    let before = a.list_tenants(pb::ListTenantsRequest::default()).await.unwrap().into_inner().revision;
+    // One batch far larger than the client's window (64 KiB).
+    let mut yaml = String::new();
+    for i in 0..2_000 {
+        yaml.push_str(&format!("- put_person: {{id: stalled-reader-{i:05}, username: a.person.with.a.rather.long.username.{i:05}}}\n"));
+    }
+    a.write(write(mutations(&yaml))).await.unwrap();
+
+    // The stalled client: the smallest windows HTTP/2 allows, and it never reads.
+    let stalled_channel = Channel::from_shared(format!("http://{}", r.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let stalled = WatchServiceClient::new(stalled_channel.clone()).watch(raw_watch(before)).await.unwrap().into_inner();
+    // The well-behaved client, on a connection of its own.
+    let mut w = WatchServiceClient::new(r.channel().await);
+    let mut computed = w.watch(privileges_watch("cb-supervisor", "Callback")).await.unwrap().into_inner();
+    computed.message().await.unwrap().unwrap();
+    let computed = tokio::spawn(async move {
+        let status = read_to_end(computed).await;
+        (status, Instant::now())
+    });
+    // Let the server fill the stalled client's window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let _ = r.stop.send(());
+    let server = tokio::time::timeout(grace + Duration::from_secs(10), r.handle)
+        .await
+        .expect("the stalled client does not hold the server")
+        .unwrap();
+    let stopped = started.elapsed();
+    assert!(stopped < grace + Duration::from_secs(3), "stopped {stopped:?} after the signal (grace {grace:?})");
+    assert!(stopped >= grace - Duration::from_millis(100), "it waited for the grace period: {stopped:?}");
+    assert_eq!(server.connections_cut(), 1, "the stalled client's connection was cut, only it");
+
+    let (status, ended_at) = tokio::time::timeout(Duration::from_secs(5), computed).await.expect("the stream ends").unwrap();
+    let status = status.expect("ended with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(ended_at.duration_since(started) < grace, "the reading client is not kept until the cut");
+    drop((stalled, stalled_channel));
+    server.close().await;
 }

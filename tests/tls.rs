@@ -226,7 +226,7 @@ async fn mtls_client_certificates_authorize_admin_by_common_name() {
     let ops = r.tls(&ca, Some(&ca.client("ops-console"))).await.expect("mTLS connects");
     let tenants = AdminServiceClient::new(ops.clone()).list_tenants(pb::ListTenantsRequest::default()).await.unwrap();
     assert!(tenants.into_inner().tenants.iter().any(|t| t.id == TENANT));
-    check_allowed(ops).await;
+    check_allowed(ops.clone()).await;
 
     // Another common name may decide, not administer.
     let desk = r.tls(&ca, Some(&ca.client("agent-desktop"))).await.expect("mTLS connects");
@@ -234,14 +234,76 @@ async fn mtls_client_certificates_authorize_admin_by_common_name() {
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
     assert!(s.message().contains("`agent-desktop`") && s.message().contains("--admin-client-cn"), "{}", s.message());
     check_allowed(desk.clone()).await;
+    // It may follow a person's privileges, not the raw configuration changes.
+    let mut w = WatchServiceClient::new(desk.clone());
+    first_event_is_a_snapshot(&mut w, tonic::Request::new(privileges_watch())).await;
+    let s = w.watch(raw_watch()).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("raw change subscriptions") && s.message().contains("`agent-desktop`"), "{}", s.message());
     // ... unless it brings the admin token.
     let req = with_token(tonic::Request::new(pb::ListTenantsRequest::default()), "adm1n-token");
     AdminServiceClient::new(desk).list_tenants(req).await.expect("the admin token still works");
+    w.watch(with_token(tonic::Request::new(raw_watch()), "adm1n-token")).await.expect("the admin token may watch raw changes");
+    // The allowed name may watch raw changes without a token.
+    let written = write_person(AdminServiceClient::new(ops.clone()), None, "raw-watched").await;
+    let mut raw = WatchServiceClient::new(ops).watch(raw_watch()).await.expect("an admin certificate").into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), raw.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(&first.event, Some(pb::watch_event::Event::RawChange(c)) if c.revision == written), "{first:?}");
 
     r.stop().await;
 }
 
-#[tokio::test]
+fn privileges_watch() -> pb::WatchRequest {
+    pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+            tenant: TENANT.into(),
+            person: "cb-supervisor".into(),
+            application: "Callback".into(),
+        })),
+        at_least_revision: 0,
+    }
+}
+
+/// Adds a person (with `token` as the admin bearer token); the revision written.
+async fn write_person(mut a: AdminServiceClient<Channel>, token: Option<&str>, id: &str) -> u64 {
+    let mutations: Vec<authzd::model::Mutation> =
+        authzd::model::yaml::from_str(&format!("- put_person: {{id: {id}, username: {id}}}"), "test").unwrap();
+    let mut req = tonic::Request::new(pb::WriteRequest {
+        tenant: TENANT.into(),
+        mutations: mutations.into_iter().map(authzd::service::convert::mutation_pb).collect(),
+        ..Default::default()
+    });
+    if let Some(t) = token {
+        req = with_token(req, t);
+    }
+    a.write(req).await.expect("the write is accepted").into_inner().revision
+}
+
+/// Every change of the demo tenant since its import (revision 1).
+fn raw_watch() -> pb::WatchRequest {
+    pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
+            tenant: Some(TENANT.into()),
+            types: Vec::new(),
+            from_revision: 1,
+        })),
+        at_least_revision: 0,
+    }
+}
+
+async fn first_event_is_a_snapshot<S>(w: &mut WatchServiceClient<S>, req: tonic::Request<pb::WatchRequest>)
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut stream = w.watch(req).await.expect("the subscription is accepted").into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(first.event, Some(pb::watch_event::Event::Snapshot(_))), "{first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_token_is_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir.path().join("authzd.db"));
@@ -266,26 +328,80 @@ async fn decision_token_is_required_when_configured() {
     let s = AdminServiceClient::new(r.plain().await).list_tenants(req).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
 
-    // Watch streams need it as well.
+    // A person's privileges followed live are decision-grade: the decision
+    // token (or the admin token) is needed.
     let mut w = WatchServiceClient::new(r.plain().await);
-    let sub = pb::WatchRequest {
-        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
-            tenant: TENANT.into(),
-            person: "cb-supervisor".into(),
-            application: "Callback".into(),
-        })),
-        at_least_revision: 0,
-    };
-    let s = w.watch(sub.clone()).await.unwrap_err();
+    let s = w.watch(privileges_watch()).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
-    let mut stream = w.watch(with_token(tonic::Request::new(sub), "d3cide")).await.unwrap().into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(first.event, Some(pb::watch_event::Event::Snapshot(_))), "{first:?}");
+    assert!(s.message().contains("Bearer <token>") && s.message().contains("decision"), "{}", s.message());
+    let s = w.watch(with_token(tonic::Request::new(privileges_watch()), "guess")).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    for token in ["d3cide", "adm1n-token"] {
+        first_event_is_a_snapshot(&mut w, with_token(tonic::Request::new(privileges_watch()), token)).await;
+    }
+    // Raw changes carry the whole configuration: the admin credential, as Export.
+    let written = write_person(AdminServiceClient::new(r.plain().await), Some("adm1n-token"), "raw-watched").await;
+    let s = w.watch(raw_watch()).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    assert!(s.message().contains("admin"), "{}", s.message());
+    let s = w.watch(with_token(tonic::Request::new(raw_watch()), "guess")).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    let s = w.watch(with_token(tonic::Request::new(raw_watch()), "d3cide")).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "a valid credential, not enough: {s:?}");
+    assert!(s.message().contains("admin token") && !s.message().contains("d3cide"), "{}", s.message());
+    let mut raw = w.watch(with_token(tonic::Request::new(raw_watch()), "adm1n-token")).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), raw.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(&first.event, Some(pb::watch_event::Event::RawChange(c)) if c.revision == written), "{first:?}");
+
+    // The CLI sends the admin token to `watch raw`, the decision token to the other watches.
+    let server = ["--server".to_owned(), format!("http://{}", r.addr)];
+    let (code, out, err) = run_async(args(
+        &["watch", "raw", "--tenant", TENANT, "--from-revision", "1", "--max-events", "1", "--token", "adm1n-token", "--decision-token", "d3cide"],
+        &server,
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&format!("revision {written} ")), "{out}");
+    let (code, out, err) = run_async(args(
+        &["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback", "--max-events", "1", "--token", "adm1n-token", "--decision-token", "d3cide"],
+        &server,
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("snapshot (initial)"), "{out}");
+    let (code, _, err) = run_async(args(
+        &["watch", "raw", "--tenant", TENANT, "--max-events", "1", "--decision-token", "d3cide"],
+        &server,
+    ))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PermissionDenied") && err.contains("admin"), "{err}");
 
     // Health checks stay open (probes carry no token).
     let mut h = tonic_health::pb::health_client::HealthClient::new(r.plain().await);
     let health = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    r.stop().await;
+}
+
+/// Without tokens or mTLS, decisions, watch streams of both kinds and admin
+/// calls are open, as before.
+#[tokio::test]
+async fn without_credentials_configured_everything_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("authzd.db"))).await;
+    check_allowed(r.plain().await).await;
+    let mut w = WatchServiceClient::new(r.plain().await);
+    first_event_is_a_snapshot(&mut w, tonic::Request::new(privileges_watch())).await;
+    let mut raw = w.watch(raw_watch()).await.expect("raw changes are open too").into_inner();
+    let mut a = AdminServiceClient::new(r.plain().await);
+    a.list_tenants(pb::ListTenantsRequest::default()).await.expect("admin calls are open");
+    let written = write_person(a, None, "open-watch").await;
+    let first = tokio::time::timeout(Duration::from_secs(10), raw.message()).await.unwrap().unwrap().unwrap();
+    match first.event {
+        Some(pb::watch_event::Event::RawChange(c)) => assert_eq!(c.revision, written),
+        other => panic!("expected the raw change, got {other:?}"),
+    }
     r.stop().await;
 }
 
@@ -392,6 +508,10 @@ fn config_file_sets_values_that_flags_override() {
     assert_eq!(c.listen, authzd::config::DEFAULT_LISTEN.parse().unwrap());
     assert_eq!(c.store_url, authzd::config::DEFAULT_STORE);
     assert!(!c.demo && c.tls.is_none() && c.admin_token.is_none());
+    assert_eq!(c.shutdown_grace, authzd::config::DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(ServerConfig::new("sqlite://x.db").shutdown_grace, authzd::config::DEFAULT_SHUTDOWN_GRACE);
+    let c = parse(&["--shutdown-grace-ms", "2500"]).unwrap();
+    assert_eq!(c.shutdown_grace, Duration::from_millis(2500));
 }
 
 #[test]

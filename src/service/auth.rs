@@ -1,6 +1,7 @@
 //! Who may call which service: bearer tokens and mTLS client certificates.
 //!
-//! Two interceptors, one per kind of API:
+//! Two interceptors, one per kind of API, and one per-call check inside the
+//! watch service:
 //!
 //! - [`AdminAuth`] guards `AdminService`. A call passes with the admin token
 //!   (`authorization: Bearer <token>`), or, when the server verifies client
@@ -10,10 +11,19 @@
 //!   `PERMISSION_DENIED` (the client is known, it may not administer); no
 //!   credential at all is `UNAUTHENTICATED`. With neither a token nor mTLS
 //!   configured, admin calls are open.
-//! - [`DecisionAuth`] guards `DecisionService` and `WatchService` when a
-//!   decision token is configured: the decision token, the admin token, or a
-//!   verified client certificate (any name) passes; anything else is
-//!   `UNAUTHENTICATED`. Without a decision token, decisions are open.
+//! - [`DecisionAuth`] guards `DecisionService` when a decision token is
+//!   configured: the decision token, the admin token, or a verified client
+//!   certificate (any name) passes; anything else is `UNAUTHENTICATED`.
+//!   Without a decision token, decisions are open.
+//! - [`WatchAuth`] is checked by `WatchService` per subscription, as one RPC
+//!   carries both kinds (an interceptor runs before the request is decoded):
+//!   computed subscriptions (a person's privileges, visible objects) are
+//!   decision-grade data and need what [`DecisionAuth`] accepts; raw
+//!   subscriptions carry every committed batch — the whole configuration, like
+//!   `Export` — and need what [`AdminAuth`] accepts (and, when nothing guards
+//!   the administration API, what [`DecisionAuth`] accepts). A valid but lesser
+//!   credential on a raw subscription (the decision token, a certificate whose
+//!   name may not administer) is `PERMISSION_DENIED`.
 //!
 //! Tokens are compared in constant time and never echoed. Client
 //! certificates reach the interceptors through the request extensions
@@ -67,8 +77,18 @@ impl AdminAuth {
         AdminAuth { token: token.map(Arc::from), certs: Arc::new(certs) }
     }
 
-    fn check(&self, request: &Request<()>) -> Result<(), ServiceError> {
-        if self.token.is_none() && *self.certs == ClientCertAdmin::Off {
+    /// Whether nothing guards admin calls (no admin token, no mTLS).
+    pub fn is_open(&self) -> bool {
+        self.token.is_none() && *self.certs == ClientCertAdmin::Off
+    }
+
+    /// Checks an admin call (see the module documentation).
+    pub fn check<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
+        self.check_for(request, AdminScope::AdminCalls)
+    }
+
+    fn check_for<T>(&self, request: &Request<T>, scope: AdminScope) -> Result<(), ServiceError> {
+        if self.is_open() {
             return Ok(());
         }
         if let Some(token) = &self.token {
@@ -77,19 +97,20 @@ impl AdminAuth {
             }
         }
         let Some(leaf) = leaf_certificate(request) else {
-            return Err(ServiceError::Unauthenticated(UNAUTHENTICATED_ADMIN));
+            return Err(ServiceError::Unauthenticated(scope.unauthenticated()));
         };
+        let what = scope.name();
         match &*self.certs {
-            ClientCertAdmin::Off => Err(ServiceError::Unauthenticated(UNAUTHENTICATED_ADMIN)),
+            ClientCertAdmin::Off => Err(ServiceError::Unauthenticated(scope.unauthenticated())),
             ClientCertAdmin::AnyVerified => Ok(()),
             ClientCertAdmin::CommonNames(allowed) => match common_name(&leaf) {
                 Some(cn) if allowed.contains(&cn) => Ok(()),
                 Some(cn) => Err(ServiceError::PermissionDenied(format!(
-                    "admin calls: the client certificate's common name `{cn}` is not one the server allows (--admin-client-cn)"
+                    "{what}: the client certificate's common name `{cn}` is not one the server allows to administer (--admin-client-cn)"
                 ))),
-                None => Err(ServiceError::PermissionDenied(
-                    "admin calls: the client certificate's subject has no single common name (--admin-client-cn)".into(),
-                )),
+                None => Err(ServiceError::PermissionDenied(format!(
+                    "{what}: the client certificate's subject has no single common name (--admin-client-cn)"
+                ))),
             },
         }
     }
@@ -103,7 +124,7 @@ impl tonic::service::Interceptor for AdminAuth {
 }
 
 /// Requires the decision token (or the admin token, or a verified client
-/// certificate) on decision and watch calls when a decision token is configured.
+/// certificate) on decision calls when a decision token is configured.
 #[derive(Clone, Default)]
 pub struct DecisionAuth {
     decision_token: Option<Arc<str>>,
@@ -126,7 +147,8 @@ impl DecisionAuth {
         DecisionAuth { decision_token: decision_token.map(Arc::from), admin_token: admin_token.map(Arc::from) }
     }
 
-    fn check(&self, request: &Request<()>) -> Result<(), ServiceError> {
+    /// Checks a decision call (or a computed watch subscription).
+    pub fn check<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
         let Some(token) = &self.decision_token else { return Ok(()) };
         if let Some(given) = bearer(request) {
             // Both comparisons always run: which token matched is not timed either.
@@ -150,18 +172,92 @@ impl tonic::service::Interceptor for DecisionAuth {
     }
 }
 
+impl DecisionAuth {
+    /// Whether the request carries the decision token itself (not the admin
+    /// token): a valid credential that may decide but not administer.
+    fn is_decision_token<T>(&self, request: &Request<T>) -> bool {
+        match (&self.decision_token, bearer(request)) {
+            (Some(token), Some(given)) => constant_time_eq(given.as_bytes(), token.as_bytes()),
+            _ => false,
+        }
+    }
+}
+
+/// Who may open which change stream: checked by `WatchService` per
+/// subscription (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct WatchAuth {
+    decision: DecisionAuth,
+    admin: AdminAuth,
+}
+
+impl WatchAuth {
+    /// Computed subscriptions need what `decision` accepts; raw subscriptions
+    /// what `admin` accepts. Give both the tokens the server has (the
+    /// decision check accepts the admin token too), as the services get them.
+    pub fn new(decision: DecisionAuth, admin: AdminAuth) -> Self {
+        WatchAuth { decision, admin }
+    }
+
+    /// A computed subscription (privileges, visible objects): decision-grade data.
+    pub fn check_computed<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
+        self.decision.check(request).map_err(|_| ServiceError::Unauthenticated(UNAUTHENTICATED_COMPUTED_WATCH))
+    }
+
+    /// A raw subscription: every committed batch, the whole configuration.
+    pub fn check_raw<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
+        if self.admin.is_open() {
+            // Nothing guards the administration API (Export is open too):
+            // raw streams are as open as the watch service.
+            return self.decision.check(request).map_err(|_| ServiceError::Unauthenticated(UNAUTHENTICATED_RAW_WATCH));
+        }
+        match self.admin.check_for(request, AdminScope::RawWatch) {
+            Err(ServiceError::Unauthenticated(_)) if self.decision.is_decision_token(request) => {
+                Err(ServiceError::PermissionDenied(PERMISSION_DENIED_RAW_WATCH.into()))
+            }
+            r => r,
+        }
+    }
+}
+
+/// What an admin-level check is for, in its messages.
+#[derive(Debug, Clone, Copy)]
+enum AdminScope {
+    AdminCalls,
+    RawWatch,
+}
+
+impl AdminScope {
+    fn name(self) -> &'static str {
+        match self {
+            AdminScope::AdminCalls => "admin calls",
+            AdminScope::RawWatch => "raw change subscriptions",
+        }
+    }
+
+    fn unauthenticated(self) -> &'static str {
+        match self {
+            AdminScope::AdminCalls => UNAUTHENTICATED_ADMIN,
+            AdminScope::RawWatch => UNAUTHENTICATED_RAW_WATCH,
+        }
+    }
+}
+
 const UNAUTHENTICATED_ADMIN: &str = "admin calls need the header `authorization: Bearer <token>` or an allowed client certificate: the token is missing or wrong";
 const UNAUTHENTICATED_DECISIONS: &str =
-    "decision and watch calls need the header `authorization: Bearer <token>`: the token is missing or wrong";
+    "decision calls need the header `authorization: Bearer <token>` (the decision or the admin token): the token is missing or wrong";
+const UNAUTHENTICATED_COMPUTED_WATCH: &str = "privileges and visible-objects subscriptions need the header `authorization: Bearer <token>` (the decision or the admin token): the token is missing or wrong";
+const UNAUTHENTICATED_RAW_WATCH: &str = "raw change subscriptions need the admin credential: the header `authorization: Bearer <admin token>` or a client certificate allowed to administer; the token is missing or wrong";
+const PERMISSION_DENIED_RAW_WATCH: &str = "raw change subscriptions carry the whole configuration and need the admin credential (the admin token or a client certificate allowed to administer), as Export does; the decision token may only follow privileges and visible objects";
 
 /// The bearer token of a request, if it has one.
-fn bearer(request: &Request<()>) -> Option<&str> {
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
     request.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The client's own certificate (the first of the chain it presented), when
 /// the connection is TLS with a verified client certificate.
-fn leaf_certificate(request: &Request<()>) -> Option<CertificateDer<'static>> {
+fn leaf_certificate<T>(request: &Request<T>) -> Option<CertificateDer<'static>> {
     request.peer_certs().and_then(|chain| chain.first().cloned())
 }
 
@@ -288,6 +384,42 @@ mod tests {
         assert!(!err.message().contains("guess") && !err.message().contains("d3cide"));
         assert!(auth.call(with_token("d3cide")).is_ok());
         assert!(auth.call(with_token("admin")).is_ok(), "the admin token may decide too");
+    }
+
+    #[test]
+    fn raw_watch_needs_the_admin_credential_computed_the_decision_one() {
+        let code = |r: Result<(), ServiceError>| r.map_err(|e| Status::from(e).code());
+        // Nothing configured: both open, as decisions and admin calls are.
+        let open = WatchAuth::default();
+        assert!(open.check_computed(&Request::new(())).is_ok());
+        assert!(open.check_raw(&Request::new(())).is_ok());
+
+        let both = WatchAuth::new(DecisionAuth::new(Some("d3cide"), Some("adm1n")), AdminAuth::new(Some("adm1n")));
+        assert_eq!(code(both.check_computed(&Request::new(()))), Err(tonic::Code::Unauthenticated));
+        assert!(both.check_computed(&with_token("d3cide")).is_ok());
+        assert!(both.check_computed(&with_token("adm1n")).is_ok());
+        let err = both.check_raw(&Request::new(())).unwrap_err();
+        assert_eq!(Status::from(err).code(), tonic::Code::Unauthenticated);
+        let err = Status::from(both.check_raw(&with_token("guess")).unwrap_err());
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("admin") && !err.message().contains("guess"), "{}", err.message());
+        // The decision token is valid, but not enough.
+        let err = Status::from(both.check_raw(&with_token("d3cide")).unwrap_err());
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(err.message().contains("admin token") && !err.message().contains("d3cide"), "{}", err.message());
+        assert!(both.check_raw(&with_token("adm1n")).is_ok());
+
+        // Only an admin token: computed streams open, raw ones need it.
+        let admin_only = WatchAuth::new(DecisionAuth::new(None, Some("adm1n")), AdminAuth::new(Some("adm1n")));
+        assert!(admin_only.check_computed(&Request::new(())).is_ok());
+        assert_eq!(code(admin_only.check_raw(&Request::new(()))), Err(tonic::Code::Unauthenticated));
+        assert!(admin_only.check_raw(&with_token("adm1n")).is_ok());
+
+        // Only a decision token: the administration API is open, raw streams
+        // still need what every watch call needs.
+        let decision_only = WatchAuth::new(DecisionAuth::new(Some("d3cide"), None), AdminAuth::new(None));
+        assert_eq!(code(decision_only.check_raw(&Request::new(()))), Err(tonic::Code::Unauthenticated));
+        assert!(decision_only.check_raw(&with_token("d3cide")).is_ok());
     }
 
     #[test]

@@ -36,9 +36,16 @@
 //! bounded channel that the transport drains; when the client stops reading,
 //! HTTP/2 flow control stops the transport, the channel fills, the task waits,
 //! and its hub queue fills until the hub marks it lagged. Memory per stream is
-//! bounded by those queues. At shutdown every stream ends with `UNAVAILABLE`
-//! ("reconnect"), so graceful shutdown does not wait on endless streams.
+//! bounded by those queues. At shutdown ([`Fanout::shutdown`]) every stream's
+//! next item is `UNAVAILABLE` ("reconnect"), ahead of what it still buffers
+//! ([`WatchEvents`]), so graceful shutdown does not wait on endless streams; a
+//! client that stopped reading altogether cannot take even that, and is cut
+//! when the server's shutdown grace period ends (`crate::app`).
+//!
+//! **Credentials** ([`WatchAuth`]) are checked per subscription: computed
+//! subscriptions need the decision credential, raw ones the admin credential.
 
+use super::auth::WatchAuth;
 use super::convert;
 use super::replica::{Applied, LockChange, Replica};
 use super::status::{ServiceError, ServiceResult};
@@ -53,7 +60,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tonic::{Request, Response, Status};
 
 /// Changelog records read per page when a raw stream replays history.
@@ -838,12 +845,20 @@ async fn run_raw(fanout: Arc<Fanout>, filter: RawFilter, from_revision: Revision
 #[derive(Debug, Clone)]
 pub struct Watcher {
     fanout: Arc<Fanout>,
+    auth: WatchAuth,
 }
 
 impl Watcher {
-    /// A watch service over `fanout`.
+    /// A watch service over `fanout`, open to every caller.
     pub fn new(fanout: Arc<Fanout>) -> Self {
-        Watcher { fanout }
+        Watcher { fanout, auth: WatchAuth::default() }
+    }
+
+    /// A watch service over `fanout` that checks each subscription's
+    /// credential with `auth`: computed subscriptions the decision one, raw
+    /// subscriptions the admin one.
+    pub fn with_auth(fanout: Arc<Fanout>, auth: WatchAuth) -> Self {
+        Watcher { fanout, auth }
     }
 
     fn out(&self) -> (Out, mpsc::Receiver<Item>) {
@@ -886,7 +901,7 @@ impl Watcher {
         }
     }
 
-    async fn computed(&self, spec: WatchSpec, shape: Shape) -> ServiceResult<ReceiverStream<Item>> {
+    async fn computed(&self, spec: WatchSpec, shape: Shape) -> ServiceResult<WatchEvents> {
         self.check_computed(&spec)?;
         let (tenant, lock_type) = match &spec {
             WatchSpec::Privileges { tenant, .. } => (tenant.clone(), None),
@@ -902,10 +917,10 @@ impl Watcher {
             .map_err(|r| not_found(r, &tenant, "", ""))?;
         let (out, rx) = self.out();
         tokio::spawn(run_computed(Arc::clone(&self.fanout), sub, shape, side, out));
-        Ok(ReceiverStream::new(rx))
+        Ok(self.events(rx))
     }
 
-    async fn raw(&self, r: pb::RawSubscription) -> ServiceResult<ReceiverStream<Item>> {
+    async fn raw(&self, r: pb::RawSubscription) -> ServiceResult<WatchEvents> {
         if let Some(t) = &r.tenant {
             if t.is_empty() {
                 return Err(ServiceError::invalid("raw.tenant", "must not be empty (leave it unset for every tenant)"));
@@ -918,7 +933,54 @@ impl Watcher {
         let filter = RawFilter { tenant: r.tenant, types: r.types.into_iter().collect() };
         let (out, rx) = self.out();
         tokio::spawn(run_raw(Arc::clone(&self.fanout), filter, r.from_revision, out));
-        Ok(ReceiverStream::new(rx))
+        Ok(self.events(rx))
+    }
+
+    fn events(&self, rx: mpsc::Receiver<Item>) -> WatchEvents {
+        WatchEvents {
+            events: ReceiverStream::new(rx),
+            closing: WatchStream::new(self.fanout.closing.subscribe()),
+            ended: false,
+        }
+    }
+}
+
+/// The events of one `Watch` stream, as the transport reads them.
+///
+/// When the server starts shutting down, the next item is `UNAVAILABLE`
+/// ("reconnect") and the stream ends, ahead of any events still buffered:
+/// the client learns at once that it must reconnect, and the stream never
+/// waits for room in a full buffer to say so. Nothing is lost by skipping
+/// the buffered events: a computed subscription starts again from the full
+/// state, and a raw one resumes from the last revision its client received.
+#[derive(Debug)]
+pub struct WatchEvents {
+    events: ReceiverStream<Item>,
+    closing: WatchStream<bool>,
+    ended: bool,
+}
+
+impl tokio_stream::Stream for WatchEvents {
+    type Item = Item;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        // Every value the shutdown flag took since the last poll (the first
+        // poll sees its current value); `None` once the fan-out is gone.
+        while let Poll::Ready(Some(closing)) = std::pin::Pin::new(&mut self.closing).poll_next(cx) {
+            if closing {
+                self.ended = true;
+                return Poll::Ready(Some(Err(shutting_down())));
+            }
+        }
+        let item = std::pin::Pin::new(&mut self.events).poll_next(cx);
+        if matches!(item, Poll::Ready(None)) {
+            self.ended = true;
+        }
+        item
     }
 }
 
@@ -942,10 +1004,18 @@ fn required(v: String, field: &str) -> ServiceResult<String> {
 
 #[tonic::async_trait]
 impl WatchService for Watcher {
-    type WatchStream = ReceiverStream<Item>;
+    type WatchStream = WatchEvents;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         use pb::watch_request::Subscription;
+        // The credential first: an unauthenticated caller learns nothing,
+        // not even whether the tenant exists.
+        match &request.get_ref().subscription {
+            Some(Subscription::Raw(_)) => self.auth.check_raw(&request)?,
+            Some(Subscription::Privileges(_) | Subscription::VisibleObjects(_)) | None => {
+                self.auth.check_computed(&request)?;
+            }
+        }
         if self.fanout.is_closing() {
             return Err(shutting_down());
         }
