@@ -8,10 +8,16 @@
 //! tests FAIL with instructions (`scripts/test.sh` starts the local cluster
 //! first); they never pass silently.
 //!
-//! One test restarts the PostgreSQL cluster (`pg_ctlcluster ... restart`); it
+//! One test stops and starts the PostgreSQL cluster (`pg_ctlcluster`); it
 //! takes a process-wide write lock so the other tests of this binary (which
-//! take it for reading) never see the outage.
+//! take it for reading) never see the outage. Other test binaries using the
+//! same server (`tests/store.rs`) are not serialized with it: run them apart
+//! (`cargo test` runs test binaries one after another).
+//!
+//! The PostgreSQL helpers (fresh database per test) are in `tests/support`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
 
 use authzd::app::Server;
 use authzd::config::ServerConfig;
@@ -23,8 +29,6 @@ use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use authzd::service::{Fanout, convert};
 use authzd::store::Store;
 use pb::watch_event::Event;
-use sqlx::Connection;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +40,6 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 const TENANT: &str = "acme";
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// How long a test waits for an event that must come.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -45,86 +48,9 @@ static PG: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 // ------------------------------------------------------------ PostgreSQL
 
-/// A database created for one test and dropped (with its connections) when the test ends.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime (or while unwinding): use a thread with its own.
-        let result = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let mut c = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                c.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(result, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database `{}`: {result:?}", self.name);
-        }
-    }
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("AUTHZD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
-}
-
-fn unique_db_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let h = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), SystemTime::now(), n));
-    format!("authzd_fleet_{h:016x}")
-}
-
-/// `url` pointing at database `name` instead (query string kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{host_part}/{name}{query}")
-}
-
-fn pg_unreachable(url: &str, why: &str) -> ! {
-    panic!(
-        "PostgreSQL is not reachable at `{url}`: {why}\n\
-         The fleet tests need a real PostgreSQL (trust auth, database `test`); they are never skipped.\n\
-         `scripts/test.sh` starts the machine's local cluster before running the tests. Or start one yourself:\n  \
-         pg_ctlcluster --skip-systemctl-redirect <version> main start   (then: createdb -h 127.0.0.1 -U postgres test)\n  \
-         docker run -d --name authzd-pg -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16\n\
-         To use another server, set AUTHZD_TEST_PG_URL=postgres://user:password@host:port/database."
-    )
-}
-
-async fn fresh_database() -> PgDatabase {
-    let admin_url = pg_admin_url();
-    let mut admin = match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin_url)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => pg_unreachable(&admin_url, &e.to_string()),
-        Err(_) => pg_unreachable(&admin_url, "connecting timed out after 10 s"),
-    };
-    let name = unique_db_name();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("creating test database `{name}` on `{admin_url}`: {e}"));
-    admin.close().await.unwrap();
-    let url = with_database(&admin_url, &name);
-    PgDatabase { admin_url, name, url }
+/// A fresh database for one test, dropped at its end.
+async fn fresh_database() -> support::PgDatabase {
+    support::fresh_database("authzd_fleet", "The fleet tests").await
 }
 
 // ---------------------------------------------------------------- replicas
@@ -539,8 +465,8 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
     }
     // Writes go on, alternating replicas, until 20 have succeeded after
     // PostgreSQL is back. After the 15th, PostgreSQL stops; it starts again
-    // once writes have failed with UNAVAILABLE (a short outage does not fail
-    // writes: they wait for a connection, up to the pool's 10 s timeout).
+    // once writes have failed with UNAVAILABLE (a write waits for a
+    // connection up to the pool's acquire timeout, 2 s, then fails).
     const AFTER: usize = 20;
     let restarted = Arc::new(AtomicUsize::new(0));
     let unavailable = Arc::new(AtomicUsize::new(0));
@@ -587,6 +513,28 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
     // started again, so no later test finds PostgreSQL down.
     let _restart = StartClusterOnDrop(version.clone());
     pg_ctl("stop").await.unwrap();
+    // During the outage the store answers quickly: a read, and a write
+    // through gRPC (an edit lock: it goes straight to the store).
+    let t = Instant::now();
+    let err = nodes[0].replica.store().head().await.unwrap_err();
+    let read_took = t.elapsed();
+    assert!(matches!(err, authzd::store::StoreError::Unavailable { .. }), "{err:?}");
+    let mut probe = nodes[1].admin().await;
+    let t = Instant::now();
+    let status = probe
+        .acquire_lock(pb::AcquireLockRequest {
+            tenant: TENANT.into(),
+            person: "dz-developer".into(),
+            object: Some(pb::ObjectKey { r#type: "Application".into(), id: "app-main-ivr".into() }),
+            idle_timeout: None,
+            application: Some("Designer".into()),
+        })
+        .await
+        .unwrap_err();
+    let write_took = t.elapsed();
+    eprintln!("during the outage: a store read failed after {read_took:?}, a lock write after {write_took:?}: {status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(read_took < Duration::from_secs(5) && write_took < Duration::from_secs(5), "the store kept callers waiting");
     while unavailable.load(Ordering::Relaxed) < 1 {
         assert!(down.elapsed() < Duration::from_secs(60), "writes kept waiting instead of failing");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -902,6 +850,142 @@ async fn designer_locks_across_replicas_with_events() {
     }
     drop((dashboard, service));
     stop_all(nodes).await;
+}
+
+/// SPEC §4.4 across replicas, through the store's lock-event log: locks
+/// acquired AND released on replica A well within one tailing round are
+/// reported on replica B as both events, once each, in order, and on A once
+/// each too. B tails only every 30 s here, so it must be woken by the
+/// PostgreSQL notification of each lock change; comparing B's view of the
+/// live locks every round (as replicas did before the log) never saw them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_held_between_two_tailing_rounds_are_reported_once_everywhere() {
+    let _pg = PG.read().await;
+    let db = fresh_database().await;
+    let a = start(node_config(&db.url, true)).await;
+    let mut slow_tailer = node_config(&db.url, false);
+    slow_tailer.tail_interval = Duration::from_secs(30);
+    let b = start(slow_tailer).await;
+    let record = |node: &Node| {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = Arc::clone(&seen);
+        node.replica.on_lock(move |change| {
+            let (kind, l) = change.parts();
+            into.lock().unwrap().push(format!("{} {} by {} since {:?}", kind.as_str(), l.object, l.holder, l.since));
+        });
+        seen
+    };
+    let (on_a, on_b) = (record(&a), record(&b));
+    let acquire = |person: &str| pb::AcquireLockRequest {
+        tenant: TENANT.into(),
+        person: person.into(),
+        object: Some(pb::ObjectKey { r#type: "Application".into(), id: "app-main-ivr".into() }),
+        idle_timeout: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        application: Some("Designer".into()),
+    };
+    let mut admin = a.admin().await;
+    let mut expected = Vec::new();
+    let started = Instant::now();
+    for person in ["dz-developer", "dz-dev-sales", "dz-developer"] {
+        let got = admin.acquire_lock(acquire(person)).await.unwrap().into_inner();
+        assert!(got.granted, "{person}: {got:?}");
+        admin.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: got.lock_token }).await.unwrap();
+        let since = SystemTime::try_from(got.since.unwrap()).unwrap();
+        expected.push(format!("acquired Application/app-main-ivr by {person} since {since:?}"));
+        expected.push(format!("released Application/app-main-ivr by {person} since {since:?}"));
+    }
+    let took = started.elapsed();
+    // A reported its own changes as they were made.
+    assert_eq!(*on_a.lock().unwrap(), expected, "replica A");
+    let deadline = Instant::now() + PATIENCE;
+    while on_b.lock().unwrap().len() < expected.len() {
+        assert!(Instant::now() < deadline, "replica B saw only {:?}", on_b.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eprintln!(
+        "3 locks acquired and released on A in {took:?}; all 6 events on B {:?} after the first acquire",
+        started.elapsed()
+    );
+    // More rounds (and lock-event notices) change nothing: once each.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.replica.sync_lock_events().await.unwrap();
+    b.replica.sync_lock_events().await.unwrap();
+    assert_eq!(*on_b.lock().unwrap(), expected, "replica B");
+    assert_eq!(*on_a.lock().unwrap(), expected, "replica A");
+    stop_all(vec![a, b]).await;
+}
+
+/// A replica that is not driven while the others write and compact the
+/// changelog past its revision catches up anyway: it reloads the tenant
+/// from its checkpoint, replays the rest, ends at the same revision and
+/// configuration as the writer, and its subscribers hear of the changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
+    let _pg = PG.read().await;
+    let db = fresh_database().await;
+    let mut writer = node_config(&db.url, true);
+    writer.limits.checkpoint_every = 4;
+    let a = start(writer).await;
+    let mut idle = node_config(&db.url, false);
+    idle.tail_interval = Duration::ZERO;
+    let b = start(idle).await;
+    let behind = b.replica.snapshot().revision();
+    let mut wb = b.watcher().await;
+    let mut desktop = subscribe(&mut wb, privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
+    let (_, _, _, p) = snapshot(&mut desktop).await;
+    assert!(p.unwrap().privileges.iter().any(|x| x == "Web Callback - Can Mark Done"));
+    let mut service = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
+
+    let mut admin_a = a.admin().await;
+    let mut head = 0;
+    for i in 0..30 {
+        let yaml = if i == 10 {
+            agent_role(&["Web Callback - Can Mark Done"])
+        } else {
+            format!("- put_person: {{id: late-{i}, username: late.{i}}}")
+        };
+        head = admin_a.write(write_req(&yaml)).await.unwrap().into_inner().revision;
+    }
+    let oldest = a.replica.store().compact(head + 1).await.unwrap();
+    eprintln!("B at revision {behind}; A wrote up to {head} and compacted up to {oldest}");
+    assert!(oldest > behind + 1, "records B needs were compacted away ({oldest} <= {behind} + 1)");
+    assert!(oldest < head, "the last records are after the last checkpoint and retained");
+    assert_eq!(b.replica.snapshot().revision(), behind);
+
+    let installed = b.replica.catch_up().await.expect("B catches up across the compaction");
+    assert_eq!(b.replica.snapshot().revision(), head);
+    assert_eq!(installed as u64, 1 + (head - oldest), "one checkpoint, then the records after it");
+    let mut admin_b = b.admin().await;
+    let (yaml_a, revision_a) = export(&mut admin_a, head).await;
+    let (yaml_b, revision_b) = export(&mut admin_b, head).await;
+    assert_eq!((digest(&yaml_b), revision_b), (digest(&yaml_a), revision_a), "B differs from A");
+    // The desktop on B is diffed against the reloaded tenant.
+    let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
+    assert_eq!(c.lost, ["Web Callback - Can Mark Done".to_owned()]);
+    assert!(c.revision > behind && c.revision <= oldest);
+    // The raw service gets the reloaded tenant's differences as one batch at
+    // the checkpoint's revision, then the records after it: every person.
+    let mut persons = String::new();
+    let mut revisions = Vec::new();
+    while revisions.last() != Some(&head) {
+        match next_event(&mut service).await {
+            Event::RawChange(c) => {
+                revisions.push(c.revision);
+                persons.push_str(&format!("{:?}", c.mutations));
+            }
+            other => panic!("unexpected event on the raw stream: {other:?}"),
+        }
+    }
+    assert_eq!(revisions, (oldest..=head).collect::<Vec<_>>());
+    for i in (0..30).filter(|i| *i != 10) {
+        assert!(persons.contains(&format!("\"late-{i}\"")), "late-{i} missing from the raw stream");
+    }
+    // Nothing left to do, and B writes again.
+    assert_eq!(b.replica.catch_up().await.unwrap(), 0);
+    let r = admin_b.write(write_req("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
+    assert_eq!(r.into_inner().revision, head + 1);
+    drop((desktop, service));
+    stop_all(vec![a, b]).await;
 }
 
 /// (f) SPEC §8 scenario 13: a desktop subscribed to its user's Web Callback

@@ -6,15 +6,13 @@
 //! PostgreSQL cases fail with instructions; they never pass silently.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use authzd::model::{Mutation, PersonId, TenantConfig, TenantFile, TenantId};
-use authzd::store::{AnyStore, LockOutcome, Store, StoreError};
+use authzd::store::{AnyStore, LockEventKind, LockOutcome, Notice, Store, StoreError};
 use sqlx::Connection;
 use std::collections::BTreeSet;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 // ---------------------------------------------------------------- harness
 
@@ -27,7 +25,7 @@ struct Harness {
 
 enum Guard {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Pg(#[allow(dead_code)] PgDatabase),
+    Pg(#[allow(dead_code)] support::PgDatabase),
 }
 
 impl Harness {
@@ -83,87 +81,12 @@ async fn open_sqlite() -> Harness {
     Harness { store, url, _guard: Guard::Dir(dir) }
 }
 
-/// A database created for one test and dropped (with its connections) when the test ends.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime (or while unwinding): use a thread with its own.
-        let result = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let mut c = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                c.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(result, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database `{}`: {result:?}", self.name);
-        }
-    }
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("AUTHZD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
-}
-
-fn unique_db_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let h = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), SystemTime::now(), n));
-    format!("authzd_test_{h:016x}")
-}
-
-/// `url` pointing at database `name` instead (query string kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{host_part}/{name}{query}")
-}
-
-fn pg_unreachable(url: &str, why: &str) -> ! {
-    panic!(
-        "PostgreSQL is not reachable at `{url}`: {why}\n\
-         The store conformance suite needs a real PostgreSQL (trust auth, database `test`). Start one, e.g.\n  \
-         docker run -d --name authzd-pg -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16\n\
-         or, with a local installation: `pg_ctlcluster <version> main start && createdb -h 127.0.0.1 -U postgres test`.\n\
-         To use another server, set AUTHZD_TEST_PG_URL=postgres://user:password@host:port/database."
-    )
-}
-
 async fn open_postgres() -> Harness {
-    let admin_url = pg_admin_url();
-    let mut admin = match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin_url)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => pg_unreachable(&admin_url, &e.to_string()),
-        Err(_) => pg_unreachable(&admin_url, "connecting timed out after 10 s"),
-    };
-    let name = unique_db_name();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("creating test database `{name}` on `{admin_url}`: {e}"));
-    admin.close().await.unwrap();
-    let guard = PgDatabase { admin_url: admin_url.clone(), name: name.clone() };
-    let url = with_database(&admin_url, &name);
+    let db = support::fresh_database("authzd_test", "The store conformance tests").await;
+    let url = db.url.clone();
     let store = AnyStore::open(&url).await.unwrap_or_else(|e| panic!("opening `{url}`: {e}"));
     assert!(matches!(store, AnyStore::Postgres(_)));
-    Harness { store, url, _guard: Guard::Pg(guard) }
+    Harness { store, url, _guard: Guard::Pg(db) }
 }
 
 /// Runs each case on a fresh store of the backend, then closes it.
@@ -194,6 +117,9 @@ conformance!(sqlite, open_sqlite:
     compaction_keeps_what_checkpoints_need,
     corrupt_rows_name_the_revision,
     locks,
+    lock_events,
+    lock_events_share_the_lock_transaction,
+    schema_v1_is_upgraded,
     concurrent_acquires_grant_one,
 );
 
@@ -207,6 +133,9 @@ conformance!(postgres, open_postgres:
     compaction_keeps_what_checkpoints_need,
     corrupt_rows_name_the_revision,
     locks,
+    lock_events,
+    lock_events_share_the_lock_transaction,
+    schema_v1_is_upgraded,
     concurrent_acquires_grant_one,
 );
 
@@ -561,7 +490,174 @@ async fn concurrent_acquires_grant_one(h: &Harness) {
     }
     assert_eq!(granted.len(), 1, "granted to {granted:?}");
     assert!(holders.iter().all(|h| h.as_str() == granted[0]), "refusals name {holders:?}, winner {granted:?}");
+    // One grant, one event: the refusals logged nothing.
+    let events = stores[1].read_lock_events(0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.seq, e.kind, e.lock.holder.as_str())).collect::<Vec<_>>(),
+        vec![(1, LockEventKind::Acquired, granted[0].as_str())]
+    );
     stores[1].close().await;
+}
+
+async fn lock_events(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.lock_events_head().await.unwrap(), 0);
+    assert!(s.read_lock_events(0, 10).await.unwrap().is_empty());
+    let app = "Application/billing";
+    let idle = Duration::from_secs(60);
+    // An acquire logs one event.
+    let LockOutcome::Granted { token: alice, .. } =
+        s.acquire_lock(&t("a"), app, &p("alice"), idle, at(0)).await.unwrap()
+    else {
+        panic!("first acquire refused")
+    };
+    // A refusal, a renewal by acquiring again, a renewal by token: none.
+    assert!(matches!(s.acquire_lock(&t("a"), app, &p("bob"), idle, at(10)).await.unwrap(), LockOutcome::Held { .. }));
+    assert!(matches!(
+        s.acquire_lock(&t("a"), app, &p("alice"), idle, at(20)).await.unwrap(),
+        LockOutcome::Granted { renewed: true, .. }
+    ));
+    assert_eq!(s.renew_lock(&alice, at(30)).await.unwrap(), Some(at(90)));
+    assert_eq!(s.lock_events_head().await.unwrap(), 1);
+    // A takeover logs the expiry of the old lock, then the acquire.
+    let LockOutcome::Granted { token: bob, .. } = s.acquire_lock(&t("a"), app, &p("bob"), idle, at(90)).await.unwrap()
+    else {
+        panic!("expired lock not taken over")
+    };
+    // A release logs one event; releasing an unknown token none.
+    let released_at = SystemTime::now();
+    s.release_lock(&bob).await.unwrap().expect("release finds the lock");
+    assert_eq!(s.release_lock(&bob).await.unwrap(), None);
+    assert_eq!(s.release_lock(&alice).await.unwrap(), None);
+    // Expiry logs one event per lock, once.
+    s.acquire_lock(&t("b"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap();
+    assert_eq!(s.expire_locks(at(105)).await.unwrap().len(), 1);
+    assert!(s.expire_locks(at(105)).await.unwrap().is_empty());
+
+    let events = s.read_lock_events(0, 100).await.unwrap();
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                e.kind,
+                e.lock.tenant.as_str(),
+                e.lock.object.as_str(),
+                e.lock.holder.as_str(),
+                e.lock.since,
+                e.lock.expires_at,
+            )
+        })
+        .collect();
+    use LockEventKind::{Acquired, Expired, Released};
+    assert_eq!(
+        summary,
+        vec![
+            (1, Acquired, "a", app, "alice", at(0), at(60)),
+            (2, Expired, "a", app, "alice", at(0), at(90)),
+            (3, Acquired, "a", app, "bob", at(90), at(150)),
+            (4, Released, "a", app, "bob", at(90), at(150)),
+            (5, Acquired, "b", "SharedModule/m1", "dave", at(100), at(105)),
+            (6, Expired, "b", "SharedModule/m1", "dave", at(100), at(105)),
+        ]
+    );
+    // When: the operation's `now` (the writer's clock for a release).
+    assert_eq!(
+        [events[0].at, events[1].at, events[2].at, events[4].at, events[5].at],
+        [at(0), at(90), at(90), at(100), at(105)]
+    );
+    assert!(
+        events[3].at >= released_at - Duration::from_secs(1)
+            && events[3].at <= SystemTime::now() + Duration::from_secs(1)
+    );
+    assert_eq!(s.lock_events_head().await.unwrap(), 6);
+    // Paging.
+    assert_eq!(s.read_lock_events(2, 2).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(s.read_lock_events(6, 10).await.unwrap().is_empty());
+    assert!(s.read_lock_events(0, 0).await.unwrap().is_empty());
+
+    // Another instance (another replica) reads the same log, but only the
+    // instance that logged an event hands out its seq, once.
+    let other = h.reopen().await;
+    assert_eq!(other.read_lock_events(0, 100).await.unwrap(), events);
+    assert_eq!(other.take_written_lock_event(Acquired, &events[2].lock), None);
+    assert_eq!(s.take_written_lock_event(Acquired, &events[2].lock), Some(3));
+    assert_eq!(s.take_written_lock_event(Acquired, &events[2].lock), None);
+    assert_eq!(s.take_written_lock_event(Expired, &events[1].lock), Some(2));
+    assert_eq!(s.take_written_lock_event(Released, &events[1].lock), None);
+
+    // Compaction prunes events older than the retention (all but the
+    // release, these were made "in 2023"); the head stays, numbering goes on.
+    s.compact(0).await.unwrap();
+    assert_eq!(s.read_lock_events(0, 100).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(s.lock_events_head().await.unwrap(), 6);
+    let LockOutcome::Granted { .. } =
+        other.acquire_lock(&t("a"), app, &p("carol"), idle, SystemTime::now()).await.unwrap()
+    else {
+        panic!("free lock refused")
+    };
+    s.compact(100).await.unwrap();
+    let left = s.read_lock_events(0, 100).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| (e.seq, e.kind, e.lock.holder.as_str())).collect::<Vec<_>>(),
+        vec![(4, Released, "bob"), (7, Acquired, "carol")]
+    );
+    other.close().await;
+}
+
+/// A store written by a build with schema v1 (no lock-event log) gets the
+/// log when a newer build opens it; its data and live locks are kept.
+async fn schema_v1_is_upgraded(h: &Harness) {
+    let s = &h.store;
+    assert_eq!(s.append(&t("a"), &rename("one"), None, None).await.unwrap(), 1);
+    s.acquire_lock(&t("a"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap();
+    h.raw("DROP TABLE authzd_lock_events; DROP TABLE authzd_lock_event_head; DELETE FROM authzd_schema_version WHERE version > 1;")
+        .await;
+    let upgraded = h.reopen().await;
+    assert_eq!(h.raw_text("SELECT CAST(MAX(version) AS TEXT) FROM authzd_schema_version").await, "2");
+    assert_eq!(upgraded.head().await.unwrap(), 1);
+    assert_eq!(upgraded.list_locks(at(0)).await.unwrap().len(), 1);
+    assert_eq!(upgraded.lock_events_head().await.unwrap(), 0);
+    upgraded.acquire_lock(&t("a"), "Application/y", &p("bob"), Duration::from_secs(60), at(0)).await.unwrap();
+    let events = upgraded.read_lock_events(0, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| (e.seq, e.lock.holder.as_str())).collect::<Vec<_>>(), vec![(1, "bob")]);
+    upgraded.close().await;
+}
+
+/// The event and the lock change commit together: when logging the event
+/// fails, the lock change is rolled back too.
+async fn lock_events_share_the_lock_transaction(h: &Harness) {
+    let s = &h.store;
+    let idle = Duration::from_secs(60);
+    let LockOutcome::Granted { token, .. } =
+        s.acquire_lock(&t("a"), "DataTable/d1", &p("alice"), idle, at(0)).await.unwrap()
+    else {
+        panic!("acquire refused")
+    };
+    assert_eq!(s.lock_events_head().await.unwrap(), 1);
+    // Plant the row the next event would get: logging it fails.
+    h.raw(
+        "INSERT INTO authzd_lock_events (seq, tenant, object_key, holder, kind, since_ms, expires_at_ms, at_ms) \
+         VALUES (2, 'x', 'DataTable/x', 'x', 'acquired', 0, 0, 0)",
+    )
+    .await;
+    s.acquire_lock(&t("a"), "DataTable/d2", &p("bob"), idle, at(0)).await.unwrap_err();
+    s.release_lock(&token).await.unwrap_err();
+    s.expire_locks(at(61)).await.unwrap_err();
+    // Nothing changed: alice still holds d1, nobody d2, the head is where it was.
+    let live = s.list_locks(at(0)).await.unwrap();
+    assert_eq!(
+        live.iter().map(|l| (l.object.as_str(), l.holder.as_str())).collect::<Vec<_>>(),
+        vec![("DataTable/d1", "alice")]
+    );
+    assert_eq!(s.lock_events_head().await.unwrap(), 1);
+    h.raw("DELETE FROM authzd_lock_events WHERE seq = 2").await;
+    assert_eq!(s.release_lock(&token).await.unwrap().map(|l| l.holder), Some(p("alice")));
+    let events = s.read_lock_events(0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
+        vec![(1, LockEventKind::Acquired), (2, LockEventKind::Released)]
+    );
 }
 
 // ---------------------------------------------------------------- backend-specific
@@ -639,13 +735,22 @@ async fn postgres_notify_delivers_revisions() {
     let started = std::time::Instant::now();
     let r1 = other.append(&t("a"), &rename("x"), None, None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
-    assert_eq!(got, Some(r1));
+    assert_eq!(got, Some(Notice::Revision(r1)));
     eprintln!("postgres notify latency {:?}", started.elapsed());
     let r2 = h.store.append(&t("a"), &rename("y"), None, None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
-    assert_eq!(got, Some(r2));
-    // A rejected append notifies nothing.
+    assert_eq!(got, Some(Notice::Revision(r2)));
+    // A lock change notifies the seq of its last event (a takeover: two events).
+    let idle = Duration::from_secs(5);
+    other.acquire_lock(&t("a"), "Application/x", &p("alice"), idle, at(0)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
+    assert_eq!(got, Some(Notice::LockEvent(1)));
+    h.store.acquire_lock(&t("a"), "Application/x", &p("bob"), idle, at(10)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
+    assert_eq!(got, Some(Notice::LockEvent(3)));
+    // A rejected append and a refused acquire notify nothing.
     assert!(other.append(&t("a"), &rename("z"), None, Some(0)).await.is_err());
+    other.acquire_lock(&t("a"), "Application/x", &p("carol"), idle, at(11)).await.unwrap();
     let nothing = tokio::time::timeout(Duration::from_millis(300), notices.recv()).await;
     assert!(nothing.is_err(), "unexpected notification {nothing:?}");
     // SQLite has no notifications.
@@ -657,8 +762,45 @@ async fn postgres_notify_delivers_revisions() {
     h.finish().await;
 }
 
+/// PostgreSQL: a lock event's seq is taken under the counter row's lock,
+/// held until commit, so an event that commits late is never overtaken by a
+/// later seq (a tailer reading `seq > cursor` would skip it for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lock_events_commit_in_seq_order() {
+    let h = open_postgres().await;
+    // A slow lock transaction: seq 1 taken and its event written, not committed.
+    let mut slow = sqlx::PgConnection::connect(&h.url).await.unwrap();
+    sqlx::raw_sql(
+        "BEGIN; UPDATE authzd_lock_event_head SET seq = seq + 1 WHERE id = 1; \
+         INSERT INTO authzd_lock_events (seq, tenant, object_key, holder, kind, since_ms, expires_at_ms, at_ms) \
+         VALUES (1, 'a', 'Application/slow', 'alice', 'acquired', 0, 60000, 0);",
+    )
+    .execute(&mut slow)
+    .await
+    .unwrap();
+    // Another lock change meanwhile waits for the counter row...
+    let s = h.store.clone();
+    let fast = tokio::spawn(async move {
+        s.acquire_lock(&t("a"), "Application/fast", &p("bob"), Duration::from_secs(60), at(0)).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!fast.is_finished(), "a later lock change got its seq before the earlier one committed");
+    assert!(h.store.read_lock_events(0, 10).await.unwrap().is_empty());
+    // ...and gets seq 2 once the first commits: a reader never sees 2 without 1.
+    sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
+    assert!(matches!(fast.await.unwrap(), LockOutcome::Granted { .. }));
+    let events = h.store.read_lock_events(0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.seq, e.lock.object.as_str())).collect::<Vec<_>>(),
+        vec![(1, "Application/slow"), (2, "Application/fast")]
+    );
+    slow.close().await.unwrap();
+    h.finish().await;
+}
+
 #[test]
 fn with_database_replaces_the_path() {
+    use support::with_database;
     assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
     assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");

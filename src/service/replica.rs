@@ -15,16 +15,30 @@
 //!   [`Limits::checkpoint_every`] batches of a tenant (and after every import)
 //!   a checkpoint is written so start-up does not replay history.
 //! - **Tailing** ([`Replica::catch_up`]): applies what other replicas wrote,
-//!   woken by PostgreSQL notifications or a poll.
+//!   woken by PostgreSQL notifications or a poll. A replica that fell so far
+//!   behind that a compaction removed records it had not read yet reloads
+//!   the tenants concerned from their checkpoints, then replays the rest
+//!   (see [`Replica::catch_up`]).
 //! - **Reads at a revision** ([`Replica::wait_for`]): a bounded wait on a
 //!   `watch` channel that every install publishes to.
 //! - **Observers** ([`Replica::on_batch`], [`Replica::on_record`],
 //!   [`Replica::on_lock`]): the watch service hears of every batch installed
 //!   (in revision order, under the writer mutex) and of every edit-lock change.
-//!   Lock changes made through another replica are seen too: every tailing
-//!   round compares the store's live locks with the ones this replica knows
-//!   ([`Replica::sync_locks`]), so acquires, releases and expiries are change
-//!   events on every replica of the fleet, each reported once per replica.
+//! - **Lock events** (SPEC §4.4): every acquire, release and expiry is logged
+//!   by the store in the same transaction as the lock change, with a dense
+//!   `seq` in commit order. Each replica keeps a cursor in that log (its head
+//!   at start-up: locks held before are known, not news; their release or
+//!   expiry is reported) and reports every event once, in `seq` order:
+//!   - an event made through this replica ([`Replica::lock_changed`], called
+//!     as soon as the store answered) is reported at once when it is the next
+//!     one after the cursor, which is the usual case; its seq comes from the
+//!     store handle ([`AnyStore::take_written_lock_event`]);
+//!   - otherwise (another replica's event before it is not read yet) it waits
+//!     for the tailer, which is woken at once, reads the log up to it
+//!     ([`Replica::sync_lock_events`]) and reports the events in order;
+//!   - the tailer skips every event already reported, so nothing is reported
+//!     twice, and another replica's acquire and release made between two
+//!     tailing rounds are both reported (PostgreSQL notifies every lock change).
 //!
 //! The snapshot's own `write_lock` is a `std` mutex, which cannot be held across
 //! the store's `.await`; the async writer mutex here plays its role for every
@@ -36,14 +50,20 @@ use super::{actor, replace};
 use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
 use crate::snapshot::{Snapshot, TenantState};
-use crate::store::{AnyStore, ChangeRecord, LockInfo, Store, StoreError};
-use std::collections::{HashMap, VecDeque};
+use crate::store::{AnyStore, ChangeRecord, LockEvent, LockEventKind, LockInfo, Notice, Store, StoreError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
-use tokio::sync::{Mutex, watch};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Mutex, Notify, watch};
 
 /// Changelog records read per page when replaying.
 const REPLAY_PAGE: u32 = 1_000;
+/// Lock events read per page when tailing the lock-event log.
+const LOCK_EVENT_PAGE: u32 = 1_000;
+/// How many of its own lock changes a replica keeps waiting for an earlier
+/// event (beyond it, the oldest is reported at once), and how many changes of
+/// unknown seq it remembers to drop their copy in the log.
+const LOCK_BACKLOG: usize = 1_024;
 /// How often a write retries after another replica wrote first.
 const WRITE_ATTEMPTS: usize = 3;
 
@@ -201,92 +221,118 @@ impl std::fmt::Debug for Observers {
     }
 }
 
-/// How many ended locks are remembered to drop a second report of the same end.
-const ENDED_LOCKS: usize = 1_024;
+impl LockChange {
+    /// The kind of event and the lock it is about.
+    pub fn parts(&self) -> (LockEventKind, &LockInfo) {
+        match self {
+            LockChange::Acquired(l) => (LockEventKind::Acquired, l),
+            LockChange::Released(l) => (LockEventKind::Released, l),
+            LockChange::Expired(l) => (LockEventKind::Expired, l),
+        }
+    }
 
-/// The edit locks this replica knows of, to report each acquire, release and
-/// expiry once, whether it happened through this replica or another one.
+    /// The change a lock-event log entry records.
+    pub fn from_event(e: LockEvent) -> LockChange {
+        match e.kind {
+            LockEventKind::Acquired => LockChange::Acquired(e.lock),
+            LockEventKind::Released => LockChange::Released(e.lock),
+            LockEventKind::Expired => LockChange::Expired(e.lock),
+        }
+    }
+
+    /// Whether `self` and `other` are the same event: same kind, same lock
+    /// instance (tenant, object, holder, since). The expiry time is left out:
+    /// it is not part of a lock's identity.
+    fn same_event(&self, other: &LockChange) -> bool {
+        let ((k1, a), (k2, b)) = (self.parts(), other.parts());
+        k1 == k2 && a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
+    }
+}
+
+/// Where this replica stands in the store's lock-event log (see the module
+/// documentation): every event up to `cursor` has been reported.
 #[derive(Debug, Default)]
-struct KnownLocks {
-    /// Live locks by (tenant, object).
-    live: HashMap<(String, String), LockInfo>,
-    /// Recently ended locks (tenant, object, holder, since), oldest first.
-    ended: VecDeque<(String, String, String, SystemTime)>,
-    /// Bumped by every change this replica reports itself: a store listing
-    /// taken before one is stale and is not compared.
-    generation: u64,
+struct LockFeed {
+    /// The seq of the last event reported (or logged before start-up).
+    cursor: u64,
+    /// This replica's own changes whose earlier events are not reported yet,
+    /// by seq: reported as soon as the cursor reaches them.
+    deferred: BTreeMap<u64, LockChange>,
+    /// Seqs above the cursor already reported (a backlog overflow): skipped.
+    ahead: std::collections::BTreeSet<u64>,
+    /// Changes reported whose seq was unknown (not logged through this
+    /// replica's store handle): their copy in the log is skipped.
+    unsequenced: VecDeque<LockChange>,
 }
 
-fn lock_key(l: &LockInfo) -> (String, String) {
-    (l.tenant.0.clone(), l.object.clone())
-}
-
-fn same_lock(a: &LockInfo, b: &LockInfo) -> bool {
-    a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
-}
-
-impl KnownLocks {
-    fn was_ended(&self, l: &LockInfo) -> bool {
-        self.ended.iter().any(|(t, o, h, s)| *t == l.tenant.0 && *o == l.object && *h == l.holder.0 && *s == l.since)
-    }
-
-    fn end(&mut self, l: &LockInfo) {
-        if self.ended.len() >= ENDED_LOCKS {
-            self.ended.pop_front();
+impl LockFeed {
+    /// Passes the log's event `seq`: reports it unless it was reported already.
+    fn pass(&mut self, seq: u64, change: LockChange, out: &mut Vec<LockChange>) {
+        if seq <= self.cursor {
+            return;
         }
-        self.ended.push_back((l.tenant.0.clone(), l.object.clone(), l.holder.0.clone(), l.since));
+        self.cursor = seq;
+        self.deferred.remove(&seq);
+        if self.ahead.remove(&seq) {
+            return;
+        }
+        match self.unsequenced.iter().position(|c| c.same_event(&change)) {
+            Some(i) => {
+                self.unsequenced.remove(i);
+            }
+            None => out.push(change),
+        }
+        self.drain(out);
     }
 
-    /// The end of a lock this replica knew, as seen at `now`: an expiry when
-    /// its idle timeout has passed, else a release.
-    fn end_of(l: LockInfo, now: SystemTime) -> LockChange {
-        if l.expires_at <= now { LockChange::Expired(l) } else { LockChange::Released(l) }
-    }
-
-    /// Records `change` and adds the events to report to `out` (none for a
-    /// change already reported, one more for a lock it silently replaces).
-    fn apply(&mut self, change: LockChange, now: SystemTime, out: &mut Vec<LockChange>) {
-        match change {
-            LockChange::Acquired(l) => {
-                let key = lock_key(&l);
-                if let Some(k) = self.live.get_mut(&key).filter(|k| same_lock(k, &l)) {
-                    k.expires_at = l.expires_at;
-                    return;
-                }
-                if self.was_ended(&l) {
-                    return;
-                }
-                if let Some(old) = self.live.remove(&key) {
-                    self.end(&old);
-                    out.push(Self::end_of(old, now));
-                }
-                self.live.insert(key, l.clone());
-                out.push(LockChange::Acquired(l));
-            }
-            LockChange::Released(l) => {
-                if self.ends(&l) {
-                    out.push(LockChange::Released(l));
-                }
-            }
-            LockChange::Expired(l) => {
-                if self.ends(&l) {
-                    out.push(LockChange::Expired(l));
-                }
+    /// Reports the deferred own changes the cursor has reached, in order.
+    fn drain(&mut self, out: &mut Vec<LockChange>) {
+        loop {
+            let next = self.cursor + 1;
+            if self.ahead.remove(&next) {
+                self.cursor = next;
+            } else if let Some(change) = self.deferred.remove(&next) {
+                self.cursor = next;
+                out.push(change);
+            } else {
+                return;
             }
         }
     }
 
-    /// Records the end of `l`; false when it was already reported.
-    fn ends(&mut self, l: &LockInfo) -> bool {
-        if self.was_ended(l) {
-            return false;
+    /// Handles a change made through this replica whose event has `seq`
+    /// (`None`: unknown). False when it waits for the tailer.
+    fn own(&mut self, seq: Option<u64>, change: LockChange, out: &mut Vec<LockChange>) -> bool {
+        match seq {
+            // The tailer read and reported it first.
+            Some(seq) if seq <= self.cursor => true,
+            Some(seq) if seq == self.cursor + 1 => {
+                self.cursor = seq;
+                out.push(change);
+                self.drain(out);
+                true
+            }
+            Some(seq) => {
+                self.deferred.insert(seq, change);
+                if self.deferred.len() > LOCK_BACKLOG {
+                    // The tailer is not keeping up (or not running): report the
+                    // oldest now rather than hold changes without bound.
+                    if let Some((seq, change)) = self.deferred.pop_first() {
+                        self.ahead.insert(seq);
+                        out.push(change);
+                    }
+                }
+                false
+            }
+            None => {
+                if self.unsequenced.len() >= LOCK_BACKLOG {
+                    self.unsequenced.pop_front();
+                }
+                self.unsequenced.push_back(change.clone());
+                out.push(change);
+                true
+            }
         }
-        let key = lock_key(l);
-        if self.live.get(&key).is_some_and(|k| same_lock(k, l)) {
-            self.live.remove(&key);
-        }
-        self.end(l);
-        true
     }
 }
 
@@ -306,7 +352,9 @@ pub struct Replica {
     revision: watch::Sender<Revision>,
     limits: Limits,
     observers: RwLock<Observers>,
-    locks: std::sync::Mutex<KnownLocks>,
+    locks: std::sync::Mutex<LockFeed>,
+    /// Wakes the tailer to read the lock-event log now.
+    lock_wake: Notify,
 }
 
 /// Runs CPU-heavy work (validating and compiling a tenant) off the async workers.
@@ -393,13 +441,13 @@ impl Replica {
             revision,
             limits,
             observers: RwLock::new(Observers::default()),
-            locks: std::sync::Mutex::new(KnownLocks::default()),
+            locks: std::sync::Mutex::new(LockFeed::default()),
+            lock_wake: Notify::new(),
         };
         replica.load().await?;
-        // The locks already held are known, not news.
-        let now = SystemTime::now();
-        let live = replica.store.list_locks(now).await?;
-        replica.known_locks().live = live.into_iter().map(|l| (lock_key(&l), l)).collect();
+        // Lock events logged before start-up are not news: the locks already
+        // held are known, and only their release or expiry will be reported.
+        replica.lock_feed().cursor = replica.store.lock_events_head().await?;
         Ok(replica)
     }
 
@@ -446,7 +494,9 @@ impl Replica {
     }
 
     /// Calls `f` with every edit-lock change (acquire, release, expiry), made
-    /// through this replica or, seen at the next tailing round, another one.
+    /// through this replica or another one (read from the store's lock-event
+    /// log as soon as PostgreSQL notifies it, else at the next tailing round):
+    /// each once, in the order of the log.
     pub fn on_lock(&self, f: impl Fn(&LockChange) + Send + Sync + 'static) {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).locks.push(Box::new(f));
     }
@@ -463,20 +513,27 @@ impl Replica {
         }
     }
 
-    fn known_locks(&self) -> std::sync::MutexGuard<'_, KnownLocks> {
+    fn lock_feed(&self) -> std::sync::MutexGuard<'_, LockFeed> {
         self.locks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reports an edit-lock change to the observers (and the log), once: a
-    /// change this replica already reported (seen in the store first) is
-    /// dropped, and a lock that replaces one this replica knew ends it first.
+    /// Reports an edit-lock change made through this replica (the store has
+    /// logged it) to the observers, exactly once: at once when every earlier
+    /// event of the store's lock-event log is reported already (the usual
+    /// case), else as soon as the tailer, woken now, has read up to it. A
+    /// change the tailer reported first is not reported again.
     pub fn lock_changed(&self, change: LockChange) {
-        let mut known = self.known_locks();
-        known.generation += 1;
+        let (kind, lock) = change.parts();
+        let seq = self.store.take_written_lock_event(kind, lock);
+        let mut feed = self.lock_feed();
         let mut events = Vec::new();
-        known.apply(change, SystemTime::now(), &mut events);
+        let done = feed.own(seq, change, &mut events);
         // Reported under the lock: observers see the changes in order.
         self.report_locks(&events);
+        drop(feed);
+        if !done {
+            self.lock_wake.notify_one();
+        }
     }
 
     fn report_locks(&self, events: &[LockChange]) {
@@ -485,47 +542,58 @@ impl Replica {
         }
         let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
         for change in events {
-            let (what, l) = match change {
-                LockChange::Acquired(l) => ("acquired", l),
-                LockChange::Released(l) => ("released", l),
-                LockChange::Expired(l) => ("expired", l),
-            };
-            tracing::info!(tenant = %l.tenant, object = %l.object, holder = %l.holder, "edit lock {what}");
+            let (kind, l) = change.parts();
+            tracing::info!(tenant = %l.tenant, object = %l.object, holder = %l.holder, "edit lock {}", kind.as_str());
             for f in &observers.locks {
                 f(change);
             }
         }
     }
 
-    /// Compares the store's live locks with the ones this replica knows and
-    /// reports the differences: acquires, releases and expiries made through
-    /// other replicas. A listing that a change through this replica overtook
-    /// is dropped (the next round compares again).
-    pub async fn sync_locks(&self) -> ServiceResult<usize> {
-        let generation = self.known_locks().generation;
-        let now = SystemTime::now();
-        let listed = self.store.list_locks(now).await?;
-        let mut known = self.known_locks();
-        if known.generation != generation {
-            return Ok(0);
+    /// Reads the store's lock-event log past this replica's cursor and
+    /// reports what was not reported yet (other replicas' lock changes, and
+    /// this replica's own that waited for an earlier event), once each, in
+    /// `seq` order. How many changes were reported.
+    pub async fn sync_lock_events(&self) -> ServiceResult<usize> {
+        let mut reported = 0;
+        loop {
+            let after = self.lock_feed().cursor;
+            let page = self.store.read_lock_events(after, LOCK_EVENT_PAGE).await?;
+            let full = page.len() >= LOCK_EVENT_PAGE as usize;
+            reported += self.pass_lock_events(page);
+            if !full {
+                return Ok(reported);
+            }
         }
+    }
+
+    fn pass_lock_events(&self, page: Vec<LockEvent>) -> usize {
+        let mut feed = self.lock_feed();
         let mut events = Vec::new();
-        let current: HashMap<(String, String), LockInfo> = listed.into_iter().map(|l| (lock_key(&l), l)).collect();
-        let gone: Vec<LockInfo> = known
-            .live
-            .iter()
-            .filter(|(key, k)| current.get(*key).is_none_or(|c| !same_lock(c, k)))
-            .map(|(_, k)| k.clone())
-            .collect();
-        for k in gone {
-            let end = KnownLocks::end_of(k, now);
-            known.apply(end, now, &mut events);
-        }
-        for l in current.into_values() {
-            known.apply(LockChange::Acquired(l), now, &mut events);
+        for e in page {
+            if e.seq > feed.cursor + 1 {
+                // Seqs are dense: the events in between were pruned (a compaction
+                // overtook this replica). Own changes among them are reported still.
+                tracing::warn!(
+                    from = feed.cursor + 1,
+                    to = e.seq - 1,
+                    "lock events {}..={} were pruned from the store before this replica read them",
+                    feed.cursor + 1,
+                    e.seq - 1
+                );
+                let own: Vec<(u64, LockChange)> = {
+                    let later = feed.deferred.split_off(&e.seq);
+                    std::mem::replace(&mut feed.deferred, later).into_iter().collect()
+                };
+                events.extend(own.into_iter().map(|(_, c)| c));
+                let later = feed.ahead.split_off(&e.seq);
+                feed.ahead = later;
+            }
+            let seq = e.seq;
+            feed.pass(seq, LockChange::from_event(e), &mut events);
         }
         self.report_locks(&events);
-        Ok(events.len())
+        events.len()
     }
 
     /// Waits, bounded by [`Limits::revision_wait`], until the replica has
@@ -655,16 +723,140 @@ impl Replica {
     }
 
     /// Applies what the store holds beyond the snapshot (other replicas'
-    /// writes). How many batches were installed.
+    /// writes). How many batches (and checkpoints) were installed.
+    ///
+    /// When a compaction removed records this replica had not read yet (it
+    /// was stopped, cut off or too slow), the tenants concerned are reloaded
+    /// from their checkpoints and the rest replayed; observers see each
+    /// reloaded tenant's changes as one batch at its checkpoint's revision.
     pub async fn catch_up(&self) -> ServiceResult<usize> {
         let mut ws = self.writer.lock().await;
         self.catch_up_locked(&mut ws).await
     }
 
     async fn catch_up_locked(&self, ws: &mut WriterState) -> ServiceResult<usize> {
-        let n = self.replay(ws, self.snapshot.revision(), &HashMap::new()).await?;
+        let n = match self.replay(ws, self.snapshot.revision(), &HashMap::new()).await {
+            Err(ServiceError::Store(StoreError::Compacted { oldest_retained, .. })) => {
+                let behind = self.snapshot.revision();
+                tracing::warn!(
+                    revision = behind,
+                    oldest_retained,
+                    "this replica is at revision {behind}, but the changelog was compacted up to revision \
+                     {oldest_retained}: reloading the tenants that changed from their checkpoints"
+                );
+                self.reload(ws).await?
+            }
+            other => other?,
+        };
         self.publish();
         Ok(n)
+    }
+
+    /// Catches up across a compaction: installs every checkpoint newer than
+    /// the snapshot and replays the retained records the checkpoints do not
+    /// cover, all in revision order, then publishes once.
+    ///
+    /// Observers see the result as ordinary batches, in revision order: a
+    /// checkpoint appears as one batch at its revision holding the
+    /// differences between the tenant as this replica had it and the
+    /// checkpoint (the smallest batch that turns one into the other, as an
+    /// `Import` with `replace` computes it; a tenant this replica did not
+    /// have appears as its creating batch). So computed subscribers are
+    /// diffed against the new view, and raw subscribers get a batch that
+    /// brings a copy of the tenant to the same state; the records it stands
+    /// for (compacted, or covered by the checkpoint) are not sent one by one.
+    async fn reload(&self, ws: &mut WriterState) -> ServiceResult<usize> {
+        let from = self.snapshot.revision();
+        let mut attempt = 0;
+        let installed = loop {
+            attempt += 1;
+            match self.reload_once(ws).await {
+                Err(ServiceError::Store(StoreError::Compacted { .. })) if attempt < 3 => {
+                    tracing::warn!("the changelog was compacted again while reloading; starting over");
+                }
+                other => break other?,
+            }
+        };
+        tracing::info!(from, to = self.snapshot.revision(), installed, "reloaded after the changelog compaction");
+        Ok(installed)
+    }
+
+    async fn reload_once(&self, ws: &mut WriterState) -> ServiceResult<usize> {
+        let behind = self.snapshot.revision();
+        let oldest = self.store.oldest_retained().await?;
+        // Checkpoints this replica has not reached, in revision order. A
+        // tenant whose checkpoint it has reached lost no record it needs:
+        // compaction keeps every record after a tenant's checkpoint.
+        let mut checkpoints: Vec<(TenantId, Revision, TenantConfig)> =
+            self.store.load_checkpoints().await?.into_iter().filter(|c| c.1 > behind).collect();
+        checkpoints.sort_by(|a, b| (a.1, &a.0.0).cmp(&(b.1, &b.0.0)));
+        let covered: HashMap<String, Revision> = checkpoints.iter().map(|c| (c.0.0.clone(), c.1)).collect();
+        let mut pending = checkpoints.into_iter().peekable();
+        let mut installed = 0;
+        let mut cursor = oldest.max(behind);
+        // Checkpoints at or before the oldest retained record: nothing retained precedes them.
+        while let Some((tenant, revision, config)) = pending.next_if(|c| c.1 <= cursor) {
+            installed += self.install_checkpoint(ws, &tenant, revision, config, None);
+        }
+        loop {
+            let page = self.store.read_since(cursor, REPLAY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            cursor = last.revision;
+            for record in page {
+                while let Some((tenant, revision, config)) = pending.next_if(|c| c.1 < record.revision) {
+                    installed += self.install_checkpoint(ws, &tenant, revision, config, None);
+                }
+                if let Some((tenant, revision, config)) =
+                    pending.next_if(|c| c.1 == record.revision && c.0 == record.tenant)
+                {
+                    installed += self.install_checkpoint(ws, &tenant, revision, config, Some(&record));
+                    continue;
+                }
+                // Covered by a checkpoint still to come (its batch will hold it).
+                if covered.get(record.tenant.as_str()).is_some_and(|&c| record.revision <= c) {
+                    continue;
+                }
+                installed += usize::from(self.apply_record(ws, record));
+            }
+        }
+        for (tenant, revision, config) in pending {
+            installed += self.install_checkpoint(ws, &tenant, revision, config, None);
+        }
+        Ok(installed)
+    }
+
+    /// Installs a tenant's checkpoint during [`Replica::reload`] and tells the
+    /// observers what changed, as one batch at the checkpoint's revision
+    /// (`record`: the changelog record at that revision, when retained).
+    fn install_checkpoint(
+        &self,
+        ws: &mut WriterState,
+        tenant: &TenantId,
+        revision: Revision,
+        config: TenantConfig,
+        record: Option<&ChangeRecord>,
+    ) -> usize {
+        let difference = match self.snapshot.state(tenant.as_str()) {
+            Some(before) => replace::replace_batch(&before.config, &config),
+            None => model::TenantFile::from_config(&config).to_mutations().unwrap_or_else(|e| {
+                tracing::warn!(tenant = %tenant, revision, error = %e, "cannot express the new tenant as a batch for the change streams");
+                Vec::new()
+            }),
+        };
+        let state = self.snapshot.install(config, revision);
+        ws.since_checkpoint.insert(tenant.0.clone(), 0);
+        tracing::info!(tenant = %tenant, revision, changes = difference.len(), "tenant reloaded from its checkpoint");
+        if !difference.is_empty() {
+            self.notify_batch(&Applied {
+                revision,
+                tenant,
+                mutations: &difference,
+                actor: None,
+                committed_at: record.map_or_else(SystemTime::now, |r| r.committed_at),
+                state: Some(&state),
+            });
+        }
+        1
     }
 
     /// Applies a write: conditions, validation, the actor's permissions, then
@@ -854,7 +1046,8 @@ impl Replica {
         }
     }
 
-    /// Removes expired edit locks from the store and logs them.
+    /// Removes expired edit locks from the store (which logs their expiry)
+    /// and reports them.
     pub async fn expire_locks(&self) -> ServiceResult<usize> {
         let expired = self.store.expire_locks(std::time::SystemTime::now()).await?;
         let n = expired.len();
@@ -865,8 +1058,9 @@ impl Replica {
     }
 
     /// Tails the store until `stop` turns true: applies other replicas' writes
-    /// (woken by PostgreSQL notifications, else every `interval`), expires
-    /// edit locks and reports lock changes made through other replicas.
+    /// and reports lock changes from the lock-event log (woken by PostgreSQL
+    /// notifications, else every `interval`), and expires edit locks every
+    /// `interval`.
     pub async fn tail(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         let mut notifications = match self.store.subscribe().await {
             Ok(n) => n,
@@ -875,31 +1069,132 @@ impl Replica {
                 None
             }
         };
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut expired_at = Instant::now();
         loop {
             let woken = async {
                 match notifications.as_mut() {
-                    Some(n) => n.recv().await.is_some(),
-                    None => std::future::pending::<bool>().await,
+                    Some(n) => n.recv().await,
+                    None => std::future::pending::<Option<Notice>>().await,
                 }
             };
-            let closed = tokio::select! {
+            // A lock-event wake-up reads only the lock-event log.
+            let only_locks = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(interval) => false,
-                alive = woken => !alive,
+                _ = ticks.tick() => false,
+                () = self.lock_wake.notified() => true,
+                notice = woken => match notice {
+                    Some(Notice::LockEvent(_)) => true,
+                    Some(Notice::Revision(_) | Notice::Reconnected) => false,
+                    None => {
+                        tracing::warn!("change notifications stopped; polling the store");
+                        notifications = None;
+                        false
+                    }
+                },
             };
-            if closed {
-                tracing::warn!("change notifications stopped; polling the store");
-                notifications = None;
+            if !only_locks {
+                if let Err(e) = self.catch_up().await {
+                    tracing::warn!(error = %e, "cannot read the changelog");
+                }
             }
-            if let Err(e) = self.catch_up().await {
-                tracing::warn!(error = %e, "cannot read the changelog");
+            if expired_at.elapsed() >= interval {
+                expired_at = Instant::now();
+                if let Err(e) = self.expire_locks().await {
+                    tracing::warn!(error = %e, "cannot expire edit locks");
+                }
             }
-            if let Err(e) = self.expire_locks().await {
-                tracing::warn!(error = %e, "cannot expire edit locks");
-            }
-            if let Err(e) = self.sync_locks().await {
-                tracing::warn!(error = %e, "cannot list edit locks");
+            if let Err(e) = self.sync_lock_events().await {
+                tracing::warn!(error = %e, "cannot read the lock-event log");
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::PersonId;
+    use std::time::UNIX_EPOCH;
+
+    fn lock(holder: &str, since: u64) -> LockInfo {
+        LockInfo {
+            tenant: TenantId("t".into()),
+            object: "Application/a".into(),
+            holder: PersonId(holder.into()),
+            since: UNIX_EPOCH + Duration::from_secs(since),
+            expires_at: UNIX_EPOCH + Duration::from_secs(since + 60),
+        }
+    }
+
+    fn names(events: &[LockChange]) -> Vec<String> {
+        events.iter().map(|c| format!("{} {}", c.parts().0.as_str(), c.parts().1.holder)).collect()
+    }
+
+    #[test]
+    fn own_changes_next_in_line_are_reported_at_once_and_not_again_from_the_log() {
+        let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
+        let mut out = Vec::new();
+        assert!(feed.own(Some(11), LockChange::Acquired(lock("a", 1)), &mut out));
+        assert!(feed.own(Some(12), LockChange::Released(lock("a", 1)), &mut out));
+        assert_eq!(names(&out), ["acquired a", "released a"]);
+        // The tailer reads them afterwards: nothing new.
+        out.clear();
+        feed.pass(11, LockChange::Acquired(lock("a", 1)), &mut out);
+        assert!(out.is_empty() && feed.cursor == 12);
+    }
+
+    #[test]
+    fn own_changes_wait_for_earlier_events_then_come_in_seq_order() {
+        let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
+        let mut out = Vec::new();
+        // Another replica's release (11) is not read yet: the acquire (12) waits.
+        assert!(!feed.own(Some(12), LockChange::Acquired(lock("me", 2)), &mut out));
+        assert!(out.is_empty());
+        feed.pass(11, LockChange::Released(lock("other", 1)), &mut out);
+        assert_eq!(names(&out), ["released other", "acquired me"]);
+        assert_eq!(feed.cursor, 12);
+        // The log's copy of 12 is not reported again.
+        out.clear();
+        feed.pass(12, LockChange::Acquired(lock("me", 2)), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_change_the_tailer_reported_first_is_dropped() {
+        let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
+        let mut out = Vec::new();
+        feed.pass(11, LockChange::Acquired(lock("me", 1)), &mut out);
+        assert!(feed.own(Some(11), LockChange::Acquired(lock("me", 1)), &mut out));
+        assert_eq!(names(&out), ["acquired me"]);
+    }
+
+    #[test]
+    fn changes_of_unknown_seq_are_reported_once() {
+        let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
+        let mut out = Vec::new();
+        assert!(feed.own(None, LockChange::Released(lock("me", 1)), &mut out));
+        feed.pass(11, LockChange::Acquired(lock("other", 2)), &mut out);
+        feed.pass(12, LockChange::Released(lock("me", 1)), &mut out);
+        assert_eq!(names(&out), ["released me", "acquired other"]);
+    }
+
+    #[test]
+    fn an_overflowing_backlog_reports_the_oldest_and_skips_it_later() {
+        let mut feed = LockFeed { cursor: 0, ..LockFeed::default() };
+        let mut out = Vec::new();
+        for seq in 2..=(LOCK_BACKLOG as u64 + 2) {
+            feed.own(Some(seq), LockChange::Acquired(lock("me", seq)), &mut out);
+        }
+        assert_eq!(out.len(), 1, "the oldest waiting change went out");
+        assert_eq!(feed.deferred.len(), LOCK_BACKLOG);
+        out.clear();
+        feed.pass(1, LockChange::Released(lock("other", 0)), &mut out);
+        assert_eq!(out.len(), LOCK_BACKLOG + 1, "the gap closed: the rest, in order, the early one skipped");
+        assert_eq!(feed.cursor, LOCK_BACKLOG as u64 + 2);
+        assert!(feed.ahead.is_empty() && feed.deferred.is_empty());
     }
 }

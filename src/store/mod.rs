@@ -1,5 +1,6 @@
 //! The durable store: an append-only changelog of write batches, periodic
-//! per-tenant checkpoints, and the shared table of Designer edit locks.
+//! per-tenant checkpoints, the shared table of Designer edit locks and the
+//! log of their changes.
 //!
 //! The store is event-sourced (SPEC §6): every accepted write batch is one
 //! [`ChangeRecord`] with the next revision of the store, global across tenants
@@ -25,6 +26,18 @@
 //! `NOTIFY authzd_changes, '<revision>'` in the same transaction, which
 //! [`AnyStore::subscribe`] turns into wake-ups for tailers.
 //!
+//! **Edit locks** live in the store so they hold across replicas (SPEC §4.4),
+//! and every acquire, release and expiry also appends a [`LockEvent`] to the
+//! lock-event log, in the same transaction as the change to the lock table
+//! (a refused acquire writes nothing; renewals are not events). Events get a
+//! sequence number (`seq`) of their own, dense and in commit order on both
+//! backends (PostgreSQL allocates it under the row lock of a counter row, like
+//! revisions), so replicas tail the log with [`Store::read_lock_events`] and
+//! report each event once, in order. PostgreSQL also sends
+//! `NOTIFY authzd_lock_events, '<seq>'`, which wakes tailers through the same
+//! [`Notifications`]. [`Store::compact`] prunes the log too: events older than
+//! [`LOCK_EVENT_RETENTION`] or beyond the [`LOCK_EVENTS_KEPT`] newest go.
+//!
 //! Two backends implement one [`Store`] trait: [`SqliteStore`] (the default,
 //! a single replica on an embedded file) and [`PostgresStore`] (many replicas
 //! sharing one database). [`AnyStore`] picks one from a URL.
@@ -37,16 +50,29 @@
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::{Notifications, PostgresStore};
+pub use postgres::{Notice, Notifications, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// The PostgreSQL channel on which every append notifies its revision.
 pub const NOTIFY_CHANNEL: &str = "authzd_changes";
+
+/// The PostgreSQL channel on which every lock change notifies the `seq` of
+/// its last lock event (a channel of its own: replicas of an older build,
+/// which parse every notice on [`NOTIFY_CHANNEL`] as a revision, never see it).
+pub const LOCK_NOTIFY_CHANNEL: &str = "authzd_lock_events";
+
+/// [`Store::compact`] deletes lock events recorded longer ago than this.
+pub const LOCK_EVENT_RETENTION: Duration = Duration::from_secs(3_600);
+
+/// [`Store::compact`] keeps at most this many of the newest lock events.
+pub const LOCK_EVENTS_KEPT: u64 = 100_000;
 
 /// One committed write batch of the changelog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +133,55 @@ pub struct LockInfo {
     pub expires_at: SystemTime,
 }
 
-/// A lock removed by [`Store::expire_locks`] (the caller records each expiry).
+/// A lock removed by [`Store::expire_locks`] (its expiry is in the lock-event log).
 pub type ExpiredLock = LockInfo;
+
+/// What happened to a lock, as the lock-event log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockEventKind {
+    /// A person took the lock (a renewal by its holder is not an event).
+    Acquired,
+    /// The holder gave the lock up.
+    Released,
+    /// The lock passed its idle timeout (removed by [`Store::expire_locks`],
+    /// or taken over by the next editor).
+    Expired,
+}
+
+impl LockEventKind {
+    /// The name stored in the log's `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockEventKind::Acquired => "acquired",
+            LockEventKind::Released => "released",
+            LockEventKind::Expired => "expired",
+        }
+    }
+
+    /// The kind named `s` (as [`as_str`](LockEventKind::as_str) spells it).
+    pub fn parse(s: &str) -> Option<LockEventKind> {
+        match s {
+            "acquired" => Some(LockEventKind::Acquired),
+            "released" => Some(LockEventKind::Released),
+            "expired" => Some(LockEventKind::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the lock-event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockEvent {
+    /// Position in the log: dense, starting at 1, in commit order.
+    pub seq: u64,
+    /// What happened.
+    pub kind: LockEventKind,
+    /// The lock it happened to (for an expiry or a release: as it was last).
+    pub lock: LockInfo,
+    /// When it was recorded (the `now` of the operation; the writer's clock
+    /// for a release).
+    pub at: SystemTime,
+}
 
 /// Why a store operation failed. Messages are lowercase.
 #[derive(Debug, Error)]
@@ -198,12 +271,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the changelog records below `before` that no checkpoint needs
     /// (a record is needed while its tenant has no checkpoint at or after it)
     /// and returns the new [`oldest_retained`](Store::oldest_retained).
+    ///
+    /// Also prunes the lock-event log: events recorded more than
+    /// [`LOCK_EVENT_RETENTION`] ago, and all but the [`LOCK_EVENTS_KEPT`] newest.
     fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send;
 
     /// Acquires (or, for its holder, renews) the edit lock of `object` in
     /// `tenant` for `person` until `now + idle_timeout`. An expired lock is
     /// taken over. One atomic conditional upsert: replicas sharing the store
     /// never both get it.
+    ///
+    /// In the same transaction it logs an `expired` event for a lock it took
+    /// over, then an `acquired` event (none for a renewal or a refusal).
     fn acquire_lock(
         &self,
         tenant: &TenantId,
@@ -218,10 +297,22 @@ pub trait Store: Send + Sync + 'static {
     fn renew_lock(&self, token: &str, now: SystemTime) -> impl Future<Output = StoreResult<Option<SystemTime>>> + Send;
 
     /// Releases a lock; what was released, or `None` when the token is unknown.
+    /// Logs a `released` event in the same transaction.
     fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockInfo>>> + Send;
 
-    /// Removes every lock expired at `now` (`expires_at <= now`) and returns them.
+    /// Removes every lock expired at `now` (`expires_at <= now`) and returns
+    /// them, ordered by tenant and object; logs an `expired` event for each in
+    /// the same transaction. Locks another transaction is changing right now
+    /// are left to it (PostgreSQL: `SKIP LOCKED`), so each expiry is logged once.
     fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<ExpiredLock>>> + Send;
+
+    /// The `seq` of the newest lock event ever logged; 0 when none was.
+    fn lock_events_head(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// At most `limit` lock events with a `seq` above `after`, in `seq` order.
+    /// Events pruned by [`compact`](Store::compact) are simply absent (seqs
+    /// are dense, so a reader sees the gap).
+    fn read_lock_events(&self, after: u64, limit: u32) -> impl Future<Output = StoreResult<Vec<LockEvent>>> + Send;
 
     /// The locks live at `now`, ordered by tenant and object (to rebuild a
     /// replica's view of the locks at start).
@@ -258,8 +349,9 @@ impl AnyStore {
         }
     }
 
-    /// Wake-ups for tailers: the revision of every append, as PostgreSQL
-    /// notifies it. `None` on SQLite, where tailers poll.
+    /// Wake-ups for tailers: the revision of every append and the last `seq`
+    /// of every lock change, as PostgreSQL notifies them. `None` on SQLite,
+    /// where tailers poll.
     pub async fn subscribe(&self) -> StoreResult<Option<Notifications>> {
         match self {
             AnyStore::Sqlite(_) => Ok(None),
@@ -280,6 +372,21 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.display_url(),
             AnyStore::Postgres(p) => p.display_url(),
+        }
+    }
+
+    /// The `seq` of a lock event that this store handle (or a clone of it)
+    /// logged recently, matched by kind, tenant, object, holder and since;
+    /// each logged event is handed out once. `None` for an event logged
+    /// through another handle (another replica) or long ago.
+    ///
+    /// How a replica tells its own lock events from other replicas' without
+    /// waiting for the log: it reports its own at once and the rest in `seq`
+    /// order as it tails the log.
+    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
+        match self {
+            AnyStore::Sqlite(s) => s.take_written_lock_event(kind, lock),
+            AnyStore::Postgres(p) => p.take_written_lock_event(kind, lock),
         }
     }
 }
@@ -342,6 +449,12 @@ impl Store for AnyStore {
     }
     async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {
         delegate!(self, s => s.list_locks(now))
+    }
+    async fn lock_events_head(&self) -> StoreResult<u64> {
+        delegate!(self, s => s.lock_events_head())
+    }
+    async fn read_lock_events(&self, after: u64, limit: u32) -> StoreResult<Vec<LockEvent>> {
+        delegate!(self, s => s.read_lock_events(after, limit))
     }
 }
 
@@ -501,6 +614,120 @@ impl From<LockRow> for LockInfo {
             expires_at: from_millis(r.expires_at_ms),
         }
     }
+}
+
+/// How many lock events a store handle remembers having logged (see
+/// [`AnyStore::take_written_lock_event`]); its replica claims each within
+/// microseconds of the commit, so this only bounds events nobody claims.
+const WRITTEN_LOCK_EVENTS: usize = 1_024;
+
+/// The lock events one store handle (and its clones) logged recently.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WrittenLockEvents(Arc<Mutex<VecDeque<(u64, LockEventKind, LockInfo)>>>);
+
+fn same_lock_instance(a: &LockInfo, b: &LockInfo) -> bool {
+    a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
+}
+
+impl WrittenLockEvents {
+    /// Remembers events just committed, numbered from `first_seq`.
+    pub(crate) fn record(&self, first_seq: u64, events: &[(LockEventKind, LockInfo)]) {
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (kind, lock)) in events.iter().enumerate() {
+            if written.len() >= WRITTEN_LOCK_EVENTS {
+                written.pop_front();
+            }
+            written.push_back((first_seq + i as u64, *kind, lock.clone()));
+        }
+    }
+
+    /// The seq of the oldest remembered event matching `kind` and `lock`, forgotten once handed out.
+    pub(crate) fn take(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = written.iter().position(|(_, k, l)| *k == kind && same_lock_instance(l, lock))?;
+        written.remove(i).map(|(seq, _, _)| seq)
+    }
+}
+
+/// A granted acquire: the answer, and the events it logs in its transaction
+/// — the expiry of the lock it took over (`prev`: holder, since and expiry of
+/// the row before, expired when `expires_at_ms <= now_ms`), then the acquire,
+/// unless it only renewed the caller's live lock. `granted`: the token, since
+/// and expiry the upsert returned.
+pub(crate) fn granted_lock(
+    tenant: &TenantId,
+    object: &str,
+    person: &PersonId,
+    prev: Option<(String, i64, i64)>,
+    now_ms: i64,
+    (token, since_ms, expires_at_ms): (String, i64, i64),
+) -> (LockOutcome, Vec<(LockEventKind, LockInfo)>) {
+    let renewed = prev.as_ref().is_some_and(|p| p.2 > now_ms);
+    let taken_over = prev.filter(|p| p.2 <= now_ms).map(|(holder, since_ms, expires_at_ms)| {
+        LockInfo::from(LockRow { tenant: tenant.0.clone(), object: object.to_owned(), holder, since_ms, expires_at_ms })
+    });
+    let (since, expires_at) = (from_millis(since_ms), from_millis(expires_at_ms));
+    let mut events = Vec::new();
+    if let Some(old) = &taken_over {
+        events.push((LockEventKind::Expired, old.clone()));
+    }
+    if !renewed {
+        let lock =
+            LockInfo { tenant: tenant.clone(), object: object.to_owned(), holder: person.clone(), since, expires_at };
+        events.push((LockEventKind::Acquired, lock));
+    }
+    (LockOutcome::Granted { token, since, expires_at, renewed, taken_over }, events)
+}
+
+/// The expiry events of the locks `expire_locks` removed, ordered by tenant and object.
+pub(crate) fn expiry_events(mut locks: Vec<LockInfo>) -> Vec<(LockEventKind, LockInfo)> {
+    locks.sort_by(|a, b| (&a.tenant.0, &a.object).cmp(&(&b.tenant.0, &b.object)));
+    locks.into_iter().map(|l| (LockEventKind::Expired, l)).collect()
+}
+
+/// A seq as the databases store it (signed 64-bit).
+pub(crate) fn seq_to_db(seq: u64) -> StoreResult<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Other(format!("lock event seq `{seq}` is out of range")))
+}
+
+/// A stored seq; negative values mean a corrupt row.
+pub(crate) fn seq_from_db(seq: i64) -> StoreResult<u64> {
+    u64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt { revision: 0, message: format!("negative lock event seq `{seq}`") })
+}
+
+/// A lock-event row as both backends read it:
+/// (seq, tenant, object_key, holder, kind, since_ms, expires_at_ms, at_ms).
+pub(crate) type LockEventRow = (i64, String, String, String, String, i64, i64, i64);
+
+/// The columns of [`LockEventRow`], in order.
+pub(crate) const LOCK_EVENT_COLUMNS: &str = "seq, tenant, object_key, holder, kind, since_ms, expires_at_ms, at_ms";
+
+/// Decodes a lock-event row.
+pub(crate) fn decode_lock_event(
+    (seq, tenant, object, holder, kind, since_ms, expires_at_ms, at_ms): LockEventRow,
+) -> StoreResult<LockEvent> {
+    let seq = seq_from_db(seq)?;
+    let kind = LockEventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+        revision: 0,
+        message: format!("lock event `{seq}` has the unknown kind `{kind}`"),
+    })?;
+    Ok(LockEvent {
+        seq,
+        kind,
+        lock: LockRow { tenant, object, holder, since_ms, expires_at_ms }.into(),
+        at: from_millis(at_ms),
+    })
+}
+
+/// What [`Store::compact`] prunes from the lock-event log at `now`, with
+/// the log's head at `head`: `(before_ms, up_to_seq)`, to delete every event
+/// with `at_ms < before_ms` (older than [`LOCK_EVENT_RETENTION`]) or
+/// `seq <= up_to_seq` (beyond the [`LOCK_EVENTS_KEPT`] newest).
+pub(crate) fn lock_event_prune_bounds(now: SystemTime, head: u64) -> (i64, i64) {
+    let before_ms = to_millis(now).saturating_sub(duration_millis(LOCK_EVENT_RETENTION));
+    let beyond = i64::try_from(head.saturating_sub(LOCK_EVENTS_KEPT)).unwrap_or(i64::MAX);
+    (before_ms, beyond)
 }
 
 /// One embedded schema migration: (version, name, SQL).

@@ -7,10 +7,22 @@
 //! never sees revision N+1 before N. Writes are rare, so the serialization
 //! costs nothing that matters.
 //!
-//! Every append sends `NOTIFY authzd_changes, '<revision>'` in its
-//! transaction (delivered only on commit); [`PostgresStore::subscribe`]
-//! listens on a dedicated connection so tailers wake at once and poll as a
-//! fallback.
+//! Lock events get their `seq` the same way, from the counter row
+//! `authzd_lock_event_head`: a lock change takes that row lock last, after
+//! the lock rows it changes, and holds it until commit (so no two lock
+//! transactions wait on each other in a cycle, and lock changes never wait
+//! for changelog appends).
+//!
+//! Every append sends `NOTIFY authzd_changes, '<revision>'` and every lock
+//! change `NOTIFY authzd_lock_events, '<last seq>'` in its transaction
+//! (delivered only on commit); [`PostgresStore::subscribe`] listens to both on
+//! a dedicated connection so tailers wake at once and poll as a fallback.
+//!
+//! An outage answers quickly: a pooled connection is awaited at most
+//! [`ACQUIRE_TIMEOUT`] (the pool retries refused connections meanwhile), and
+//! opening the store or the listener gives up after [`CONNECT_TIMEOUT`]; both
+//! end in [`StoreError::Unavailable`]. Nothing else is needed to recover: the
+//! pool reconnects on the next call once the database is back.
 //!
 //! The schema lives in `migrations/postgres/*.sql`, embedded with
 //! `include_str!` and applied at open in one transaction under a
@@ -19,10 +31,12 @@
 //! needs sqlx's `macros` feature, which the crate does not enable.) Requires
 //! PostgreSQL 13 or newer (`gen_random_uuid()` for lock tokens).
 
-use super::{compaction_cutoff, 
-    ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError,
-    StoreResult, db_error, decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations,
-    from_millis, redact_url, rev_from_db, rev_to_db, to_millis,
+use super::{
+    ChangeRecord, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent, LockEventKind, LockEventRow,
+    LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError, StoreResult, WrittenLockEvents,
+    compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config,
+    encode_mutations, expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db,
+    rev_to_db, seq_from_db, seq_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::Connection;
@@ -33,13 +47,23 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// The embedded schema, in order.
-const MIGRATIONS: &[Migration] = &[(1, "initial", include_str!("migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "initial", include_str!("migrations/postgres/0001_initial.sql")),
+    (2, "lock_events", include_str!("migrations/postgres/0002_lock_events.sql")),
+];
 
 /// Key of the advisory lock that serializes schema migrations across replicas.
 const MIGRATION_LOCK_KEY: i64 = 0x6175_7468_7a64_0001; // "authzd" 1
 
-/// How long an operation waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an operation waits for a pooled connection, opening one
+/// included (refused connections are retried meanwhile): the most a read or
+/// write waits during an outage before it fails as unavailable. Every query
+/// takes milliseconds, so a healthy pool never comes near it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long opening the store (its first connection) or the notification
+/// listener may take before it fails as unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Capacity of a subscriber's queue of notified revisions. A full queue drops
 /// the newest notice, which is safe: the subscriber still has an older notice
@@ -52,29 +76,39 @@ pub struct PostgresStore {
     pool: PgPool,
     options: Arc<PgConnectOptions>,
     url: String,
+    written: WrittenLockEvents,
 }
 
-/// Revisions notified by appends of any replica, for waking tailers.
+/// A wake-up for tailers: what some replica just committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// An append committed this revision (`NOTIFY authzd_changes`).
+    Revision(Revision),
+    /// A lock change committed lock events up to this seq (`NOTIFY authzd_lock_events`).
+    LockEvent(u64),
+    /// The listening connection was lost and re-established: notices sent
+    /// meanwhile are gone, so read both the changelog and the lock-event log.
+    Reconnected,
+}
+
+/// What appends and lock changes of any replica notify, for waking tailers.
 ///
-/// After the listening connection was lost and re-established, the current
-/// head is delivered (notices sent meanwhile are gone). When the database is
-/// unreachable nothing arrives: tailers keep polling as a fallback. Dropping
-/// this stops the listener.
+/// When the database is unreachable nothing arrives: tailers keep polling as
+/// a fallback. Dropping this stops the listener.
 #[derive(Debug)]
 pub struct Notifications {
-    rx: mpsc::Receiver<Revision>,
+    rx: mpsc::Receiver<Notice>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Notifications {
-    /// The next notified revision; `None` once the listener has stopped (the
-    /// store was closed).
-    pub async fn recv(&mut self) -> Option<Revision> {
+    /// The next notice; `None` once the listener has stopped (the store was closed).
+    pub async fn recv(&mut self) -> Option<Notice> {
         self.rx.recv().await
     }
 
-    /// A notified revision if one is queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<Revision> {
+    /// A notice if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Notice> {
         self.rx.try_recv().ok()
     }
 }
@@ -96,11 +130,11 @@ impl PostgresStore {
         // One direct connection first: it fails fast with the real cause (the
         // pool would retry until its timeout and report only that), and it
         // applies the schema before any other work.
-        let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| StoreError::Unavailable {
                 url: safe_url.clone(),
-                message: format!("connecting timed out after {} s", ACQUIRE_TIMEOUT.as_secs()),
+                message: format!("connecting timed out after {} s", CONNECT_TIMEOUT.as_secs()),
             })?
             .map_err(|e| db_error(&safe_url, e))?;
         migrate(&mut conn, &safe_url).await?;
@@ -111,7 +145,8 @@ impl PostgresStore {
             .max_connections(10)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone());
-        let store = PostgresStore { pool, options: Arc::new(options), url: safe_url };
+        let store =
+            PostgresStore { pool, options: Arc::new(options), url: safe_url, written: WrittenLockEvents::default() };
         tracing::debug!(url = %store.url, "postgres store open");
         Ok(store)
     }
@@ -126,25 +161,82 @@ impl PostgresStore {
         &self.url
     }
 
-    /// Starts listening on `authzd_changes` on a dedicated connection.
+    /// Starts listening on `authzd_changes` and `authzd_lock_events` on a
+    /// dedicated connection.
     ///
     /// Subscribe first, then read from the cursor: a notice only says "read
-    /// now"; the records always come from [`Store::read_since`].
+    /// now"; the records always come from [`Store::read_since`] and
+    /// [`Store::read_lock_events`].
     pub async fn subscribe(&self) -> StoreResult<Notifications> {
         let e = self.err();
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with((*self.options).clone());
         let mut listener = PgListener::connect_with(&listen_pool).await.map_err(&e)?;
-        listener.listen(NOTIFY_CHANNEL).await.map_err(&e)?;
+        listener.listen_all([NOTIFY_CHANNEL, LOCK_NOTIFY_CHANNEL]).await.map_err(&e)?;
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
-        let task = tokio::spawn(forward_notifications(listener, self.pool.clone(), tx, self.url.clone()));
+        let task = tokio::spawn(forward_notifications(listener, tx, self.url.clone()));
         Ok(Notifications { rx, task })
+    }
+
+    /// See [`super::AnyStore::take_written_lock_event`].
+    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
+        self.written.take(kind, lock)
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| db_error(&self.url, e)
+    }
+
+    /// Appends `events` to the lock-event log inside the caller's transaction
+    /// and notifies them; the seq of the first.
+    ///
+    /// The seqs come from the counter row, whose row lock this takes (the
+    /// caller's last lock: it already holds the lock rows it changed) and
+    /// keeps until commit. A transaction that got seq N therefore commits
+    /// before any other can get N + 1, so a tailer reading `seq > cursor`
+    /// never skips an event that commits late, and a rolled-back transaction
+    /// leaves no gap.
+    async fn log_lock_events(
+        &self,
+        conn: &mut PgConnection,
+        events: &[(LockEventKind, LockInfo)],
+        at_ms: i64,
+    ) -> StoreResult<u64> {
+        let e = self.err();
+        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let last: i64 =
+            sqlx::query_scalar("UPDATE authzd_lock_event_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+                .bind(n)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(&e)?;
+        let last = seq_from_db(last)?;
+        let first = last + 1 - events.len() as u64;
+        for (i, (kind, l)) in events.iter().enumerate() {
+            sqlx::query(&format!(
+                "INSERT INTO authzd_lock_events ({LOCK_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(seq_to_db(first + i as u64)?)
+            .bind(l.tenant.as_str())
+            .bind(&l.object)
+            .bind(l.holder.as_str())
+            .bind(kind.as_str())
+            .bind(to_millis(l.since))
+            .bind(to_millis(l.expires_at))
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(&e)?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(LOCK_NOTIFY_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(&e)?;
+        Ok(first)
     }
 }
 
@@ -186,33 +278,28 @@ async fn migrate(conn: &mut PgConnection, url: &str) -> StoreResult<()> {
     tx.commit().await.map_err(e)
 }
 
-async fn current_head(pool: &PgPool) -> Result<Revision, sqlx::Error> {
-    let head: i64 = sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1").fetch_one(pool).await?;
-    Ok(u64::try_from(head).unwrap_or(0))
-}
-
 /// Forwards notifications until the subscriber goes away or the listener's pool closes.
-async fn forward_notifications(mut listener: PgListener, pool: PgPool, tx: mpsc::Sender<Revision>, url: String) {
+async fn forward_notifications(mut listener: PgListener, tx: mpsc::Sender<Notice>, url: String) {
     loop {
         let next = tokio::select! {
             _ = tx.closed() => return,
             next = listener.try_recv() => next,
         };
-        let resync = match next {
+        let notice = match next {
             Ok(Some(n)) => {
-                match n.payload().parse::<Revision>() {
-                    Ok(revision) => {
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(revision) {
-                            return;
-                        }
+                let number = n.payload().parse::<u64>();
+                match (n.channel(), number) {
+                    (NOTIFY_CHANNEL, Ok(revision)) => Notice::Revision(revision),
+                    (LOCK_NOTIFY_CHANNEL, Ok(seq)) => Notice::LockEvent(seq),
+                    (channel, _) => {
+                        tracing::warn!(url, channel, payload = n.payload(), "ignoring a malformed notification");
+                        continue;
                     }
-                    Err(_) => tracing::warn!(url, payload = n.payload(), "ignoring a malformed change notification"),
                 }
-                false
             }
             Ok(None) => {
                 tracing::warn!(url, "change notification connection lost and re-established");
-                true
+                Notice::Reconnected
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(err) => {
@@ -221,16 +308,13 @@ async fn forward_notifications(mut listener: PgListener, pool: PgPool, tx: mpsc:
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                true
+                // Notices sent while the connection was down are lost: wake the tailer anyway.
+                Notice::Reconnected
             }
         };
-        if resync {
-            // Notices sent while the connection was down are lost: wake the tailer anyway.
-            if let Ok(head) = current_head(&pool).await {
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(head) {
-                    return;
-                }
-            }
+        // A full queue drops the notice: the subscriber has older ones to wake on.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(notice) {
+            return;
         }
     }
 }
@@ -373,6 +457,23 @@ impl Store for PostgresStore {
                 .await
                 .map_err(&e)?;
         let (head, oldest) = (rev_from_db(head)?, rev_from_db(oldest)?);
+        // The lock-event log: old events, and all but the newest. No lock on its
+        // counter row: only events far behind the head are deleted.
+        let lock_head: i64 = sqlx::query_scalar("SELECT seq FROM authzd_lock_event_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        let (before_ms, up_to) = lock_event_prune_bounds(SystemTime::now(), seq_from_db(lock_head)?);
+        let pruned = sqlx::query("DELETE FROM authzd_lock_events WHERE at_ms < $1 OR seq <= $2")
+            .bind(before_ms)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await
+            .map_err(&e)?
+            .rows_affected();
+        if pruned > 0 {
+            tracing::debug!(url = %self.url, pruned, "pruned the lock-event log");
+        }
         // Checkpoints may move forward concurrently; that only makes this bound conservative.
         let needed: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(l.revision) FROM authzd_changelog l
@@ -384,6 +485,7 @@ impl Store for PostgresStore {
         .map_err(&e)?;
         let cutoff = compaction_cutoff(before, head, needed.map(rev_from_db).transpose()?);
         if cutoff <= oldest {
+            tx.commit().await.map_err(&e)?;
             return Ok(oldest);
         }
         let cut = rev_to_db(cutoff)?;
@@ -450,20 +552,8 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(&e)?;
-        let outcome = match granted {
-            Some((token, since_ms, expires_at_ms)) => {
-                let renewed = prev.as_ref().is_some_and(|p| p.2 > now_ms);
-                let expired_prev = prev.filter(|p| p.2 <= now_ms);
-                LockOutcome::Granted {
-                    token,
-                    since: from_millis(since_ms),
-                    expires_at: from_millis(expires_at_ms),
-                    renewed,
-                    taken_over: expired_prev.map(|(holder, since_ms, expires_at_ms)| {
-                        lock_row((tenant.0.clone(), object.to_owned(), holder, since_ms, expires_at_ms))
-                    }),
-                }
-            }
+        let (outcome, events) = match granted {
+            Some(granted) => granted_lock(tenant, object, person, prev, now_ms, granted),
             None => {
                 let (holder, since_ms, expires_at_ms): (String, i64, i64) = sqlx::query_as(
                     "SELECT holder, since_ms, expires_at_ms FROM authzd_locks WHERE tenant = $1 AND object_key = $2",
@@ -473,14 +563,17 @@ impl Store for PostgresStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(&e)?;
-                LockOutcome::Held {
+                let held = LockOutcome::Held {
                     holder: PersonId(holder),
                     since: from_millis(since_ms),
                     expires_at: from_millis(expires_at_ms),
-                }
+                };
+                (held, Vec::new())
             }
         };
+        let first = if events.is_empty() { 0 } else { self.log_lock_events(&mut tx, &events, now_ms).await? };
         tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
         Ok(outcome)
     }
 
@@ -498,25 +591,70 @@ impl Store for PostgresStore {
     }
 
     async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+        let e = self.err();
+        let mut tx = self.pool.begin().await.map_err(&e)?;
         let row: Option<(String, String, String, i64, i64)> =
             sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE token = $1 RETURNING {LOCK_COLUMNS}"))
                 .bind(token)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(self.err())?;
-        Ok(row.map(lock_row))
+                .map_err(&e)?;
+        let Some(released) = row.map(lock_row) else {
+            return Ok(None);
+        };
+        let events = [(LockEventKind::Released, released)];
+        let first = self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await?;
+        tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
+        let [(_, released)] = events;
+        Ok(Some(released))
     }
 
     async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
-        let rows: Vec<(String, String, String, i64, i64)> =
-            sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE expires_at_ms <= $1 RETURNING {LOCK_COLUMNS}"))
-                .bind(to_millis(now))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.err())?;
-        let mut out: Vec<LockInfo> = rows.into_iter().map(lock_row).collect();
-        out.sort_by(|a, b| (&a.tenant, &a.object).cmp(&(&b.tenant, &b.object)));
-        Ok(out)
+        let e = self.err();
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin().await.map_err(&e)?;
+        // SKIP LOCKED: a lock another transaction holds the row of (a takeover,
+        // a renewal, another replica expiring it) is left to that transaction,
+        // so expiries are logged once and replicas never wait on each other here.
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(&format!(
+            "DELETE FROM authzd_locks WHERE (tenant, object_key) IN (
+                 SELECT tenant, object_key FROM authzd_locks WHERE expires_at_ms <= $1 FOR UPDATE SKIP LOCKED)
+             RETURNING {LOCK_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&e)?;
+        if rows.is_empty() {
+            tx.commit().await.map_err(&e)?;
+            return Ok(Vec::new());
+        }
+        let events = expiry_events(rows.into_iter().map(lock_row).collect());
+        let first = self.log_lock_events(&mut tx, &events, now_ms).await?;
+        tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
+        Ok(events.into_iter().map(|(_, l)| l).collect())
+    }
+
+    async fn lock_events_head(&self) -> StoreResult<u64> {
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM authzd_lock_event_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        seq_from_db(head)
+    }
+
+    async fn read_lock_events(&self, after: u64, limit: u32) -> StoreResult<Vec<LockEvent>> {
+        let rows: Vec<LockEventRow> = sqlx::query_as(&format!(
+            "SELECT {LOCK_EVENT_COLUMNS} FROM authzd_lock_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(seq_to_db(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.into_iter().map(decode_lock_event).collect()
     }
 
     async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {

@@ -14,19 +14,25 @@
 //! binary carries its schema, applies it atomically, and refuses a file
 //! written by a newer version.
 
-use super::{compaction_cutoff, 
-    ChangeRecord, ExpiredLock, LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult, db_error,
-    decode_checkpoint, decode_record, duration_millis, encode_config, encode_mutations, from_millis, redact_url,
-    rev_from_db, rev_to_db, to_millis,
+use super::{
+    ChangeRecord, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome,
+    LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error,
+    decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config, encode_mutations,
+    expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db,
+    seq_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 /// The embedded schema, in order.
-const MIGRATIONS: &[Migration] = &[(1, "initial", include_str!("migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "initial", include_str!("migrations/sqlite/0001_initial.sql")),
+    (2, "lock_events", include_str!("migrations/sqlite/0002_lock_events.sql")),
+];
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +42,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     pool: SqlitePool,
     url: String,
+    written: WrittenLockEvents,
 }
 
 impl SqliteStore {
@@ -73,7 +80,7 @@ impl SqliteStore {
             pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&safe_url, e))?;
-        let store = SqliteStore { pool, url: safe_url };
+        let store = SqliteStore { pool, url: safe_url, written: WrittenLockEvents::default() };
         store.migrate().await?;
         tracing::debug!(url = %store.url, "sqlite store open");
         Ok(store)
@@ -89,8 +96,50 @@ impl SqliteStore {
         &self.url
     }
 
+    /// See [`super::AnyStore::take_written_lock_event`].
+    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
+        self.written.take(kind, lock)
+    }
+
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         move |e| db_error(&self.url, e)
+    }
+
+    /// Appends `events` to the lock-event log inside the caller's
+    /// `BEGIN IMMEDIATE` transaction (the single writer: seq order is commit
+    /// order) and returns the seq of the first.
+    async fn log_lock_events(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[(LockEventKind, LockInfo)],
+        at_ms: i64,
+    ) -> StoreResult<u64> {
+        let e = self.err();
+        let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let last: i64 =
+            sqlx::query_scalar("UPDATE authzd_lock_event_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq")
+                .bind(n)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(&e)?;
+        let first = seq_from_db(last)? + 1 - events.len() as u64;
+        for (i, (kind, l)) in events.iter().enumerate() {
+            sqlx::query(&format!(
+                "INSERT INTO authzd_lock_events ({LOCK_EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))
+            .bind(seq_to_db(first + i as u64)?)
+            .bind(l.tenant.as_str())
+            .bind(&l.object)
+            .bind(l.holder.as_str())
+            .bind(kind.as_str())
+            .bind(to_millis(l.since))
+            .bind(to_millis(l.expires_at))
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(&e)?;
+        }
+        Ok(first)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -258,6 +307,22 @@ impl Store for SqliteStore {
             .await
             .map_err(&e)?;
         let (head, oldest) = (rev_from_db(head)?, rev_from_db(oldest)?);
+        // The lock-event log: old events, and all but the newest.
+        let lock_head: i64 = sqlx::query_scalar("SELECT seq FROM authzd_lock_event_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        let (before_ms, up_to) = lock_event_prune_bounds(SystemTime::now(), seq_from_db(lock_head)?);
+        let pruned = sqlx::query("DELETE FROM authzd_lock_events WHERE at_ms < ?1 OR seq <= ?2")
+            .bind(before_ms)
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await
+            .map_err(&e)?
+            .rows_affected();
+        if pruned > 0 {
+            tracing::debug!(url = %self.url, pruned, "pruned the lock-event log");
+        }
         // The oldest record some tenant still needs: one after its checkpoint, or any without one.
         let needed: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(l.revision) FROM authzd_changelog l
@@ -269,6 +334,7 @@ impl Store for SqliteStore {
         .map_err(&e)?;
         let cutoff = compaction_cutoff(before, head, needed.map(rev_from_db).transpose()?);
         if cutoff <= oldest {
+            tx.commit().await.map_err(&e)?;
             return Ok(oldest);
         }
         let cut = rev_to_db(cutoff)?;
@@ -331,20 +397,8 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(&e)?;
-        let outcome = match granted {
-            Some((token, since_ms, expires_at_ms)) => {
-                let renewed = prev.as_ref().is_some_and(|p| p.2 > now_ms);
-                let expired_prev = prev.filter(|p| p.2 <= now_ms);
-                LockOutcome::Granted {
-                    token,
-                    since: from_millis(since_ms),
-                    expires_at: from_millis(expires_at_ms),
-                    renewed,
-                    taken_over: expired_prev.map(|(holder, since_ms, expires_at_ms)| {
-                        lock_row((tenant.0.clone(), object.to_owned(), holder, since_ms, expires_at_ms))
-                    }),
-                }
-            }
+        let (outcome, events) = match granted {
+            Some(granted) => granted_lock(tenant, object, person, prev, now_ms, granted),
             None => {
                 let (holder, since_ms, expires_at_ms): (String, i64, i64) = sqlx::query_as(
                     "SELECT holder, since_ms, expires_at_ms FROM authzd_locks WHERE tenant = ?1 AND object_key = ?2",
@@ -354,14 +408,17 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(&e)?;
-                LockOutcome::Held {
+                let held = LockOutcome::Held {
                     holder: PersonId(holder),
                     since: from_millis(since_ms),
                     expires_at: from_millis(expires_at_ms),
-                }
+                };
+                (held, Vec::new())
             }
         };
+        let first = if events.is_empty() { 0 } else { self.log_lock_events(&mut tx, &events, now_ms).await? };
         tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
         Ok(outcome)
     }
 
@@ -380,25 +437,63 @@ impl Store for SqliteStore {
     }
 
     async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+        let e = self.err();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
         let row: Option<(String, String, String, i64, i64)> =
             sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE token = ?1 RETURNING {LOCK_COLUMNS}"))
                 .bind(token)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(self.err())?;
-        Ok(row.map(lock_row))
+                .map_err(&e)?;
+        let Some(released) = row.map(lock_row) else {
+            return Ok(None);
+        };
+        let events = [(LockEventKind::Released, released)];
+        let first = self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await?;
+        tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
+        let [(_, released)] = events;
+        Ok(Some(released))
     }
 
     async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+        let e = self.err();
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
         let rows: Vec<(String, String, String, i64, i64)> =
             sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE expires_at_ms <= ?1 RETURNING {LOCK_COLUMNS}"))
-                .bind(to_millis(now))
-                .fetch_all(&self.pool)
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(self.err())?;
-        let mut out: Vec<LockInfo> = rows.into_iter().map(lock_row).collect();
-        out.sort_by(|a, b| (&a.tenant, &a.object).cmp(&(&b.tenant, &b.object)));
-        Ok(out)
+                .map_err(&e)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = expiry_events(rows.into_iter().map(lock_row).collect());
+        let first = self.log_lock_events(&mut tx, &events, now_ms).await?;
+        tx.commit().await.map_err(&e)?;
+        self.written.record(first, &events);
+        Ok(events.into_iter().map(|(_, l)| l).collect())
+    }
+
+    async fn lock_events_head(&self) -> StoreResult<u64> {
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM authzd_lock_event_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        seq_from_db(head)
+    }
+
+    async fn read_lock_events(&self, after: u64, limit: u32) -> StoreResult<Vec<LockEvent>> {
+        let rows: Vec<LockEventRow> = sqlx::query_as(&format!(
+            "SELECT {LOCK_EVENT_COLUMNS} FROM authzd_lock_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))
+        .bind(seq_to_db(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.into_iter().map(decode_lock_event).collect()
     }
 
     async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {
