@@ -6,6 +6,10 @@
 //! view from the configuration and the resident memory it added.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
+/// The allocator the server binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use authzd::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
 use authzd::model::{Perm, types};
 use authzd::synth::{self, Rng, SynthParams};

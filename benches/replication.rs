@@ -17,6 +17,10 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`; `scripts/test.sh`
 //! starts the local cluster). Each part uses a fresh database, dropped at the end.
 
+/// The allocator the server binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use authzd::app::Server;

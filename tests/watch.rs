@@ -198,3 +198,53 @@ async fn dashboard_follows_visible_metrics() {
     );
     assert_eq!(sub.next(&snap).await, Some(Update::Objects { revision: 3, gained: vec![], lost: vec!["m2".into()] }));
 }
+
+/// A catalog change renumbers the privileges: the desktop's difference is by
+/// name (not by bit), so nothing is reported gained or lost that was not.
+#[tokio::test]
+async fn a_catalog_change_that_renumbers_privileges_reports_only_real_changes() {
+    let (snap, t) = setup(2);
+    let hub = Arc::new(Hub::new(8));
+    let mut sub = hub.subscribe(desktop("agent0"), &snap).expect("subscribed");
+    assert!(matches!(sub.next(&snap).await, Some(Update::Full { .. })));
+    let mut catalog = snap.state("acme").unwrap().config.catalogs.get(WCB).cloned().unwrap();
+    // A new privilege first: every other privilege moves one bit up.
+    catalog.privileges.insert(
+        0,
+        PrivilegeDef {
+            name: "Web Callback - Brand New".into(),
+            description: String::new(),
+            requires: vec![],
+            aliases: vec![],
+            permission: None,
+        },
+    );
+    publish(&hub, &snap, &t, vec![Mutation::PutCatalog(catalog.clone())], 2);
+    // Same names held: nothing to report. Then the role grants the new one too.
+    publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL, RESCHEDULE, "Web Callback - Brand New"])], 3);
+    assert_eq!(
+        sub.next(&snap).await,
+        Some(Update::Privileges { revision: 3, gained: vec!["Web Callback - Brand New".to_owned()], lost: vec![] })
+    );
+    // Removing Can Reschedule from the catalog (and the role) renumbers again and loses it.
+    catalog.privileges.retain(|p| p.name != RESCHEDULE);
+    for p in &mut catalog.privileges {
+        p.requires.retain(|r| r != RESCHEDULE);
+    }
+    for r in &mut catalog.roles {
+        r.privileges.retain(|p| p != RESCHEDULE);
+    }
+    catalog.type_guards.retain(|g| g.privilege != RESCHEDULE);
+    catalog.property_guards.retain(|g| g.privilege != RESCHEDULE);
+    publish(
+        &hub,
+        &snap,
+        &t,
+        vec![agents_role(&[CHANNEL, "Web Callback - Brand New"]), Mutation::PutCatalog(catalog)],
+        4,
+    );
+    assert_eq!(
+        sub.next(&snap).await,
+        Some(Update::Privileges { revision: 4, gained: vec![], lost: vec![RESCHEDULE.to_owned()] })
+    );
+}

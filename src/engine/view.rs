@@ -41,7 +41,6 @@ use crate::model::{self, Perm, PermSet, PersonId, Revision, Subject, Target, Ten
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -113,6 +112,8 @@ struct PrivC {
 struct AppC {
     name: String,
     privs: Vec<PrivC>,
+    /// Canonical privilege names in catalog order, shared with change streams.
+    names: Arc<[String]>,
     /// Name or alias → privilege index.
     priv_ix: FxHashMap<String, u32>,
     /// Privileges in dependency order (requirements first).
@@ -540,6 +541,7 @@ impl Apps {
             app_ix.insert(cat.name.clone(), apps.len() as u32);
             apps.push(AppC {
                 name: cat.name.clone(),
+                names: privs.iter().map(|p| p.name.clone()).collect(),
                 privs,
                 priv_ix,
                 topo,
@@ -742,7 +744,7 @@ fn dirty_persons(
     roles: &[RoleC],
 ) -> Vec<u32> {
     let mut dirty = vec![false; g.person_ix.len()];
-    let mut mark = |id: &PersonId| {
+    let mark = |dirty: &mut [bool], id: &PersonId| {
         if let Some(d) = g.person_ix.get(id.as_str()).and_then(|&i| dirty.get_mut(i as usize)) {
             *d = true;
         }
@@ -750,21 +752,21 @@ fn dirty_persons(
     if !Arc::ptr_eq(&old.persons, &new.persons) {
         for (a, b) in old.persons.values().zip(new.persons.values()) {
             if a != b {
-                mark(&b.id);
+                mark(&mut dirty, &b.id);
             }
         }
     }
     if !Arc::ptr_eq(&old.groups, &new.groups) {
         for (a, b) in old.groups.values().zip(new.groups.values()) {
             if a.members != b.members {
-                a.members.symmetric_difference(&b.members).for_each(&mut mark);
+                a.members.symmetric_difference(&b.members).for_each(|p| mark(&mut dirty, p));
             }
         }
     }
     if !Arc::ptr_eq(&old.partitions, &new.partitions) {
         for (a, b) in old.partitions.values().zip(new.partitions.values()) {
             if a.members != b.members {
-                a.members.symmetric_difference(&b.members).for_each(&mut mark);
+                a.members.symmetric_difference(&b.members).for_each(|p| mark(&mut dirty, p));
             }
         }
     }
@@ -776,12 +778,24 @@ fn dirty_persons(
         if !readability && a == b {
             continue;
         }
-        let was: BTreeSet<&PersonId> = holders(old, a).collect();
-        let is: BTreeSet<&PersonId> = holders(new, b).collect();
         if readability || a.privileges != b.privileges || a.name != b.name {
-            was.union(&is).for_each(|p| mark(p));
-        } else {
-            was.symmetric_difference(&is).for_each(|p| mark(p));
+            // Every holder, before and after.
+            holders(old, a).chain(holders(new, b)).for_each(|p| mark(&mut dirty, p));
+            continue;
+        }
+        // Only the persons who gained or lost the role: 1 = held before, 2 = after.
+        let mut held = FxHashMap::<u32, u8>::default();
+        for (c, r, flag) in [(old, a, 1u8), (new, b, 2u8)] {
+            for p in holders(c, r) {
+                if let Some(&i) = g.person_ix.get(p.as_str()) {
+                    *held.entry(i).or_default() |= flag;
+                }
+            }
+        }
+        for (i, h) in held {
+            if let (Some(d), true) = (dirty.get_mut(i as usize), h != 3) {
+                *d = true;
+            }
         }
     }
     dirty.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i as u32).collect()
@@ -1258,6 +1272,15 @@ impl TenantView {
             return Err(Reason::Internal);
         };
         Ok((0..a.privs.len() as u32).filter(|&p| bit(eff, p)).map(|p| a.privs[p as usize].name.as_str()).collect())
+    }
+
+    /// The canonical privilege names of an application in catalog order:
+    /// bit `i` of a [`Self::privilege_row`] is the `i`-th name. Shared by
+    /// every view compiled from the same catalogs, so a change stream can
+    /// tell whether the numbering changed by comparing pointers.
+    pub fn privilege_catalog(&self, app: &str) -> Option<&Arc<[String]>> {
+        let &ai = self.catalog.app_ix.get(app)?;
+        self.catalog.apps.get(ai as usize).map(|a| &a.names)
     }
 
     /// [`Self::privilege_bits`] borrowed from the view (no allocation): bit

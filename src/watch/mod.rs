@@ -127,10 +127,46 @@ pub enum Update {
 /// What the hub remembers of a subscriber: the last state it was sent.
 #[derive(Debug)]
 enum Last {
-    /// Privilege names in catalog order (short lists: linear search is fine),
-    /// and the effective bitset they came from (compared first: cheap).
-    Privileges(Vec<String>, Vec<u64>),
+    /// The effective privilege bitset, and the catalog's names it indexes
+    /// (shared with the view: remembering them allocates nothing).
+    Privileges(Vec<u64>, Option<Arc<[String]>>),
     Objects(BTreeSet<String>),
+}
+
+/// The names whose bits are set in `row`.
+fn named<'a>(row: &'a [u64], names: Option<&'a Arc<[String]>>) -> impl Iterator<Item = &'a String> + 'a {
+    names.into_iter().flat_map(|n| n.iter()).enumerate().filter(|(i, _)| bit(row, *i)).map(|(_, n)| n)
+}
+
+fn bit(row: &[u64], i: usize) -> bool {
+    row.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// Privileges gained and lost from (`old`, `old_names`) to (`new`, `new_names`).
+/// Under the same catalog the bitsets are compared; across a catalog change
+/// (privileges renumbered) the names are.
+fn privilege_diff(
+    (old, old_names): (&[u64], Option<&Arc<[String]>>),
+    (new, new_names): (&[u64], Option<&Arc<[String]>>),
+) -> (Vec<String>, Vec<String>) {
+    let same_catalog = match (old_names, new_names) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    if same_catalog {
+        let changed = |a: &[u64], b: &[u64]| -> Vec<String> {
+            let names = new_names.map_or(&[][..], |n| &n[..]);
+            names.iter().enumerate().filter(|(i, _)| bit(a, *i) && !bit(b, *i)).map(|(_, n)| n.clone()).collect()
+        };
+        return (changed(new, old), changed(old, new));
+    }
+    let was: BTreeSet<&String> = named(old, old_names).collect();
+    let is: Vec<&String> = named(new, new_names).collect();
+    let gained = is.iter().filter(|n| !was.contains(*n)).map(|n| (*n).clone()).collect();
+    let is: BTreeSet<&String> = is.into_iter().collect();
+    let lost = named(old, old_names).filter(|n| !is.contains(n)).cloned().collect();
+    (gained, lost)
 }
 
 #[derive(Debug)]
@@ -197,24 +233,24 @@ fn privilege_row<'v>(view: &'v TenantView, spec: &WatchSpec) -> &'v [u64] {
     }
 }
 
-fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last {
-    let bits = view.map(|v| privilege_row(v, spec).to_vec()).unwrap_or_default();
-    match (spec, state) {
-        (_, State::Privileges(p)) => Last::Privileges(p.privileges.clone(), bits),
-        (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect()),
-        (WatchSpec::Privileges { .. }, State::Denied(_)) => Last::Privileges(Vec::new(), bits),
-        (WatchSpec::Objects { .. }, State::Denied(_)) => Last::Objects(BTreeSet::new()),
+fn privilege_catalog<'v>(view: &'v TenantView, spec: &WatchSpec) -> Option<&'v Arc<[String]>> {
+    match spec {
+        WatchSpec::Privileges { application, .. } => view.privilege_catalog(application),
+        WatchSpec::Objects { .. } => None,
     }
 }
 
-/// Whether a batch may have renumbered the privileges of `application`.
-fn catalog_changed(application: &str, mutations: &[Mutation]) -> bool {
-    mutations.iter().any(|m| match m {
-        Mutation::PutCatalog(c) => c.name == application,
-        Mutation::DeleteCatalog { name } => name == application,
-        Mutation::CreateTenant { .. } => true,
-        _ => false,
-    })
+/// What to remember of the full state just sent (the view it came from:
+/// `None` when there is none, and so nothing is granted).
+fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last {
+    match (spec, state) {
+        (WatchSpec::Privileges { .. }, State::Privileges(_) | State::Denied(_)) => match view {
+            Some(v) => Last::Privileges(privilege_row(v, spec).to_vec(), privilege_catalog(v, spec).cloned()),
+            None => Last::Privileges(Vec::new(), None),
+        },
+        (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect()),
+        (_, _) => Last::Objects(BTreeSet::new()),
+    }
 }
 
 /// Whether a batch can change what an object subscription of `kind` sees.
@@ -281,23 +317,31 @@ impl Hub {
                 }
             }
             let mut last = sub.last.lock().unwrap_or_else(|e| e.into_inner());
-            if let (Last::Privileges(_, old_bits), WatchSpec::Privileges { application, .. }) = (&*last, &sub.spec) {
-                // Same bits under the same catalog: nothing changed for this desktop.
-                if !catalog_changed(application, mutations) && old_bits.as_slice() == privilege_row(view, &sub.spec) {
-                    continue;
-                }
-            }
             let update = match (&mut *last, &sub.spec) {
-                (Last::Privileges(old, old_bits), WatchSpec::Privileges { person, application, .. }) => {
-                    *old_bits = privilege_row(view, &sub.spec).to_vec();
-                    // Only the names are diffed: no roles or sources to build.
-                    let new = view.privilege_names(person, application).unwrap_or_default();
-                    if old.iter().map(String::as_str).eq(new.iter().copied()) {
+                (Last::Privileges(old_bits, old_names), WatchSpec::Privileges { .. }) => {
+                    let (row, names) = (privilege_row(view, &sub.spec), privilege_catalog(view, &sub.spec));
+                    let same_catalog = match (&*old_names, names) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    // Same bits under the same catalog: nothing changed for this
+                    // desktop (the common case: one compare, no allocation).
+                    if same_catalog && old_bits.as_slice() == row {
                         continue;
                     }
-                    let gained = new.iter().filter(|p| !old.iter().any(|o| o == *p)).map(|p| (*p).to_owned()).collect();
-                    let lost = old.iter().filter(|o| !new.contains(&o.as_str())).cloned().collect();
-                    *old = new.into_iter().map(str::to_owned).collect();
+                    let (gained, lost) = privilege_diff((old_bits, old_names.as_ref()), (row, names));
+                    if old_bits.len() == row.len() {
+                        old_bits.copy_from_slice(row);
+                    } else {
+                        *old_bits = row.to_vec();
+                    }
+                    if !same_catalog {
+                        *old_names = names.cloned();
+                    }
+                    if gained.is_empty() && lost.is_empty() {
+                        continue;
+                    }
                     Update::Privileges { revision, gained, lost }
                 }
                 (Last::Objects(old), _) => {
