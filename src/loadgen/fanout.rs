@@ -14,13 +14,13 @@ use super::report::WorkloadResult;
 use super::runner::{Live, Sample, Tally, progress};
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Target, Token};
 use crate::engine::TenantView;
-use crate::model::{Mutation, PersonId, Role};
+use crate::model::{FolderId, Mutation, PersonId, Role, RoleId, RoleMembers, folders};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use crate::service::convert;
 use pb::watch_event::Event;
 use serde_json::json;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -37,6 +37,52 @@ fn failed(msg: String) -> WorkloadResult {
     t.errors = 1;
     t.messages.push(format!("error: {msg}"));
     WorkloadResult::from_tally("watch", t, Duration::ZERO)
+}
+
+/// The role `--watch-role-for-all` flips: assigned to every person, granting
+/// the privilege of `app` that requires nothing and that the fewest persons
+/// already have (so a flip changes nearly everyone's privileges; the run
+/// reports how many it affects).
+fn desk_role(t: &Target, app: &str) -> Result<Role, String> {
+    let catalog = t.config.catalogs.get(app).ok_or_else(|| format!("unknown application `{app}`"))?;
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for p in t.config.persons.keys() {
+        for name in privileges(&t.view, p.as_str(), app) {
+            if let Some(def) = catalog.privileges.iter().find(|d| d.name == name) {
+                *held.entry(def.name.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let privilege = catalog
+        .privileges
+        .iter()
+        .filter(|p| p.requires.is_empty())
+        .min_by_key(|p| held.get(p.name.as_str()).copied().unwrap_or(0))
+        .ok_or_else(|| format!("every privilege of `{app}` requires another: none to flip for all"))?;
+    Ok(Role {
+        id: RoleId("authzd-bench-desk".into()),
+        name: "authzd bench desk".into(),
+        folder: FolderId(folders::ROLES.into()),
+        privileges: BTreeMap::from([(app.to_owned(), BTreeSet::from([privilege.name.clone()]))]),
+        members: RoleMembers { persons: t.config.persons.keys().cloned().collect(), groups: BTreeSet::new() },
+    })
+}
+
+/// Writes one mutation.
+async fn write(admin: &mut super::Admin, tenant: &str, m: &Mutation) -> Result<u64, String> {
+    admin
+        .write(pb::WriteRequest {
+            tenant: tenant.to_owned(),
+            mutations: vec![convert::mutation_pb(m.clone())],
+            expected_revision: None,
+            preconditions: Vec::new(),
+            actor: None,
+            dry_run: false,
+            include_changes: false,
+        })
+        .await
+        .map(|r| r.into_inner().revision)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 
 /// Runs the watch fan-out workload.
@@ -77,19 +123,32 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
             .map(|c| c.name.clone())
             .ok_or("the tenant has no application catalogs to follow")?,
     };
-    let role = t
-        .config
-        .roles
-        .values()
-        .filter(|r| r.privileges.get(&app).is_some_and(|p| !p.is_empty()))
-        .max_by_key(|r| holders(t, r).len())
-        .ok_or_else(|| format!("no role grants privileges of `{app}`"))?
-        .clone();
+    // With --watch-role-for-all, the flipped role is created for the run.
+    let desk = if a.watch_role_for_all { Some(desk_role(t, &app)?) } else { None };
+    let (config_on, view_on) = match &desk {
+        Some(r) => {
+            let c = t.config.apply_batch(&[Mutation::PutRole(r.clone())]).map_err(|e| e.to_string())?;
+            let v = Arc::new(TenantView::build(&c, 0));
+            (c, v)
+        }
+        None => (t.config.clone(), Arc::clone(&t.view)),
+    };
+    let role = match &desk {
+        Some(r) => r.clone(),
+        None => t
+            .config
+            .roles
+            .values()
+            .filter(|r| r.privileges.get(&app).is_some_and(|p| !p.is_empty()))
+            .max_by_key(|r| holders(t, r).len())
+            .ok_or_else(|| format!("no role grants privileges of `{app}`"))?
+            .clone(),
+    };
     let mut off_role = role.clone();
     off_role.privileges.remove(&app);
     let on = Mutation::PutRole(role.clone());
     let off = Mutation::PutRole(off_role);
-    let config_off = t.config.apply_batch(std::slice::from_ref(&off)).map_err(|e| e.to_string())?;
+    let config_off = config_on.apply_batch(std::slice::from_ref(&off)).map_err(|e| e.to_string())?;
     let view_off = TenantView::build(&config_off, 0);
 
     // Subscribers: the persons a flip affects first, then the others.
@@ -98,14 +157,14 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
         return Err("the tenant has no persons".into());
     }
     let (mut affected, others): (Vec<&str>, Vec<&str>) =
-        persons.iter().partition(|p| privileges(&t.view, p, &app) != privileges(&view_off, p, &app));
+        persons.iter().partition(|p| privileges(&view_on, p, &app) != privileges(&view_off, p, &app));
     if affected.is_empty() {
         return Err(format!("flipping role `{}` changes nobody's privileges in `{app}`", role.id));
     }
     affected.extend(others);
     let n = a.watchers.max(1);
     let subs: Vec<&str> = affected.iter().cycle().take(n).copied().collect();
-    let on_state: Vec<Vec<String>> = subs.iter().map(|p| privileges(&t.view, p, &app)).collect();
+    let on_state: Vec<Vec<String>> = subs.iter().map(|p| privileges(&view_on, p, &app)).collect();
     let off_state: Vec<Vec<String>> = subs.iter().map(|p| privileges(&view_off, p, &app)).collect();
     let moved: HashSet<usize> = (0..n).filter(|&i| on_state[i] != off_state[i]).collect();
 
@@ -113,6 +172,9 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
         .await
         .map_err(|e| e.to_string())?;
     let mut admin = super::admin(&channels[0], token);
+    if desk.is_some() {
+        write(&mut admin, &t.tenant, &on).await.map_err(|e| format!("creating the role for all: {e}"))?;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
     let mut tasks = Vec::with_capacity(n);
     let started = Instant::now();
@@ -210,21 +272,10 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
     while Instant::now() < end || !is_on {
         let (mutation, want, before) = if is_on { (&off, &off_state, &on_state) } else { (&on, &on_state, &off_state) };
         let w0 = Instant::now();
-        let written = admin
-            .write(pb::WriteRequest {
-                tenant: t.tenant.clone(),
-                mutations: vec![convert::mutation_pb(mutation.clone())],
-                expected_revision: None,
-                preconditions: Vec::new(),
-                actor: None,
-                dry_run: false,
-                include_changes: false,
-            })
-            .await;
-        let revision = match written {
-            Ok(r) => r.into_inner().revision,
-            Err(s) => {
-                tally.record(Sample::Error(format!("write: {:?}: {}", s.code(), s.message())), Duration::ZERO, false, &live);
+        let revision = match write(&mut admin, &t.tenant, mutation).await {
+            Ok(r) => r,
+            Err(e) => {
+                tally.record(Sample::Error(format!("write: {e}")), Duration::ZERO, false, &live);
                 broken = true;
                 break;
             }
@@ -314,20 +365,6 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
     }
     let measured = begin.elapsed();
     ticker.abort();
-    if !is_on {
-        // Best effort: leave the tenant as it was.
-        let _ = admin
-            .write(pb::WriteRequest {
-                tenant: t.tenant.clone(),
-                mutations: vec![convert::mutation_pb(on.clone())],
-                expected_revision: None,
-                preconditions: Vec::new(),
-                actor: None,
-                dry_run: false,
-                include_changes: false,
-            })
-            .await;
-    }
     // Late or unexpected differences.
     if !broken {
         let quiet_until = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -342,7 +379,15 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
             }
         }
     }
+    // Then the tenant is left as it was (the subscribers are stopped first).
     stop(tasks);
+    if desk.is_some() {
+        // Leave the tenant as it was: the role created for the run goes.
+        let _ = write(&mut admin, &t.tenant, &Mutation::DeleteRole { id: role.id.clone() }).await;
+    } else if !is_on {
+        // Best effort: leave the tenant as it was.
+        let _ = write(&mut admin, &t.tenant, &on).await;
+    }
     let mut r = WorkloadResult::from_tally("watch", tally, measured);
     r.extra = json!({
         "application": app,

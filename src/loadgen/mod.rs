@@ -184,6 +184,12 @@ pub struct BenchArgs {
     /// Application the `watch` subscribers follow (default: the catalog with most privileges).
     #[arg(long)]
     pub watch_app: Option<String>,
+    /// `watch` flips a role assigned to every person (created for the run as
+    /// `authzd-bench-desk`, granting one privilege no other role grants, and
+    /// deleted at its end) instead of the tenant's most-held role: every
+    /// subscriber is affected by every flip.
+    #[arg(long)]
+    pub watch_role_for_all: bool,
     /// Different requests per workload (cycled).
     #[arg(long, default_value_t = 16_384)]
     pub pool: usize,
