@@ -16,12 +16,11 @@
 //! Run: `cargo bench --bench replication`. PostgreSQL at `AUTHZD_TEST_PG_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`; `scripts/test.sh`
 //! starts the local cluster). Each part uses a fresh database, dropped at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 /// The allocator the server binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use authzd::app::Server;
 use authzd::config::ServerConfig;

@@ -157,6 +157,8 @@ pub struct Server {
     metrics: Option<Arc<Metrics>>,
     watch: Arc<Fanout>,
     checkpoints: Option<JoinHandle<()>>,
+    /// The changelog retention job (it ends at once when disabled).
+    retention: Option<JoinHandle<()>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// Connections cut at the end of a shutdown grace period, every listener.
     cut: AtomicU64,
@@ -214,9 +216,22 @@ impl Server {
             m.probe_once().await;
             tokio::spawn(Arc::clone(m).probe_loop(every.min(Duration::from_secs(5)), stopped.clone()));
         }
+        let retention = Some(tokio::spawn(Arc::clone(&replica).run_retention(config.retention, stopped.clone())));
         let tailer = (!config.tail_interval.is_zero())
             .then(|| tokio::spawn(Arc::clone(&replica).tail(config.tail_interval, stopped)));
-        Ok(Server { replica, config, health, stop, tailer, metrics, watch, checkpoints, tls, cut: AtomicU64::new(0) })
+        Ok(Server {
+            replica,
+            config,
+            health,
+            stop,
+            tailer,
+            metrics,
+            watch,
+            checkpoints,
+            retention,
+            tls,
+            cut: AtomicU64::new(0),
+        })
     }
 
     /// The replica behind the services.
@@ -414,6 +429,9 @@ impl Server {
             let _ = t.await;
         }
         if let Some(t) = self.checkpoints.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.retention.take() {
             let _ = t.await;
         }
         self.replica.store().close().await;

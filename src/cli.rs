@@ -139,6 +139,16 @@ pub struct ServeFlags {
     /// revision, in milliseconds (0: never).
     #[arg(long, env = "AUTHZD_CHECKPOINT_INTERVAL_MS", default_value_t = 10_000)]
     pub checkpoint_interval_ms: u64,
+    /// Keep the changelog for this long, in milliseconds (default 7 days):
+    /// older batches are compacted away once tenant checkpoints cover them,
+    /// and raw Watch subscribers cannot resume from before (edit-lock events
+    /// are kept this long too, at most an hour). 0: keep everything.
+    #[arg(long, env = "AUTHZD_CHANGELOG_RETENTION_MS", default_value_t = 604_800_000)]
+    pub changelog_retention_ms: u64,
+    /// How often the changelog retention is enforced (checkpoints, then
+    /// compaction), in milliseconds; the first time at start-up (0: never).
+    #[arg(long, env = "AUTHZD_COMPACTION_INTERVAL_MS", default_value_t = 3_600_000)]
+    pub compaction_interval_ms: u64,
     /// At shutdown, after every Watch stream has ended, how long in-flight
     /// calls may take to finish, in milliseconds; connections still open then
     /// are cut (a client that stopped reading cannot hold the server).

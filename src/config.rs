@@ -9,6 +9,7 @@
 //! [`ServerConfig::new`].
 
 use crate::cli::{ServeArgs, ServeFlags};
+use crate::service::replica::Retention;
 use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
 use clap::FromArgMatches as _;
 use std::ffi::OsString;
@@ -147,6 +148,8 @@ pub struct ServerConfig {
     pub tail_interval: Duration,
     /// Change streams: checkpoint cadence and queue sizes.
     pub watch: WatchSettings,
+    /// How long the changelog is kept and how often it is compacted.
+    pub retention: Retention,
     /// HTTP address of `/metrics`, `/healthz` and `/readyz`; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
     /// OTLP/gRPC collector traces are exported to; `None`: no traces.
@@ -173,6 +176,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("tail_interval", &self.tail_interval)
             .field("watch", &self.watch)
+            .field("retention", &self.retention)
             .field("metrics_listen", &self.metrics_listen)
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -199,6 +203,7 @@ impl ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tail_interval: Duration::from_secs(1),
             watch: WatchSettings::default(),
+            retention: Retention::default(),
             metrics_listen: None,
             otlp_endpoint: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -287,6 +292,10 @@ impl ServerConfig {
             watch: WatchSettings {
                 checkpoint_interval: Duration::from_millis(a.checkpoint_interval_ms),
                 ..WatchSettings::default()
+            },
+            retention: Retention {
+                keep: Duration::from_millis(a.changelog_retention_ms),
+                interval: Duration::from_millis(a.compaction_interval_ms),
             },
             metrics_listen: a.metrics_listen,
             otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),

@@ -13,6 +13,7 @@ use clap::{CommandFactory as _, Parser as _};
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -475,6 +476,29 @@ fn example_config_file_keys_are_serve_flags() {
     .collect();
     let config = serve_config("deploy/authzd.yaml", &args, &[]);
     assert!(config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()), "mTLS");
+    assert_eq!(config.retention.keep, Duration::from_secs(7 * 24 * 3_600), "changelog-retention-ms");
+    assert_eq!(config.retention.interval, Duration::from_secs(3_600), "compaction-interval-ms");
+    assert!(config.retention.enabled());
     assert!(!config.admin_client_cns.is_empty());
     assert!(config.security_warnings().is_empty(), "the example is not exposed: {:?}", config.security_warnings());
+}
+
+/// The changelog retention settings: 7 days hourly by default; the flag, its
+/// environment variable and 0 (keep everything) reach the server's configuration.
+#[test]
+fn changelog_retention_is_configurable() {
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let defaults = serve_config("defaults", &args(&["serve"]), &[]);
+    assert_eq!(defaults.retention, authzd::service::replica::Retention::default());
+    assert_eq!(defaults.retention.keep, Duration::from_secs(7 * 24 * 3_600));
+    assert_eq!(defaults.retention.interval, Duration::from_secs(3_600));
+    let off = serve_config("flag", &args(&["serve", "--changelog-retention-ms", "0"]), &[]);
+    assert!(!off.retention.enabled(), "0 keeps everything");
+    let env = [
+        ("AUTHZD_CHANGELOG_RETENTION_MS".to_owned(), "86400000".to_owned()),
+        ("AUTHZD_COMPACTION_INTERVAL_MS".to_owned(), "600000".to_owned()),
+    ];
+    let from_env = serve_config("environment", &args(&["serve"]), &env);
+    assert_eq!(from_env.retention.keep, Duration::from_secs(86_400));
+    assert_eq!(from_env.retention.interval, Duration::from_secs(600));
 }

@@ -982,6 +982,58 @@ async fn writes_survive_a_restart() {
     r.stop().await;
 }
 
+/// The changelog retention job on the embedded SQLite store: with a tiny
+/// retention the server checkpoints the tenant (written fewer times than
+/// `checkpoint_every`) and compacts its history; a raw subscriber resuming
+/// from revision 1 is told the oldest revision it could resume from; a
+/// restart loads the same configuration from the checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_changelog_is_compacted_after_its_retention() {
+    use authzd::store::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let mut cfg = config(&db);
+    cfg.limits.checkpoint_every = 1_000;
+    cfg.retention.keep = Duration::from_millis(300);
+    cfg.retention.interval = Duration::from_millis(100);
+    let r = start(cfg.clone()).await;
+    let mut a = r.admin().await;
+    let mut head = 0;
+    for i in 0..5 {
+        head = a.write(write(mutations(&format!("- put_person: {{id: old-{i}, username: old.{i}}}")))).await.unwrap().into_inner().revision;
+    }
+    let store = r.replica.store().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.oldest_retained().await.unwrap() < head {
+        assert!(Instant::now() < deadline, "not compacted: oldest retained {}", store.oldest_retained().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.oldest_retained().await.unwrap(), head);
+    assert_eq!(store.checkpoint_revisions().await.unwrap(), vec![(authzd::model::TenantId(TENANT.into()), head)]);
+    let stats = r.replica.retention_stats();
+    assert!(stats.rounds.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+    let mut w = WatchServiceClient::new(r.channel().await);
+    let mut too_old = w.watch(raw_watch(1)).await.unwrap().into_inner();
+    match too_old.message().await.unwrap().and_then(|e| e.event) {
+        Some(pb::watch_event::Event::RevisionTooOld(t)) => {
+            assert_eq!((t.requested_revision, t.oldest_available_revision), (1, head));
+        }
+        other => panic!("expected RevisionTooOld, got {other:?}"),
+    }
+    let (before, revision) = export(&mut a).await;
+    assert_eq!(revision, head);
+    r.stop().await;
+
+    let r = start(cfg).await;
+    let mut a = r.admin().await;
+    assert_eq!(export(&mut a).await, (before, revision), "same configuration, same revision, from the checkpoint");
+    let w = a.write(write(mutations("- put_person: {id: new-1, username: new.1}"))).await.unwrap().into_inner();
+    assert_eq!(w.revision, head + 1, "revisions continue after the compaction");
+    r.stop().await;
+}
+
 /// No CheckBatch ever mixes two revisions: while restricted mode is toggled
 /// by concurrent writes, the two locked items of every batch agree.
 #[tokio::test(flavor = "multi_thread")]

@@ -918,7 +918,11 @@ async fn locks_held_between_two_tailing_rounds_are_reported_once_everywhere() {
 /// A replica that is not driven while the others write and compact the
 /// changelog past its revision catches up anyway: it reloads the tenant
 /// from its checkpoint, replays the rest, ends at the same revision and
-/// configuration as the writer, and its subscribers hear of the changes.
+/// configuration as the writer, and its subscribers hear of the changes:
+/// a desktop gets the difference computed from the reloaded view, a raw
+/// service is told to resume (`ResumeRequired` from the last revision it
+/// was sent) instead of getting a synthesized batch, and resuming from there
+/// answers `RevisionTooOld` naming the oldest retained revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     let _pg = PG.read().await;
@@ -963,29 +967,178 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
     assert_eq!(c.lost, ["Web Callback - Can Mark Done".to_owned()]);
     assert!(c.revision > behind && c.revision <= oldest);
-    // The raw service gets the reloaded tenant's differences as one batch at
-    // the checkpoint's revision, then the records after it: every person.
-    let mut persons = String::new();
+    // The raw service is not given a synthesized batch for the records B
+    // never read: it must resume from the last revision it was sent (none
+    // since it subscribed at `behind`), and the stream ends.
+    match next_event(&mut service).await {
+        Event::ResumeRequired(r) => {
+            assert_eq!(r.resume_from_revision, behind, "the last revision the stream was sent");
+            assert!(r.revision >= behind && r.revision <= head, "the replica's revision when the stream ended: {}", r.revision);
+        }
+        other => panic!("expected ResumeRequired on the raw stream, got {other:?}"),
+    }
+    assert!(next_any(&mut service).await.is_none(), "the stream ends after ResumeRequired");
+    assert_eq!(b.watch.stats.reloads.load(Ordering::Relaxed), 1);
+    assert_eq!(b.watch.stats.resume_required.load(Ordering::Relaxed), 1);
+    // Resuming from there: the store no longer holds it, and says how far back it goes.
+    let mut resumed = subscribe(&mut wb, raw_sub(behind, &["Person"])).await;
+    match next_any(&mut resumed).await {
+        Some(Event::RevisionTooOld(t)) => {
+            assert_eq!((t.requested_revision, t.oldest_available_revision), (behind, oldest));
+            assert_eq!(t.revision, head);
+        }
+        other => panic!("expected RevisionTooOld, got {other:?}"),
+    }
+    assert!(next_any(&mut resumed).await.is_none(), "the stream ends after RevisionTooOld");
+    // Re-reading from the oldest retained revision gives the real records after it.
+    let mut reread = subscribe(&mut wb, raw_sub(oldest, &["Person"])).await;
     let mut revisions = Vec::new();
     while revisions.last() != Some(&head) {
-        match next_event(&mut service).await {
-            Event::RawChange(c) => {
-                revisions.push(c.revision);
-                persons.push_str(&format!("{:?}", c.mutations));
-            }
+        match next_event(&mut reread).await {
+            Event::RawChange(c) => revisions.push(c.revision),
             other => panic!("unexpected event on the raw stream: {other:?}"),
         }
     }
-    assert_eq!(revisions, (oldest..=head).collect::<Vec<_>>());
-    for i in (0..30).filter(|i| *i != 10) {
-        assert!(persons.contains(&format!("\"late-{i}\"")), "late-{i} missing from the raw stream");
-    }
-    // Nothing left to do, and B writes again.
+    assert_eq!(revisions, (oldest + 1..=head).collect::<Vec<_>>());
+    // Nothing left to do, and B writes again; live raw streams follow it.
     assert_eq!(b.replica.catch_up().await.unwrap(), 0);
+    let mut live = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
     let r = admin_b.write(write_req("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
     assert_eq!(r.into_inner().revision, head + 1);
-    drop((desktop, service));
+    for stream in [&mut reread, &mut live] {
+        let Event::RawChange(c) = next_event(stream).await else { panic!("expected the write after the reload") };
+        assert_eq!(c.revision, head + 1);
+    }
+    drop((desktop, service, resumed, reread, live));
     stop_all(vec![a, b]).await;
+}
+
+/// Changelog retention: two replicas on one database, both running the
+/// retention job with a tiny retention. The tenant is written less often
+/// than `checkpoint_every`, so only the job's own checkpoint lets the
+/// changelog go. Afterwards old revisions are gone (a raw subscription from
+/// revision 1 answers `RevisionTooOld` naming the oldest retained revision;
+/// `authzd watch raw` says so in words), the lock-event log is pruned, and a
+/// fresh replica loads the same configuration from the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_compacts_the_changelog_and_the_lock_events() {
+    let _pg = PG.read().await;
+    let db = fresh_database().await;
+    let retained = |demo: bool| {
+        let mut c = node_config(&db.url, demo);
+        c.limits.checkpoint_every = 1_000;
+        c.retention.keep = Duration::from_millis(400);
+        c.retention.interval = Duration::from_millis(150);
+        c
+    };
+    let a = start(retained(true)).await;
+    let b = start(retained(false)).await;
+    let store = a.replica.store().clone();
+    let mut admin = a.admin().await;
+    // Two lock events, then ten batches (no checkpoint of their own).
+    let lock = admin
+        .acquire_lock(pb::AcquireLockRequest {
+            tenant: TENANT.into(),
+            person: "dz-developer".into(),
+            object: Some(pb::ObjectKey { r#type: "Application".into(), id: "app-main-ivr".into() }),
+            idle_timeout: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+            application: Some("Designer".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(lock.granted);
+    admin.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: lock.lock_token }).await.unwrap();
+    let mut head = 0;
+    for i in 0..10 {
+        head = admin.write(write_req(&format!("- put_person: {{id: kept-{i}, username: kept.{i}}}"))).await.unwrap().into_inner().revision;
+    }
+    let checkpoints_before = store.checkpoint_revisions().await.unwrap();
+    assert!(checkpoints_before.iter().all(|(_, r)| *r < head), "no batch wrote a checkpoint: {checkpoints_before:?}");
+
+    // The job (on A or B, whichever holds the compaction lock) checkpoints the
+    // tenant at its last batch and compacts everything up to it.
+    let started = Instant::now();
+    let oldest = loop {
+        let oldest = store.oldest_retained().await.unwrap();
+        if oldest >= head && store.lock_events_head().await.unwrap() == 2 && store.read_lock_events(0, 10).await.unwrap().is_empty() {
+            break oldest;
+        }
+        assert!(started.elapsed() < PATIENCE, "not compacted within {PATIENCE:?}: oldest retained {oldest}, head {head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("compacted up to {oldest} (head {head}) {:?} after the last write", started.elapsed());
+    assert_eq!(oldest, head, "the last batch is older than the retention: nothing is kept but the checkpoint");
+    assert_eq!(store.checkpoint_revisions().await.unwrap(), vec![(authzd::model::TenantId(TENANT.into()), head)]);
+    // What each replica's job counted (a round's counters follow its commit by a moment).
+    let counters = || -> Vec<(u64, u64, u64, u64)> {
+        [&a, &b]
+            .iter()
+            .map(|n| {
+                let s = n.replica.retention_stats();
+                (
+                    s.rounds.load(Ordering::Relaxed),
+                    s.checkpoints.load(Ordering::Relaxed),
+                    s.records.load(Ordering::Relaxed),
+                    s.lock_events.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    };
+    let stats = loop {
+        let stats = counters();
+        let records: u64 = stats.iter().map(|s| s.2).sum();
+        let lock_events: u64 = stats.iter().map(|s| s.3).sum();
+        if stats.iter().all(|s| s.0 >= 1) && records == head && lock_events == 2 {
+            break stats;
+        }
+        assert!(started.elapsed() < PATIENCE, "retention counters (rounds, checkpoints, records, lock events): {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("retention rounds, checkpoints, records, lock events on A and B: {stats:?}");
+    assert!(stats.iter().map(|s| s.1).sum::<u64>() >= 1, "the job wrote the checkpoint the compaction needed");
+    // Both replicas ran it, each record and lock event went once (counted by the replica that deleted it).
+
+    // A raw subscriber resuming from revision 1 is told it is too old, and from where it could resume.
+    let mut w = b.watcher().await;
+    let mut too_old = subscribe(&mut w, raw_sub(1, &[])).await;
+    match next_any(&mut too_old).await {
+        Some(Event::RevisionTooOld(t)) => {
+            assert_eq!((t.requested_revision, t.oldest_available_revision), (1, oldest));
+        }
+        other => panic!("expected RevisionTooOld, got {other:?}"),
+    }
+    assert!(next_any(&mut too_old).await.is_none(), "the stream ends after RevisionTooOld");
+    let server = format!("http://{}", b.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+            .args(["watch", "raw", "--server", &server, "--tenant", TENANT, "--from-revision", "1"])
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("authzd watch raw --from-revision 1: {stdout}");
+    assert_eq!(out.status.code(), Some(1), "a resume point too old is a failure: {out:?}");
+    assert!(
+        stdout.contains("revision 1 is no longer in the changelog") && stdout.contains(&format!("oldest resumable: {oldest})")),
+        "the message names the oldest retained revision: {stdout}"
+    );
+
+    // A fresh replica loads the same configuration, from the checkpoint alone.
+    let (yaml_a, revision_a) = export(&mut admin, head).await;
+    let c = start(node_config(&db.url, false)).await;
+    assert_eq!(c.replica.snapshot().revision(), head);
+    for node in [&b, &c] {
+        let (yaml, revision) = export(&mut node.admin().await, head).await;
+        assert_eq!((digest(&yaml), revision), (digest(&yaml_a), revision_a), "replica {} differs from A", node.addr);
+    }
+    assert!(yaml_a.contains("kept-9"));
+    drop(too_old);
+    stop_all(vec![a, b, c]).await;
 }
 
 /// (f) SPEC §8 scenario 13: a desktop subscribed to its user's Web Callback

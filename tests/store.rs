@@ -9,7 +9,7 @@
 mod support;
 
 use authzd::model::{Mutation, PersonId, TenantConfig, TenantFile, TenantId};
-use authzd::store::{AnyStore, LockEventKind, LockOutcome, Notice, Store, StoreError};
+use authzd::store::{AnyStore, Compaction, LockEventKind, LockOutcome, Notice, Store, StoreError};
 use sqlx::Connection;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,6 +109,8 @@ macro_rules! conformance {
 
 conformance!(sqlite, open_sqlite:
     empty_store,
+    retention_primitives,
+    one_replica_at_a_time_holds_the_compaction_lock,
     appends_get_consecutive_revisions,
     read_since_order_and_limit,
     expected_head_conflict_writes_nothing,
@@ -125,6 +127,8 @@ conformance!(sqlite, open_sqlite:
 
 conformance!(postgres, open_postgres:
     empty_store,
+    retention_primitives,
+    one_replica_at_a_time_holds_the_compaction_lock,
     appends_get_consecutive_revisions,
     read_since_order_and_limit,
     expected_head_conflict_writes_nothing,
@@ -368,6 +372,82 @@ async fn compaction_keeps_what_checkpoints_need(h: &Harness) {
     assert!(s.read_since(7, 100).await.unwrap().is_empty());
     assert_eq!(s.head().await.unwrap(), 7);
     assert_eq!(s.append(&t("t2"), &rename("h"), None, None).await.unwrap(), 8);
+}
+
+/// What the retention job builds on: the newest revision committed before
+/// an instant, the checkpoints' revisions without their configurations, and
+/// a compaction that prunes lock events before a given instant and says
+/// what it deleted.
+async fn retention_primitives(h: &Harness) {
+    let s = &h.store;
+    let now = SystemTime::now;
+    assert_eq!(s.revision_before(now() + Duration::from_secs(60)).await.unwrap(), 0, "nothing written yet");
+    assert!(s.checkpoint_revisions().await.unwrap().is_empty());
+    // A lock event "in 2023", then t1: 1, 2   t2: 3   — then, later, t1: 4.
+    s.acquire_lock(&t("t1"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap();
+    for (tenant, name) in [("t1", "a"), ("t1", "b"), ("t2", "c")] {
+        s.append(&t(tenant), &rename(name), None, None).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mid = now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(s.append(&t("t1"), &rename("d"), None, None).await.unwrap(), 4);
+    s.acquire_lock(&t("t1"), "Application/y", &p("bob"), Duration::from_secs(60), now()).await.unwrap();
+    assert_eq!(s.revision_before(mid).await.unwrap(), 3);
+    assert_eq!(s.revision_before(now() + Duration::from_secs(1)).await.unwrap(), 4);
+    assert_eq!(s.revision_before(mid - Duration::from_secs(3_600)).await.unwrap(), 0);
+    // Checkpoints: their revisions, by tenant, and only the latest of each.
+    s.put_checkpoint(&t("t2"), 3, &demo_config("t2", "T2")).await.unwrap();
+    s.put_checkpoint(&t("t1"), 1, &demo_config("t1", "T1")).await.unwrap();
+    s.put_checkpoint(&t("t1"), 2, &demo_config("t1", "T1")).await.unwrap();
+    assert_eq!(s.checkpoint_revisions().await.unwrap(), vec![(t("t1"), 2), (t("t2"), 3)]);
+    // Compact what was committed before `mid`: records 1-3 (every one covered
+    // by its tenant's checkpoint) and the lock event recorded before `mid`.
+    let first = s.compact_until(s.revision_before(mid).await.unwrap() + 1, mid).await.unwrap();
+    assert_eq!(first, Compaction { oldest_retained: 3, records: 3, lock_events: 1 });
+    assert_eq!(s.oldest_retained().await.unwrap(), 3);
+    assert_eq!(revisions(&s.read_since(3, 10).await.unwrap()), vec![4]);
+    let left = s.read_lock_events(0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| (e.seq, e.lock.holder.as_str())).collect::<Vec<_>>(), vec![(2, "bob")]);
+    // Idempotent: nothing more to delete.
+    assert_eq!(s.compact_until(4, mid).await.unwrap(), Compaction { oldest_retained: 3, records: 0, lock_events: 0 });
+    // Only retained records count.
+    assert_eq!(s.revision_before(mid).await.unwrap(), 0);
+    // Record 4 is after t1's checkpoint: kept whatever `before` says; the
+    // newer lock event goes when the bound passes it; the head stays.
+    let last = s.compact_until(100, now() + Duration::from_secs(1)).await.unwrap();
+    assert_eq!(last, Compaction { oldest_retained: 3, records: 0, lock_events: 1 });
+    assert!(s.read_lock_events(0, 10).await.unwrap().is_empty());
+    assert_eq!(s.lock_events_head().await.unwrap(), 2);
+    assert_eq!(s.head().await.unwrap(), 4);
+}
+
+/// Replicas sharing a PostgreSQL database take turns running the retention
+/// job: while one holds the compaction lock, another does not get it; once
+/// it is dropped (even without any cleanup call) the next one does. SQLite
+/// has one replica: always granted.
+async fn one_replica_at_a_time_holds_the_compaction_lock(h: &Harness) {
+    let other = h.reopen().await;
+    let held = h.store.try_compaction_lock().await.unwrap();
+    assert!(held.is_some(), "a free lock is granted");
+    let second = other.try_compaction_lock().await.unwrap();
+    if h.is_postgres() {
+        assert!(second.is_none(), "another replica holds it");
+        // The store stays usable meanwhile: compaction itself does not take this lock.
+        other.compact(1).await.unwrap();
+        drop(held);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if other.try_compaction_lock().await.unwrap().is_some() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the dropped lock was never released");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        assert!(second.is_some(), "SQLite: one replica per file, always granted");
+    }
+    other.close().await;
 }
 
 async fn corrupt_rows_name_the_revision(h: &Harness) {

@@ -22,8 +22,16 @@
 //! - **Reads at a revision** ([`Replica::wait_for`]): a bounded wait on a
 //!   `watch` channel that every install publishes to.
 //! - **Observers** ([`Replica::on_batch`], [`Replica::on_record`],
-//!   [`Replica::on_lock`]): the watch service hears of every batch installed
-//!   (in revision order, under the writer mutex) and of every edit-lock change.
+//!   [`Replica::on_lock`], [`Replica::on_reload`]): the watch service hears
+//!   of every batch installed (in revision order, under the writer mutex), of
+//!   every edit-lock change, and of every reload across a compaction (during
+//!   which the batches it hears of are net differences, not changelog records).
+//! - **Retention** ([`Replica::enforce_retention`], run every
+//!   [`Retention::interval`] by [`Replica::run_retention`]): checkpoints for
+//!   the tenants whose stored checkpoint is older than the retention, then a
+//!   compaction of the changelog (and of the edit-lock event log) up to the
+//!   newest revision committed before now − [`Retention::keep`]. Replicas on
+//!   one PostgreSQL take turns ([`AnyStore::try_compaction_lock`]).
 //! - **Lock events** (SPEC §4.4): every acquire, release and expiry is logged
 //!   by the store in the same transaction as the lock change, with a dense
 //!   `seq` in commit order. Each replica keeps a cursor in that log (its head
@@ -50,10 +58,14 @@ use super::{actor, replace};
 use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
 use crate::snapshot::{Snapshot, TenantState};
-use crate::store::{AnyStore, ChangeRecord, LockEvent, LockEventKind, LockInfo, Notice, Store, StoreError};
+use crate::store::{
+    AnyStore, ChangeRecord, Compaction, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo, Notice, Store,
+    StoreError,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, Notify, watch};
 
 /// Changelog records read per page when replaying.
@@ -92,6 +104,99 @@ impl Default for Limits {
             max_changes: 10_000,
         }
     }
+}
+
+/// Default [`Retention::keep`]: a week.
+pub const DEFAULT_CHANGELOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3_600);
+/// Default [`Retention::interval`]: hourly.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// How long the changelog is kept, and how often the retention job runs
+/// ([`Replica::run_retention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Changelog records committed longer ago than this are compacted away
+    /// (every tenant gets a checkpoint covering them first); edit-lock events
+    /// too, kept at most [`LOCK_EVENT_RETENTION`]. Zero keeps everything: no
+    /// job runs.
+    pub keep: Duration,
+    /// How often the job runs (first right after start-up); zero: never.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep: DEFAULT_CHANGELOG_RETENTION, interval: DEFAULT_COMPACTION_INTERVAL }
+    }
+}
+
+impl Retention {
+    /// Whether the job runs at all.
+    pub fn enabled(&self) -> bool {
+        !self.keep.is_zero() && !self.interval.is_zero()
+    }
+}
+
+/// What one round of [`Replica::enforce_retention`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionRound {
+    /// False when another replica held the compaction lock: this round did
+    /// nothing (that replica does the work).
+    pub ran: bool,
+    /// The newest revision committed before now − retention (0: none
+    /// retained): what the round compacted up to, as far as checkpoints allow.
+    pub cutoff: Revision,
+    /// Checkpoints written first, for tenants whose stored checkpoint was
+    /// older than the cutoff.
+    pub checkpoints: usize,
+    /// What the compaction deleted, and the oldest retained revision after it.
+    pub compaction: Compaction,
+}
+
+/// Cumulative counters of the retention job, for metrics.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Rounds this replica ran (not those it left to another replica).
+    pub rounds: AtomicU64,
+    /// Rounds that failed (store errors).
+    pub failures: AtomicU64,
+    /// Checkpoints the job wrote.
+    pub checkpoints: AtomicU64,
+    /// Changelog records it deleted.
+    pub records: AtomicU64,
+    /// Lock events it deleted.
+    pub lock_events: AtomicU64,
+    /// The oldest retained revision after its last round.
+    pub oldest_retained: AtomicU64,
+}
+
+/// A reload across a compaction, as [`Replica::on_reload`] reports it.
+///
+/// A replica that fell behind a compaction cannot pass the records it missed
+/// one by one: between `Started` and `Finished` the batches its observers
+/// hear of are net differences (a reloaded tenant's whole change as one
+/// batch at its checkpoint's revision) and the retained records replayed
+/// among them, not the changelog. Raw change streams must end (their client
+/// resumes from the store, or learns that its revision is too old).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// About to reload. Every record up to `from` was passed to the
+    /// observers; the changelog was compacted up to `oldest_retained`
+    /// (above `from`), so the records in between are gone.
+    Started {
+        /// The replica's revision: the last record passed.
+        from: Revision,
+        /// Records up to this revision may be gone.
+        oldest_retained: Revision,
+    },
+    /// The reload is over (or failed halfway; tailing goes on from `to`).
+    /// Revisions `from + 1 ..= to` were not passed as changelog records.
+    Finished {
+        /// The replica's revision before the reload.
+        from: Revision,
+        /// Its revision after.
+        to: Revision,
+    },
 }
 
 /// A condition a write needs on the current configuration.
@@ -181,6 +286,8 @@ pub type BatchObserver = Box<dyn Fn(&TenantState, &[Mutation]) + Send + Sync>;
 pub type RecordObserver = Box<dyn Fn(&Applied<'_>) + Send + Sync>;
 /// Called with every edit-lock change this replica makes or sees.
 pub type LockObserver = Box<dyn Fn(&LockChange) + Send + Sync>;
+/// Called when a reload across a compaction starts and when it ends.
+pub type ReloadObserver = Box<dyn Fn(&Reload) + Send + Sync>;
 
 /// A changelog record as this replica passed it: installed (with the
 /// tenant's new state) or skipped because it no longer validates. Raw change
@@ -209,6 +316,7 @@ struct Observers {
     batches: Vec<BatchObserver>,
     records: Vec<RecordObserver>,
     locks: Vec<LockObserver>,
+    reloads: Vec<ReloadObserver>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -217,6 +325,7 @@ impl std::fmt::Debug for Observers {
             .field("batches", &self.batches.len())
             .field("records", &self.records.len())
             .field("locks", &self.locks.len())
+            .field("reloads", &self.reloads.len())
             .finish()
     }
 }
@@ -355,6 +464,8 @@ pub struct Replica {
     locks: std::sync::Mutex<LockFeed>,
     /// Wakes the tailer to read the lock-event log now.
     lock_wake: Notify,
+    /// Counters of the retention job.
+    retention: RetentionStats,
 }
 
 /// Runs CPU-heavy work (validating and compiling a tenant) off the async workers.
@@ -443,6 +554,7 @@ impl Replica {
             observers: RwLock::new(Observers::default()),
             locks: std::sync::Mutex::new(LockFeed::default()),
             lock_wake: Notify::new(),
+            retention: RetentionStats::default(),
         };
         replica.load().await?;
         // Lock events logged before start-up are not news: the locks already
@@ -489,6 +601,10 @@ impl Replica {
     /// start-up, in revision order without gaps: the batches it installs (its
     /// writes, other replicas' writes) and the ones it skips because they no
     /// longer validate. Raw change streams are fed from here.
+    ///
+    /// The one exception is a reload across a compaction (see
+    /// [`Replica::on_reload`]): between its `Started` and `Finished` the
+    /// batches are net differences and the records they stand for are skipped.
     pub fn on_record(&self, f: impl Fn(&Applied<'_>) + Send + Sync + 'static) {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).records.push(Box::new(f));
     }
@@ -499,6 +615,23 @@ impl Replica {
     /// each once, in the order of the log.
     pub fn on_lock(&self, f: impl Fn(&LockChange) + Send + Sync + 'static) {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).locks.push(Box::new(f));
+    }
+
+    /// Calls `f` when this replica starts reloading across a compaction
+    /// ([`Reload::Started`], before any batch of the reload reaches the other
+    /// observers) and when it is done ([`Reload::Finished`]), under the writer
+    /// mutex like every batch. The watch service ends its raw change streams
+    /// there with `ResumeRequired`: they cannot be given the records the
+    /// replica skipped.
+    pub fn on_reload(&self, f: impl Fn(&Reload) + Send + Sync + 'static) {
+        self.observers.write().unwrap_or_else(|e| e.into_inner()).reloads.push(Box::new(f));
+    }
+
+    fn notify_reload(&self, reload: &Reload) {
+        let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
+        for f in &observers.reloads {
+            f(reload);
+        }
     }
 
     fn notify_batch(&self, applied: &Applied<'_>) {
@@ -728,7 +861,9 @@ impl Replica {
     /// When a compaction removed records this replica had not read yet (it
     /// was stopped, cut off or too slow), the tenants concerned are reloaded
     /// from their checkpoints and the rest replayed; observers see each
-    /// reloaded tenant's changes as one batch at its checkpoint's revision.
+    /// reloaded tenant's changes as one batch at its checkpoint's revision,
+    /// between a [`Reload::Started`] and a [`Reload::Finished`] (see
+    /// [`Replica::on_reload`]).
     pub async fn catch_up(&self) -> ServiceResult<usize> {
         let mut ws = self.writer.lock().await;
         self.catch_up_locked(&mut ws).await
@@ -744,7 +879,10 @@ impl Replica {
                     "this replica is at revision {behind}, but the changelog was compacted up to revision \
                      {oldest_retained}: reloading the tenants that changed from their checkpoints"
                 );
-                self.reload(ws).await?
+                self.notify_reload(&Reload::Started { from: behind, oldest_retained });
+                let reloaded = self.reload(ws).await;
+                self.notify_reload(&Reload::Finished { from: behind, to: self.snapshot.revision() });
+                reloaded?
             }
             other => other?,
         };
@@ -762,9 +900,10 @@ impl Replica {
     /// checkpoint (the smallest batch that turns one into the other, as an
     /// `Import` with `replace` computes it; a tenant this replica did not
     /// have appears as its creating batch). So computed subscribers are
-    /// diffed against the new view, and raw subscribers get a batch that
-    /// brings a copy of the tenant to the same state; the records it stands
-    /// for (compacted, or covered by the checkpoint) are not sent one by one.
+    /// diffed against the new view. The records such a batch stands for
+    /// (compacted, or covered by the checkpoint) are not passed one by one:
+    /// the caller brackets the reload with [`Reload`] notices, on which raw
+    /// change streams end rather than receive the net batches.
     async fn reload(&self, ws: &mut WriterState) -> ServiceResult<usize> {
         let from = self.snapshot.revision();
         let mut attempt = 0;
@@ -1043,6 +1182,123 @@ impl Replica {
                 tracing::debug!(tenant = %tenant, revision, "checkpoint written");
             }
             Err(e) => tracing::warn!(tenant = %tenant, revision, error = %e, "cannot write checkpoint"),
+        }
+    }
+
+    /// Counters of the retention job (for metrics).
+    pub fn retention_stats(&self) -> &RetentionStats {
+        &self.retention
+    }
+
+    /// One round of the retention job at `now`, keeping `keep` of history:
+    ///
+    /// 1. takes the compaction lock ([`AnyStore::try_compaction_lock`]); when
+    ///    another replica holds it, does nothing (`ran: false`);
+    /// 2. finds the cutoff, the newest revision committed before `now - keep`
+    ///    ([`Store::revision_before`]);
+    /// 3. writes a checkpoint of this replica's state for every tenant whose
+    ///    stored checkpoint is older than both the cutoff and the tenant's
+    ///    last batch here: compaction never removes a record its tenant's
+    ///    checkpoint does not cover, so without these a tenant written less
+    ///    often than [`Limits::checkpoint_every`] would keep every record
+    ///    (its own and, as the boundary is one revision, every later one of
+    ///    every tenant) forever;
+    /// 4. compacts the changelog up to the cutoff, and prunes the edit-lock
+    ///    events recorded before `now - min(keep, LOCK_EVENT_RETENTION)`.
+    ///
+    /// Safe on several replicas at once: checkpoints only move forward and
+    /// compaction is idempotent. A replica that is behind writes checkpoints
+    /// of the states it has, which are still true of their revisions.
+    /// A round that ran is logged at info and counted in
+    /// [`Replica::retention_stats`].
+    pub async fn enforce_retention(&self, keep: Duration, now: SystemTime) -> ServiceResult<RetentionRound> {
+        let Some(_lock) = self.store.try_compaction_lock().await? else {
+            return Ok(RetentionRound::default());
+        };
+        let cutoff = self.store.revision_before(now.checked_sub(keep).unwrap_or(UNIX_EPOCH)).await?;
+        let mut checkpoints = 0;
+        if cutoff > 0 {
+            let stored: HashMap<String, Revision> =
+                self.store.checkpoint_revisions().await?.into_iter().map(|(t, r)| (t.0, r)).collect();
+            for tenant in self.snapshot.tenant_ids() {
+                let Some(state) = self.snapshot.state(&tenant) else { continue };
+                let revision = state.view.revision();
+                let have = stored.get(&tenant).copied().unwrap_or(0);
+                if have >= revision || have >= cutoff {
+                    continue;
+                }
+                let id = TenantId(tenant);
+                // A failure keeps this tenant's records (and the later ones);
+                // the compaction below still does what the others allow.
+                match self.store.put_checkpoint(&id, revision, &state.config).await {
+                    Ok(()) => {
+                        tracing::debug!(tenant = %id, revision, previous = have, "checkpoint written for the changelog retention");
+                        checkpoints += 1;
+                    }
+                    Err(e) => tracing::warn!(
+                        tenant = %id,
+                        revision,
+                        error = %e,
+                        "cannot write the checkpoint of tenant `{id}` at revision {revision} that the changelog retention needs"
+                    ),
+                }
+            }
+        }
+        let lock_events_before = now.checked_sub(keep.min(LOCK_EVENT_RETENTION)).unwrap_or(UNIX_EPOCH);
+        let compaction = self.store.compact_until(cutoff.saturating_add(1), lock_events_before).await?;
+        let stats = &self.retention;
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats.checkpoints.fetch_add(checkpoints as u64, Ordering::Relaxed);
+        stats.records.fetch_add(compaction.records, Ordering::Relaxed);
+        stats.lock_events.fetch_add(compaction.lock_events, Ordering::Relaxed);
+        stats.oldest_retained.store(compaction.oldest_retained, Ordering::Relaxed);
+        tracing::info!(
+            retention_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
+            cutoff,
+            checkpoints,
+            records = compaction.records,
+            lock_events = compaction.lock_events,
+            oldest_retained = compaction.oldest_retained,
+            "changelog compacted: {} records deleted (oldest retained revision {}), {} lock events deleted",
+            compaction.records,
+            compaction.oldest_retained,
+            compaction.lock_events
+        );
+        Ok(RetentionRound { ran: true, cutoff, checkpoints, compaction })
+    }
+
+    /// Runs [`Replica::enforce_retention`] every [`Retention::interval`] (the
+    /// first round right away) until `stop` turns true; nothing when the
+    /// retention is disabled. A failed round is logged as a warning, counted,
+    /// and retried at the next interval.
+    pub async fn run_retention(self: Arc<Self>, retention: Retention, mut stop: watch::Receiver<bool>) {
+        if !retention.enabled() {
+            tracing::info!("changelog retention disabled: the changelog and the edit-lock event log are kept whole");
+            return;
+        }
+        let mut ticks = tokio::time::interval(retention.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = ticks.tick() => {}
+            }
+            // Stopping mid-round is safe: each step commits alone, and the
+            // compaction lock is released with its transaction.
+            let round = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                round = self.enforce_retention(retention.keep, SystemTime::now()) => round,
+            };
+            match round {
+                Ok(round) if !round.ran => {
+                    tracing::debug!("another replica holds the compaction lock; leaving this round to it");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.retention.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot compact the changelog; retrying at the next interval");
+                }
+            }
         }
     }
 

@@ -24,13 +24,22 @@
 //! on from the store (the server is the slow one); once live, a subscriber
 //! that does not read fast enough is ended with `ResumeRequired` naming the
 //! last revision it was sent — never a silent skip, never an unbounded queue.
+//! When the replica reloads across a compaction ([`Replica::on_reload`]) it
+//! has no records to give for the revisions it skipped, only net
+//! differences: every raw stream is ended the same way, with
+//! `ResumeRequired` naming the last revision it was sent, before any of
+//! those differences, and a raw stream opened during the reload is ended at
+//! once. Its client resumes; if the store no longer holds that revision the
+//! resume answers `RevisionTooOld` and the client knows to read the state
+//! again. Computed streams are diffed against the reloaded views as usual.
 //!
 //! **Fan-out** ([`Fanout`]): the replica calls [`Fanout`] with every record it
-//! passes and every lock change (see [`Replica::on_record`],
-//! [`Replica::on_lock`]), under one mutex that also orders the periodic
-//! `Checkpoint`s, so a checkpoint at revision R always follows every event of
-//! revisions up to R on every stream. Publishing never waits on a subscriber:
-//! every queue is bounded and written with `try_send`.
+//! passes, every lock change and every reload (see [`Replica::on_record`],
+//! [`Replica::on_lock`], [`Replica::on_reload`]), under one mutex that also
+//! orders the periodic `Checkpoint`s, so a checkpoint at revision R always
+//! follows every event of revisions up to R on every stream. Publishing
+//! never waits on a subscriber: every queue is bounded and written with
+//! `try_send`.
 //!
 //! Each stream is a task that reads its queues and writes events into a small
 //! bounded channel that the transport drains; when the client stops reading,
@@ -47,7 +56,7 @@
 
 use super::auth::WatchAuth;
 use super::convert;
-use super::replica::{Applied, LockChange, Replica};
+use super::replica::{Applied, LockChange, Reload, Replica};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{ListRequest, Reason};
 use crate::model::{Mutation, Perm, Revision, Target};
@@ -102,8 +111,11 @@ impl Default for WatchSettings {
 pub struct WatchStats {
     /// Streams open now.
     pub open_streams: AtomicU64,
-    /// Raw streams ended with `ResumeRequired` because they fell behind.
+    /// Raw streams ended with `ResumeRequired`: they fell behind, or the
+    /// replica reloaded across a compaction.
     pub resume_required: AtomicU64,
+    /// Reloads across a compaction (each ended every raw stream).
+    pub reloads: AtomicU64,
     /// Raw streams ended with `RevisionTooOld`.
     pub revision_too_old: AtomicU64,
     /// Raw streams whose live buffer overflowed while they replayed the
@@ -170,6 +182,9 @@ struct Subscribers {
     published: Revision,
     raw: HashMap<u64, RawSub>,
     side: HashMap<u64, SideSub>,
+    /// The replica is reloading across a compaction: raw subscribers are
+    /// not registered (they end with `ResumeRequired` at once).
+    reloading: bool,
 }
 
 /// Sends `item`, or marks the subscriber lagged (and unregisters it, which
@@ -205,8 +220,8 @@ impl std::fmt::Debug for Fanout {
 }
 
 impl Fanout {
-    /// A fan-out fed by `replica`: registers itself as the replica's record
-    /// and lock observer. Create it once per replica, before any write.
+    /// A fan-out fed by `replica`: registers itself as the replica's record,
+    /// lock and reload observer. Create it once per replica, before any write.
     pub fn new(replica: Arc<Replica>, settings: WatchSettings) -> Arc<Fanout> {
         let fanout = Arc::new(Fanout {
             hub: Arc::new(Hub::new(settings.queue)),
@@ -228,6 +243,12 @@ impl Fanout {
         replica.on_lock(move |change| {
             if let Some(f) = weak.upgrade() {
                 f.on_lock(change);
+            }
+        });
+        let weak: Weak<Fanout> = Arc::downgrade(&fanout);
+        replica.on_reload(move |reload| {
+            if let Some(f) = weak.upgrade() {
+                f.on_reload(reload);
             }
         });
         fanout
@@ -301,6 +322,7 @@ impl Fanout {
             // After the side events of the same revision: a stream sends those first.
             self.hub.publish(&state.view, a.mutations);
         }
+        // During a reload there is no raw subscriber (see `on_reload`).
         if subs.raw.values().any(|s| s.tenant.as_deref().is_none_or(|t| t == a.tenant.0)) {
             let record = Arc::new(ChangeRecord {
                 revision: a.revision,
@@ -315,6 +337,32 @@ impl Fanout {
             });
         }
         subs.published = subs.published.max(a.revision);
+    }
+
+    /// A reload across a compaction: at its start every raw subscriber is
+    /// unregistered and marked lagged, exactly as one whose queue overflowed,
+    /// so its stream sends what it has queued (records up to the replica's
+    /// revision before the reload) and ends with `ResumeRequired`; until the
+    /// end no raw subscriber is registered.
+    fn on_reload(&self, reload: &Reload) {
+        let mut subs = self.lock();
+        match *reload {
+            Reload::Started { from, oldest_retained } => {
+                subs.reloading = true;
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let ended = subs.raw.len();
+                for (_, s) in subs.raw.drain() {
+                    s.lagged.store(true, Ordering::Release);
+                }
+                tracing::info!(
+                    from,
+                    oldest_retained,
+                    raw_streams = ended,
+                    "reloading across a compaction: raw change streams end with ResumeRequired"
+                );
+            }
+            Reload::Finished { .. } => subs.reloading = false,
+        }
     }
 
     fn on_lock(&self, change: &LockChange) {
@@ -342,7 +390,13 @@ impl Fanout {
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut subs = self.lock();
-        subs.raw.insert(id, RawSub { tenant, tx, lagged: Arc::clone(&lagged) });
+        if subs.reloading {
+            // Nothing it could be sent now is a changelog record: the queue
+            // closes at once (`tx` dropped) and the stream must resume.
+            lagged.store(true, Ordering::Release);
+        } else {
+            subs.raw.insert(id, RawSub { tenant, tx, lagged: Arc::clone(&lagged) });
+        }
         (Registration { fanout: Arc::clone(self), id }, rx, lagged, subs.published)
     }
 
@@ -1117,6 +1171,30 @@ mod tests {
         let u = Update::Objects { revision: 10, gained: vec![], lost: vec!["x".into()] };
         let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 1024);
         assert_eq!(events.len(), 1);
+    }
+
+    /// A reload ends every raw subscriber (lagged, unregistered: its stream
+    /// drains and sends `ResumeRequired`), and one registering during the
+    /// reload is ended at once; afterwards raw subscribers register again.
+    #[tokio::test]
+    async fn a_reload_ends_raw_subscribers_and_refuses_new_ones_until_it_is_over() {
+        let store = crate::store::AnyStore::open("sqlite::memory:").await.unwrap();
+        let replica = Arc::new(Replica::open(store, crate::service::Limits::default()).await.unwrap());
+        let fanout = Fanout::new(replica, WatchSettings::default());
+        let (before, mut before_rx, before_lagged, _) = fanout.register_raw(None);
+        assert_eq!(fanout.lock().raw.len(), 1);
+        fanout.on_reload(&Reload::Started { from: 3, oldest_retained: 9 });
+        assert!(before_lagged.load(Ordering::Acquire), "marked lagged: it ends with ResumeRequired");
+        assert!(before_rx.recv().await.is_none(), "its queue is closed");
+        let (during, mut during_rx, during_lagged, _) = fanout.register_raw(Some("t".into()));
+        assert!(during_lagged.load(Ordering::Acquire) && during_rx.recv().await.is_none(), "ended at once");
+        assert!(fanout.lock().raw.is_empty());
+        fanout.on_reload(&Reload::Finished { from: 3, to: 12 });
+        let (after, _after_rx, after_lagged, _) = fanout.register_raw(None);
+        assert!(!after_lagged.load(Ordering::Acquire));
+        assert_eq!(fanout.lock().raw.len(), 1);
+        assert_eq!(fanout.stats.reloads.load(Ordering::Relaxed), 1);
+        drop((before, during, after));
     }
 
     #[test]

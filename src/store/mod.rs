@@ -36,7 +36,17 @@
 //! report each event once, in order. PostgreSQL also sends
 //! `NOTIFY authzd_lock_events, '<seq>'`, which wakes tailers through the same
 //! [`Notifications`]. [`Store::compact`] prunes the log too: events older than
-//! [`LOCK_EVENT_RETENTION`] or beyond the [`LOCK_EVENTS_KEPT`] newest go.
+//! [`LOCK_EVENT_RETENTION`] or beyond the [`LOCK_EVENTS_KEPT`] newest go
+//! ([`Store::compact_until`] takes the age bound as an argument).
+//!
+//! **Retention.** Nothing is deleted unless someone compacts. The server's
+//! retention job (`crate::service::Replica::enforce_retention`) finds the
+//! newest revision committed longer ago than the retention
+//! ([`Store::revision_before`]), writes a checkpoint for every tenant whose
+//! stored one ([`Store::checkpoint_revisions`]) is older than that, and
+//! compacts up to it. Replicas sharing a PostgreSQL database take turns
+//! through [`AnyStore::try_compaction_lock`] (an advisory lock); compaction
+//! itself is idempotent and serialized by the store either way.
 //!
 //! Two backends implement one [`Store`] trait: [`SqliteStore`] (the default,
 //! a single replica on an embedded file) and [`PostgresStore`] (many replicas
@@ -73,6 +83,21 @@ pub const LOCK_EVENT_RETENTION: Duration = Duration::from_secs(3_600);
 
 /// [`Store::compact`] keeps at most this many of the newest lock events.
 pub const LOCK_EVENTS_KEPT: u64 = 100_000;
+
+/// Key of the PostgreSQL advisory lock that lets one replica at a time run
+/// the retention job ([`AnyStore::try_compaction_lock`]).
+pub const COMPACTION_LOCK_KEY: i64 = 0x6175_7468_7a64_0002; // "authzd" 2
+
+/// What one compaction deleted ([`Store::compact_until`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// The oldest retained revision after the call: revisions up to it may be gone.
+    pub oldest_retained: Revision,
+    /// Changelog records this call deleted.
+    pub records: u64,
+    /// Lock events this call deleted.
+    pub lock_events: u64,
+}
 
 /// One committed write batch of the changelog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,13 +293,39 @@ pub trait Store: Send + Sync + 'static {
     /// The latest checkpoint of every tenant: (tenant, revision, configuration).
     fn load_checkpoints(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision, TenantConfig)>>> + Send;
 
+    /// The revision of every tenant's latest checkpoint, by tenant (without
+    /// reading the configurations: cheap enough to ask every retention round).
+    fn checkpoint_revisions(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision)>>> + Send;
+
+    /// The newest retained revision committed before `time` (by its
+    /// `committed_at`, the writer's clock); 0 when no retained record was.
+    /// Records up to it are older than `time` (give or take the clock skew
+    /// between the replicas that wrote them): what a retention ending at
+    /// `time` compacts.
+    fn revision_before(&self, time: SystemTime) -> impl Future<Output = StoreResult<Revision>> + Send;
+
     /// Deletes the changelog records below `before` that no checkpoint needs
     /// (a record is needed while its tenant has no checkpoint at or after it)
     /// and returns the new [`oldest_retained`](Store::oldest_retained).
     ///
     /// Also prunes the lock-event log: events recorded more than
     /// [`LOCK_EVENT_RETENTION`] ago, and all but the [`LOCK_EVENTS_KEPT`] newest.
-    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send;
+    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send {
+        async move {
+            let lock_events_before = SystemTime::now().checked_sub(LOCK_EVENT_RETENTION).unwrap_or(UNIX_EPOCH);
+            self.compact_until(before, lock_events_before).await.map(|c| c.oldest_retained)
+        }
+    }
+
+    /// [`compact`](Store::compact), pruning the lock events recorded before
+    /// `lock_events_before` (and all but the [`LOCK_EVENTS_KEPT`] newest), and
+    /// saying what it deleted. Idempotent; concurrent calls (other replicas)
+    /// are serialized by the store.
+    fn compact_until(
+        &self,
+        before: Revision,
+        lock_events_before: SystemTime,
+    ) -> impl Future<Output = StoreResult<Compaction>> + Send;
 
     /// Acquires (or, for its holder, renews) the edit lock of `object` in
     /// `tenant` for `person` until `now + idle_timeout`. An expired lock is
@@ -375,6 +426,22 @@ impl AnyStore {
         }
     }
 
+    /// The right to run the retention job now: on PostgreSQL a
+    /// transaction-scoped advisory lock ([`COMPACTION_LOCK_KEY`]) held by the
+    /// returned guard until it is dropped, `None` while another replica holds
+    /// it (that replica does the work; skip this round). On SQLite, which one
+    /// replica owns, always granted.
+    ///
+    /// Only an optimization: compaction is idempotent and the store
+    /// serializes it, so replicas that compact together are safe, merely
+    /// wasteful (each would write the same checkpoints).
+    pub async fn try_compaction_lock(&self) -> StoreResult<Option<CompactionLock>> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(Some(CompactionLock { tx: None })),
+            AnyStore::Postgres(p) => Ok(p.try_compaction_lock().await?.map(|tx| CompactionLock { tx: Some(tx) })),
+        }
+    }
+
     /// The `seq` of a lock event that this store handle (or a clone of it)
     /// logged recently, matched by kind, tenant, object, holder and since;
     /// each logged event is handed out once. `None` for an event logged
@@ -388,6 +455,20 @@ impl AnyStore {
             AnyStore::Sqlite(s) => s.take_written_lock_event(kind, lock),
             AnyStore::Postgres(p) => p.take_written_lock_event(kind, lock),
         }
+    }
+}
+
+/// Held while this replica runs the retention job (see
+/// [`AnyStore::try_compaction_lock`]); dropping it releases the lock.
+pub struct CompactionLock {
+    /// PostgreSQL: the open transaction holding the advisory lock (rolled
+    /// back, which releases the lock, when dropped).
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl std::fmt::Debug for CompactionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactionLock").field("postgres", &self.tx.is_some()).finish()
     }
 }
 
@@ -425,8 +506,14 @@ impl Store for AnyStore {
     async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
         delegate!(self, s => s.load_checkpoints())
     }
-    async fn compact(&self, before: Revision) -> StoreResult<Revision> {
-        delegate!(self, s => s.compact(before))
+    async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
+        delegate!(self, s => s.checkpoint_revisions())
+    }
+    async fn revision_before(&self, time: SystemTime) -> StoreResult<Revision> {
+        delegate!(self, s => s.revision_before(time))
+    }
+    async fn compact_until(&self, before: Revision, lock_events_before: SystemTime) -> StoreResult<Compaction> {
+        delegate!(self, s => s.compact_until(before, lock_events_before))
     }
     async fn acquire_lock(
         &self,
@@ -720,14 +807,13 @@ pub(crate) fn decode_lock_event(
     })
 }
 
-/// What [`Store::compact`] prunes from the lock-event log at `now`, with
-/// the log's head at `head`: `(before_ms, up_to_seq)`, to delete every event
-/// with `at_ms < before_ms` (older than [`LOCK_EVENT_RETENTION`]) or
-/// `seq <= up_to_seq` (beyond the [`LOCK_EVENTS_KEPT`] newest).
-pub(crate) fn lock_event_prune_bounds(now: SystemTime, head: u64) -> (i64, i64) {
-    let before_ms = to_millis(now).saturating_sub(duration_millis(LOCK_EVENT_RETENTION));
+/// What [`Store::compact_until`] prunes from the lock-event log, with the
+/// log's head at `head`: `(before_ms, up_to_seq)`, to delete every event
+/// with `at_ms < before_ms` (recorded before `before`) or `seq <= up_to_seq`
+/// (beyond the [`LOCK_EVENTS_KEPT`] newest).
+pub(crate) fn lock_event_prune_bounds(before: SystemTime, head: u64) -> (i64, i64) {
     let beyond = i64::try_from(head.saturating_sub(LOCK_EVENTS_KEPT)).unwrap_or(i64::MAX);
-    (before_ms, beyond)
+    (to_millis(before), beyond)
 }
 
 /// One embedded schema migration: (version, name, SQL).

@@ -32,7 +32,7 @@
 //! PostgreSQL 13 or newer (`gen_random_uuid()` for lock tokens).
 
 use super::{
-    ChangeRecord, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent, LockEventKind, LockEventRow,
+    COMPACTION_LOCK_KEY, ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent, LockEventKind, LockEventRow,
     LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError, StoreResult, WrittenLockEvents,
     compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config,
     encode_mutations, expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db,
@@ -183,6 +183,21 @@ impl PostgresStore {
     /// See [`super::AnyStore::take_written_lock_event`].
     pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
         self.written.take(kind, lock)
+    }
+
+    /// A transaction holding the advisory lock [`COMPACTION_LOCK_KEY`]
+    /// (transaction-scoped: dropping the transaction rolls it back and
+    /// releases the lock, even if the caller fails halfway), or `None` when
+    /// another session holds it. See [`super::AnyStore::try_compaction_lock`].
+    pub async fn try_compaction_lock(&self) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
+        let e = self.err();
+        let mut tx = self.pool.begin().await.map_err(&e)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(COMPACTION_LOCK_KEY)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&e)?;
+        Ok(got.then_some(tx))
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -447,7 +462,26 @@ impl Store for PostgresStore {
         rows.into_iter().map(|(t, r, c)| decode_checkpoint(t, r, &c)).collect()
     }
 
-    async fn compact(&self, before: Revision) -> StoreResult<Revision> {
+    async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tenant, revision FROM authzd_checkpoints ORDER BY tenant COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
+        rows.into_iter().map(|(t, r)| Ok((TenantId(t), rev_from_db(r)?))).collect()
+    }
+
+    async fn revision_before(&self, time: SystemTime) -> StoreResult<Revision> {
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(revision) FROM authzd_changelog WHERE committed_at_ms < $1")
+                .bind(to_millis(time))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(self.err())?;
+        newest.map_or(Ok(0), rev_from_db)
+    }
+
+    async fn compact_until(&self, before: Revision, lock_events_before: SystemTime) -> StoreResult<Compaction> {
         let e = self.err();
         let mut tx = self.pool.begin().await.map_err(&e)?;
         // Lock the counter row: no append and no other compaction runs meanwhile.
@@ -463,7 +497,7 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(&e)?;
-        let (before_ms, up_to) = lock_event_prune_bounds(SystemTime::now(), seq_from_db(lock_head)?);
+        let (before_ms, up_to) = lock_event_prune_bounds(lock_events_before, seq_from_db(lock_head)?);
         let pruned = sqlx::query("DELETE FROM authzd_lock_events WHERE at_ms < $1 OR seq <= $2")
             .bind(before_ms)
             .bind(up_to)
@@ -486,7 +520,7 @@ impl Store for PostgresStore {
         let cutoff = compaction_cutoff(before, head, needed.map(rev_from_db).transpose()?);
         if cutoff <= oldest {
             tx.commit().await.map_err(&e)?;
-            return Ok(oldest);
+            return Ok(Compaction { oldest_retained: oldest, records: 0, lock_events: pruned });
         }
         let cut = rev_to_db(cutoff)?;
         let deleted = sqlx::query("DELETE FROM authzd_changelog WHERE revision <= $1")
@@ -502,7 +536,7 @@ impl Store for PostgresStore {
             .map_err(&e)?;
         tx.commit().await.map_err(&e)?;
         tracing::debug!(url = %self.url, cutoff, deleted, "compacted changelog");
-        Ok(cutoff)
+        Ok(Compaction { oldest_retained: cutoff, records: deleted, lock_events: pruned })
     }
 
     async fn acquire_lock(

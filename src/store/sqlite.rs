@@ -15,7 +15,7 @@
 //! written by a newer version.
 
 use super::{
-    ChangeRecord, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome,
+    ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome,
     LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error,
     decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config, encode_mutations,
     expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db,
@@ -299,7 +299,25 @@ impl Store for SqliteStore {
         rows.into_iter().map(|(t, r, c)| decode_checkpoint(t, r, &c)).collect()
     }
 
-    async fn compact(&self, before: Revision) -> StoreResult<Revision> {
+    async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT tenant, revision FROM authzd_checkpoints ORDER BY tenant")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.into_iter().map(|(t, r)| Ok((TenantId(t), rev_from_db(r)?))).collect()
+    }
+
+    async fn revision_before(&self, time: SystemTime) -> StoreResult<Revision> {
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(revision) FROM authzd_changelog WHERE committed_at_ms < ?1")
+                .bind(to_millis(time))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(self.err())?;
+        newest.map_or(Ok(0), rev_from_db)
+    }
+
+    async fn compact_until(&self, before: Revision, lock_events_before: SystemTime) -> StoreResult<Compaction> {
         let e = self.err();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
         let (head, oldest): (i64, i64) = sqlx::query_as("SELECT head, oldest_retained FROM authzd_meta WHERE id = 1")
@@ -312,7 +330,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(&e)?;
-        let (before_ms, up_to) = lock_event_prune_bounds(SystemTime::now(), seq_from_db(lock_head)?);
+        let (before_ms, up_to) = lock_event_prune_bounds(lock_events_before, seq_from_db(lock_head)?);
         let pruned = sqlx::query("DELETE FROM authzd_lock_events WHERE at_ms < ?1 OR seq <= ?2")
             .bind(before_ms)
             .bind(up_to)
@@ -335,7 +353,7 @@ impl Store for SqliteStore {
         let cutoff = compaction_cutoff(before, head, needed.map(rev_from_db).transpose()?);
         if cutoff <= oldest {
             tx.commit().await.map_err(&e)?;
-            return Ok(oldest);
+            return Ok(Compaction { oldest_retained: oldest, records: 0, lock_events: pruned });
         }
         let cut = rev_to_db(cutoff)?;
         let deleted = sqlx::query("DELETE FROM authzd_changelog WHERE revision <= ?1")
@@ -351,7 +369,7 @@ impl Store for SqliteStore {
             .map_err(&e)?;
         tx.commit().await.map_err(&e)?;
         tracing::debug!(url = %self.url, cutoff, deleted, "compacted changelog");
-        Ok(cutoff)
+        Ok(Compaction { oldest_retained: cutoff, records: deleted, lock_events: pruned })
     }
 
     async fn acquire_lock(
