@@ -11,7 +11,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use authzd::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
-use authzd::model::{Perm, types};
+use authzd::model::{GroupId, Mutation, Perm, PersonId, types};
 use authzd::synth::{self, Rng, SynthParams};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -144,6 +144,43 @@ fn bench(c: &mut Criterion) {
     g.bench_function("view_from_config", |b| {
         b.iter_batched(|| (), |_| black_box(TenantView::build(&config, 2)), BatchSize::PerIteration)
     });
+    // Incremental: the most-held role loses one privilege; only its holders
+    // are recomputed, everything else is shared with the previous view.
+    let role = config
+        .roles
+        .values()
+        .filter(|r| r.privileges.values().any(|p| !p.is_empty()))
+        .max_by_key(|r| r.members.groups.len() + r.members.persons.len())
+        .cloned();
+    if let Some(mut role) = role {
+        if let Some(privs) = role.privileges.values_mut().find(|p| !p.is_empty()) {
+            privs.pop_first();
+        }
+        match config.apply_batch(&[Mutation::PutRole(role)]) {
+            Ok(next) => {
+                let v = TenantView::build_next(Some((&view, &config)), &next, 2);
+                eprintln!("role edit: {} of {} persons recomputed", v.compiled().persons, p.persons);
+                g.bench_function("next_view_after_role_edit", |b| {
+                    b.iter_batched(
+                        || (),
+                        |_| black_box(TenantView::build_next(Some((&view, &config)), &next, 2)),
+                        BatchSize::PerIteration,
+                    )
+                });
+                let m = Mutation::AddGroupMember { group: GroupId("g0000".into()), person: PersonId(synth::person_id(0)) };
+                if let Ok(next) = config.apply_batch(&[m]) {
+                    g.bench_function("next_view_after_group_join", |b| {
+                        b.iter_batched(
+                            || (),
+                            |_| black_box(TenantView::build_next(Some((&view, &config)), &next, 2)),
+                            BatchSize::PerIteration,
+                        )
+                    });
+                }
+            }
+            Err(e) => eprintln!("role edit rejected: {e}"),
+        }
+    }
     g.finish();
 }
 

@@ -288,6 +288,13 @@ fn overlay(base: &[AclEntry], own: &[AclEntry]) -> Vec<AclEntry> {
     out
 }
 
+/// Whether a person holds privilege `p` of `app` (`effective`, or only granted).
+#[inline]
+fn holds(person: &PersonC, app: &AppC, p: u32, effective: bool) -> bool {
+    let rows = if effective { &person.effective } else { &person.granted };
+    rows.get(app.offset..app.offset + app.words).is_some_and(|r| bit(r, p))
+}
+
 /// What the entries of one ACL say to a person with `principals` (both
 /// sorted) about permission `b`: any deny wins, then any allow (SPEC §2).
 #[inline]
@@ -1173,10 +1180,10 @@ impl TenantView {
                 AclVerdict::Nothing => return Reason::NoGrant,
                 AclVerdict::Allow => {}
             }
-            if let (Some(ai), Some(a)) = (app, app_c) {
+            if let Some(a) = app_c {
                 if let Some(&g) = a.type_guards.get(&(nc.kind, b as u8)) {
                     consulted = true;
-                    if !self.has_privilege(pi, ai, g) {
+                    if !holds(person, a, g, true) {
                         return Reason::MissingPrivilege;
                     }
                 }
@@ -1185,17 +1192,17 @@ impl TenantView {
                         a.property_guards.iter().find(|(k, name, acc, _)| *k == nc.kind && *acc == b && name == prop)
                     {
                         consulted = true;
-                        if !self.has_privilege(pi, ai, g) {
+                        if !holds(person, a, g, true) {
                             return Reason::MissingPrivilege;
                         }
                     }
                 }
             }
         }
-        if let (Some(p), Some(ai)) = (privilege, app) {
+        if let (Some(p), Some(a)) = (privilege, app_c) {
             consulted = true;
-            if !self.has_privilege(pi, ai, p) {
-                return if self.is_granted(pi, ai, p) { Reason::UnmetDependency } else { Reason::MissingPrivilege };
+            if !holds(person, a, p, true) {
+                return if holds(person, a, p, false) { Reason::UnmetDependency } else { Reason::MissingPrivilege };
             }
         }
         if let Some(n) = node {
@@ -1392,7 +1399,8 @@ impl TenantView {
             let Some(&acl) = self.acl.node_acl.get(n as usize) else { continue };
             let Some(slot) = memo.get_mut(acl as usize) else { continue };
             if *slot == 0 {
-                *slot = if self.acl_verdict(pi, n, b) == AclVerdict::Allow { 1 } else { 2 };
+                let entries = self.acl.acls.get(acl as usize).map_or(&[][..], |a| a);
+                *slot = if verdict(&person.principals, entries, b) == AclVerdict::Allow { 1 } else { 2 };
             }
             if *slot != 1 {
                 continue;
