@@ -4,7 +4,7 @@ use clap::Parser as _;
 
 /// mimalloc: the server frees a replaced view's entries on one thread while
 /// streams and listings allocate on others; glibc's allocator serializes
-/// that (the fan-out benchmark: p99 68 ms with it, 29 ms with mimalloc).
+/// that (the fan-out benchmark, idle machine: p99 37 ms with it, 29 ms with mimalloc).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
