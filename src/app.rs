@@ -209,6 +209,7 @@ impl Server {
                     delivered: w.hub().stats.delivered.load(Relaxed),
                     open_streams: w.stats.open_streams.load(Relaxed),
                     resume_required: w.stats.resume_required.load(Relaxed),
+                    reloads: w.stats.reloads.load(Relaxed),
                 }
             });
             // Probe the store as often as the replica tails it (at least every 5 s).

@@ -70,6 +70,8 @@ pub struct WatchGauges {
     pub open_streams: u64,
     /// Raw streams ended with `ResumeRequired` because they fell behind (cumulative).
     pub resume_required: u64,
+    /// Reloads across a compaction that ended every raw stream (cumulative).
+    pub reloads: u64,
 }
 
 type WatchSource = Box<dyn Fn() -> WatchGauges + Send + Sync>;
@@ -157,7 +159,26 @@ impl Collector for Live {
                 "Raw watch streams ended because they fell behind (the client resumes from the changelog).",
                 w.resume_required,
             )?;
+            counter(
+                &mut e,
+                "watch_reloads",
+                "Reloads across a changelog compaction (every raw stream was told to resume).",
+                w.reloads,
+            )?;
         }
+        let r = self.replica.retention_stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(&mut e, "retention_rounds", "Rounds of the changelog retention job run by this replica.", load(&r.rounds))?;
+        counter(&mut e, "retention_failures", "Rounds of the retention job that failed.", load(&r.failures))?;
+        counter(&mut e, "retention_checkpoints", "Tenant checkpoints written by the retention job.", load(&r.checkpoints))?;
+        counter(&mut e, "changelog_compacted_records", "Changelog records deleted by the retention job.", load(&r.records))?;
+        counter(&mut e, "lock_events_pruned", "Edit-lock events deleted by the retention job.", load(&r.lock_events))?;
+        gauge(
+            &mut e,
+            "changelog_oldest_retained_revision",
+            "Oldest revision a raw subscription can resume from after the last retention round (0: none yet).",
+            clamp(load(&r.oldest_retained)),
+        )?;
         Ok(())
     }
 }

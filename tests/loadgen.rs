@@ -190,6 +190,10 @@ async fn a_correct_server_has_no_errors_and_no_mismatches() {
     assert!(body.contains("authzd_grpc_request_duration_seconds_count{method=\"/grpc.health.v1.Health/Check\"}"), "{body}");
     assert!(body.contains("authzd_snapshot_revision "), "{body}");
     assert!(body.contains("authzd_replica_lag_revisions 0"), "{body}");
+    // The retention job ran its first round at start-up (nothing old enough to compact).
+    assert!(body.contains("authzd_retention_rounds_total 1"), "{body}");
+    assert!(body.contains("authzd_changelog_compacted_records_total 0"), "{body}");
+    assert!(body.contains("authzd_watch_reloads_total 0"), "{body}");
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));
     assert_eq!(http_get(addr, "/nope").await.0, 404);
