@@ -22,6 +22,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use authzd::app::Server;
 use authzd::config::ServerConfig;
 use authzd::model::{Mutation, TenantId, yaml};
@@ -32,57 +35,13 @@ use authzd::service::replica::{Batch, WriteRequest};
 use authzd::service::{Limits, Replica, convert};
 use authzd::store::{AnyStore, Store};
 use authzd::synth::{self, SynthParams};
-use sqlx::Connection;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const WARM_UP: usize = 10;
 const WRITES: usize = 200;
-
-fn admin_url() -> String {
-    std::env::var("AUTHZD_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{host_part}/{name}{query}")
-}
-
-/// Runs SQL on the server's admin database.
-async fn admin_sql(sql: &str) {
-    let url = admin_url();
-    let mut c = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at `{url}`: {e}\n\
-             Start one (`scripts/test.sh` starts the local cluster; or \
-             `pg_ctlcluster --skip-systemctl-redirect <version> main start`) or set AUTHZD_TEST_PG_URL."
-        )
-    });
-    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-    c.close().await.unwrap();
-}
-
-/// A fresh database; its URL.
-async fn create_database(name: &str) -> String {
-    admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-    admin_sql(&format!("CREATE DATABASE {name}")).await;
-    with_database(&admin_url(), name)
-}
-
-async fn drop_database(name: &str) {
-    admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -163,8 +122,8 @@ fn agent_role(mark_done: bool) -> Vec<pb::Mutation> {
 }
 
 async fn write_to_event() {
-    const DB: &str = "authzd_bench_replication";
-    let url = create_database(DB).await;
+    let db = support::fresh_database("authzd_bench_repl", "the replication benchmark").await;
+    let url = db.url.clone();
     let mut config = ServerConfig::new(url.clone());
     config.tail_interval = Duration::from_secs(1);
     config.demo = true;
@@ -216,7 +175,7 @@ async fn write_to_event() {
     drop(desktop);
     a.stop().await;
     b.stop().await;
-    drop_database(DB).await;
+    drop(db);
 }
 
 async fn snapshot_load() {
@@ -234,8 +193,8 @@ async fn snapshot_load() {
     );
 
     // From the checkpoint the import writes.
-    const DB: &str = "authzd_bench_load";
-    let url = create_database(DB).await;
+    let db = support::fresh_database("authzd_bench_repl", "the replication benchmark").await;
+    let url = db.url.clone();
     {
         let replica = Replica::open(AnyStore::open(&url).await.unwrap(), Limits::default()).await.unwrap();
         let write = WriteRequest {
@@ -262,11 +221,11 @@ async fn snapshot_load() {
         replica.store().close().await;
     }
     summary("fresh replica start-up from the checkpoint (3 runs)", loads);
-    drop_database(DB).await;
+    drop(db);
 
     // By replaying the one changelog record (no checkpoint).
-    const DB2: &str = "authzd_bench_replay";
-    let url = create_database(DB2).await;
+    let db2 = support::fresh_database("authzd_bench_load", "the replication benchmark").await;
+    let url = db2.url.clone();
     {
         let store = AnyStore::open(&url).await.unwrap();
         let t = Instant::now();
@@ -283,7 +242,7 @@ async fn snapshot_load() {
         replica.store().close().await;
     }
     summary("fresh replica start-up replaying the batch (3 runs)", loads);
-    drop_database(DB2).await;
+    drop(db2);
 }
 
 fn main() {

@@ -1,5 +1,6 @@
 //! What the test binaries that need a real PostgreSQL share (`tests/store.rs`,
-//! `tests/fleet.rs`, through `mod support;`): a fresh database per test,
+//! `tests/fleet.rs`, through `mod support;`, and `benches/replication.rs`): a
+//! fresh database per test,
 //! dropped with its connections when the test ends.
 //!
 //! PostgreSQL defaults to `postgres://postgres@127.0.0.1:5432/test`; set
