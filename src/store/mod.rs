@@ -620,6 +620,17 @@ pub(crate) fn duration_millis(d: Duration) -> i64 {
 /// The highest revision compaction may delete up to: below `before`, never
 /// past the head, and keeping every record some tenant still needs (`needed`:
 /// the oldest record after its tenant's checkpoint, or of a tenant without one).
+/// Rolls a failed transaction back now and returns its error. Dropping it
+/// instead leaves the ROLLBACK queued until its connection is next used, and
+/// the transaction's row locks held until then: a concurrent `FOR UPDATE SKIP
+/// LOCKED` (another replica expiring locks) would skip rows nothing changed.
+pub(crate) async fn rollback<DB: sqlx::Database, T>(tx: sqlx::Transaction<'_, DB>, err: StoreError) -> StoreResult<T> {
+    if let Err(e) = tx.rollback().await {
+        tracing::debug!(error = %e, "rolling back a failed store transaction failed (the connection is discarded)");
+    }
+    Err(err)
+}
+
 pub(crate) fn compaction_cutoff(before: Revision, head: Revision, needed: Option<Revision>) -> Revision {
     let needed_floor = needed.map_or(head, |n| n.saturating_sub(1));
     before.saturating_sub(1).min(head).min(needed_floor)

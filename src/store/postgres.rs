@@ -605,7 +605,11 @@ impl Store for PostgresStore {
                 (held, Vec::new())
             }
         };
-        let first = if events.is_empty() { 0 } else { self.log_lock_events(&mut tx, &events, now_ms).await? };
+        let logged = if events.is_empty() { Ok(0) } else { self.log_lock_events(&mut tx, &events, now_ms).await };
+        let first = match logged {
+            Ok(first) => first,
+            Err(err) => return super::rollback(tx, err).await,
+        };
         tx.commit().await.map_err(&e)?;
         self.written.record(first, &events);
         Ok(outcome)
@@ -634,10 +638,15 @@ impl Store for PostgresStore {
                 .await
                 .map_err(&e)?;
         let Some(released) = row.map(lock_row) else {
+            // Nothing to release: end the transaction now rather than on drop.
+            tx.commit().await.map_err(&e)?;
             return Ok(None);
         };
         let events = [(LockEventKind::Released, released)];
-        let first = self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await?;
+        let first = match self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await {
+            Ok(first) => first,
+            Err(err) => return super::rollback(tx, err).await,
+        };
         tx.commit().await.map_err(&e)?;
         self.written.record(first, &events);
         let [(_, released)] = events;
@@ -665,7 +674,10 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let events = expiry_events(rows.into_iter().map(lock_row).collect());
-        let first = self.log_lock_events(&mut tx, &events, now_ms).await?;
+        let first = match self.log_lock_events(&mut tx, &events, now_ms).await {
+            Ok(first) => first,
+            Err(err) => return super::rollback(tx, err).await,
+        };
         tx.commit().await.map_err(&e)?;
         self.written.record(first, &events);
         Ok(events.into_iter().map(|(_, l)| l).collect())
