@@ -291,6 +291,26 @@ proptest! {
             if let Err(diff) = incremental.compare(&whole) {
                 prop_assert!(false, "after batch {i} {batch:?}: {diff}");
             }
+            // The `Inputs` contract: a person whose inputs did not change gets
+            // the same privileges and listings in both views.
+            for p in next.persons.keys() {
+                let p = p.as_str();
+                if view.inputs(p).is_none() || view.inputs(p) != incremental.inputs(p) {
+                    continue;
+                }
+                for app in next.catalogs.keys() {
+                    prop_assert_eq!(view.effective_privileges(p, app), incremental.effective_privileges(p, app));
+                }
+                for kind in ["Metric", "Script", "Skill", "Application"] {
+                    for permission in [Perm::Read, Perm::Change] {
+                        let r = authzd::engine::ListRequest {
+                            subject: p, kind, folder: None, permission, application: None, after: None, limit: usize::MAX,
+                        };
+                        let (a, b) = (view.list_visible(&r), incremental.list_visible(&r));
+                        prop_assert_eq!(a.map(|x| x.items), b.map(|x| x.items), "person {} kind {}", p, kind);
+                    }
+                }
+            }
             view = incremental;
             config = next;
         }

@@ -248,3 +248,67 @@ async fn a_catalog_change_that_renumbers_privileges_reports_only_real_changes() 
         Some(Update::Privileges { revision: 4, gained: vec![], lost: vec![RESCHEDULE.to_owned()] })
     );
 }
+
+/// A dashboard's visible set is recomputed only when something its person's
+/// listing reads changed: a membership change of someone else costs the
+/// dashboard nothing; an entry on the metrics' folder is recomputed. (Adding
+/// or removing a person changes the graph: every listing is recomputed.)
+#[tokio::test]
+async fn dashboards_are_recomputed_only_when_their_inputs_change() {
+    let (snap, t) = setup(3);
+    let folder = "Advisors Metrics/FrontlineAdvisor/Agent";
+    let metric = Mutation::PutObject(Object {
+        kind: "Metric".into(),
+        id: ObjectId("m1".into()),
+        name: "FrontlineAdvisor.Agent.Voice.nch".into(),
+        folder: FolderId(folder.into()),
+        partitions: BTreeSet::new(),
+        properties: BTreeMap::new(),
+    });
+    let hub = Arc::new(Hub::default());
+    publish(&hub, &snap, &t, vec![metric], 2);
+    let spec = WatchSpec::Objects {
+        tenant: "acme".into(),
+        person: "agent0".into(),
+        kind: "Metric".into(),
+        folder: None,
+        application: None,
+        permission: Perm::Read,
+    };
+    let mut sub = hub.subscribe(spec, &snap).expect("subscribed");
+    assert!(matches!(sub.next(&snap).await, Some(Update::Full { state: State::Objects(o), .. }) if o.is_empty()));
+    let recomputed = || hub.stats.recomputed.load(std::sync::atomic::Ordering::Relaxed);
+
+    // A role edit (agent0 holds the role: its privileges change, its listing cannot).
+    publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL])], 3);
+    // agent0's entry was recomputed (privileges), so its listing is recomputed once.
+    let after_role = recomputed();
+    // Someone else leaves and rejoins a group: agent0's inputs are untouched.
+    let (agents, agent2) = (GroupId("agents".into()), PersonId("agent2".into()));
+    publish(&hub, &snap, &t, vec![Mutation::RemoveGroupMember { group: agents.clone(), person: agent2.clone() }], 4);
+    publish(&hub, &snap, &t, vec![Mutation::AddGroupMember { group: agents, person: agent2 }], 5);
+    assert_eq!(recomputed(), after_role, "batches that leave agent0's inputs alone recompute nothing");
+
+    // An entry on the folder changes the ACLs: recomputed, and the metric is gained.
+    publish(
+        &hub,
+        &snap,
+        &t,
+        vec![Mutation::PutAce(Ace {
+            target: Target::Folder(FolderId(folder.into())),
+            subject: Subject::Person(PersonId("agent0".into())),
+            allow: PermSet::EMPTY.with(Perm::Read),
+            deny: PermSet::EMPTY,
+            propagate: true,
+        })],
+        6,
+    );
+    assert_eq!(recomputed(), after_role + 1);
+    match sub.next(&snap).await {
+        Some(Update::Objects { revision: 6, gained, lost }) => {
+            assert_eq!(gained.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["m1"]);
+            assert!(lost.is_empty());
+        }
+        other => panic!("expected the gained metric, got {other:?}"),
+    }
+}

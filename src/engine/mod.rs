@@ -11,4 +11,4 @@ pub mod types;
 pub mod view;
 
 pub use types::*;
-pub use view::{AceEvidence, Compiled, Explanation, PrivilegeEvidence, TenantView};
+pub use view::{AceEvidence, Compiled, Explanation, Inputs, PrivilegeEvidence, TenantView};

@@ -215,6 +215,29 @@ pub struct TenantView {
     persons: Vec<Arc<PersonC>>,
     /// How this view was compiled (for logs, metrics and tests).
     compiled: Compiled,
+    /// Stamps of the graph, ACL table and catalogs (see [`Inputs`]).
+    stamps: [u64; 3],
+    /// Stamp of each person's entry, by person index.
+    person_stamps: Vec<u64>,
+}
+
+/// Unique, never reused numbers naming each compiled layer and person entry.
+static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The first of `n` fresh stamps.
+fn stamps(n: usize) -> u64 {
+    STAMPS.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What one person's answers in a view are computed from. Two views (of the
+/// same tenant) with equal inputs for a person give that person the same
+/// decisions, privileges and listings, whatever else their batches changed:
+/// a change stream compares these before recomputing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    layers: [u64; 3],
+    person: u64,
+    restricted_mode: bool,
 }
 
 /// How much of a view was compiled rather than shared with the previous one.
@@ -929,7 +952,10 @@ impl TenantView {
             .map(|(i, (p, m))| Arc::new(layers.person(i, p, m)))
             .collect();
         let compiled = Compiled { whole: true, acls: true, persons: persons.len() };
+        let first = stamps(3 + persons.len());
         TenantView {
+            stamps: [first, first + 1, first + 2],
+            person_stamps: (first + 3..first + 3 + persons.len() as u64).collect(),
             revision,
             tenant: c.id.0.clone(),
             name: c.name.clone(),
@@ -963,6 +989,13 @@ impl TenantView {
             if Arc::ptr_eq(&pc.roles, &next.roles) { Arc::clone(&pv.roles) } else { compile_roles(&graph, &apps, next) };
         let dirty = dirty_persons(&graph, pc, next, (&pv.acl, &acl), &roles);
         let mut persons = pv.persons.clone();
+        let mut person_stamps = pv.person_stamps.clone();
+        let first = stamps(1 + dirty.len());
+        for (k, &i) in dirty.iter().enumerate() {
+            if let Some(s) = person_stamps.get_mut(i as usize) {
+                *s = first + 1 + k as u64;
+            }
+        }
         if !dirty.is_empty() {
             let layers = Layers { graph: &graph, acl: &acl, apps: &apps, roles: &roles };
             // Memberships: scan per dirty person, or one pass over all
@@ -989,8 +1022,12 @@ impl TenantView {
                 }
             }
         }
-        let compiled = Compiled { whole: false, acls: !Arc::ptr_eq(&acl, &pv.acl), persons: dirty.len() };
+        let acls = !Arc::ptr_eq(&acl, &pv.acl);
+        let compiled = Compiled { whole: false, acls, persons: dirty.len() };
+        let [graph_stamp, acl_stamp, catalog_stamp] = pv.stamps;
         TenantView {
+            stamps: [graph_stamp, if acls { first } else { acl_stamp }, catalog_stamp],
+            person_stamps,
             revision,
             tenant: next.id.0.clone(),
             name: next.name.clone(),
@@ -1002,6 +1039,17 @@ impl TenantView {
             persons,
             compiled,
         }
+    }
+
+    /// What a person's answers in this view are computed from (`None` for
+    /// an unknown person): see [`Inputs`].
+    pub fn inputs(&self, person: &str) -> Option<Inputs> {
+        let &pi = self.graph.person_ix.get(person)?;
+        Some(Inputs {
+            layers: self.stamps,
+            person: *self.person_stamps.get(pi as usize)?,
+            restricted_mode: self.restricted_mode,
+        })
     }
 
     /// How this view was compiled: whole, or which parts were recomputed.

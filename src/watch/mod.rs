@@ -18,7 +18,7 @@
 //! (which resume from a revision) are served by the service from the store
 //! plus [`Hub::publish`]'s records.
 
-use crate::engine::{EffectivePrivileges, ListRequest, Reason, TenantView, VisibleObject};
+use crate::engine::{EffectivePrivileges, Inputs, ListRequest, Reason, TenantView, VisibleObject};
 use crate::model::{Mutation, Perm, Revision};
 use crate::snapshot::Snapshot;
 use dashmap::DashMap;
@@ -130,7 +130,9 @@ enum Last {
     /// The effective privilege bitset, and the catalog's names it indexes
     /// (shared with the view: remembering them allocates nothing).
     Privileges(Vec<u64>, Option<Arc<[String]>>),
-    Objects(BTreeSet<String>),
+    /// Visible ids, and the inputs of the view they were listed from: a
+    /// batch that leaves the person's inputs as they were cannot change them.
+    Objects(BTreeSet<String>, Option<Inputs>),
 }
 
 /// The names whose bits are set in `row`.
@@ -184,6 +186,8 @@ pub struct HubStats {
     pub delivered: AtomicU64,
     /// Resyncs sent because a subscriber lagged.
     pub resyncs: AtomicU64,
+    /// Visible-object states recomputed on publish (those whose inputs changed).
+    pub recomputed: AtomicU64,
 }
 
 /// All subscribers of this replica.
@@ -240,6 +244,13 @@ fn privilege_catalog<'v>(view: &'v TenantView, spec: &WatchSpec) -> Option<&'v A
     }
 }
 
+fn inputs(view: Option<&TenantView>, spec: &WatchSpec) -> Option<Inputs> {
+    match spec {
+        WatchSpec::Objects { person, .. } => view?.inputs(person),
+        WatchSpec::Privileges { .. } => None,
+    }
+}
+
 /// What to remember of the full state just sent (the view it came from:
 /// `None` when there is none, and so nothing is granted).
 fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last {
@@ -248,8 +259,8 @@ fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last 
             Some(v) => Last::Privileges(privilege_row(v, spec).to_vec(), privilege_catalog(v, spec).cloned()),
             None => Last::Privileges(Vec::new(), None),
         },
-        (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect()),
-        (_, _) => Last::Objects(BTreeSet::new()),
+        (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect(), inputs(view, spec)),
+        (_, _) => Last::Objects(BTreeSet::new(), inputs(view, spec)),
     }
 }
 
@@ -344,7 +355,14 @@ impl Hub {
                     }
                     Update::Privileges { revision, gained, lost }
                 }
-                (Last::Objects(old), _) => {
+                (Last::Objects(old, old_inputs), _) => {
+                    let now = inputs(Some(view), &sub.spec);
+                    if now.is_some() && now == *old_inputs {
+                        // Nothing this person's listing reads changed.
+                        continue;
+                    }
+                    *old_inputs = now;
+                    self.stats.recomputed.fetch_add(1, Ordering::Relaxed);
                     let state = compute(view, &sub.spec);
                     let objects = match state {
                         State::Objects(o) => o,
