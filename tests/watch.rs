@@ -57,6 +57,18 @@ fn desktop(person: &str) -> WatchSpec {
     WatchSpec::Privileges { tenant: "acme".into(), person: person.into(), application: WCB.into() }
 }
 
+/// An Advisors dashboard: the person's visible metrics.
+fn dashboard(person: &str) -> WatchSpec {
+    WatchSpec::Objects {
+        tenant: "acme".into(),
+        person: person.into(),
+        kind: "Metric".into(),
+        folder: None,
+        application: None,
+        permission: Perm::Read,
+    }
+}
+
 fn publish(hub: &Hub, snap: &Snapshot, t: &TenantId, batch: Vec<Mutation>, revision: u64) {
     let state = snap.apply(t, &batch, revision).expect("valid");
     hub.publish(&state.view, &batch);
@@ -138,15 +150,7 @@ async fn a_subscriber_that_stops_reading_is_resynced_and_does_not_slow_the_other
 async fn dashboard_follows_visible_metrics() {
     let (snap, t) = setup(1);
     let hub = Arc::new(Hub::default());
-    let spec = WatchSpec::Objects {
-        tenant: "acme".into(),
-        person: "agent0".into(),
-        kind: "Metric".into(),
-        folder: None,
-        application: None,
-        permission: Perm::Read,
-    };
-    let mut sub = hub.subscribe(spec, &snap).expect("subscribed");
+    let mut sub = hub.subscribe(dashboard("agent0"), &snap).expect("subscribed");
     assert!(matches!(sub.next(&snap).await, Some(Update::Full { state: State::Objects(o), .. }) if o.is_empty()));
     let folder = "Advisors Metrics/FrontlineAdvisor/Agent";
     let metric = |id: &str, name: &str| {
@@ -267,22 +271,14 @@ async fn dashboards_are_recomputed_only_when_their_inputs_change() {
     });
     let hub = Arc::new(Hub::default());
     publish(&hub, &snap, &t, vec![metric], 2);
-    let spec = WatchSpec::Objects {
-        tenant: "acme".into(),
-        person: "agent0".into(),
-        kind: "Metric".into(),
-        folder: None,
-        application: None,
-        permission: Perm::Read,
-    };
-    let mut sub = hub.subscribe(spec, &snap).expect("subscribed");
+    let mut sub = hub.subscribe(dashboard("agent0"), &snap).expect("subscribed");
     assert!(matches!(sub.next(&snap).await, Some(Update::Full { state: State::Objects(o), .. }) if o.is_empty()));
     let recomputed = || hub.stats.recomputed.load(std::sync::atomic::Ordering::Relaxed);
 
-    // A role edit (agent0 holds the role: its privileges change, its listing cannot).
+    // A role edit: agent0 holds the role, so its entry (privileges) changes and its listing is recomputed once.
     publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL])], 3);
-    // agent0's entry was recomputed (privileges), so its listing is recomputed once.
     let after_role = recomputed();
+    assert_eq!(after_role, 1);
     // Someone else leaves and rejoins a group: agent0's inputs are untouched.
     let (agents, agent2) = (GroupId("agents".into()), PersonId("agent2".into()));
     publish(&hub, &snap, &t, vec![Mutation::RemoveGroupMember { group: agents.clone(), person: agent2.clone() }], 4);
