@@ -25,7 +25,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use authzd::app::Server;
 use authzd::config::ServerConfig;
 use authzd::model::{Mutation, TenantId, yaml};
 use authzd::proto::authzd::v1 as pb;
@@ -36,9 +35,6 @@ use authzd::service::{Limits, Replica, convert};
 use authzd::store::{AnyStore, Store};
 use authzd::synth::{self, SynthParams};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 const WARM_UP: usize = 10;
 const WRITES: usize = 200;
@@ -64,59 +60,14 @@ fn summary(name: &str, mut v: Vec<Duration>) {
 }
 
 /// A server on an ephemeral port.
-struct Running {
-    addr: String,
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Server>,
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let server = Server::start(config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        server
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        server
-    });
-    Running { addr, stop, handle }
-}
-
-impl Running {
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(self.addr.clone()).unwrap().connect().await.unwrap()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.handle.await.unwrap().close().await;
-    }
+async fn start(config: ServerConfig) -> support::Serving {
+    support::serve(config).await
 }
 
 /// The demo tenant's "Web Callback Agent" role, with or without "Can Mark Done".
 fn agent_role(mark_done: bool) -> Vec<pb::Mutation> {
-    let privileges = [
-        "Web Callback - Can Cancel",
-        "Web Callback - Can Use Web Callback Channel",
-        "Web Callback - Can Decline",
-        "Web Callback - Can Reject",
-        "Web Callback - Can Reschedule",
-        "Web Callback - Can Reschedule Before Call",
-        "Web Callback - Can Reschedule On New Number",
-        "Web Callback - Can Set Interaction Disposition",
-        "Web Callback - Can Mark Done",
-    ];
-    let list: Vec<String> =
-        privileges.iter().filter(|p| mark_done || !p.ends_with("Mark Done")).map(|p| format!("'{p}'")).collect();
-    let text = format!(
-        "- put_role: {{id: web-callback-agent, name: Web Callback Agent, privileges: {{WorkspaceWebCallback: [{}]}}, members: {{groups: [web-callback-agents]}}}}",
-        list.join(", ")
-    );
+    let without: &[&str] = if mark_done { &[] } else { &["Web Callback - Can Mark Done"] };
+    let text = support::web_callback_agent_role(without);
     let batch: Vec<Mutation> = yaml::from_str(&text, "bench").unwrap();
     batch.into_iter().map(convert::mutation_pb).collect()
 }

@@ -8,19 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use authzd::app::Server;
-use authzd::config::ServerConfig;
+mod support;
+
 use authzd::model::{Mutation, TenantFile};
 use authzd::proto::authzd::v1 as pb;
 use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use authzd::proto::authzd::v1::decision_service_client::DecisionServiceClient;
 use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use authzd::service::convert;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -31,57 +27,8 @@ const TENANT: &str = "acme";
 // ------------------------------------------------------------------ harness
 
 /// A server running on an ephemeral port.
-struct Running {
-    addr: SocketAddr,
-    replica: std::sync::Arc<authzd::service::Replica>,
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Server>,
-}
-
-fn config(db: &Path) -> ServerConfig {
-    let mut c = ServerConfig::new(format!("sqlite://{}", db.display()));
-    c.demo = true;
-    c
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let server = Server::start(config).await.expect("server starts");
-    let replica = std::sync::Arc::clone(server.replica());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        server
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        server
-    });
-    Running { addr, replica, stop, handle }
-}
-
-impl Running {
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
-    }
-
-    async fn decisions(&self) -> DecisionServiceClient<Channel> {
-        DecisionServiceClient::new(self.channel().await)
-    }
-
-    async fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel().await)
-    }
-
-    /// Stops serving and closes the store (as SIGTERM does).
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let server = self.handle.await.unwrap();
-        server.close().await;
-    }
-}
+type Running = support::Serving;
+use support::{demo_config as config, serve as start};
 
 type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 

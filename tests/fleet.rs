@@ -19,25 +19,21 @@
 
 mod support;
 
-use authzd::app::Server;
 use authzd::config::ServerConfig;
 use authzd::model::Mutation;
 use authzd::proto::authzd::v1 as pb;
 use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
-use authzd::proto::authzd::v1::decision_service_client::DecisionServiceClient;
 use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
-use authzd::service::{Fanout, convert};
+use authzd::service::convert;
 use authzd::store::Store;
 use pb::watch_event::Event;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use support::web_callback_agent_role as agent_role;
+use tonic::transport::Channel;
 
 const TENANT: &str = "acme";
 /// How long a test waits for an event that must come.
@@ -56,13 +52,7 @@ async fn fresh_database() -> support::PgDatabase {
 // ---------------------------------------------------------------- replicas
 
 /// One replica serving on an ephemeral port.
-struct Node {
-    addr: SocketAddr,
-    replica: Arc<authzd::service::Replica>,
-    watch: Arc<Fanout>,
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Server>,
-}
+type Node = support::Serving;
 
 /// A replica's configuration: the demo tenant only on the first replica (the
 /// others load it from the store), tailing every 100 ms (PostgreSQL
@@ -76,22 +66,7 @@ fn node_config(url: &str, demo: bool) -> ServerConfig {
 }
 
 async fn start(config: ServerConfig) -> Node {
-    let server = Server::start(config).await.expect("server starts");
-    let replica = Arc::clone(server.replica());
-    let watch = Arc::clone(server.watch());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        server
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        server
-    });
-    Node { addr, replica, watch, stop, handle }
+    support::serve(config).await
 }
 
 /// `n` replicas on the database `url`; the first loads the demo tenant.
@@ -101,38 +76,6 @@ async fn fleet(url: &str, n: usize) -> Vec<Node> {
         nodes.push(start(node_config(url, false)).await);
     }
     nodes
-}
-
-impl Node {
-    fn endpoint(&self) -> Endpoint {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap()
-    }
-
-    async fn channel(&self) -> Channel {
-        self.endpoint().connect().await.unwrap()
-    }
-
-    async fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel().await)
-    }
-
-    async fn decisions(&self) -> DecisionServiceClient<Channel> {
-        DecisionServiceClient::new(self.channel().await)
-    }
-
-    async fn watcher(&self) -> WatchServiceClient<Channel> {
-        WatchServiceClient::new(self.channel().await)
-    }
-
-    /// Stops serving (ending the change streams) and closes the store.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let server = tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("graceful shutdown completes (streams end)")
-            .unwrap();
-        server.close().await;
-    }
 }
 
 async fn stop_all(nodes: Vec<Node>) {
@@ -299,28 +242,6 @@ fn lock_kind(l: &pb::LockEvent) -> &'static str {
     }
 }
 
-const AGENT_PRIVILEGES: [&str; 9] = [
-    "Web Callback - Can Cancel",
-    "Web Callback - Can Use Web Callback Channel",
-    "Web Callback - Can Decline",
-    "Web Callback - Can Reject",
-    "Web Callback - Can Reschedule",
-    "Web Callback - Can Reschedule Before Call",
-    "Web Callback - Can Reschedule On New Number",
-    "Web Callback - Can Set Interaction Disposition",
-    "Web Callback - Can Mark Done",
-];
-
-/// The demo tenant's "Web Callback Agent" role (held by `wcb-agent-full`
-/// through the group `web-callback-agents`) without the privileges `without`.
-fn agent_role(without: &[&str]) -> String {
-    let privileges: Vec<String> =
-        AGENT_PRIVILEGES.iter().filter(|p| !without.contains(p)).map(|p| format!("'{p}'")).collect();
-    format!(
-        "- put_role: {{id: web-callback-agent, name: Web Callback Agent, privileges: {{WorkspaceWebCallback: [{}]}}, members: {{groups: [web-callback-agents]}}}}",
-        privileges.join(", ")
-    )
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

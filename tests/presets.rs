@@ -6,12 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use authzd::model::validate::validate_catalog;
 use authzd::model::{
     Catalog, FolderId, GroupId, Mutation, ObjectKey, Perm, PermSet, PrivilegeDef, RoleId, Subject, Target,
     TenantConfig, TenantFile,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use support::WEB_CALLBACK_PRIVILEGES;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -72,19 +75,6 @@ const WEB_CALLBACK_TABLE: [&str; 9] = [
     "Web Callback - Can Reject",
     "Web Callback - Can Reschedule",
     "Can Reschedule Before Call",
-    "Web Callback - Can Reschedule On New Number",
-    "Web Callback - Can Set Interaction Disposition",
-    "Web Callback - Can Mark Done",
-];
-
-/// seeds/001: the names the table's "Depends on" notes and descriptions use.
-const WEB_CALLBACK_CANONICAL: [&str; 9] = [
-    "Web Callback - Can Cancel",
-    "Web Callback - Can Use Web Callback Channel",
-    "Web Callback - Can Decline",
-    "Web Callback - Can Reject",
-    "Web Callback - Can Reschedule",
-    "Web Callback - Can Reschedule Before Call",
     "Web Callback - Can Reschedule On New Number",
     "Web Callback - Can Set Interaction Disposition",
     "Web Callback - Can Mark Done",
@@ -355,9 +345,9 @@ fn callback_catalog_is_the_documents() {
 #[test]
 fn web_callback_catalog_is_the_documents() {
     let cat = catalog("workspace_web_callback");
-    assert_eq!(names(cat), set(&WEB_CALLBACK_CANONICAL));
+    assert_eq!(names(cat), set(&WEB_CALLBACK_PRIVILEGES));
     // Both spellings of the document resolve, answers use the canonical name.
-    for (table, canonical) in WEB_CALLBACK_TABLE.iter().zip(WEB_CALLBACK_CANONICAL) {
+    for (table, canonical) in WEB_CALLBACK_TABLE.iter().zip(WEB_CALLBACK_PRIVILEGES) {
         assert_eq!(privilege(cat, table).name, canonical, "{table}");
     }
     let channel = "Web Callback - Can Use Web Callback Channel";
@@ -374,7 +364,7 @@ fn web_callback_catalog_is_the_documents() {
     ] {
         assert!(requires(cat, name).is_empty(), "{name}: the document states no dependency");
     }
-    assert_eq!(template(cat, "Web Callback Agent"), set(&WEB_CALLBACK_CANONICAL));
+    assert_eq!(template(cat, "Web Callback Agent"), set(&WEB_CALLBACK_PRIVILEGES));
     assert!(authzd::presets::get("workspace_web_callback").map(|p| p.default_roles.is_empty()).unwrap_or(false));
 }
 

@@ -9,7 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use authzd::app::Server;
+mod support;
+
 use authzd::cli::{Cli, Command};
 use authzd::config::{ConfigError, ServerConfig, TlsConfig};
 use authzd::proto::authzd::v1 as pb;
@@ -22,12 +23,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use std::io::BufRead as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -94,34 +92,9 @@ fn tls_config(ca: &Ca, server: &Pem, mtls: bool) -> TlsConfig {
 
 // ------------------------------------------------------------------ harness
 
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Server>,
-}
-
-fn config(db: &Path) -> ServerConfig {
-    let mut c = ServerConfig::new(format!("sqlite://{}", db.display()));
-    c.demo = true;
-    c
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let server = Server::start(config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        server
-            .serve_with_incoming_shutdown(authzd::app::nodelay(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        server
-    });
-    Running { addr, stop, handle }
-}
+/// A server on an ephemeral port.
+type Running = support::Serving;
+use support::{demo_config as config, serve as start};
 
 impl Running {
     /// A TLS channel trusting `ca`, presenting `client` when given.
@@ -133,15 +106,6 @@ impl Running {
         Channel::from_shared(format!("https://{}", self.addr)).unwrap().tls_config(tls)?.connect().await
     }
 
-    async fn plain(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let server = self.handle.await.unwrap();
-        server.close().await;
-    }
 }
 
 fn privilege_check() -> pb::CheckRequest {
@@ -310,7 +274,7 @@ async fn decision_token_is_required_when_configured() {
     c.decision_token = Some("d3cide".into());
     c.admin_token = Some("adm1n-token".into());
     let r = start(c).await;
-    let mut d = DecisionServiceClient::new(r.plain().await);
+    let mut d = DecisionServiceClient::new(r.channel().await);
 
     let s = d.check(privilege_check()).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
@@ -325,12 +289,12 @@ async fn decision_token_is_required_when_configured() {
     assert!(ok.allowed, "the admin token may decide too");
     // The decision token is not an admin token.
     let req = with_token(tonic::Request::new(pb::ListTenantsRequest::default()), "d3cide");
-    let s = AdminServiceClient::new(r.plain().await).list_tenants(req).await.unwrap_err();
+    let s = AdminServiceClient::new(r.channel().await).list_tenants(req).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
 
     // A person's privileges followed live are decision-grade: the decision
     // token (or the admin token) is needed.
-    let mut w = WatchServiceClient::new(r.plain().await);
+    let mut w = WatchServiceClient::new(r.channel().await);
     let s = w.watch(privileges_watch()).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
     assert!(s.message().contains("Bearer <token>") && s.message().contains("decision"), "{}", s.message());
@@ -340,7 +304,7 @@ async fn decision_token_is_required_when_configured() {
         first_event_is_a_snapshot(&mut w, with_token(tonic::Request::new(privileges_watch()), token)).await;
     }
     // Raw changes carry the whole configuration: the admin credential, as Export.
-    let written = write_person(AdminServiceClient::new(r.plain().await), Some("adm1n-token"), "raw-watched").await;
+    let written = write_person(AdminServiceClient::new(r.channel().await), Some("adm1n-token"), "raw-watched").await;
     let s = w.watch(raw_watch()).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated);
     assert!(s.message().contains("admin"), "{}", s.message());
@@ -378,7 +342,7 @@ async fn decision_token_is_required_when_configured() {
     assert!(err.contains("PermissionDenied") && err.contains("admin"), "{err}");
 
     // Health checks stay open (probes carry no token).
-    let mut h = tonic_health::pb::health_client::HealthClient::new(r.plain().await);
+    let mut h = tonic_health::pb::health_client::HealthClient::new(r.channel().await);
     let health = h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     r.stop().await;
@@ -390,11 +354,11 @@ async fn decision_token_is_required_when_configured() {
 async fn without_credentials_configured_everything_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(config(&dir.path().join("authzd.db"))).await;
-    check_allowed(r.plain().await).await;
-    let mut w = WatchServiceClient::new(r.plain().await);
+    check_allowed(r.channel().await).await;
+    let mut w = WatchServiceClient::new(r.channel().await);
     first_event_is_a_snapshot(&mut w, tonic::Request::new(privileges_watch())).await;
     let mut raw = w.watch(raw_watch()).await.expect("raw changes are open too").into_inner();
-    let mut a = AdminServiceClient::new(r.plain().await);
+    let mut a = AdminServiceClient::new(r.channel().await);
     a.list_tenants(pb::ListTenantsRequest::default()).await.expect("admin calls are open");
     let written = write_person(a, None, "open-watch").await;
     let first = tokio::time::timeout(Duration::from_secs(10), raw.message()).await.unwrap().unwrap().unwrap();

@@ -1,7 +1,6 @@
-//! What the test binaries that need a real PostgreSQL share (`tests/store.rs`,
-//! `tests/fleet.rs`, through `mod support;`, and `benches/replication.rs`): a
-//! fresh database per test,
-//! dropped with its connections when the test ends.
+//! What the test binaries and the replication benchmark share, through
+//! `mod support;`: a fresh PostgreSQL database per test, dropped with its
+//! connections when the test ends, and an in-process server ([`server`]).
 //!
 //! PostgreSQL defaults to `postgres://postgres@127.0.0.1:5432/test`; set
 //! `AUTHZD_TEST_PG_URL` to use another server. When it cannot be reached the
@@ -9,6 +8,10 @@
 //! first); they never pass silently.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+pub mod server;
+
+#[allow(unused_imports)] // not every includer starts a server
+pub use server::{Serving, demo_config, serve};
 use sqlx::Connection;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,4 +108,30 @@ pub async fn fresh_database(prefix: &str, suite: &str) -> PgDatabase {
     admin.close().await.unwrap();
     let url = with_database(&admin_url, &name);
     PgDatabase { admin_url, name, url }
+}
+
+/// seeds/001: the Web Callback privileges by the names the table's "Depends
+/// on" notes and descriptions use (the demo's "Web Callback Agent" holds all).
+pub const WEB_CALLBACK_PRIVILEGES: [&str; 9] = [
+    "Web Callback - Can Cancel",
+    "Web Callback - Can Use Web Callback Channel",
+    "Web Callback - Can Decline",
+    "Web Callback - Can Reject",
+    "Web Callback - Can Reschedule",
+    "Web Callback - Can Reschedule Before Call",
+    "Web Callback - Can Reschedule On New Number",
+    "Web Callback - Can Set Interaction Disposition",
+    "Web Callback - Can Mark Done",
+];
+
+/// The demo tenant's "Web Callback Agent" role (held by `wcb-agent-full`
+/// through the group `web-callback-agents`) without the privileges
+/// `without`, as a one-mutation YAML batch.
+pub fn web_callback_agent_role(without: &[&str]) -> String {
+    let privileges: Vec<String> =
+        WEB_CALLBACK_PRIVILEGES.iter().filter(|p| !without.contains(p)).map(|p| format!("'{p}'")).collect();
+    format!(
+        "- put_role: {{id: web-callback-agent, name: Web Callback Agent, privileges: {{WorkspaceWebCallback: [{}]}}, members: {{groups: [web-callback-agents]}}}}",
+        privileges.join(", ")
+    )
 }
