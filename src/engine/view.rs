@@ -311,11 +311,17 @@ fn overlay(base: &[AclEntry], own: &[AclEntry]) -> Vec<AclEntry> {
     out
 }
 
+/// A person's privilege row in one application (`effective` or granted).
+#[inline]
+fn app_row<'p>(person: &'p PersonC, app: &AppC, effective: bool) -> Option<&'p [u64]> {
+    let rows = if effective { &person.effective } else { &person.granted };
+    rows.get(app.offset..app.offset + app.words)
+}
+
 /// Whether a person holds privilege `p` of `app` (`effective`, or only granted).
 #[inline]
 fn holds(person: &PersonC, app: &AppC, p: u32, effective: bool) -> bool {
-    let rows = if effective { &person.effective } else { &person.granted };
-    rows.get(app.offset..app.offset + app.words).is_some_and(|r| bit(r, p))
+    app_row(person, app, effective).is_some_and(|r| bit(r, p))
 }
 
 /// What the entries of one ACL say to a person with `principals` (both
@@ -1150,10 +1156,7 @@ impl TenantView {
     /// A person's privilege row in one application (`effective` or granted).
     #[inline]
     fn row(&self, pi: u32, ai: u32, effective: bool) -> Option<&[u64]> {
-        let app = self.catalog.apps.get(ai as usize)?;
-        let person = self.persons.get(pi as usize)?;
-        let rows = if effective { &person.effective } else { &person.granted };
-        rows.get(app.offset..app.offset + app.words)
+        app_row(self.persons.get(pi as usize)?, self.catalog.apps.get(ai as usize)?, effective)
     }
 
     #[inline]

@@ -20,7 +20,7 @@ use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use crate::service::convert;
 use pb::watch_event::Event;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -45,19 +45,21 @@ fn failed(msg: String) -> WorkloadResult {
 /// reports how many it affects).
 fn desk_role(t: &Target, app: &str) -> Result<Role, String> {
     let catalog = t.config.catalogs.get(app).ok_or_else(|| format!("unknown application `{app}`"))?;
-    let mut held: HashMap<&str, usize> = HashMap::new();
+    // How many persons hold each privilege (bit i of a row is the i-th privilege).
+    let mut held = vec![0usize; catalog.privileges.len()];
     for p in t.config.persons.keys() {
-        for name in privileges(&t.view, p.as_str(), app) {
-            if let Some(def) = catalog.privileges.iter().find(|d| d.name == name) {
-                *held.entry(def.name.as_str()).or_default() += 1;
-            }
+        let row = t.view.privilege_row(p.as_str(), app).unwrap_or(&[]);
+        for (i, n) in held.iter_mut().enumerate() {
+            *n += usize::from(row.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0));
         }
     }
     let privilege = catalog
         .privileges
         .iter()
-        .filter(|p| p.requires.is_empty())
-        .min_by_key(|p| held.get(p.name.as_str()).copied().unwrap_or(0))
+        .zip(&held)
+        .filter(|(p, _)| p.requires.is_empty())
+        .min_by_key(|(_, n)| **n)
+        .map(|(p, _)| p)
         .ok_or_else(|| format!("every privilege of `{app}` requires another: none to flip for all"))?;
     Ok(Role {
         id: RoleId("authzd-bench-desk".into()),

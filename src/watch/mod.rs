@@ -144,6 +144,15 @@ fn bit(row: &[u64], i: usize) -> bool {
     row.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
+/// Whether two name lists are the same catalog (numbering) of an application.
+fn same_catalog(a: Option<&Arc<[String]>>, b: Option<&Arc<[String]>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Privileges gained and lost from (`old`, `old_names`) to (`new`, `new_names`).
 /// Under the same catalog the bitsets are compared; across a catalog change
 /// (privileges renumbered) the names are.
@@ -151,12 +160,7 @@ fn privilege_diff(
     (old, old_names): (&[u64], Option<&Arc<[String]>>),
     (new, new_names): (&[u64], Option<&Arc<[String]>>),
 ) -> (Vec<String>, Vec<String>) {
-    let same_catalog = match (old_names, new_names) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    };
-    if same_catalog {
+    if same_catalog(old_names, new_names) {
         let changed = |a: &[u64], b: &[u64]| -> Vec<String> {
             let names = new_names.map_or(&[][..], |n| &n[..]);
             names.iter().enumerate().filter(|(i, _)| bit(a, *i) && !bit(b, *i)).map(|(_, n)| n.clone()).collect()
@@ -331,14 +335,10 @@ impl Hub {
             let update = match (&mut *last, &sub.spec) {
                 (Last::Privileges(old_bits, old_names), WatchSpec::Privileges { .. }) => {
                     let (row, names) = (privilege_row(view, &sub.spec), privilege_catalog(view, &sub.spec));
-                    let same_catalog = match (&*old_names, names) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    };
+                    let same = same_catalog(old_names.as_ref(), names);
                     // Same bits under the same catalog: nothing changed for this
                     // desktop (the common case: one compare, no allocation).
-                    if same_catalog && old_bits.as_slice() == row {
+                    if same && old_bits.as_slice() == row {
                         continue;
                     }
                     let (gained, lost) = privilege_diff((old_bits, old_names.as_ref()), (row, names));
@@ -347,7 +347,7 @@ impl Hub {
                     } else {
                         *old_bits = row.to_vec();
                     }
-                    if !same_catalog {
+                    if !same {
                         *old_names = names.cloned();
                     }
                     if gained.is_empty() && lost.is_empty() {
