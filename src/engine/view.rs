@@ -32,7 +32,7 @@
 //! change only the persons who joined or left; every other person's entry is
 //! the previous view's, shared. A batch that changes the graph compiles the
 //! whole tenant. The rules of which person a change touches are in
-//! [`dirty_persons`]; `tests/incremental.rs` checks on random batch sequences
+//! `dirty_persons`; `tests/incremental.rs` checks on random batch sequences
 //! that an incremental view equals the view compiled from scratch.
 
 use super::types::*;
