@@ -435,6 +435,7 @@ impl Server {
         if let Some(t) = self.retention.take() {
             let _ = t.await;
         }
+        self.replica.flush_checkpoints().await;
         self.replica.store().close().await;
     }
 }

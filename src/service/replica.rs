@@ -59,7 +59,7 @@ use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
 use crate::snapshot::{Snapshot, TenantState};
 use crate::store::{
-    AnyStore, ChangeRecord, Compaction, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo, Notice, Store,
+    AnyStore, EncodedConfig, ChangeRecord, Compaction, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo, Notice, Store,
     StoreError,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -466,6 +466,93 @@ pub struct Replica {
     lock_wake: Notify,
     /// Counters of the retention job.
     retention: RetentionStats,
+    /// Checkpoints waiting for the background writer.
+    checkpoints: Checkpointer,
+}
+
+/// The checkpoints a replica's writes ask for, written in the background
+/// (never inside a `Write` call): the newest per tenant waits here, a task
+/// started with the replica encodes it on the blocking pool and stores it.
+/// A checkpoint only saves replaying the changelog, so one still waiting
+/// when the process dies costs nothing but that replay; a graceful stop
+/// writes what waits ([`Replica::flush_checkpoints`]).
+#[derive(Debug)]
+struct Checkpointer {
+    pending: Arc<std::sync::Mutex<BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)>>>,
+    wake: Arc<Notify>,
+}
+
+impl Checkpointer {
+    /// A queue, and its writer task on `store` (ended when the queue is dropped).
+    fn start(store: AnyStore) -> Checkpointer {
+        let queue = Checkpointer { pending: Arc::default(), wake: Arc::new(Notify::new()) };
+        let (pending, wake) = (Arc::downgrade(&queue.pending), Arc::clone(&queue.wake));
+        tokio::spawn(async move {
+            loop {
+                let taken = match pending.upgrade() {
+                    Some(p) => std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner())),
+                    None => return,
+                };
+                if taken.is_empty() {
+                    wake.notified().await;
+                    continue;
+                }
+                for (tenant, revision, config) in taken.into_values() {
+                    write_checkpoint(&store, &tenant, revision, config).await;
+                }
+            }
+        });
+        queue
+    }
+
+    /// Asks for a checkpoint of `tenant` at `revision` (replacing an older one waiting).
+    fn request(&self, tenant: &TenantId, revision: Revision, config: Arc<TenantConfig>) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant.0.clone(), (tenant.clone(), revision, config));
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // The writer task wakes, finds the queue gone, and ends.
+        self.wake.notify_one();
+    }
+}
+
+/// Encodes `config` on the blocking pool and stores it as the checkpoint of
+/// `tenant` at `revision`; a failure is logged (and true when written).
+async fn write_checkpoint(store: &AnyStore, tenant: &TenantId, revision: Revision, config: Arc<TenantConfig>) -> bool {
+    let result = match tokio::task::spawn_blocking(move || EncodedConfig::encode(&config)).await {
+        Ok(Ok(encoded)) => store.put_encoded_checkpoint(tenant, revision, &encoded).await,
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(StoreError::Other(format!("the checkpoint encoder failed: {e}"))),
+    };
+    match result {
+        Ok(()) => {
+            tracing::debug!(tenant = %tenant, revision, "checkpoint written");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, revision, error = %e, "cannot write the checkpoint of tenant `{tenant}` at revision {revision}");
+            false
+        }
+    }
+}
+
+/// Runs CPU-heavy work that borrows the replica (validating and compiling
+/// the views of batches it tails or loads) without stalling the async
+/// workers: on a multi-threaded runtime the worker first hands its other
+/// tasks to another thread (`block_in_place`), so checks keep being answered
+/// meanwhile; on a current-thread runtime (some tests, the CLI) it runs inline.
+fn cpu<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Runs CPU-heavy work (validating and compiling a tenant) off the async workers.
@@ -547,7 +634,7 @@ impl Replica {
         let (revision, _) = watch::channel(0);
         let replica = Replica {
             snapshot: Arc::new(Snapshot::new()),
-            store,
+            store: store.clone(),
             writer: Mutex::new(WriterState::default()),
             revision,
             limits,
@@ -555,6 +642,7 @@ impl Replica {
             locks: std::sync::Mutex::new(LockFeed::default()),
             lock_wake: Notify::new(),
             retention: RetentionStats::default(),
+            checkpoints: Checkpointer::start(store.clone()),
         };
         replica.load().await?;
         // Lock events logged before start-up are not news: the locks already
@@ -775,7 +863,7 @@ impl Replica {
         let oldest = self.store.oldest_retained().await?;
         let mut covered = HashMap::new();
         for (tenant, revision, config) in self.store.load_checkpoints().await? {
-            self.snapshot.install(config, revision);
+            cpu(|| self.snapshot.install(config, revision));
             covered.insert(tenant.0, revision);
         }
         ws.since_checkpoint.clear();
@@ -815,9 +903,10 @@ impl Replica {
     /// Validates and installs one stored batch; logs and skips it when it no
     /// longer validates. Whether it was installed.
     fn apply_record(&self, ws: &mut WriterState, record: ChangeRecord) -> bool {
-        match self.snapshot.prepare(&record.tenant, &record.mutations) {
-            Ok(next) => {
-                let state = self.snapshot.install(next, record.revision);
+        let installed =
+            cpu(|| self.snapshot.prepare(&record.tenant, &record.mutations).map(|next| self.snapshot.install(next, record.revision)));
+        match installed {
+            Ok(state) => {
                 if self.snapshot.is_loaded() {
                     self.notify_batch(&Applied {
                         revision: record.revision,
@@ -975,14 +1064,16 @@ impl Replica {
         config: TenantConfig,
         record: Option<&ChangeRecord>,
     ) -> usize {
-        let difference = match self.snapshot.state(tenant.as_str()) {
-            Some(before) => replace::replace_batch(&before.config, &config),
-            None => model::TenantFile::from_config(&config).to_mutations().unwrap_or_else(|e| {
-                tracing::warn!(tenant = %tenant, revision, error = %e, "cannot express the new tenant as a batch for the change streams");
-                Vec::new()
-            }),
-        };
-        let state = self.snapshot.install(config, revision);
+        let (difference, state) = cpu(|| {
+            let difference = match self.snapshot.state(tenant.as_str()) {
+                Some(before) => replace::replace_batch(&before.config, &config),
+                None => model::TenantFile::from_config(&config).to_mutations().unwrap_or_else(|e| {
+                    tracing::warn!(tenant = %tenant, revision, error = %e, "cannot express the new tenant as a batch for the change streams");
+                    Vec::new()
+                }),
+            };
+            (difference, self.snapshot.install(config, revision))
+        });
         ws.since_checkpoint.insert(tenant.0.clone(), 0);
         tracing::info!(tenant = %tenant, revision, changes = difference.len(), "tenant reloaded from its checkpoint");
         if !difference.is_empty() {
@@ -1076,7 +1167,7 @@ impl Replica {
                     });
                     let imported = mutations.iter().any(|m| matches!(m, Mutation::CreateTenant { .. }))
                         || matches!(req.batch, Batch::Import { .. });
-                    self.maybe_checkpoint(&mut ws, &tenant, revision, &state, imported).await;
+                    self.maybe_checkpoint(&mut ws, &tenant, revision, &state, imported);
                     drop(ws);
                     tracing::info!(
                         tenant = %tenant,
@@ -1163,25 +1254,24 @@ impl Replica {
         Ok(())
     }
 
-    async fn maybe_checkpoint(
-        &self,
-        ws: &mut WriterState,
-        tenant: &TenantId,
-        revision: Revision,
-        state: &TenantState,
-        force: bool,
-    ) {
+    /// Counts a batch of `tenant` and, every [`Limits::checkpoint_every`]
+    /// batches (or at once when `force`), asks the background writer for a
+    /// checkpoint of `state`.
+    fn maybe_checkpoint(&self, ws: &mut WriterState, tenant: &TenantId, revision: Revision, state: &TenantState, force: bool) {
         let count = ws.since_checkpoint.entry(tenant.0.clone()).or_default();
         *count += 1;
         if !force && *count < self.limits.checkpoint_every {
             return;
         }
-        match self.store.put_checkpoint(tenant, revision, &state.config).await {
-            Ok(()) => {
-                *count = 0;
-                tracing::debug!(tenant = %tenant, revision, "checkpoint written");
-            }
-            Err(e) => tracing::warn!(tenant = %tenant, revision, error = %e, "cannot write checkpoint"),
+        *count = 0;
+        self.checkpoints.request(tenant, revision, Arc::clone(&state.config));
+    }
+
+    /// Writes the checkpoints still waiting for the background writer (a
+    /// graceful stop calls this before closing the store).
+    pub async fn flush_checkpoints(&self) {
+        for (tenant, revision, config) in self.checkpoints.take().into_values() {
+            write_checkpoint(&self.store, &tenant, revision, config).await;
         }
     }
 
@@ -1230,17 +1320,9 @@ impl Replica {
                 let id = TenantId(tenant);
                 // A failure keeps this tenant's records (and the later ones);
                 // the compaction below still does what the others allow.
-                match self.store.put_checkpoint(&id, revision, &state.config).await {
-                    Ok(()) => {
-                        tracing::debug!(tenant = %id, revision, previous = have, "checkpoint written for the changelog retention");
-                        checkpoints += 1;
-                    }
-                    Err(e) => tracing::warn!(
-                        tenant = %id,
-                        revision,
-                        error = %e,
-                        "cannot write the checkpoint of tenant `{id}` at revision {revision} that the changelog retention needs"
-                    ),
+                if write_checkpoint(&self.store, &id, revision, Arc::clone(&state.config)).await {
+                    tracing::debug!(tenant = %id, revision, previous = have, "checkpoint written for the changelog retention");
+                    checkpoints += 1;
                 }
             }
         }

@@ -283,11 +283,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the configuration of `tenant` as of `revision` (its tenant file
     /// as JSON). An older checkpoint than the stored one is ignored.
+    ///
+    /// Encodes on the calling thread: the replica encodes on the blocking
+    /// pool and calls [`Store::put_encoded_checkpoint`] instead.
     fn put_checkpoint(
         &self,
         tenant: &TenantId,
         revision: Revision,
         config: &TenantConfig,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move { self.put_encoded_checkpoint(tenant, revision, &EncodedConfig::encode(config)?).await }
+    }
+
+    /// [`Store::put_checkpoint`] of a configuration already encoded.
+    fn put_encoded_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &EncodedConfig,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The latest checkpoint of every tenant: (tenant, revision, configuration).
@@ -500,8 +513,8 @@ impl Store for AnyStore {
     async fn oldest_retained(&self) -> StoreResult<Revision> {
         delegate!(self, s => s.oldest_retained())
     }
-    async fn put_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &TenantConfig) -> StoreResult<()> {
-        delegate!(self, s => s.put_checkpoint(tenant, revision, config))
+    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+        delegate!(self, s => s.put_encoded_checkpoint(tenant, revision, config))
     }
     async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
         delegate!(self, s => s.load_checkpoints())
@@ -673,9 +686,24 @@ pub(crate) fn encode_mutations(mutations: &[Mutation]) -> StoreResult<String> {
 }
 
 /// Encodes a configuration as the JSON text of its tenant file.
-pub(crate) fn encode_config(config: &TenantConfig) -> StoreResult<String> {
-    serde_json::to_string(&crate::model::TenantFile::from_config(config))
-        .map_err(|e| StoreError::Other(format!("cannot serialize the checkpoint of tenant `{}`: {e}", config.id)))
+/// A tenant's configuration encoded for a checkpoint row (its tenant file as
+/// JSON). Encoding a large tenant takes tens of milliseconds: do it off the
+/// async workers.
+#[derive(Debug, Clone)]
+pub struct EncodedConfig(String);
+
+impl EncodedConfig {
+    /// Encodes `config`.
+    pub fn encode(config: &TenantConfig) -> StoreResult<EncodedConfig> {
+        serde_json::to_string(&crate::model::TenantFile::from_config(config))
+            .map(EncodedConfig)
+            .map_err(|e| StoreError::Other(format!("cannot serialize the checkpoint of tenant `{}`: {e}", config.id)))
+    }
+
+    /// The encoded text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Decodes a checkpoint row back into a configuration.

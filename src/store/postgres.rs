@@ -34,7 +34,7 @@
 use super::{
     COMPACTION_LOCK_KEY, ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent, LockEventKind, LockEventRow,
     LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError, StoreResult, WrittenLockEvents,
-    compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config,
+    compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, EncodedConfig,
     encode_mutations, expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db,
     rev_to_db, seq_from_db, seq_to_db, to_millis,
 };
@@ -428,8 +428,8 @@ impl Store for PostgresStore {
         rev_from_db(oldest)
     }
 
-    async fn put_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &TenantConfig) -> StoreResult<()> {
-        let json = encode_config(config)?;
+    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+        let json = config.as_str();
         let e = self.err();
         let head = self.head().await?;
         if revision > head {
@@ -445,7 +445,7 @@ impl Store for PostgresStore {
         )
         .bind(tenant.as_str())
         .bind(rev_to_db(revision)?)
-        .bind(&json)
+        .bind(json)
         .bind(to_millis(SystemTime::now()))
         .execute(&self.pool)
         .await

@@ -17,7 +17,7 @@
 use super::{
     ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome,
     LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error,
-    decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_config, encode_mutations,
+    decode_checkpoint, decode_lock_event, decode_record, duration_millis, EncodedConfig, encode_mutations,
     expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db,
     seq_to_db, to_millis,
 };
@@ -263,8 +263,8 @@ impl Store for SqliteStore {
         rev_from_db(oldest)
     }
 
-    async fn put_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &TenantConfig) -> StoreResult<()> {
-        let json = encode_config(config)?;
+    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+        let json = config.as_str();
         let e = self.err();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
         let head: i64 =
@@ -282,7 +282,7 @@ impl Store for SqliteStore {
         )
         .bind(tenant.as_str())
         .bind(rev_to_db(revision)?)
-        .bind(&json)
+        .bind(json)
         .bind(to_millis(SystemTime::now()))
         .execute(&mut *tx)
         .await
