@@ -478,7 +478,7 @@ pub struct Replica {
 /// writes what waits ([`Replica::flush_checkpoints`]).
 #[derive(Debug)]
 struct Checkpointer {
-    pending: Arc<std::sync::Mutex<BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)>>>,
+    pending: Arc<std::sync::Mutex<PendingCheckpoints>>,
     wake: Arc<Notify>,
 }
 
@@ -511,7 +511,7 @@ impl Checkpointer {
         self.wake.notify_one();
     }
 
-    fn take(&self) -> BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)> {
+    fn take(&self) -> PendingCheckpoints {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -522,6 +522,9 @@ impl Drop for Checkpointer {
         self.wake.notify_one();
     }
 }
+
+/// The newest checkpoint asked for, per tenant.
+type PendingCheckpoints = BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)>;
 
 /// Encodes `config` on the blocking pool and stores it as the checkpoint of
 /// `tenant` at `revision`; a failure is logged (and true when written).
