@@ -178,10 +178,15 @@ impl Server {
             tls.check().map_err(|e| anyhow::anyhow!("cannot use the TLS certificate, key and client CA: {e}"))?;
         }
         let tls = config.tls.as_ref().map(crate::config::TlsConfig::server_tls_config);
-        let store = AnyStore::open(&config.store_url)
-            .await
-            .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
-        let replica = Arc::new(Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?);
+        let replica = Arc::new(match &config.follow {
+            None => {
+                let store = AnyStore::open(&config.store_url)
+                    .await
+                    .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
+                Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?
+            }
+            Some(upstream) => open_follower(upstream, &config.limits).await?,
+        });
         // Before any write (the demo import included): change streams see every batch.
         let watch = Fanout::new(Arc::clone(&replica), config.watch);
         if config.demo {
@@ -218,8 +223,13 @@ impl Server {
             tokio::spawn(Arc::clone(m).probe_loop(every.min(Duration::from_secs(5)), stopped.clone()));
         }
         let retention = Some(tokio::spawn(Arc::clone(&replica).run_retention(config.retention, stopped.clone())));
-        let tailer = (!config.tail_interval.is_zero())
-            .then(|| tokio::spawn(Arc::clone(&replica).tail(config.tail_interval, stopped)));
+        // A follower always tails: its upstream's stream wakes it for every batch.
+        let tail_every = match (config.follow.is_some(), config.tail_interval.is_zero()) {
+            (true, true) => Some(Duration::from_secs(1)),
+            (_, false) => Some(config.tail_interval),
+            (false, true) => None,
+        };
+        let tailer = tail_every.map(|every| tokio::spawn(Arc::clone(&replica).tail(every, stopped)));
         Ok(Server {
             replica,
             config,
@@ -437,6 +447,26 @@ impl Server {
         }
         self.replica.flush_checkpoints().await;
         self.replica.store().close().await;
+    }
+}
+
+/// A follower's replica: waits for the upstream (retrying with backoff, up
+/// to 5 s apart, saying so) until it has loaded every tenant from it.
+async fn open_follower(upstream: &crate::store::UpstreamSettings, limits: &crate::service::Limits) -> anyhow::Result<Replica> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let store = AnyStore::Upstream(
+            crate::store::UpstreamStore::open(upstream).with_context(|| format!("cannot follow `{}`", upstream.url))?,
+        );
+        match Replica::open(store.clone(), limits.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                store.close().await;
+                tracing::warn!(upstream = %upstream.url, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot load from the upstream yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

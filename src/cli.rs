@@ -85,6 +85,27 @@ pub struct ServeFlags {
     /// Load the demo tenant ACME (id `acme`) at start-up when it is absent.
     #[arg(long, env = "AUTHZD_DEMO")]
     pub demo: bool,
+    /// Follow this upstream authzd (`http://host:port`, `https://...`)
+    /// instead of opening a store: no database connection; tenants are
+    /// loaded from its `Export`, changes follow its raw `Watch`, and writes,
+    /// lock calls and restricted-mode switches are forwarded to it.
+    #[arg(long, env = "AUTHZD_FOLLOW", value_name = "URL")]
+    pub follow: Option<String>,
+    /// Bearer token for the upstream's admin API (`--follow`).
+    #[arg(long, env = "AUTHZD_UPSTREAM_TOKEN", hide_env_values = true)]
+    pub upstream_token: Option<String>,
+    /// CA certificate (PEM) that signed the upstream's TLS certificate (`--follow https://...`).
+    #[arg(long, env = "AUTHZD_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Client certificate (PEM) this follower presents to the upstream (mTLS); needs `--upstream-key`.
+    #[arg(long, env = "AUTHZD_UPSTREAM_CERT")]
+    pub upstream_cert: Option<PathBuf>,
+    /// The private key of `--upstream-cert` (PEM).
+    #[arg(long, env = "AUTHZD_UPSTREAM_KEY")]
+    pub upstream_key: Option<PathBuf>,
+    /// Batches a follower keeps for its own raw subscribers to resume from.
+    #[arg(long, env = "AUTHZD_FOLLOW_RETAIN", default_value_t = 10_000)]
+    pub follow_retain: usize,
     /// Bearer token admin calls must present.
     #[arg(long, env = "AUTHZD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

@@ -11,6 +11,7 @@
 use crate::cli::{ServeArgs, ServeFlags};
 use crate::service::replica::Retention;
 use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
+use crate::store::UpstreamSettings;
 use clap::FromArgMatches as _;
 use std::ffi::OsString;
 use std::fmt;
@@ -124,6 +125,8 @@ pub struct ServerConfig {
     pub store_url: String,
     /// Load the demo tenant ACME (`examples/acme.yaml`, id `acme`) when absent.
     pub demo: bool,
+    /// Follow this upstream authzd instead of opening `store_url`.
+    pub follow: Option<UpstreamSettings>,
     /// Bearer token admin calls must present; `None` (and no mTLS): admin calls are open.
     pub admin_token: Option<String>,
     /// Bearer token decision calls and computed Watch subscriptions must
@@ -166,6 +169,7 @@ impl fmt::Debug for ServerConfig {
             .field("unix_socket", &self.unix_socket)
             .field("store_url", &crate::store::redact_url(&self.store_url))
             .field("demo", &self.demo)
+            .field("follow", &self.follow.as_ref().map(|f| &f.url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("decision_token", &self.decision_token.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
@@ -193,6 +197,7 @@ impl ServerConfig {
             unix_socket: None,
             store_url: store_url.into(),
             demo: false,
+            follow: None,
             admin_token: None,
             decision_token: None,
             tls: None,
@@ -267,11 +272,16 @@ impl ServerConfig {
         if a.lock_idle_timeout_secs == 0 || a.lock_idle_timeout_secs > a.lock_max_idle_timeout_secs {
             return Err(invalid("lock-idle-timeout-secs", "must be between 1 and --lock-max-idle-timeout-secs"));
         }
+        let follow = follow_settings(a)?;
+        if follow.is_some() && a.demo {
+            return Err(invalid("demo", "cannot be combined with --follow (a follower loads what its upstream holds)"));
+        }
         Ok(ServerConfig {
             listen: a.listen,
             unix_socket: a.unix_socket.clone(),
             store_url: a.store.clone(),
             demo: a.demo,
+            follow,
             admin_token,
             decision_token,
             tls,
@@ -335,6 +345,45 @@ impl ServerConfig {
         }
         warnings
     }
+}
+
+/// The upstream of `--follow`, with its credentials.
+fn follow_settings(a: &ServeFlags) -> Result<Option<UpstreamSettings>, ConfigError> {
+    let invalid = |flag, message: &str| ConfigError::Invalid { flag, message: message.to_owned() };
+    let Some(url) = a.follow.as_deref() else {
+        for (flag, given) in [
+            ("upstream-token", a.upstream_token.is_some()),
+            ("upstream-ca", a.upstream_ca.is_some()),
+            ("upstream-cert", a.upstream_cert.is_some()),
+            ("upstream-key", a.upstream_key.is_some()),
+        ] {
+            if given {
+                return Err(invalid(flag, "needs --follow (it configures how the upstream is reached)"));
+            }
+        }
+        return Ok(None);
+    };
+    let url = url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+        return Err(invalid("follow", "must be the upstream's `http://host:port` or `https://host:port`"));
+    }
+    let pem = |flag, p: &Path| read_pem(flag, p).and_then(|b| String::from_utf8(b).map_err(|_| invalid(flag, "is not UTF-8 PEM text")));
+    let identity_pem = match (&a.upstream_cert, &a.upstream_key) {
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("upstream-cert", "needs --upstream-key (the certificate's private key)")),
+        (None, Some(_)) => return Err(invalid("upstream-key", "needs --upstream-cert (the certificate it is the key of)")),
+        (Some(c), Some(k)) => Some((pem("upstream-cert", c)?, pem("upstream-key", k)?)),
+    };
+    if a.follow_retain == 0 {
+        return Err(invalid("follow-retain", "must be at least 1"));
+    }
+    let mut s = UpstreamSettings::new(url);
+    s.token = token("upstream-token", a.upstream_token.as_deref())?;
+    s.ca_pem = a.upstream_ca.as_deref().map(|p| pem("upstream-ca", p)).transpose()?;
+    s.identity_pem = identity_pem;
+    s.retain = a.follow_retain;
+    s.max_message_bytes = a.max_message_bytes.max(64 * 1024 * 1024);
+    Ok(Some(s))
 }
 
 fn token(flag: &'static str, t: Option<&str>) -> Result<Option<String>, ConfigError> {

@@ -12,7 +12,9 @@ use crate::engine::{CheckRequest, ObjectRef};
 use crate::model::{Mutation, Perm, TenantFile, TenantId, config::virtual_queue_script, types};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_server::AdminService;
-use crate::store::{LockInfo, LockOutcome, Store};
+use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use crate::store::{AnyStore, LockInfo, LockOutcome, Store, UpstreamStore};
+use tonic::transport::Channel;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
@@ -70,6 +72,41 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The upstream this replica follows, when it is a follower.
+    fn upstream(&self) -> Option<&UpstreamStore> {
+        match self.replica.store() {
+            AnyStore::Upstream(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// A follower's write-like call: forwarded to the upstream with the
+    /// caller's credential (nothing is applied here first), then answered
+    /// once the change has come back down the upstream's stream, so the
+    /// caller's next read on this replica sees it. A change slower than the
+    /// revision wait is still answered (it is committed); the caller can
+    /// pass the revision as `at_least_revision`.
+    async fn forwarded<Req, Resp, F, Fut>(
+        &self,
+        upstream: &UpstreamStore,
+        request: Request<Req>,
+        call: F,
+        revision: fn(&Resp) -> u64,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let response = upstream.forward(request, call).await?;
+        let at = revision(response.get_ref());
+        if let Err(e) = self.replica.wait_for(at).await {
+            tracing::warn!(revision = at, error = %e, "a forwarded change has not reached this follower yet");
+        }
+        Ok(response)
+    }
+}
+
 fn tenant_id(t: String) -> ServiceResult<TenantId> {
     if t.is_empty() { Err(ServiceError::invalid("tenant", "must not be empty")) } else { Ok(TenantId(t)) }
 }
@@ -77,6 +114,10 @@ fn tenant_id(t: String) -> ServiceResult<TenantId> {
 #[tonic::async_trait]
 impl AdminService for Admin {
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.write(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         let limit = self.replica.limits().max_batch;
         if req.mutations.len() > limit {
@@ -105,6 +146,10 @@ impl AdminService for Admin {
     }
 
     async fn import(&self, request: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.import(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         let file = TenantFile::from_yaml(&req.yaml).map_err(ServiceError::from)?;
         let tenant = file.tenant.id.clone();
@@ -159,6 +204,10 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ProvisionVirtualQueueRequest>,
     ) -> Result<Response<pb::ProvisionVirtualQueueResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.provision_virtual_queue(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         let tenant = tenant_id(req.tenant)?;
         if req.queue.is_empty() {
@@ -187,6 +236,10 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::AcquireLockRequest>,
     ) -> Result<Response<pb::AcquireLockResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.acquire_lock(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         let tenant = tenant_id(req.tenant)?;
         if req.person.is_empty() {
@@ -270,6 +323,10 @@ impl AdminService for Admin {
     }
 
     async fn renew_lock(&self, request: Request<pb::RenewLockRequest>) -> Result<Response<pb::RenewLockResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.renew_lock(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         if req.lock_token.is_empty() {
             return Err(ServiceError::invalid("lock_token", "must not be empty").into());
@@ -299,6 +356,10 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ReleaseLockRequest>,
     ) -> Result<Response<pb::ReleaseLockResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.release_lock(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         if req.lock_token.is_empty() {
             return Err(ServiceError::invalid("lock_token", "must not be empty").into());
@@ -314,6 +375,10 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::SetRestrictedModeRequest>,
     ) -> Result<Response<pb::SetRestrictedModeResponse>, Status> {
+        if let Some(up) = self.upstream() {
+            let call = |mut c: AdminServiceClient<Channel>, r| async move { c.set_restricted_mode(r).await };
+            return self.forwarded(up, request, call, |r| r.revision).await;
+        }
         let req = request.into_inner();
         let mut write = WriteRequest::new(tenant_id(req.tenant)?, vec![Mutation::SetRestrictedMode { on: req.on }]);
         write.actor = req.actor.filter(|a| !a.is_empty());

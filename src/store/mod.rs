@@ -59,9 +59,11 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod upstream;
 
 pub use postgres::{Notice, Notifications, PostgresStore};
 pub use sqlite::SqliteStore;
+pub use upstream::{FollowerLag, UpstreamSettings, UpstreamStore};
 
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use std::collections::VecDeque;
@@ -390,6 +392,8 @@ pub enum AnyStore {
     Sqlite(SqliteStore),
     /// A shared PostgreSQL database.
     Postgres(PostgresStore),
+    /// Another authzd, followed over gRPC (a follower holds no database connection).
+    Upstream(UpstreamStore),
 }
 
 impl AnyStore {
@@ -420,6 +424,7 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(_) => Ok(None),
             AnyStore::Postgres(p) => p.subscribe().await.map(Some),
+            AnyStore::Upstream(u) => Ok(Some(u.subscribe())),
         }
     }
 
@@ -428,6 +433,7 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.close().await,
             AnyStore::Postgres(p) => p.close().await,
+            AnyStore::Upstream(u) => u.close(),
         }
     }
 
@@ -436,6 +442,7 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.display_url(),
             AnyStore::Postgres(p) => p.display_url(),
+            AnyStore::Upstream(u) => u.display_url(),
         }
     }
 
@@ -452,6 +459,8 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(_) => Ok(Some(CompactionLock { tx: None })),
             AnyStore::Postgres(p) => Ok(p.try_compaction_lock().await?.map(|tx| CompactionLock { tx: Some(tx) })),
+            // The upstream compacts; a follower never does.
+            AnyStore::Upstream(_) => Ok(None),
         }
     }
 
@@ -467,6 +476,8 @@ impl AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.take_written_lock_event(kind, lock),
             AnyStore::Postgres(p) => p.take_written_lock_event(kind, lock),
+            // A follower writes no lock event: all come down the stream.
+            AnyStore::Upstream(_) => None,
         }
     }
 }
@@ -490,6 +501,7 @@ macro_rules! delegate {
         match $self {
             AnyStore::Sqlite($s) => $call.await,
             AnyStore::Postgres($s) => $call.await,
+            AnyStore::Upstream($s) => $call.await,
         }
     };
 }

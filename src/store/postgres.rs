@@ -98,10 +98,16 @@ pub enum Notice {
 #[derive(Debug)]
 pub struct Notifications {
     rx: mpsc::Receiver<Notice>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Notifications {
+    /// Notices sent on `rx` by something that is not a PostgreSQL listener
+    /// (a follower's upstream stream).
+    pub(crate) fn from_receiver(rx: mpsc::Receiver<Notice>) -> Self {
+        Notifications { rx, task: None }
+    }
+
     /// The next notice; `None` once the listener has stopped (the store was closed).
     pub async fn recv(&mut self) -> Option<Notice> {
         self.rx.recv().await
@@ -115,7 +121,9 @@ impl Notifications {
 
 impl Drop for Notifications {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -177,7 +185,7 @@ impl PostgresStore {
         listener.listen_all([NOTIFY_CHANNEL, LOCK_NOTIFY_CHANNEL]).await.map_err(&e)?;
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         let task = tokio::spawn(forward_notifications(listener, tx, self.url.clone()));
-        Ok(Notifications { rx, task })
+        Ok(Notifications { rx, task: Some(task) })
     }
 
     /// See [`super::AnyStore::take_written_lock_event`].

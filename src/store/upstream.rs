@@ -1,0 +1,611 @@
+//! The store of a *follower*: another authzd instead of a database.
+//!
+//! A follower (`authzd serve --follow URL`) holds no database connection.
+//! It loads each tenant from the upstream's `Export` (the tenant file at the
+//! revision of its last change), then follows the upstream's raw `Watch`
+//! from the revision of that load: every committed batch, in revision order,
+//! with the edit-lock events between them. The upstream is a replica on
+//! PostgreSQL or SQLite, or another follower, so fleets can be tiered: a few
+//! replicas hold database connections, thousands of sidecars follow them
+//! over one gRPC stream each, as service-mesh proxies follow their control
+//! plane.
+//!
+//! To the replica this is a [`Store`] like the others, read-only:
+//! - [`Store::read_since`] answers from the batches received (the last
+//!   [`UpstreamSettings::retain`] of them, so the follower's own raw
+//!   subscribers can resume too); before them, or after the upstream said the
+//!   resume point is gone (`RevisionTooOld`), it answers
+//!   [`StoreError::Compacted`], and the replica reloads: the next
+//!   [`Store::oldest_retained`] exports every tenant again and restarts the
+//!   stream from there, exactly as a replica behind a compaction reloads
+//!   from checkpoints;
+//! - notifications ([`AnyStore::subscribe`](super::AnyStore::subscribe))
+//!   wake the replica for every batch and lock event, so a change is applied
+//!   as soon as it arrives;
+//! - after a disconnect the stream resumes from the last revision received,
+//!   with backoff (100 ms doubling to 5 s): nothing is lost or applied twice;
+//! - writes, lock calls and checkpoints are not the follower's to store:
+//!   the admin service forwards write-like calls to the upstream with the
+//!   caller's credentials ([`UpstreamStore::forward`]) and waits until the
+//!   change has come back down the stream; checkpoints and compaction are
+//!   the upstream's business (no-ops here).
+
+use super::{
+    ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LockEvent, LockEventKind, LockInfo, LockOutcome, Notice,
+    Notifications, Store, StoreError, StoreResult,
+};
+use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantFile, TenantId};
+use crate::proto::authzd::v1 as pb;
+use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Response, Status};
+
+/// How a follower reaches its upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http://host:port` or `https://host:port` of the upstream authzd.
+    pub url: String,
+    /// Bearer token for the upstream's admin API (its `Export` and raw
+    /// `Watch` need the admin credential when it has one).
+    pub token: Option<String>,
+    /// PEM of the CA that signed the upstream's certificate (`https`).
+    pub ca_pem: Option<String>,
+    /// PEM of this follower's client certificate and key (mTLS).
+    pub identity_pem: Option<(String, String)>,
+    /// Batches kept for the follower's own raw subscribers to resume from.
+    pub retain: usize,
+    /// Largest message accepted from the upstream (an exported tenant).
+    pub max_message_bytes: usize,
+}
+
+impl UpstreamSettings {
+    /// Settings for `url` with no credentials.
+    pub fn new(url: impl Into<String>) -> Self {
+        UpstreamSettings {
+            url: url.into(),
+            token: None,
+            ca_pem: None,
+            identity_pem: None,
+            retain: 10_000,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A follower's view of its upstream (cheap to clone: one shared state).
+#[derive(Debug, Clone)]
+pub struct UpstreamStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    url: String,
+    channel: Channel,
+    token: Option<MetadataValue<Ascii>>,
+    max_message_bytes: usize,
+    retain: usize,
+    feed: Mutex<Feed>,
+    /// Bumped when the stream must start over from `feed.head` (after a load).
+    restart: watch::Sender<u64>,
+    closed: watch::Sender<bool>,
+    listeners: Mutex<Vec<mpsc::Sender<Notice>>>,
+    /// The upstream's newest revision, as its checkpoints and batches say.
+    upstream_head: AtomicU64,
+}
+
+/// What the stream has brought.
+#[derive(Debug, Default)]
+struct Feed {
+    /// Batches after `base` are held (the oldest first); none before.
+    base: Revision,
+    records: VecDeque<ChangeRecord>,
+    /// The last revision received (or loaded).
+    head: Revision,
+    /// The tenants must be exported again before anything is read (at
+    /// start, and after the upstream said the resume point is gone).
+    needs_load: bool,
+    /// The stream generation: a load starts a new one.
+    generation: u64,
+    /// Tenants exported by the last load, until the replica takes them.
+    loaded: Option<Vec<(TenantId, Revision, TenantConfig)>>,
+    /// Lock events received, numbered from 1.
+    lock_events: VecDeque<LockEvent>,
+    lock_seq: u64,
+    /// When the last batch received was committed upstream.
+    last_committed_at: Option<SystemTime>,
+}
+
+/// How far a follower is behind its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerLag {
+    /// The upstream's newest revision minus the last one received.
+    pub revisions: u64,
+    /// How long ago the last batch received was committed upstream, when the
+    /// follower is behind (0 when it is caught up).
+    pub millis: u64,
+}
+
+fn unavailable(url: &str, s: &Status) -> StoreError {
+    StoreError::Unavailable { url: url.to_owned(), message: format!("{}: {}", s.code(), s.message()) }
+}
+
+fn read_only(what: &str) -> StoreError {
+    StoreError::Other(format!("this replica follows an upstream authzd: {what} is done by the upstream"))
+}
+
+impl UpstreamStore {
+    /// Connects (lazily) to the upstream and starts following it. The first
+    /// [`Store::oldest_retained`] (the replica's load) exports the tenants.
+    pub fn open(settings: &UpstreamSettings) -> StoreResult<UpstreamStore> {
+        let bad = |m: String| StoreError::Other(format!("upstream `{}`: {m}", settings.url));
+        let mut endpoint = Endpoint::from_shared(settings.url.clone())
+            .map_err(|e| bad(format!("not a URL: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        if settings.url.starts_with("https://") || settings.ca_pem.is_some() || settings.identity_pem.is_some() {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &settings.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &settings.identity_pem {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
+        }
+        let token = match &settings.token {
+            Some(t) => Some(
+                format!("Bearer {t}").parse::<MetadataValue<Ascii>>().map_err(|_| bad("the token is not valid in a header".into()))?,
+            ),
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            url: settings.url.clone(),
+            channel: endpoint.connect_lazy(),
+            token,
+            max_message_bytes: settings.max_message_bytes,
+            retain: settings.retain.max(1),
+            feed: Mutex::new(Feed { needs_load: true, ..Feed::default() }),
+            restart: watch::channel(0).0,
+            closed: watch::channel(false).0,
+            listeners: Mutex::new(Vec::new()),
+            upstream_head: AtomicU64::new(0),
+        });
+        tokio::spawn(follow(Arc::downgrade(&inner)));
+        Ok(UpstreamStore { inner })
+    }
+
+    /// The upstream's URL.
+    pub fn display_url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// How far behind the upstream this follower is.
+    pub fn lag(&self) -> FollowerLag {
+        let f = self.inner.feed();
+        let revisions = self.inner.upstream_head.load(Ordering::Relaxed).saturating_sub(f.head);
+        let millis = match (revisions, f.last_committed_at) {
+            (0, _) | (_, None) => 0,
+            (_, Some(at)) => SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        FollowerLag { revisions, millis }
+    }
+
+    /// Wake-ups for the replica's tailer: every batch and lock event received.
+    pub fn subscribe(&self) -> Notifications {
+        let (tx, rx) = mpsc::channel(64);
+        self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Notifications::from_receiver(rx)
+    }
+
+    /// Stops following.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
+    }
+
+    /// An admin client of the upstream.
+    fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.inner.channel.clone())
+            .max_decoding_message_size(self.inner.max_message_bytes)
+            .max_encoding_message_size(self.inner.max_message_bytes)
+    }
+
+    /// Sends a write-like admin call to the upstream with the caller's
+    /// credential (its `authorization` header; the follower's own upstream
+    /// token when the caller sent none), and returns the upstream's answer
+    /// as it is, error or not.
+    pub async fn forward<Req, Resp, F, Fut>(&self, request: Request<Req>, call: F) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let credential = request.metadata().get("authorization").cloned().or_else(|| self.inner.token.clone());
+        let mut forwarded = Request::new(request.into_inner());
+        if let Some(c) = credential {
+            forwarded.metadata_mut().insert("authorization", c);
+        }
+        call(self.admin(), forwarded).await.map_err(|s| {
+            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport") {
+                Status::unavailable(format!("the upstream `{}` cannot be reached: {}", self.inner.url, s.message()))
+            } else {
+                s
+            }
+        })
+    }
+
+    /// Exports every tenant of the upstream and starts the stream over from
+    /// the revision of the tenant list.
+    async fn load(&self) -> StoreResult<Revision> {
+        let url = &self.inner.url;
+        let mut admin = self.admin();
+        let list = admin
+            .list_tenants(self.inner.authorized(pb::ListTenantsRequest { at_least_revision: 0 }))
+            .await
+            .map_err(|s| unavailable(url, &s))?
+            .into_inner();
+        let from = list.revision;
+        let mut loaded = Vec::with_capacity(list.tenants.len());
+        for t in list.tenants {
+            let export = admin
+                .export(self.inner.authorized(pb::ExportRequest { tenant: t.id.clone(), at_least_revision: from }))
+                .await
+                .map_err(|s| unavailable(url, &s))?
+                .into_inner();
+            let (id, revision) = (t.id, export.revision);
+            // Parsing a large tenant takes a while: off the async workers.
+            let config = tokio::task::spawn_blocking(move || TenantFile::from_yaml(&export.yaml).and_then(|f| f.to_config()))
+                .await
+                .map_err(|e| StoreError::Other(format!("the tenant parser failed: {e}")))?
+                .map_err(|e| StoreError::Corrupt { revision, message: format!("tenant `{id}` exported by `{url}`: {e}") })?;
+            loaded.push((TenantId(id), revision, config));
+        }
+        let generation = {
+            let mut f = self.inner.feed();
+            f.base = from;
+            f.head = from;
+            f.records.clear();
+            f.needs_load = false;
+            f.generation += 1;
+            f.loaded = Some(loaded);
+            f.generation
+        };
+        self.inner.upstream_head.fetch_max(from, Ordering::Relaxed);
+        self.inner.restart.send_replace(generation);
+        tracing::info!(upstream = %url, revision = from, "tenants loaded from the upstream; following its changes from there");
+        Ok(from)
+    }
+}
+
+impl Inner {
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
+        r
+    }
+
+    fn notify(&self, notice: Notice) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| match l.try_send(notice.clone()) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Takes one event of the stream of `generation`; false when the stream
+    /// must end (a newer generation, or the upstream said to reload).
+    fn receive(&self, generation: u64, event: pb::watch_event::Event) -> bool {
+        use pb::watch_event::Event;
+        match event {
+            Event::RawChange(c) => {
+                let record = match record(c) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A batch this build cannot read: reload rather than skip it.
+                        tracing::warn!(upstream = %self.url, error = %e, "cannot read a batch from the upstream; reloading");
+                        self.feed().needs_load = true;
+                        self.notify(Notice::Reconnected);
+                        return false;
+                    }
+                };
+                let revision = record.revision;
+                {
+                    let mut f = self.feed();
+                    if f.generation != generation {
+                        return false;
+                    }
+                    if revision <= f.head {
+                        return true;
+                    }
+                    f.head = revision;
+                    f.last_committed_at = Some(record.committed_at);
+                    f.records.push_back(record);
+                    while f.records.len() > self.retain {
+                        if let Some(old) = f.records.pop_front() {
+                            f.base = old.revision;
+                        }
+                    }
+                }
+                self.upstream_head.fetch_max(revision, Ordering::Relaxed);
+                self.notify(Notice::Revision(revision));
+            }
+            Event::Lock(l) => {
+                let Some(kind) = lock_kind(l.kind) else { return true };
+                let object = l.object.map(|o| format!("{}/{}", o.r#type, o.id)).unwrap_or_default();
+                let at = l.at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now);
+                let seq = {
+                    let mut f = self.feed();
+                    f.lock_seq += 1;
+                    let seq = f.lock_seq;
+                    let lock = LockInfo { tenant: TenantId(l.tenant), object, holder: PersonId(l.holder), since: at, expires_at: at };
+                    f.lock_events.push_back(LockEvent { seq, kind, lock, at });
+                    while f.lock_events.len() > self.retain {
+                        f.lock_events.pop_front();
+                    }
+                    seq
+                };
+                self.notify(Notice::LockEvent(seq));
+            }
+            Event::Checkpoint(c) => {
+                self.upstream_head.fetch_max(c.revision, Ordering::Relaxed);
+            }
+            Event::RevisionTooOld(t) => {
+                tracing::warn!(
+                    upstream = %self.url,
+                    requested = t.requested_revision,
+                    oldest = t.oldest_available_revision,
+                    "the upstream no longer holds the changes after revision {}: reloading the tenants",
+                    t.requested_revision
+                );
+                self.feed().needs_load = true;
+                self.notify(Notice::Reconnected);
+                return false;
+            }
+            Event::ResumeRequired(r) => {
+                tracing::info!(upstream = %self.url, revision = r.revision, "the upstream asked to resume; resuming");
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+fn lock_kind(kind: i32) -> Option<LockEventKind> {
+    match pb::LockEventKind::try_from(kind).ok()? {
+        pb::LockEventKind::Acquired => Some(LockEventKind::Acquired),
+        pb::LockEventKind::Released => Some(LockEventKind::Released),
+        pb::LockEventKind::Expired => Some(LockEventKind::Expired),
+        pb::LockEventKind::Unspecified => None,
+    }
+}
+
+/// A raw change as a changelog record.
+fn record(c: pb::RawChange) -> Result<ChangeRecord, String> {
+    let mutations: Vec<Mutation> = crate::service::convert::mutations(c.mutations).map_err(|e| e.to_string())?;
+    let committed_at = c.committed_at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now);
+    Ok(ChangeRecord { revision: c.revision, tenant: TenantId(c.tenant), mutations, actor: c.actor, committed_at })
+}
+
+/// The stream task: follows the upstream's raw changes from the last
+/// revision received, reconnecting with backoff, until the store is closed
+/// or dropped.
+async fn follow(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(me) = inner.upgrade() else { return };
+        let (mut restart, mut closed) = (me.restart.subscribe(), me.closed.subscribe());
+        if *closed.borrow() {
+            return;
+        }
+        let (generation, from, needs_load) = {
+            let f = me.feed();
+            (f.generation, f.head, f.needs_load)
+        };
+        if needs_load || generation == 0 {
+            // Waiting for the replica to load (the next `oldest_retained`).
+            drop(me);
+            tokio::select! {
+                _ = restart.changed() => {}
+                _ = closed.wait_for(|c| *c) => return,
+            }
+            continue;
+        }
+        let mut client =
+            WatchServiceClient::new(me.channel.clone()).max_decoding_message_size(me.max_message_bytes);
+        let request = me.authorized(pb::WatchRequest {
+            subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
+                tenant: None,
+                types: Vec::new(),
+                from_revision: from,
+            })),
+            at_least_revision: 0,
+        });
+        let opened = tokio::select! {
+            r = client.watch(request) => r,
+            _ = closed.wait_for(|c| *c) => return,
+        };
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(s) => {
+                tracing::warn!(upstream = %me.url, code = ?s.code(), error = s.message(), retry_in_ms = backoff.as_millis() as u64, "cannot follow the upstream");
+                drop(me);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if from == 0 {
+            // An upstream that had no batch at load: one committed since then,
+            // before this live subscription, would be missed. Reload instead.
+            let list = me.admin_list().await;
+            if list.is_ok_and(|r| r > 0) {
+                me.feed().needs_load = true;
+                me.notify(Notice::Reconnected);
+                continue;
+            }
+        }
+        tracing::info!(upstream = %me.url, from_revision = from, "following the upstream");
+        drop(me);
+        loop {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                _ = restart.changed() => break,
+                _ = closed.wait_for(|c| *c) => return,
+            };
+            let Some(me) = inner.upgrade() else { return };
+            match message {
+                Ok(Some(pb::WatchEvent { event: Some(e) })) => {
+                    backoff = Duration::from_millis(100);
+                    if !me.receive(generation, e) {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::info!(upstream = %me.url, "the upstream ended the change stream; resuming");
+                    break;
+                }
+                Err(s) => {
+                    tracing::warn!(upstream = %me.url, code = ?s.code(), error = s.message(), "the upstream change stream failed; resuming");
+                    drop(me);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+            }
+        }
+        if let Some(me) = inner.upgrade() {
+            // Wake the replica to read what the stream brought.
+            me.notify(Notice::Reconnected);
+        }
+    }
+}
+
+impl Inner {
+    /// The upstream's revision (its tenant list).
+    async fn admin_list(&self) -> Result<Revision, Status> {
+        let mut admin = AdminServiceClient::new(self.channel.clone());
+        Ok(admin.list_tenants(self.authorized(pb::ListTenantsRequest { at_least_revision: 0 })).await?.into_inner().revision)
+    }
+}
+
+impl Store for UpstreamStore {
+    async fn head(&self) -> StoreResult<Revision> {
+        Ok(self.inner.feed().head)
+    }
+
+    async fn append(
+        &self,
+        _tenant: &TenantId,
+        _mutations: &[Mutation],
+        _actor: Option<&str>,
+        _expected_head: Option<Revision>,
+    ) -> StoreResult<Revision> {
+        Err(read_only("writing"))
+    }
+
+    async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
+        let f = self.inner.feed();
+        if f.needs_load {
+            return Err(StoreError::Compacted { after, oldest_retained: f.head.max(after) });
+        }
+        if after < f.base {
+            return Err(StoreError::Compacted { after, oldest_retained: f.base });
+        }
+        // Records are in revision order: skip those at or before `after`.
+        let start = f.records.partition_point(|r| r.revision <= after);
+        Ok(f.records.iter().skip(start).take(limit as usize).cloned().collect())
+    }
+
+    async fn oldest_retained(&self) -> StoreResult<Revision> {
+        let (needs_load, base) = {
+            let f = self.inner.feed();
+            (f.needs_load, f.base)
+        };
+        if needs_load { self.load().await } else { Ok(base) }
+    }
+
+    async fn put_checkpoint(&self, _tenant: &TenantId, _revision: Revision, _config: &TenantConfig) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn put_encoded_checkpoint(&self, _tenant: &TenantId, _revision: Revision, _config: &EncodedConfig) -> StoreResult<()> {
+        // The upstream keeps the checkpoints.
+        Ok(())
+    }
+
+    async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
+        let taken = self.inner.feed().loaded.take();
+        match taken {
+            Some(l) => Ok(l),
+            None => {
+                self.load().await?;
+                Ok(self.inner.feed().loaded.take().unwrap_or_default())
+            }
+        }
+    }
+
+    async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
+        Ok(Vec::new())
+    }
+
+    async fn revision_before(&self, _time: SystemTime) -> StoreResult<Revision> {
+        Ok(0)
+    }
+
+    async fn compact_until(&self, _before: Revision, _lock_events_before: SystemTime) -> StoreResult<Compaction> {
+        let f = self.inner.feed();
+        Ok(Compaction { records: 0, lock_events: 0, oldest_retained: f.base })
+    }
+
+    async fn acquire_lock(
+        &self,
+        _tenant: &TenantId,
+        _object: &str,
+        _person: &PersonId,
+        _idle_timeout: Duration,
+        _now: SystemTime,
+    ) -> StoreResult<LockOutcome> {
+        Err(read_only("edit locking"))
+    }
+
+    async fn renew_lock(&self, _token: &str, _now: SystemTime) -> StoreResult<Option<SystemTime>> {
+        Err(read_only("edit locking"))
+    }
+
+    async fn release_lock(&self, _token: &str) -> StoreResult<Option<LockInfo>> {
+        Err(read_only("edit locking"))
+    }
+
+    async fn expire_locks(&self, _now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+        // The upstream expires locks; their expiry arrives as an event.
+        Ok(Vec::new())
+    }
+
+    async fn lock_events_head(&self) -> StoreResult<u64> {
+        Ok(self.inner.feed().lock_seq)
+    }
+
+    async fn read_lock_events(&self, after: u64, limit: u32) -> StoreResult<Vec<LockEvent>> {
+        let f = self.inner.feed();
+        Ok(f.lock_events.iter().filter(|e| e.seq > after).take(limit as usize).cloned().collect())
+    }
+
+    async fn list_locks(&self, _now: SystemTime) -> StoreResult<Vec<LockInfo>> {
+        Ok(Vec::new())
+    }
+}
