@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (gRPC, gRPC-Web, health, reflection).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// May a person do something? Exit code 0 when allowed, 3 when denied.
     Check(CheckArgs),
     /// The same question as `check`, with the evidence that decided it.

@@ -299,7 +299,7 @@ impl Inner {
     }
 
     fn notify(&self, notice: Notice) {
-        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| match l.try_send(notice.clone()) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| match l.try_send(notice) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });

@@ -11,7 +11,7 @@
 pub mod server;
 
 #[allow(unused_imports)] // not every includer starts a server
-pub use server::{Serving, demo_config, serve};
+pub use server::{Serving, demo_config, serve, serve_on};
 use sqlx::Connection;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};

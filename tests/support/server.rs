@@ -42,9 +42,15 @@ pub fn demo_config(db: &std::path::Path) -> ServerConfig {
 
 /// Starts a server with `config` on a fresh local port.
 pub async fn serve(config: ServerConfig) -> Serving {
+    serve_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts a server with `config` on `addr` (a port of a server that stopped,
+/// to restart it where its clients expect it).
+pub async fn serve_on(config: ServerConfig, addr: SocketAddr) -> Serving {
     let server = Server::start(config).await.expect("server starts");
     let (replica, watch) = (Arc::clone(server.replica()), Arc::clone(server.watch()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
