@@ -140,6 +140,21 @@ impl Collector for Live {
             "Revisions the store holds that this replica has not applied (at the last probe).",
             clamp(head.saturating_sub(revision)),
         )?;
+        if let crate::store::AnyStore::Upstream(u) = self.replica.store() {
+            let lag = u.lag();
+            gauge(
+                &mut e,
+                "follower_lag_revisions",
+                "Revisions the upstream has that this follower has not received (as the upstream's checkpoints say).",
+                clamp(lag.revisions),
+            )?;
+            gauge(
+                &mut e,
+                "follower_lag_ms",
+                "While behind, how long ago the last batch this follower received was committed upstream (0 when caught up).",
+                clamp(lag.millis),
+            )?;
+        }
         counter(
             &mut e,
             "store_errors",

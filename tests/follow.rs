@@ -158,6 +158,7 @@ async fn a_follower_converges_with_concurrent_writes_through_two_postgres_replic
         _ => panic!("a follower follows"),
     };
     eprintln!("follower at revision {got_revision} like its upstream; lag {lag:?}");
+    assert_eq!(lag.revisions, 0, "caught up");
     for n in [f, b, a] {
         n.stop().await;
     }
