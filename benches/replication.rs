@@ -13,6 +13,18 @@
 //!    the checkpoint the import writes, and, on a second database holding only
 //!    the changelog record, by replaying that one batch.
 //!
+//! 3. **Write → applied on N followers** (`authzd serve --follow`'s replica,
+//!    in process: each follower is a replica on an [`UpstreamStore`] with its
+//!    own gRPC connection and raw `Watch` to the upstream, a replica on
+//!    PostgreSQL): for N = 10, 100 and 1,000 followers, 50 role changes
+//!    written through the upstream; reported: from the write's answer to the
+//!    moment every follower has applied it, and the number of PostgreSQL
+//!    connections of the database with all N followers running.
+//! 4. **Write → watcher on one replica** (SQLite, then PostgreSQL), on the
+//!    benchmark tenant: a raw `Watch` open while 1,000 group joins are written
+//!    one after the other, a checkpoint every 100; reported: the `Write` RPC,
+//!    and the event after the write answered.
+//!
 //! Run: `cargo bench --bench replication`. PostgreSQL at `AUTHZD_TEST_PG_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`; `scripts/test.sh`
 //! starts the local cluster). Each part uses a fresh database, dropped at the end.
@@ -32,7 +44,8 @@ use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use authzd::service::replica::{Batch, WriteRequest};
 use authzd::service::{Limits, Replica, convert};
-use authzd::store::{AnyStore, Store};
+use authzd::store::{AnyStore, Store, UpstreamSettings, UpstreamStore};
+use std::sync::Arc;
 use authzd::synth::{self, SynthParams};
 use std::time::{Duration, Instant};
 
@@ -196,6 +209,127 @@ async fn snapshot_load() {
     drop(db2);
 }
 
+/// Connections to database `name` (every client, this process's included).
+async fn pg_connections(name: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&support::pg_admin_url()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+async fn followers() {
+    let db = support::fresh_database("authzd_bench_follow", "the replication benchmark").await;
+    let mut config = ServerConfig::new(db.url.clone());
+    config.demo = true;
+    config.tail_interval = Duration::from_secs(1);
+    let up = start(config).await;
+    let mut admin = AdminServiceClient::new(up.channel().await);
+    println!("\n== write on a PostgreSQL replica -> applied on every follower (in process, one gRPC stream each) ==");
+    println!("PostgreSQL connections of the database with the upstream alone: {}", pg_connections(&db.name).await);
+    let mut all: Vec<Arc<Replica>> = Vec::new();
+    let mut stops = Vec::new();
+    for n in [10usize, 100, 1_000] {
+        while all.len() < n {
+            let store = AnyStore::Upstream(UpstreamStore::open(&UpstreamSettings::new(up.url())).unwrap());
+            let replica = Arc::new(Replica::open(store, Limits::default()).await.unwrap());
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(Arc::clone(&replica).tail(Duration::from_secs(1), stopped));
+            stops.push(stop);
+            all.push(replica);
+        }
+        let mut applied = Vec::new();
+        for k in 0..WARM_UP + 50 {
+            let req = pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+            let revision = admin.write(req).await.unwrap().into_inner().revision;
+            let t = Instant::now();
+            for r in &all {
+                r.wait_for(revision).await.unwrap();
+            }
+            if k >= WARM_UP {
+                applied.push(t.elapsed());
+            }
+        }
+        summary(&format!("{n} followers: all applied after the write answered"), applied);
+        println!("{:<58} {}", format!("PostgreSQL connections with {n} followers"), pg_connections(&db.name).await);
+    }
+    for s in stops {
+        s.send_replace(true);
+    }
+    for r in all {
+        r.store().close().await;
+    }
+    up.stop().await;
+    drop(db);
+}
+
+/// Write → watcher on one replica of `store_url`, on the benchmark tenant.
+async fn write_path(label: &str, store_url: &str) {
+    let params = SynthParams::default();
+    let mut config = ServerConfig::new(store_url);
+    config.tail_interval = Duration::from_secs(1);
+    config.limits.checkpoint_every = 100;
+    let node = start(config).await;
+    let write = WriteRequest {
+        batch: Batch::Import {
+            file: synth::mutations(&params),
+            config: Box::new(synth::tenant("bench", &params).unwrap()),
+            replace: false,
+        },
+        ..WriteRequest::new(TenantId("bench".into()), Vec::new())
+    };
+    node.replica.write(write).await.unwrap();
+    let mut watch = WatchServiceClient::new(node.channel().await);
+    let mut raw = watch
+        .watch(pb::WatchRequest {
+            subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
+                tenant: Some("bench".into()),
+                types: vec![],
+                from_revision: node.replica.snapshot().revision(),
+            })),
+            at_least_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = AdminServiceClient::new(node.channel().await);
+    let (mut rtt, mut after) = (Vec::new(), Vec::new());
+    // A group of its own: person k/2 joins it, then leaves it.
+    let group = "bench-joins".to_owned();
+    let create: Vec<Mutation> = yaml::from_str("- put_group: {id: bench-joins, name: Bench joins}", "bench").unwrap();
+    let req = pb::WriteRequest { tenant: "bench".into(), mutations: create.into_iter().map(convert::mutation_pb).collect(), ..Default::default() };
+    admin.write(req).await.unwrap();
+    for k in 0..1_000 {
+        let person = synth::person_id((k / 2) % params.persons);
+        let m = if k % 2 == 0 {
+            Mutation::AddGroupMember { group: authzd::model::GroupId(group.clone()), person: authzd::model::PersonId(person) }
+        } else {
+            Mutation::RemoveGroupMember { group: authzd::model::GroupId(group.clone()), person: authzd::model::PersonId(person) }
+        };
+        let req = pb::WriteRequest { tenant: "bench".into(), mutations: vec![convert::mutation_pb(m)], ..Default::default() };
+        let t0 = Instant::now();
+        let revision = admin.write(req).await.unwrap().into_inner().revision;
+        let t1 = Instant::now();
+        loop {
+            match raw.message().await.unwrap().expect("open").event.unwrap() {
+                pb::watch_event::Event::RawChange(c) if c.revision == revision => break,
+                _ => continue,
+            }
+        }
+        rtt.push(t1 - t0);
+        after.push(t1.elapsed());
+    }
+    println!("\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, checkpoint every 100) ==");
+    summary("Write RPC (validate, compile, append, publish)", rtt);
+    summary("raw event after the write answered", after);
+    drop(raw);
+    node.stop().await;
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects one part.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -207,6 +341,15 @@ fn main() {
         }
         if wants("snapshot_load") {
             snapshot_load().await;
+        }
+        if wants("followers") {
+            followers().await;
+        }
+        if wants("write_path") {
+            let dir = tempfile::tempdir().unwrap();
+            write_path("SQLite", &format!("sqlite://{}", dir.path().join("bench.db").display())).await;
+            let db = support::fresh_database("authzd_bench_path", "the replication benchmark").await;
+            write_path("PostgreSQL", &db.url).await;
         }
     });
 }
