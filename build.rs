@@ -55,6 +55,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         // Ordered maps: stable iteration, and the model's maps are BTreeMaps too.
         .btree_map(".")
+        // prost's codec, but an undecodable message is INVALID_ARGUMENT (src/service/wire.rs).
+        .codec_path("crate::service::wire::Codec")
         .compile_fds(compiler.file_descriptor_set())
         .map_err(|e| format!("cannot generate Rust code from `{PROTO_ROOT}/`: {e}"))?;
     Ok(())

@@ -362,6 +362,7 @@ impl Server {
             .accept_http1(true)
             .layer(self.metrics.as_ref().map_or_else(RpcMetricsLayer::off, Metrics::layer))
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(crate::service::wire::LimitStatusLayer { limit })
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -27,6 +27,7 @@ pub mod replace;
 pub mod replica;
 pub mod status;
 pub mod watch;
+pub mod wire;
 
 pub use admin::{Admin, LockSettings};
 pub use auth::{AdminAuth, ClientCertAdmin, DecisionAuth};
