@@ -53,9 +53,33 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5,
 ];
-/// Most distinct gRPC methods given their own series; others share `other`
-/// (a client cannot blow up the number of series with made-up paths).
-const MAX_METHODS: usize = 64;
+/// The label of every gRPC path the server does not serve: calls to made-up
+/// paths share one series, so no client can grow the exposition.
+const UNKNOWN_METHOD: &str = "unknown";
+
+/// The paths the server serves: every method of the API's descriptor set,
+/// health and reflection.
+fn served_methods() -> Vec<String> {
+    use prost::Message as _;
+    let mut paths: Vec<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
 
 /// Counters of the watch hub, read at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -232,9 +256,10 @@ pub struct Metrics {
     watch: Arc<RwLock<Option<WatchSource>>>,
     /// Decision counters indexed by the proto reason value.
     decisions: Vec<Counter>,
-    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     /// Per-method histograms by path, so the hot path does not allocate.
-    methods: RwLock<FxHashMap<String, Histogram>>,
+    /// Latency of every served method (fixed at start: the label set is bounded).
+    methods: FxHashMap<String, Histogram>,
+    unknown: Histogram,
     errors: Family<ErrorLabels, Counter>,
     prev_head: Mutex<u64>,
 }
@@ -295,8 +320,14 @@ impl Metrics {
             probe,
             watch,
             decisions,
-            latency,
-            methods: RwLock::new(FxHashMap::default()),
+            methods: served_methods()
+                .into_iter()
+                .map(|m| {
+                    let h = latency.get_or_create_owned(&[("method", m.clone())]);
+                    (m, h)
+                })
+                .collect(),
+            unknown: latency.get_or_create_owned(&[("method", UNKNOWN_METHOD.to_owned())]),
             errors,
             prev_head: Mutex::new(0),
         })
@@ -315,21 +346,11 @@ impl Metrics {
     }
 
     fn method(&self, path: &str) -> Histogram {
-        if let Some(h) = self.methods.read().unwrap_or_else(|p| p.into_inner()).get(path) {
-            return h.clone();
-        }
-        let mut methods = self.methods.write().unwrap_or_else(|p| p.into_inner());
-        let label = if methods.len() < MAX_METHODS { path } else { "other" };
-        let h = self.latency.get_or_create_owned(&[("method", label.to_owned())]);
-        if methods.len() < MAX_METHODS {
-            methods.insert(path.to_owned(), h.clone());
-        }
-        h
+        self.methods.get(path).unwrap_or(&self.unknown).clone()
     }
 
     fn error(&self, path: &str, code: i32) {
-        let known = self.methods.read().unwrap_or_else(|p| p.into_inner()).contains_key(path);
-        let method = if known { path } else { "other" };
+        let method = if self.methods.contains_key(path) { path } else { UNKNOWN_METHOD };
         self.errors.get_or_create(&[("method", method.to_owned()), ("code", code_name(code).to_owned())]).inc();
     }
 

@@ -274,3 +274,35 @@ fn memory_only_reports_load_time_and_memory() {
         assert!(v["rss_loaded_mib"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// Made-up gRPC paths cannot grow the metrics: 1,000 random paths add no
+/// series (they share the `unknown` method label).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_share_one_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", r.addr)).unwrap().connect().await.unwrap();
+    let series = |body: &str| body.lines().filter(|l| !l.starts_with('#')).count();
+    let call = |path: String| {
+        let channel = channel.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let path = http::uri::PathAndQuery::try_from(path).unwrap();
+            let codec = tonic_prost::ProstCodec::<(), ()>::default();
+            let s = grpc.unary(tonic::Request::new(()), path, codec).await.unwrap_err();
+            assert_eq!(s.code(), tonic::Code::Unimplemented);
+        }
+    };
+    // One unknown call first: its series exist from then on.
+    call("/warm.Up/Call".into()).await;
+    let before = series(&http_get(r.metrics.unwrap(), "/metrics").await.1);
+    for i in 0..1_000u32 {
+        call(format!("/random{}.Svc{i}/M{}", i.wrapping_mul(2_654_435_761) % 97, i % 13)).await;
+    }
+    let body = http_get(r.metrics.unwrap(), "/metrics").await.1;
+    assert_eq!(series(&body), before, "1,000 made-up paths changed the number of series");
+    assert!(body.contains("authzd_grpc_errors_total{method=\"unknown\",code=\"UNIMPLEMENTED\"} 1001"), "{body}");
+    assert!(!body.contains("random"), "a made-up path became a label");
+    r.stop().await;
+}
