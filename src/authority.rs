@@ -540,10 +540,13 @@ impl<IO: Connected> Connected for AuthorityFix<IO> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
     type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+    /// A frame: type, flags, stream id, payload.
+    type Frame = (u8, u8, u32, Vec<u8>);
 
     fn request(authority: &str, path: &str) -> Fields {
         [
@@ -573,7 +576,7 @@ mod tests {
     }
 
     /// Splits `bytes` into frames: (type, flags, stream, payload).
-    fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    fn frames(mut bytes: &[u8]) -> Vec<Frame> {
         let mut out = Vec::new();
         while !bytes.is_empty() {
             let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
@@ -586,7 +589,7 @@ mod tests {
 
     /// What the server decodes from the shim's output: per header block, its
     /// HEADERS flags and fields; and the other frames as they came.
-    fn server_view(output: &[u8]) -> (Vec<(u8, Fields)>, Vec<(u8, u8, u32, Vec<u8>)>) {
+    fn server_view(output: &[u8]) -> (Vec<(u8, Fields)>, Vec<Frame>) {
         assert!(output.starts_with(PREFACE), "the preface passes through");
         let mut decoder = loona_hpack::Decoder::new();
         let (mut blocks, mut others) = (Vec::new(), Vec::new());

@@ -2,13 +2,14 @@
 //!
 //! Client commands talk to a running server (`--server`, default
 //! `http://127.0.0.1:50051`; `https://` with `--ca`, and `--cert`/`--key` for
-//! mTLS; admin commands and `watch raw` send `--token` as `authorization:
+//! mTLS; `unix:///path` or `unix:/path` for the server's Unix socket; admin commands and `watch raw` send `--token` as `authorization:
 //! Bearer <token>`, decision commands and the other watches
 //! `--decision-token`, else `--token`; `watch raw` without `--token` sends
 //! `--decision-token`), print
 //! human-readable answers, or JSON with `--json`. `validate` works offline.
 //! Exit codes: 0 success (for `check`: allowed), 3 `check` denied or `lock
-//! acquire` refused, 1 any error, 2 usage.
+//! acquire` refused, 1 any error, 2 usage, 141 standard output closed
+//! (`| head`: the command ends quietly, see [`output`]).
 
 use crate::config::{DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STORE, LogFormat};
 use crate::model::{Mutation, TenantFile};
@@ -1603,5 +1604,19 @@ pub async fn run_client(command: Command) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_socket_path;
+
+    #[test]
+    fn unix_server_urls() {
+        assert_eq!(unix_socket_path("unix:///run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
+        assert_eq!(unix_socket_path("unix:/run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
+        assert_eq!(unix_socket_path("unix:authzd.sock"), Some("authzd.sock"));
+        assert_eq!(unix_socket_path("http://127.0.0.1:50051"), None);
+        assert_eq!(unix_socket_path("https://unix:443"), None);
     }
 }

@@ -10,6 +10,7 @@
 //! under `target/`) and passes `AUTHZD_TEST_PYTHON` (a Python with grpcio)
 //! and `AUTHZD_TEST_GRPCURL`; without those, `python3` and `grpcurl` on the
 //! PATH are used, and the tests fail (never skip) when they cannot run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
