@@ -802,6 +802,45 @@ mod tests {
         assert!(Rewriter::new().feed(&bomb).is_err(), "a header list over the limit once decoded");
     }
 
+    /// The adapter reads the socket in pieces and hands out what the
+    /// rewriter made, in whatever amounts its reader asks for.
+    #[tokio::test]
+    async fn the_adapter_reads_through_the_rewriter_in_small_pieces() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut enc = loona_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        input.extend(settings());
+        for (i, authority) in ["/run/a.sock", "localhost", "%2Frun%2Fa.sock"].iter().enumerate() {
+            let stream = 1 + 2 * i as u32;
+            let fields = request(authority, "/authzd.v1.DecisionService/Check");
+            input.extend(frame(HEADERS, END_HEADERS, stream, &encode(&mut enc, &fields)));
+            input.extend(frame(0x0, END_STREAM, stream, &vec![7; 40_000]));
+        }
+        let (want, _) = run(&input, input.len());
+        let (mut client, server) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            for piece in input.chunks(333) {
+                client.write_all(piece).await.unwrap();
+            }
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut got = Vec::new();
+        let mut small = [0u8; 5];
+        loop {
+            let n = fixed.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        drop(writer.await.unwrap());
+        assert!(got == want, "the reader gets exactly the rewriter's output ({} of {} bytes)", got.len(), want.len());
+        let (blocks, _) = server_view(&got);
+        assert!(blocks.iter().all(|(_, f)| f[3].1 == b"localhost"), "every authority is localhost");
+    }
+
     #[test]
     fn authorities() {
         assert!(valid_authority(b"localhost"));
