@@ -68,6 +68,9 @@ const CLIENT_TABLE: usize = 4_096;
 /// clients send (their own limits of metadata are 8 to 16 KiB), and what one
 /// connection may make the shim hold.
 pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// Buffers up to this size are kept from one header block to the next (a
+/// rare huge block's are freed).
+const KEEP_BUFFER: usize = 64 * 1024;
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 /// What replaces an invalid authority.
@@ -134,6 +137,8 @@ pub struct Rewriter {
     out_pos: usize,
     /// A header block waiting for its CONTINUATION frames.
     block: Option<PendingBlock>,
+    /// The last block finished, kept for its buffers.
+    spare: PendingBlock,
     decoder: loona_hpack::Decoder<'static>,
     /// Whether header blocks are re-encoded (after the first rewrite).
     reencode: bool,
@@ -213,6 +218,7 @@ impl Rewriter {
             output: Vec::new(),
             out_pos: 0,
             block: None,
+            spare: PendingBlock::default(),
             decoder,
             reencode: false,
             rewritten: 0,
@@ -313,9 +319,14 @@ impl Rewriter {
                     if self.input.len() < FRAME_HEADER + len {
                         continue;
                     }
-                    let frame = std::mem::take(&mut self.input);
+                    let mut frame = std::mem::take(&mut self.input);
                     self.state = State::FrameHeader;
                     self.header_frame(kind, flags, &frame)?;
+                    if frame.capacity() <= KEEP_BUFFER {
+                        frame.clear();
+                        self.input = frame; // its capacity, for the next frame
+                    }
+
                 }
             }
         }
@@ -346,13 +357,15 @@ impl Rewriter {
                 if pad > p.len() {
                     return Err(invalid("a HEADERS frame's padding is longer than the frame"));
                 }
-                PendingBlock {
-                    stream,
-                    flags,
-                    priority,
-                    fragments: p[..p.len() - pad].to_vec(),
-                    raw: frame.to_vec(),
-                }
+                let mut b = std::mem::take(&mut self.spare);
+                b.stream = stream;
+                b.flags = flags;
+                b.priority = priority;
+                b.fragments.clear();
+                b.fragments.extend_from_slice(&p[..p.len() - pad]);
+                b.raw.clear();
+                b.raw.extend_from_slice(frame);
+                b
             }
             (CONTINUATION, Some(mut b)) if b.stream == stream => {
                 if b.fragments.len() + payload.len() > MAX_HEADER_BLOCK {
@@ -369,7 +382,11 @@ impl Rewriter {
             self.block = Some(block);
             return Ok(());
         }
-        self.finish_block(&mut block)
+        let done = self.finish_block(&mut block);
+        if block.raw.capacity() <= KEEP_BUFFER && block.fragments.capacity() <= KEEP_BUFFER {
+            self.spare = block; // its buffers, for the next block
+        }
+        done
     }
 
     /// Decodes a whole header block and passes it on, rewritten if need be.
