@@ -149,7 +149,9 @@ pub struct ServeFlags {
     /// call the admin API (repeat the flag; comma-separated in the environment).
     #[arg(long = "admin-client-cn", env = "AUTHZD_ADMIN_CLIENT_CN", value_name = "NAME", value_delimiter = ',')]
     pub admin_client_cn: Vec<String>,
-    /// Also listen on this Unix domain socket.
+    /// Also listen on this Unix domain socket (plaintext). Clients that send
+    /// the socket path as HTTP/2 `:authority` (grpcurl, grpcio) are served
+    /// as if they had sent `localhost` (`AUTHZD_UNIX_AUTHORITY_FIX=off`: not).
     #[arg(long, env = "AUTHZD_UNIX_SOCKET")]
     pub unix_socket: Option<PathBuf>,
     /// Most mutations per write batch (and items per CheckBatch).
