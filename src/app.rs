@@ -781,13 +781,18 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             }
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("cannot listen on the unix socket `{}`", path.display()))?;
-            tracing::info!(socket = %path.display(), "listening on unix socket");
-            let result = server
-                .serve_local_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    wait(stopped.clone()),
-                )
-                .await;
+            let accepted = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            // Clients that send the socket path as `:authority` are served
+            // (see `crate::authority`); AUTHZD_UNIX_AUTHORITY_FIX=off measures without.
+            let result = if crate::authority::enabled_by_env() {
+                use tokio_stream::StreamExt as _;
+                tracing::info!(socket = %path.display(), "listening on unix socket");
+                let fixed = accepted.map(|c| c.map(crate::authority::AuthorityFix::new));
+                server.serve_local_with_incoming_shutdown(fixed, wait(stopped.clone())).await
+            } else {
+                tracing::info!(socket = %path.display(), "listening on unix socket (AUTHZD_UNIX_AUTHORITY_FIX=off: clients must send a valid :authority)");
+                server.serve_local_with_incoming_shutdown(accepted, wait(stopped.clone())).await
+            };
             let _ = std::fs::remove_file(path);
             return result;
         }

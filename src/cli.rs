@@ -2,13 +2,14 @@
 //!
 //! Client commands talk to a running server (`--server`, default
 //! `http://127.0.0.1:50051`; `https://` with `--ca`, and `--cert`/`--key` for
-//! mTLS; admin commands and `watch raw` send `--token` as `authorization:
+//! mTLS; `unix:///path` or `unix:/path` for the server's Unix socket; admin commands and `watch raw` send `--token` as `authorization:
 //! Bearer <token>`, decision commands and the other watches
 //! `--decision-token`, else `--token`; `watch raw` without `--token` sends
 //! `--decision-token`), print
 //! human-readable answers, or JSON with `--json`. `validate` works offline.
 //! Exit codes: 0 success (for `check`: allowed), 3 `check` denied or `lock
-//! acquire` refused, 1 any error, 2 usage.
+//! acquire` refused, 1 any error, 2 usage, 141 standard output closed
+//! (`| head`: the command ends quietly, see [`output`]).
 
 use crate::config::{DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STORE, LogFormat};
 use crate::model::{Mutation, TenantFile};
@@ -27,6 +28,46 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The client commands' standard output. Every line they print goes through
+/// here: when the reader has gone (`authzd tenants --json | head -1`), the
+/// process ends at once, quietly, with exit code 141 (128 + SIGPIPE, what a
+/// shell reports for a writer killed by a closed pipe) instead of a panic.
+/// Any other write error ends it with exit code 1 and a message.
+pub mod output {
+    use std::io::Write as _;
+
+    /// Exit code of a client whose standard output was closed.
+    pub const CLOSED_PIPE: i32 = 141;
+
+    /// Writes `args` (and a newline) to standard output, or ends the process.
+    pub fn write(args: std::fmt::Arguments<'_>, newline: bool) {
+        let mut out = std::io::stdout().lock();
+        let result = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+        // Lines reach a pipe as they are printed (`watch` output is read live).
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            end(&e);
+        }
+    }
+
+    fn end(e: &std::io::Error) -> ! {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(CLOSED_PIPE);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for client output (see [`output`]).
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::output::write(format_args!($($arg)*), true) };
+}
+/// `print!` for client output (see [`output`]).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::write(format_args!($($arg)*), false) };
+}
+pub(crate) use outln;
 
 /// `authzd`: an authorization sidecar for contact-center software.
 #[derive(Debug, Parser)]
@@ -129,7 +170,9 @@ pub struct ServeFlags {
     /// call the admin API (repeat the flag; comma-separated in the environment).
     #[arg(long = "admin-client-cn", env = "AUTHZD_ADMIN_CLIENT_CN", value_name = "NAME", value_delimiter = ',')]
     pub admin_client_cn: Vec<String>,
-    /// Also listen on this Unix domain socket.
+    /// Also listen on this Unix domain socket (plaintext). Clients that send
+    /// the socket path as HTTP/2 `:authority` (grpcurl, grpcio) are served
+    /// as if they had sent `localhost` (`AUTHZD_UNIX_AUTHORITY_FIX=off`: not).
     #[arg(long, env = "AUTHZD_UNIX_SOCKET")]
     pub unix_socket: Option<PathBuf>,
     /// Most mutations per write batch (and items per CheckBatch).
@@ -265,7 +308,8 @@ impl Args for ServeArgs {
 /// How a client command reaches the server and prints.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server URL.
+    /// Server URL: `http://host:port`, `https://host:port` (with `--ca`), or
+    /// the server's Unix socket as `unix:///path/to.sock` or `unix:/path/to.sock`.
     #[arg(long, env = "AUTHZD_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
     /// Admin bearer token.
@@ -705,14 +749,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
+/// The socket path of a `unix:///path` or `unix:/path` server, if it is one.
+pub fn unix_socket_path(server: &str) -> Option<&str> {
+    let rest = server.strip_prefix("unix:")?;
+    // `unix:///path` (URL form, empty authority) or `unix:/path`; `unix:path` is relative.
+    Some(rest.strip_prefix("//").unwrap_or(rest))
+}
+
 impl Conn {
     async fn open(c: &ClientArgs) -> Result<Conn, CliError> {
         let connect = |message: String| CliError::Connect { server: c.server.clone(), message };
-        let mut endpoint = Channel::from_shared(c.server.clone()).map_err(|e| connect(e.to_string()))?;
-        if let Some(tls) = client_tls(c)? {
-            endpoint = endpoint.tls_config(tls).map_err(|e| connect(error_chain(&e)))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| connect(error_chain(&e)))?;
+        let channel = if let Some(path) = unix_socket_path(&c.server) {
+            if c.ca.is_some() || c.cert.is_some() || c.key.is_some() {
+                return Err(CliError::Input(format!(
+                    "--ca/--cert/--key need an https:// --server; the Unix socket `{}` is plaintext",
+                    c.server
+                )));
+            }
+            if path.is_empty() {
+                return Err(CliError::Input(format!("--server `{}`: no socket path", c.server)));
+            }
+            crate::loadgen::connect(&c.server, Some(std::path::Path::new(path))).await.map_err(|e| match e {
+                CliError::Connect { message, .. } => connect(message),
+                other => other,
+            })?
+        } else {
+            let mut endpoint = Channel::from_shared(c.server.clone()).map_err(|e| connect(e.to_string()))?;
+            if let Some(tls) = client_tls(c)? {
+                endpoint = endpoint.tls_config(tls).map_err(|e| connect(error_chain(&e)))?;
+            }
+            endpoint.connect().await.map_err(|e| connect(error_chain(&e)))?
+        };
         let token = bearer("token", c.token.as_ref())?;
         let decision_token = match &c.decision_token {
             Some(_) => bearer("decision-token", c.decision_token.as_ref())?,
@@ -757,7 +824,7 @@ fn permission_arg(flag: &str, p: Option<&str>) -> Result<i32, CliError> {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
 fn perms_text(v: &[i32]) -> Vec<&'static str> {
@@ -821,16 +888,16 @@ fn evidence_json(e: &pb::Evidence) -> Value {
 }
 
 fn print_evidence(e: &pb::Evidence) {
-    println!("  groups: {}", if e.groups.is_empty() { "-".into() } else { e.groups.join(", ") });
+    outln!("  groups: {}", if e.groups.is_empty() { "-".into() } else { e.groups.join(", ") });
     if !e.roles.is_empty() {
-        println!("  roles: {} (source {})", e.roles.join(", "), source_text(e.privilege_source));
+        outln!("  roles: {} (source {})", e.roles.join(", "), source_text(e.privilege_source));
     }
     if e.aces.is_empty() {
-        println!("  entries: none for this person's principals");
+        outln!("  entries: none for this person's principals");
     }
     for a in &e.aces {
         let from = if a.inherited_from.is_empty() { String::new() } else { format!(" (inherited from {})", a.inherited_from) };
-        println!(
+        outln!(
             "  entry: {} on {}{from}: allow [{}] deny [{}]{}",
             subject_text(a.principal.as_ref()),
             target_text(a.target.as_ref()),
@@ -845,7 +912,7 @@ fn print_evidence(e: &pb::Evidence) {
         } else {
             format!(", missing {}", p.missing_requires.join(", "))
         };
-        println!(
+        outln!(
             "  privilege: {} ({}): {}{missing}",
             p.name,
             need_text(p.need),
@@ -870,27 +937,27 @@ fn changes_json(changes: &[pb::PersonChange], truncated: bool) -> Value {
 
 fn print_changes(changes: &[pb::PersonChange], truncated: bool) {
     if changes.is_empty() {
-        println!("nobody gains or loses anything");
+        outln!("nobody gains or loses anything");
     }
     for c in changes {
-        println!("{}:", c.person);
+        outln!("{}:", c.person);
         for p in &c.privileges {
             for g in &p.gained {
-                println!("  + {}: {g}", p.application);
+                outln!("  + {}: {g}", p.application);
             }
             for l in &p.lost {
-                println!("  - {}: {l}", p.application);
+                outln!("  - {}: {l}", p.application);
             }
         }
         for k in &c.visible_gained {
-            println!("  + sees {} {}", k.r#type, k.id);
+            outln!("  + sees {} {}", k.r#type, k.id);
         }
         for k in &c.visible_lost {
-            println!("  - no longer sees {} {}", k.r#type, k.id);
+            outln!("  - no longer sees {} {}", k.r#type, k.id);
         }
     }
     if truncated {
-        println!("(report truncated at the server's limit)");
+        outln!("(report truncated at the server's limit)");
     }
 }
 
@@ -925,7 +992,7 @@ async fn check(a: CheckArgs, always_explain: bool) -> Result<ExitCode, CliError>
         }
         print_json(&v);
     } else {
-        println!("{} ({code}, revision {})", if r.allowed { "ALLOWED" } else { "DENIED" }, r.revision);
+        outln!("{} ({code}, revision {})", if r.allowed { "ALLOWED" } else { "DENIED" }, r.revision);
         if let Some(e) = &r.evidence {
             print_evidence(e);
         }
@@ -970,9 +1037,9 @@ async fn list(a: ListArgs) -> Result<ExitCode, CliError> {
         }));
     } else {
         for o in &objects {
-            println!("{}\t{}\t{}", o.id, o.name, o.folder);
+            outln!("{}\t{}\t{}", o.id, o.name, o.folder);
         }
-        println!("{} {} object(s) at revision {revision}", objects.len(), a.kind);
+        outln!("{} {} object(s) at revision {revision}", objects.len(), a.kind);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1008,21 +1075,21 @@ async fn privileges(a: PrivilegesArgs) -> Result<ExitCode, CliError> {
             (Some(s), Some(r)) => format!(" ({s}.role = {r})"),
             _ => String::new(),
         };
-        println!("{} at revision {}: source {}{legacy}", e.application, r.revision, source_text(e.source));
+        outln!("{} at revision {}: source {}{legacy}", e.application, r.revision, source_text(e.source));
         if let Some(p) = &e.primary_role {
-            println!("primary role: {p}");
+            outln!("primary role: {p}");
         }
         if !e.roles.is_empty() {
-            println!("roles: {}", e.roles.join(", "));
+            outln!("roles: {}", e.roles.join(", "));
         }
         if !e.unreadable_roles.is_empty() {
-            println!("roles not applied (not readable): {}", e.unreadable_roles.join(", "));
+            outln!("roles not applied (not readable): {}", e.unreadable_roles.join(", "));
         }
         for p in &e.privileges {
-            println!("  {p}");
+            outln!("  {p}");
         }
         for p in &e.unmet {
-            println!("  {p} (granted, but a required privilege is missing)");
+            outln!("  {p} (granted, but a required privilege is missing)");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1041,7 +1108,7 @@ async fn tenants(c: ClientArgs) -> Result<ExitCode, CliError> {
         }));
     } else {
         for t in &r.tenants {
-            println!(
+            outln!(
                 "{}\t{}\t{}\tchanged at revision {}{}",
                 t.id,
                 t.name,
@@ -1069,9 +1136,9 @@ async fn import(a: ImportArgs) -> Result<ExitCode, CliError> {
         }));
     } else {
         if a.dry_run {
-            println!("dry run: tenant `{}` would be imported (evaluated at revision {})", r.tenant, r.revision);
+            outln!("dry run: tenant `{}` would be imported (evaluated at revision {})", r.tenant, r.revision);
         } else {
-            println!("imported tenant `{}` at revision {}", r.tenant, r.revision);
+            outln!("imported tenant `{}` at revision {}", r.tenant, r.revision);
         }
         if a.dry_run || a.include_changes {
             print_changes(&r.changes, r.changes_truncated);
@@ -1093,7 +1160,7 @@ async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
             }
         }
         None if a.client.json => print_json(&json!({"yaml": r.yaml, "revision": r.revision})),
-        None => print!("{}", r.yaml),
+        None => out!("{}", r.yaml),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1123,9 +1190,9 @@ async fn write(a: WriteArgs) -> Result<ExitCode, CliError> {
         }));
     } else {
         if a.dry_run {
-            println!("dry run on tenant `{}` at revision {}: nothing was stored", a.tenant, r.revision);
+            outln!("dry run on tenant `{}` at revision {}: nothing was stored", a.tenant, r.revision);
         } else {
-            println!("written to tenant `{}` at revision {}", a.tenant, r.revision);
+            outln!("written to tenant `{}` at revision {}", a.tenant, r.revision);
         }
         if a.dry_run || a.include_changes {
             print_changes(&r.changes, r.changes_truncated);
@@ -1153,7 +1220,7 @@ pub fn validate(a: &ValidateArgs) -> ExitCode {
                     "applications": c.catalogs.keys().collect::<Vec<_>>(),
                 }));
             } else {
-                println!(
+                outln!(
                     "{path}: valid tenant `{}` ({}): {} persons, {} groups, {} roles, {} folders, {} objects, {} entries; applications: {}",
                     c.id,
                     c.name,
@@ -1219,10 +1286,10 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
                 }
                 print_json(&v);
             } else if r.granted {
-                println!("granted: {} holds {} since {since}, until {expires} unless renewed (revision {})", r.holder, a.object, r.revision);
-                println!("lock token: {}", r.lock_token);
+                outln!("granted: {} holds {} since {since}, until {expires} unless renewed (revision {})", r.holder, a.object, r.revision);
+                outln!("lock token: {}", r.lock_token);
             } else {
-                println!("refused: {} is held by {} since {since} (expires at {expires} unless renewed)", a.object, r.holder);
+                outln!("refused: {} is held by {} since {since} (expires at {expires} unless renewed)", a.object, r.holder);
             }
             Ok(if r.granted { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
@@ -1238,7 +1305,7 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
             if a.client.json {
                 print_json(&json!({"renewed": true, "expires_at": expires, "revision": r.revision}));
             } else {
-                println!("renewed: the lock expires at {expires} unless renewed");
+                outln!("renewed: the lock expires at {expires} unless renewed");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1255,7 +1322,7 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
             if a.client.json {
                 print_json(&json!({"released": true, "revision": r.revision}));
             } else {
-                println!("released (revision {})", r.revision);
+                outln!("released (revision {})", r.revision);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1484,9 +1551,9 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
                 }
                 let (text, value, next) = watch_event(event);
                 if common.client.json {
-                    println!("{value}");
+                    outln!("{value}");
                 } else {
-                    println!("{text}");
+                    outln!("{text}");
                 }
                 printed += 1;
                 if common.max_events.is_some_and(|max| printed >= max) {
@@ -1560,5 +1627,19 @@ pub async fn run_client(command: Command) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_socket_path;
+
+    #[test]
+    fn unix_server_urls() {
+        assert_eq!(unix_socket_path("unix:///run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
+        assert_eq!(unix_socket_path("unix:/run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
+        assert_eq!(unix_socket_path("unix:authzd.sock"), Some("authzd.sock"));
+        assert_eq!(unix_socket_path("http://127.0.0.1:50051"), None);
+        assert_eq!(unix_socket_path("https://unix:443"), None);
     }
 }

@@ -12,6 +12,7 @@
 //! - [`config`]: the server's validated configuration.
 //! - [`cli`]: the command line (`serve` and the client commands of the same binary).
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
+//! - [`authority`]: the Unix socket's `:authority` fix, so that gRPC clients dialing a socket path are served.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
 //! - [`metrics`]: operations: Prometheus metrics, liveness/readiness probes, OTLP traces (feature `otel`).
 //! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
@@ -27,6 +28,7 @@ pub mod service;
 pub mod config;
 pub mod cli;
 pub mod app;
+pub mod authority;
 pub mod watch;
 pub mod metrics;
 pub mod loadgen;

@@ -7,6 +7,7 @@
 //! view (what a replica keeps per tenant), the peak during the load, and a
 //! few in-process decision timings on the loaded view as a sanity check.
 
+use crate::cli::outln;
 use super::BenchArgs;
 use crate::cli::CliError;
 use crate::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
@@ -106,10 +107,10 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode, CliError> {
         "mean_listed": listed as f64 / lists as f64,
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
     } else {
         let m = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.0} MiB"));
-        println!(
+        outln!(
             "tenant `{}`: {} persons, {} groups, {} roles, {} objects, {} entries ({} mutations)",
             a.tenant,
             config.persons.len(),
@@ -119,20 +120,20 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode, CliError> {
             config.aces.len(),
             n_mutations
         );
-        println!(
+        outln!(
             "load: apply and validate {:.2} s + build view {:.2} s = {:.2} s (generating the batch: {:.2} s)",
             apply.as_secs_f64(),
             build.as_secs_f64(),
             apply.as_secs_f64() + build.as_secs_f64(),
             generate.as_secs_f64()
         );
-        println!(
+        outln!(
             "resident memory: {} at start, {} with configuration and view loaded, peak {}",
             m(mib(rss_start)),
             m(mib(rss_loaded)),
             m(mib(peak))
         );
-        println!(
+        outln!(
             "on the loaded view: object check {check_ns:.0} ns; listing all visible metrics {list_ms:.2} ms ({:.0} objects on average)",
             listed as f64 / lists as f64
         );

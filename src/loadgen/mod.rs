@@ -101,7 +101,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Flags of `authzd bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Server URL.
+    /// Server URL (`unix:///path/to.sock` is the same as `--unix-socket`).
     #[arg(long, env = "AUTHZD_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
     /// Connect to the server's Unix domain socket instead of `--server`.
@@ -296,6 +296,8 @@ fn token(a: &BenchArgs) -> Result<Token, CliError> {
 
 /// Opens one HTTP/2 connection to the server (TCP or Unix socket).
 pub async fn connect(server: &str, unix_socket: Option<&std::path::Path>) -> Result<Channel, CliError> {
+    // `--server unix:///path` (or `unix:/path`) is the same as `--unix-socket /path`.
+    let unix_socket = unix_socket.or_else(|| crate::cli::unix_socket_path(server).map(std::path::Path::new));
     let err = |message: String| CliError::Connect {
         server: unix_socket.map_or_else(|| server.to_owned(), |p| format!("unix:{}", p.display())),
         message,

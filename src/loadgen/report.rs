@@ -1,5 +1,6 @@
 //! The results of `authzd bench`: a table on standard output, or JSON.
 
+use crate::cli::outln;
 use super::runner::Tally;
 use super::{BenchArgs, Target};
 use serde_json::{Value, json};
@@ -157,13 +158,13 @@ impl Report {
     /// Prints the JSON report.
     pub fn print_json(&self) {
         let v = self.json();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
     }
 
     /// Prints the table.
     pub fn print_text(&self) {
         let h = &self.header;
-        println!(
+        outln!(
             "tenant `{}` ({} persons, {} groups, {} roles, {} objects) on {}; {} in flight over {} connection(s), {} s per workload",
             h["tenant"].as_str().unwrap_or(""),
             h["persons"],
@@ -175,7 +176,7 @@ impl Report {
             h["connections"],
             h["duration_s"]
         );
-        println!(
+        outln!(
             "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
             "workload", "calls/s", "decisions/s", "p50", "p99", "p99.9", "errors", "mismatches", "× health"
         );
@@ -183,7 +184,7 @@ impl Report {
         for r in &self.results {
             let x = ratio(r.calls_per_sec, self.health_rps).map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
             let d = if r.name == "health" { "-".to_owned() } else { thousands(r.decisions_per_sec) };
-            println!(
+            outln!(
                 "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
                 r.name,
                 thousands(r.calls_per_sec),
@@ -199,25 +200,25 @@ impl Report {
         for r in &self.results {
             if r.name == "check-batch" {
                 if let Some(x) = ratio(r.decisions_per_sec, check) {
-                    println!("check-batch: {x:.1}× the decisions/s of single checks");
+                    outln!("check-batch: {x:.1}× the decisions/s of single checks");
                 }
             }
             if r.name == "list-visible" {
                 if let Some(n) = r.extra.get("mean_objects").and_then(Value::as_f64) {
-                    println!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
+                    outln!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
                 }
             }
             if r.name == "watch" && !r.extra.is_null() {
-                println!("watch: {}", r.extra);
+                outln!("watch: {}", r.extra);
             }
             for m in &r.messages {
-                println!("{}: {m}", r.name);
+                outln!("{}: {m}", r.name);
             }
             if r.calls == 0 && r.errors == 0 && r.mismatches == 0 {
-                println!("{}: no call completed in the measured time", r.name);
+                outln!("{}: no call completed in the measured time", r.name);
             }
         }
-        println!("{}", if self.ok() { "OK: every answer verified" } else { "FAILED: errors or mismatches (see above)" });
+        outln!("{}", if self.ok() { "OK: every answer verified" } else { "FAILED: errors or mismatches (see above)" });
     }
 }
 

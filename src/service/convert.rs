@@ -28,17 +28,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 // ---------------------------------------------------------------- permissions
 
-/// The model permission of a proto enum value (`None` for unspecified).
-fn perm_of(p: pb::Permission) -> Option<Perm> {
+/// What a proto permission value stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermValue {
+    /// `PERMISSION_UNSPECIFIED`.
+    Unspecified,
+    /// One permission.
+    One(Perm),
+    /// `PERMISSION_ALL`: every permission (sets only).
+    All,
+}
+
+/// What a proto enum value stands for.
+fn perm_of(p: pb::Permission) -> PermValue {
     match p {
-        pb::Permission::Unspecified => None,
-        pb::Permission::Read => Some(Perm::Read),
-        pb::Permission::Create => Some(Perm::Create),
-        pb::Permission::Change => Some(Perm::Change),
-        pb::Permission::Execute => Some(Perm::Execute),
-        pb::Permission::Delete => Some(Perm::Delete),
-        pb::Permission::ReadPermissions => Some(Perm::ReadPermissions),
-        pb::Permission::ChangePermissions => Some(Perm::ChangePermissions),
+        pb::Permission::Unspecified => PermValue::Unspecified,
+        pb::Permission::Read => PermValue::One(Perm::Read),
+        pb::Permission::Create => PermValue::One(Perm::Create),
+        pb::Permission::Change => PermValue::One(Perm::Change),
+        pb::Permission::Execute => PermValue::One(Perm::Execute),
+        pb::Permission::Delete => PermValue::One(Perm::Delete),
+        pb::Permission::ReadPermissions => PermValue::One(Perm::ReadPermissions),
+        pb::Permission::ChangePermissions => PermValue::One(Perm::ChangePermissions),
+        pb::Permission::All => PermValue::All,
     }
 }
 
@@ -55,16 +67,31 @@ pub fn permission_pb(p: Perm) -> pb::Permission {
     }
 }
 
-/// A permission set as proto enum values, in bit order.
+/// A permission set as proto enum values, in bit order (never
+/// `PERMISSION_ALL`: answers list every permission).
 pub fn perm_set_pb(s: PermSet) -> Vec<i32> {
     s.iter().map(|p| permission_pb(p) as i32).collect()
 }
 
-/// An optional permission: unspecified is `None`; a value out of range is an
-/// error naming the field (built only on error).
-fn permission_at(v: i32, field: impl FnOnce() -> String) -> ServiceResult<Option<Perm>> {
+/// What a proto value stands for; a value out of range is an error naming
+/// the field (built only on error).
+fn perm_value(v: i32, field: impl FnOnce() -> String) -> ServiceResult<PermValue> {
     match pb::Permission::try_from(v) {
         Ok(p) => Ok(perm_of(p)),
+        Err(_) => Err(ServiceError::invalid(field(), format!("unknown permission value `{v}`"))),
+    }
+}
+
+/// An optional single permission: unspecified is `None`; `PERMISSION_ALL`
+/// (a set's shorthand) and values out of range are errors naming the field.
+fn permission_at(v: i32, field: impl FnOnce() -> String) -> ServiceResult<Option<Perm>> {
+    match pb::Permission::try_from(v).map(perm_of) {
+        Ok(PermValue::Unspecified) => Ok(None),
+        Ok(PermValue::One(p)) => Ok(Some(p)),
+        Ok(PermValue::All) => Err(ServiceError::invalid(
+            field(),
+            "PERMISSION_ALL stands for every permission of a set (an entry's allow or deny); give one permission here",
+        )),
         Err(_) => Err(ServiceError::invalid(field(), format!("unknown permission value `{v}`"))),
     }
 }
@@ -75,18 +102,29 @@ fn required_permission(v: i32, field: &str) -> ServiceResult<Perm> {
         .ok_or_else(|| ServiceError::invalid(field, "must be set (PERMISSION_UNSPECIFIED is not a permission)"))
 }
 
-/// A set of permissions; unspecified members are rejected.
+/// A set of permissions; `PERMISSION_ALL` adds every permission, unspecified
+/// members are rejected.
 fn perm_set(values: &[i32], field: &str) -> ServiceResult<PermSet> {
     let mut set = PermSet::EMPTY;
     for (j, v) in values.iter().enumerate() {
-        set = set.with(required_permission(*v, &format!("{field}[{j}]"))?);
+        let at = || format!("{field}[{j}]");
+        set = match perm_value(*v, at)? {
+            PermValue::All => set.union(PermSet::ALL),
+            PermValue::One(p) => set.with(p),
+            PermValue::Unspecified => {
+                return Err(ServiceError::invalid(at(), "must be set (PERMISSION_UNSPECIFIED is not a permission)"));
+            }
+        };
     }
     Ok(set)
 }
 
-/// The model permission of a proto value (`None` for unspecified or unknown values).
+/// The model permission of a proto value (`None` for unspecified, `PERMISSION_ALL` or unknown values).
 pub fn permission_of(v: i32) -> Option<Perm> {
-    pb::Permission::try_from(v).ok().and_then(perm_of)
+    match pb::Permission::try_from(v).ok().map(perm_of) {
+        Some(PermValue::One(p)) => Some(p),
+        _ => None,
+    }
 }
 
 /// Parses a permission name as the CLI and files spell it (`Read`, `Change`).
@@ -649,7 +687,7 @@ pub fn mutation(i: usize, m: pb::Mutation) -> ServiceResult<Mutation> {
             let f = at("unassign_role");
             Mutation::UnassignRole {
                 role: RoleId(required(a.role, || format!("{f}.role"))?),
-                from: holder(a.from, &format!("{f}.from"))?,
+                from: holder(a.holder, &format!("{f}.holder"))?,
             }
         }
         Op::PutPartition(p) => Mutation::PutPartition(partition(p, &at("put_partition"))?),
@@ -858,7 +896,7 @@ pub fn mutation_pb(m: Mutation) -> pb::Mutation {
             Op::AssignRole(pm::AssignRole { role: role.0, to: Some(subject_pb(to)) })
         }
         Mutation::UnassignRole { role, from } => {
-            Op::UnassignRole(pm::UnassignRole { role: role.0, from: Some(subject_pb(from)) })
+            Op::UnassignRole(pm::UnassignRole { role: role.0, holder: Some(subject_pb(from)) })
         }
         Mutation::PutPartition(p) => Op::PutPartition(pb::Partition {
             id: p.id.0,
@@ -966,6 +1004,41 @@ mod tests {
             let back = mutation(i, mutation_pb(m.clone())).map_err(|e| e.to_string());
             assert_eq!(back.as_ref(), Ok(m));
         }
+    }
+
+    #[test]
+    fn permission_all_is_every_bit_in_a_set_and_refused_alone() {
+        let all = pb::Permission::All as i32;
+        assert_eq!(perm_set(&[all], "allow").ok(), Some(PermSet::ALL));
+        assert_eq!(perm_set(&[pb::Permission::Read as i32, all], "deny").ok(), Some(PermSet::ALL));
+        let unset = perm_set(&[all, 0], "allow").err().map(|e| e.to_string());
+        assert_eq!(unset.as_deref(), Some("allow[1]: must be set (PERMISSION_UNSPECIFIED is not a permission)"));
+        let m = pb::Mutation {
+            op: Some(pb::mutation::Op::PutAce(pb::Ace {
+                target: Some(pb::Target { kind: Some(pb::target::Kind::Folder("Scripts".into())) }),
+                subject: Some(pb::Subject { kind: Some(pb::subject::Kind::Person("p".into())) }),
+                allow: vec![all],
+                deny: vec![],
+                propagate: true,
+            })),
+        };
+        let Ok(Mutation::PutAce(a)) = mutation(0, m) else { panic!("put_ace does not convert") };
+        assert_eq!(a.allow, PermSet::ALL);
+        // Answers list the bits, never the shorthand.
+        assert_eq!(perm_set_pb(PermSet::ALL), (1..=7).collect::<Vec<i32>>());
+        let r = pb::CheckRequest { permission: all, ..Default::default() };
+        let e = check_request(&r).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("permission: PERMISSION_ALL stands for every permission of a set"), "{e}");
+        assert_eq!(permission_of(all), None);
+    }
+
+    #[test]
+    fn unassign_role_names_its_holder() {
+        let m = pb::Mutation {
+            op: Some(pb::mutation::Op::UnassignRole(pb::mutation::UnassignRole { role: "r".into(), holder: None })),
+        };
+        let e = mutation(2, m).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("mutations[2].unassign_role.holder"), "{e}");
     }
 
     #[test]
