@@ -20,11 +20,9 @@
 mod support;
 
 use authzd::config::ServerConfig;
-use authzd::model::Mutation;
 use authzd::proto::authzd::v1 as pb;
 use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
-use authzd::service::convert;
 use authzd::store::Store;
 use pb::watch_event::Event;
 use std::sync::Arc;
@@ -86,17 +84,6 @@ async fn stop_all(nodes: Vec<Node>) {
 
 // ----------------------------------------------------------------- helpers
 
-fn mutations(yaml: &str) -> Vec<Mutation> {
-    authzd::model::yaml::from_str(yaml, "test batch").unwrap()
-}
-
-fn write_req(yaml: &str) -> pb::WriteRequest {
-    pb::WriteRequest {
-        tenant: TENANT.into(),
-        mutations: mutations(yaml).into_iter().map(convert::mutation_pb).collect(),
-        ..Default::default()
-    }
-}
 
 /// Writes, retrying while the answer is `UNAVAILABLE` (store down) or
 /// `ABORTED` (other replicas kept winning the race); any other error fails the
@@ -276,7 +263,7 @@ async fn three_replicas_converge_after_concurrent_writes() {
                 let yaml = format!(
                     "- put_person: {{id: hire-{r}-{i}, username: hire.{r}.{i}}}\n- add_group_member: {{group: sales, person: hire-{r}-{i}}}"
                 );
-                let (rev, failures) = write_retrying(&mut a, write_req(&yaml)).await;
+                let (rev, failures) = write_retrying(&mut a, support::acme_write(&yaml)).await;
                 retried += failures.len();
                 last = last.max(rev);
             }
@@ -328,7 +315,7 @@ async fn a_subscriber_on_b_sees_a_write_on_a() {
     for round in 0..20 {
         let without: &[&str] = if round % 2 == 0 { &["Web Callback - Can Mark Done"] } else { &[] };
         let t0 = Instant::now();
-        let revision = admin.write(write_req(&agent_role(without))).await.unwrap().into_inner().revision;
+        let revision = admin.write(support::acme_write(&agent_role(without))).await.unwrap().into_inner().revision;
         let t1 = Instant::now();
         let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
         let t2 = Instant::now();
@@ -402,7 +389,7 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
             let mut i = 0;
             while after < AFTER {
                 let yaml = format!("- put_person: {{id: outage-{i}, username: outage.{i}}}");
-                let (rev, f) = write_counting(&mut admins[i % 2], write_req(&yaml), &unavailable).await;
+                let (rev, f) = write_counting(&mut admins[i % 2], support::acme_write(&yaml), &unavailable).await;
                 failures.extend(f);
                 revisions.push(rev);
                 i += 1;
@@ -503,7 +490,7 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
     assert_eq!(digests[0], digests[1]);
     // A write after the outage works on both, and each sees the other's.
     let mut a0 = nodes[0].admin().await;
-    let r = a0.write(write_req("- put_person: {id: after-outage, username: after.outage}")).await.unwrap().into_inner();
+    let r = a0.write(support::acme_write("- put_person: {id: after-outage, username: after.outage}")).await.unwrap().into_inner();
     let mut d1 = nodes[1].decisions().await;
     let e = d1
         .effective_privileges(pb::EffectivePrivilegesRequest {
@@ -540,7 +527,7 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
     for i in 0..BULK {
         setup.push_str(&format!("- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk script {i:04}, folder: Scripts/Callback/Bulk}}\n"));
     }
-    admin.write(write_req(&setup)).await.unwrap();
+    admin.write(support::acme_write(&setup)).await.unwrap();
 
     // The stalled dashboard, on its own connection with a small receive window.
     let slow_channel = node.endpoint().initial_stream_window_size(65_535).initial_connection_window_size(65_535).connect().await.unwrap();
@@ -603,7 +590,7 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
             "- delete_ace: {target: {folder: Scripts/Callback/Bulk}, subject: {person: slow-reader}}"
         };
         let t0 = Instant::now();
-        let r = admin.write(write_req(&format!("{}\n{ace}", agent_role(mark_done)))).await.unwrap().into_inner();
+        let r = admin.write(support::acme_write(&format!("{}\n{ace}", agent_role(mark_done)))).await.unwrap().into_inner();
         revisions.push(r.revision);
         // Paced: the next write once every desktop has this one.
         let want = (k as u64 + 1) * DESKTOPS as u64;
@@ -867,7 +854,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
         } else {
             format!("- put_person: {{id: late-{i}, username: late.{i}}}")
         };
-        head = admin_a.write(write_req(&yaml)).await.unwrap().into_inner().revision;
+        head = admin_a.write(support::acme_write(&yaml)).await.unwrap().into_inner().revision;
     }
     let oldest = a.replica.store().compact(head + 1).await.unwrap();
     eprintln!("B at revision {behind}; A wrote up to {head} and compacted up to {oldest}");
@@ -922,7 +909,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     // Nothing left to do, and B writes again; live raw streams follow it.
     assert_eq!(b.replica.catch_up().await.unwrap(), 0);
     let mut live = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
-    let r = admin_b.write(write_req("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
+    let r = admin_b.write(support::acme_write("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
     assert_eq!(r.into_inner().revision, head + 1);
     for stream in [&mut reread, &mut live] {
         let Event::RawChange(c) = next_event(stream).await else { panic!("expected the write after the reload") };
@@ -970,7 +957,7 @@ async fn retention_compacts_the_changelog_and_the_lock_events() {
     admin.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: lock.lock_token }).await.unwrap();
     let mut head = 0;
     for i in 0..10 {
-        head = admin.write(write_req(&format!("- put_person: {{id: kept-{i}, username: kept.{i}}}"))).await.unwrap().into_inner().revision;
+        head = admin.write(support::acme_write(&format!("- put_person: {{id: kept-{i}, username: kept.{i}}}"))).await.unwrap().into_inner().revision;
     }
     let checkpoints_before = store.checkpoint_revisions().await.unwrap();
     assert!(checkpoints_before.iter().all(|(_, r)| *r < head), "no batch wrote a checkpoint: {checkpoints_before:?}");
@@ -1075,7 +1062,7 @@ async fn desktop_loses_can_reschedule_within_milliseconds() {
     assert!(p.privileges.iter().any(|x| x == "Web Callback - Can Reschedule"));
     let mut admin = node.admin().await;
     let t0 = Instant::now();
-    let write = admin.write(write_req(&agent_role(&["Web Callback - Can Reschedule"]))).await.unwrap().into_inner();
+    let write = admin.write(support::acme_write(&agent_role(&["Web Callback - Can Reschedule"]))).await.unwrap().into_inner();
     let t1 = Instant::now();
     let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
     let t2 = Instant::now();
@@ -1143,7 +1130,7 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
             yaml.push_str(&format!("- put_person: {{id: bulk-{k}-{i}, username: a.rather.long.user.name.{k}.{i}}}\n"));
         }
         yaml.push_str(&format!("- put_object: {{type: Skill, id: skill-{k}, name: Skill {k}, folder: Skills}}\n"));
-        last = admin.write(write_req(&yaml)).await.unwrap().into_inner().revision;
+        last = admin.write(support::acme_write(&yaml)).await.unwrap().into_inner().revision;
         let Event::RawChange(c) = next_event(&mut persons_only).await else { panic!("expected a raw change") };
         assert_eq!(c.revision, last);
         assert_eq!(c.mutations.len(), 100, "only the Person mutations pass the filter");
@@ -1173,7 +1160,7 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
         }
     }
     assert_eq!(rest, (resume.resume_from_revision + 1..=last).collect::<Vec<_>>());
-    let live = admin.write(write_req("- put_person: {id: live-1, username: live.1}")).await.unwrap().into_inner().revision;
+    let live = admin.write(support::acme_write("- put_person: {id: live-1, username: live.1}")).await.unwrap().into_inner().revision;
     let Event::RawChange(c) = next_event(&mut resumed).await else { panic!() };
     assert_eq!(c.revision, live);
 

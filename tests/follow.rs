@@ -10,7 +10,6 @@ mod support;
 use authzd::config::ServerConfig;
 use authzd::proto::authzd::v1 as pb;
 use authzd::proto::authzd::v1::admin_service_client::AdminServiceClient;
-use authzd::service::convert;
 use authzd::store::{Store, UpstreamSettings};
 use pb::watch_event::Event;
 use std::net::SocketAddr;
@@ -23,18 +22,6 @@ const TENANT: &str = "acme";
 const WCB: &str = "WorkspaceWebCallback";
 const RESCHEDULE: &str = "Web Callback - Can Reschedule";
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn write_req(yaml: &str) -> pb::WriteRequest {
-    pb::WriteRequest {
-        tenant: TENANT.into(),
-        mutations: authzd::model::yaml::from_str::<Vec<authzd::model::Mutation>>(yaml, "test batch")
-            .unwrap()
-            .into_iter()
-            .map(convert::mutation_pb)
-            .collect(),
-        ..Default::default()
-    }
-}
 
 /// A replica on `store` (PostgreSQL or SQLite URL), with the demo tenant when `demo`.
 fn replica_config(store: &str, demo: bool) -> ServerConfig {
@@ -129,7 +116,7 @@ async fn a_follower_converges_with_concurrent_writes_through_two_postgres_replic
                 for i in 0..40 {
                     let yaml = format!("- put_person: {{id: w{w}-{i}, username: w{w}.{i}}}");
                     loop {
-                        match admin.write(write_req(&yaml)).await {
+                        match admin.write(support::acme_write(&yaml)).await {
                             Ok(r) => {
                                 last = r.into_inner().revision;
                                 break;
@@ -178,7 +165,7 @@ async fn a_follower_resumes_after_its_upstream_restarts() {
     let mut admin = up.admin().await;
     let mut written = Vec::new();
     for i in 0..15 {
-        written.push(admin.write(write_req(&format!("- put_person: {{id: a-{i}, username: a.{i}}}"))).await.unwrap().into_inner().revision);
+        written.push(admin.write(support::acme_write(&format!("- put_person: {{id: a-{i}, username: a.{i}}}"))).await.unwrap().into_inner().revision);
     }
     drop(admin);
     up.stop().await;
@@ -189,7 +176,7 @@ async fn a_follower_resumes_after_its_upstream_restarts() {
     let up = support::serve_on(replica_config(&db, false), addr).await;
     let mut admin = up.admin().await;
     for i in 0..15 {
-        written.push(admin.write(write_req(&format!("- put_person: {{id: b-{i}, username: b.{i}}}"))).await.unwrap().into_inner().revision);
+        written.push(admin.write(support::acme_write(&format!("- put_person: {{id: b-{i}, username: b.{i}}}"))).await.unwrap().into_inner().revision);
     }
     let mut seen = Vec::new();
     while seen.len() < written.len() {
@@ -230,10 +217,10 @@ async fn a_follower_behind_a_compaction_reloads_and_its_desktops_get_the_differe
     elsewhere.retention.interval = Duration::from_millis(50);
     let hidden = support::serve(elsewhere.clone()).await;
     let mut admin = hidden.admin().await;
-    admin.write(write_req(&agent_role(&[RESCHEDULE]))).await.unwrap();
+    admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap();
     let mut head = 0;
     for i in 0..5 {
-        head = admin.write(write_req(&format!("- put_person: {{id: c-{i}, username: c.{i}}}"))).await.unwrap().into_inner().revision;
+        head = admin.write(support::acme_write(&format!("- put_person: {{id: c-{i}, username: c.{i}}}"))).await.unwrap().into_inner().revision;
     }
     let store = hidden.replica.store().clone();
     let deadline = Instant::now() + PATIENCE;
@@ -275,7 +262,7 @@ async fn a_chain_of_followers_carries_writes_and_never_answers_from_before_them(
     assert!(matches!(next_event(&mut desktop).await, Event::Snapshot(_)));
     let mut admin = root.admin().await;
     let t0 = Instant::now();
-    let r = admin.write(write_req(&agent_role(&[RESCHEDULE]))).await.unwrap().into_inner().revision;
+    let r = admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap().into_inner().revision;
     match next_event(&mut desktop).await {
         Event::PrivilegesChanged(c) => {
             assert_eq!(c.revision, r);
@@ -289,11 +276,11 @@ async fn a_chain_of_followers_carries_writes_and_never_answers_from_before_them(
     let mut d = leaf.decisions().await;
     let mut allowed_after_revoke = 0;
     for round in 0..100 {
-        let grant = admin.write(write_req(&agent_role(&[]))).await.unwrap().into_inner().revision;
+        let grant = admin.write(support::acme_write(&agent_role(&[]))).await.unwrap().into_inner().revision;
         if round % 10 == 0 {
             assert!(holds(&mut d, "wcb-agent-full", RESCHEDULE, grant).await, "the grant reaches the leaf");
         }
-        let revoke = admin.write(write_req(&agent_role(&[RESCHEDULE]))).await.unwrap().into_inner().revision;
+        let revoke = admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap().into_inner().revision;
         if holds(&mut d, "wcb-agent-full", RESCHEDULE, revoke).await {
             allowed_after_revoke += 1;
         }
@@ -324,7 +311,7 @@ async fn writes_sent_to_a_follower_are_stored_once_upstream() {
     let before = up.replica.store().head().await.unwrap();
 
     // The caller's credential goes upstream: the right one is accepted.
-    let mut req = tonic::Request::new(write_req("- put_person: {id: via-follower, username: via.follower}"));
+    let mut req = tonic::Request::new(support::acme_write("- put_person: {id: via-follower, username: via.follower}"));
     req.metadata_mut().insert("authorization", "Bearer up-secret".parse().unwrap());
     let r = f.admin().await.write(req).await.unwrap().into_inner().revision;
     assert_eq!(r, before + 1);
@@ -337,7 +324,7 @@ async fn writes_sent_to_a_follower_are_stored_once_upstream() {
     assert_eq!(f.replica.snapshot().revision(), r);
 
     // A wrong credential is the upstream's refusal, and nothing is stored.
-    let mut req = tonic::Request::new(write_req("- put_person: {id: refused, username: refused}"));
+    let mut req = tonic::Request::new(support::acme_write("- put_person: {id: refused, username: refused}"));
     req.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
     let status = f.admin().await.write(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");

@@ -20,7 +20,6 @@
 mod support;
 
 use authzd::proto::authzd::v1 as pb;
-use authzd::service::convert;
 use pb::watch_event::Event;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -41,18 +40,6 @@ const FLIPS_PAUSED: usize = 8;
 const FLIPS_READING: usize = 4;
 /// How long a stream may take to reach a checkpoint past the last write.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn write_req(yaml: &str) -> pb::WriteRequest {
-    pb::WriteRequest {
-        tenant: TENANT.into(),
-        mutations: authzd::model::yaml::from_str::<Vec<authzd::model::Mutation>>(yaml, "test batch")
-            .unwrap()
-            .into_iter()
-            .map(convert::mutation_pb)
-            .collect(),
-        ..Default::default()
-    }
-}
 
 fn desktop_sub(person: &str) -> pb::WatchRequest {
     pb::WatchRequest {
@@ -192,7 +179,7 @@ async fn lagging_streams_end_at_the_servers_answers() {
     for i in 0..SCRIPTS {
         batch.push_str(&format!("- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk {i:04}, folder: Scripts/Callback/Bulk}}\n"));
     }
-    admin.write(write_req(&batch)).await.unwrap();
+    admin.write(support::acme_write(&batch)).await.unwrap();
 
     // Each stream on its own connection with a 256-byte HTTP/2 window: a
     // client that does not read stops the server's sends to it at once.
@@ -215,7 +202,7 @@ async fn lagging_streams_end_at_the_servers_answers() {
             if i == FLIPS_PAUSED {
                 phase.send_replace(Phase::Reading);
             }
-            last = admin.write(write_req(&flip(k))).await.unwrap().into_inner().revision;
+            last = admin.write(support::acme_write(&flip(k))).await.unwrap().into_inner().revision;
             k += 1;
         }
         phase.send_replace(Phase::Until(last));

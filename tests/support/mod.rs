@@ -110,6 +110,20 @@ pub async fn fresh_database(prefix: &str, suite: &str) -> PgDatabase {
     PgDatabase { admin_url, name, url }
 }
 
+/// A write of the YAML batch `yaml` (a list of mutations, as in tenant
+/// files) to the demo tenant `acme`.
+pub fn acme_write(yaml: &str) -> authzd::proto::authzd::v1::WriteRequest {
+    authzd::proto::authzd::v1::WriteRequest {
+        tenant: "acme".into(),
+        mutations: authzd::model::yaml::from_str::<Vec<authzd::model::Mutation>>(yaml, "test batch")
+            .unwrap()
+            .into_iter()
+            .map(authzd::service::convert::mutation_pb)
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// seeds/001: the Web Callback privileges by the names the table's "Depends
 /// on" notes and descriptions use (the demo's "Web Callback Agent" holds all).
 pub const WEB_CALLBACK_PRIVILEGES: [&str; 9] = [
