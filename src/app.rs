@@ -180,7 +180,7 @@ impl Server {
         let tls = config.tls.as_ref().map(crate::config::TlsConfig::server_tls_config);
         let replica = Arc::new(match &config.follow {
             None => {
-                let store = AnyStore::open(&config.store_url)
+                let store = AnyStore::open_with(&config.store_url, config.create_store_dir)
                     .await
                     .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
                 Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?

@@ -123,6 +123,10 @@ pub struct ServeFlags {
     /// Store URL: `sqlite://<path>`, a file path, or `postgres://user:pass@host/db`.
     #[arg(long, env = "AUTHZD_STORE", default_value = DEFAULT_STORE)]
     pub store: String,
+    /// Create the directory of an SQLite store when it does not exist (by
+    /// default a missing directory is an error: a typo would start an empty store).
+    #[arg(long, env = "AUTHZD_CREATE_STORE_DIR")]
+    pub create_store_dir: bool,
     /// Load the demo tenant ACME (id `acme`) at start-up when it is absent.
     #[arg(long, env = "AUTHZD_DEMO")]
     pub demo: bool,

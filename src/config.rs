@@ -123,6 +123,8 @@ pub struct ServerConfig {
     pub unix_socket: Option<PathBuf>,
     /// Store URL: `sqlite://<path>`, a file path, or `postgres://...`.
     pub store_url: String,
+    /// Create an SQLite store's missing directory (else it is an error).
+    pub create_store_dir: bool,
     /// Load the demo tenant ACME (`examples/acme.yaml`, id `acme`) when absent.
     pub demo: bool,
     /// Follow this upstream authzd instead of opening `store_url`.
@@ -168,6 +170,7 @@ impl fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("unix_socket", &self.unix_socket)
             .field("store_url", &crate::store::redact_url(&self.store_url))
+            .field("create_store_dir", &self.create_store_dir)
             .field("demo", &self.demo)
             .field("follow", &self.follow.as_ref().map(|f| &f.url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
@@ -196,6 +199,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             unix_socket: None,
             store_url: store_url.into(),
+            create_store_dir: false,
             demo: false,
             follow: None,
             admin_token: None,
@@ -280,6 +284,7 @@ impl ServerConfig {
             listen: a.listen,
             unix_socket: a.unix_socket.clone(),
             store_url: a.store.clone(),
+            create_store_dir: a.create_store_dir,
             demo: a.demo,
             follow,
             admin_token,

@@ -1352,3 +1352,22 @@ async fn undecodable_and_oversized_messages_get_the_documented_codes() {
     assert!(ok.allowed);
     r.stop().await;
 }
+
+/// A store path whose directory does not exist is an error (a typo would
+/// start an empty store that reports ready), unless `--create-store-dir`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_in_a_missing_directory_is_refused_unless_asked_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("authzd.db");
+    let err = match authzd::app::Server::start(config(&missing)).await {
+        Ok(_) => panic!("a store in a missing directory was opened"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("no-such-dir") && err.contains("does not exist") && err.contains("--create-store-dir"), "{err}");
+    assert!(!missing.parent().unwrap().exists(), "nothing was created");
+    let mut c = config(&missing);
+    c.create_store_dir = true;
+    let r = start(c).await;
+    assert!(missing.exists());
+    r.stop().await;
+}

@@ -73,10 +73,10 @@ impl Harness {
 
 async fn open_sqlite() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    // A directory that does not exist yet: the store creates it.
+    // A directory that does not exist yet: created when asked (`--create-store-dir`).
     let path = dir.path().join("state").join("authzd.db");
     let url = format!("sqlite://{}", path.display());
-    let store = AnyStore::open(&url).await.unwrap_or_else(|e| panic!("opening `{url}`: {e}"));
+    let store = AnyStore::open_with(&url, true).await.unwrap_or_else(|e| panic!("opening `{url}`: {e}"));
     assert!(path.exists(), "the sqlite file was not created at {}", path.display());
     Harness { store, url, _guard: Guard::Dir(dir) }
 }

@@ -401,14 +401,20 @@ impl AnyStore {
     ///
     /// `postgres://` and `postgresql://` open PostgreSQL; `sqlite:` URLs
     /// (`sqlite://data/authzd.db`, `sqlite:///var/lib/authzd.db`,
-    /// `sqlite::memory:`) and bare paths open SQLite, creating the file and
-    /// its directory on first start.
+    /// `sqlite::memory:`) and bare paths open SQLite, creating the file on
+    /// first start (its directory must exist: see [`AnyStore::open_with`]).
     pub async fn open(url: &str) -> StoreResult<AnyStore> {
+        AnyStore::open_with(url, false).await
+    }
+
+    /// [`AnyStore::open`]; an SQLite file's missing directory is created
+    /// first when `create_dir` (`--create-store-dir`).
+    pub async fn open_with(url: &str, create_dir: bool) -> StoreResult<AnyStore> {
         let lower = url.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Ok(AnyStore::Postgres(PostgresStore::open(url).await?))
         } else if lower.starts_with("sqlite:") || !url.contains("://") {
-            Ok(AnyStore::Sqlite(SqliteStore::open(url).await?))
+            Ok(AnyStore::Sqlite(SqliteStore::open_with(url, create_dir).await?))
         } else {
             Err(StoreError::Other(format!(
                 "unsupported store url `{}`: use `sqlite://<path>`, a file path, or `postgres://...`",

@@ -46,9 +46,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the SQLite store at `url`: `sqlite://<path>`,
-    /// `sqlite:<path>`, `sqlite::memory:` or a bare file path.
+    /// Opens the SQLite store at `url`: `sqlite://<path>`, `sqlite:<path>`,
+    /// `sqlite::memory:` or a bare file path. The file is created when
+    /// missing (a new, empty store); its directory must exist.
     pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(url, false).await
+    }
+
+    /// [`SqliteStore::open`], creating the file's directory (and its
+    /// parents) first when `create_dir`.
+    pub async fn open_with(url: &str, create_dir: bool) -> StoreResult<SqliteStore> {
         let safe_url = redact_url(url);
         let (options, path) = if url.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sqlite:")) {
             let rest = url[7..].trim_start_matches("//");
@@ -62,10 +69,21 @@ impl SqliteStore {
         let memory = path.is_empty() || path == ":memory:";
         if !memory {
             if let Some(dir) = PathBuf::from(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Unavailable {
-                    url: safe_url.clone(),
-                    message: format!("cannot create directory `{}`: {e}", dir.display()),
-                })?;
+                if create_dir {
+                    tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Unavailable {
+                        url: safe_url.clone(),
+                        message: format!("cannot create directory `{}`: {e}", dir.display()),
+                    })?;
+                } else if !tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
+                    // A typo in the path would otherwise start a new, empty store that reports ready.
+                    return Err(StoreError::Unavailable {
+                        url: safe_url.clone(),
+                        message: format!(
+                            "the directory `{}` does not exist; create it, or start with --create-store-dir",
+                            dir.display()
+                        ),
+                    });
+                }
             }
         }
         let options = options
