@@ -207,8 +207,8 @@ impl Report {
                     println!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
                 }
             }
-            if r.name == "watch" && !r.extra.is_null() {
-                println!("watch: {}", r.extra);
+            if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
+                println!("{}: {}", r.name, r.extra);
             }
             for m in &r.messages {
                 println!("{}: {m}", r.name);
