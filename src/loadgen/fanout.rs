@@ -189,6 +189,7 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'
     let started = Instant::now();
     // `watch-sse`: one HTTP/1.1 connection per subscriber, or HTTP/2 connections of 100 streams.
     let mut http = Vec::new();
+    let api = Arc::new(crate::http::gateway::Api::new()?);
     if sse {
         let conns = if a.http2 { a.connections.max(n.div_ceil(STREAMS_PER_CONNECTION)) } else { n };
         for _ in 0..conns {
@@ -206,7 +207,7 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'
                 at_least_revision: 0,
             };
             let conn = http[i % http.len()].clone();
-            tasks.push(tokio::spawn(super::httpjson::sse_subscriber(conn, req, a.token.clone(), i, tx.clone())));
+            tasks.push(tokio::spawn(super::httpjson::sse_subscriber(Arc::clone(&api), conn, req, a.token.clone(), i, tx.clone())));
             continue;
         }
         let mut client = WatchServiceClient::new(channels[i % channels.len()].clone())

@@ -9,7 +9,9 @@
 //! is parsed and checked against the local view like the gRPC ones. Events
 //! are parsed back into `WatchEvent`s so the fan-out's checks apply
 //! unchanged. The client is hyper's connection API (in the tree through
-//! tonic); plain HTTP only (TCP or `--unix-socket`).
+//! tonic); plain HTTP only (TCP or `--unix-socket`). Many SSE subscribers
+//! over HTTP/1.1 need as many connections (and file descriptors): use
+//! `--http2` for thousands.
 
 use super::pools::{Expect, Pools};
 use super::report::WorkloadResult;
@@ -237,13 +239,16 @@ pub type Received = (usize, Result<pb::WatchEvent, String>, Instant);
 
 /// Subscribes `req` over Server-Sent Events on `conn` and forwards every
 /// event, parsed back into a `WatchEvent`, to `tx` as subscriber `i`.
-pub async fn sse_subscriber(conn: Conn, req: pb::WatchRequest, token: Option<String>, i: usize, tx: mpsc::UnboundedSender<Received>) {
+pub async fn sse_subscriber(
+    api: Arc<crate::http::gateway::Api>,
+    conn: Conn,
+    req: pb::WatchRequest,
+    token: Option<String>,
+    i: usize,
+    tx: mpsc::UnboundedSender<Received>,
+) {
     let fail = |tx: &mpsc::UnboundedSender<Received>, m: String| {
         let _ = tx.send((i, Err(m), Instant::now()));
-    };
-    let api = match crate::http::gateway::Api::new() {
-        Ok(api) => api,
-        Err(e) => return fail(&tx, e),
     };
     let path = crate::http::WATCH_PATH;
     let Some(event_desc) = api.method(path).map(|r| r.output.clone()) else { return fail(&tx, "no Watch RPC".into()) };
