@@ -254,6 +254,10 @@ async fn json_check_over_http1_and_http2_and_every_answer_is_proto3_json() {
             .await
             .json();
         assert!(v["evidence"].is_object(), "{v}");
+        // Media type parameters are fine.
+        let mut r = post_json(CHECK, &privilege_check("cb-supervisor"));
+        r.headers_mut().insert("content-type", "application/json; charset=utf-8".parse().unwrap());
+        assert_eq!(conn.call(r).await.json()["allowed"], true);
         // An empty body is the empty message.
         let a = conn.call(json_bytes("/authzd.v1.AdminService/ListTenants", "")).await;
         assert_eq!(a.status, StatusCode::OK);
@@ -589,6 +593,13 @@ async fn watch_as_server_sent_events_with_role_changes_and_heartbeats() {
             let changed = if lost { lost_list } else { gained };
             assert_eq!(changed, &vec![json!("Web Callback - Can Mark Done")], "{v}");
         }
+    }
+    // A client that goes away ends its subscription (the two streams above are gone).
+    let open = || s.watch.stats.open_streams.load(std::sync::atomic::Ordering::Relaxed);
+    let t0 = std::time::Instant::now();
+    while open() > 0 {
+        assert!(t0.elapsed() < PATIENCE, "{} streams still open after their clients left", open());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // GET with the request in the query (EventSource).
     let query: String = desktop().to_string().bytes().map(|b| format!("%{b:02X}")).collect();
