@@ -643,8 +643,11 @@ async fn a_raw_subscription_resumes_from_last_event_id_without_gap_or_duplicate(
     let raw = json!({"raw": {"tenant": TENANT, "types": ["Person"]}});
 
     let mut conn = Conn::h1(&s).await;
-    let mut events = Events::new(conn.send(watch_request(&raw)).await);
-    // The stream is live once its answer has arrived: these writes follow it.
+    // From the current revision (not 0, "from now", whose registration may
+    // trail the answer's headers): the writes below are either replayed or live.
+    let now = s.replica.snapshot().revision();
+    let first = json!({"raw": {"tenant": TENANT, "types": ["Person"], "fromRevision": now.to_string()}});
+    let mut events = Events::new(conn.send(watch_request(&first)).await);
     let r1 = admin.write(put(1)).await.unwrap().into_inner().revision;
     let r2 = admin.write(put(2)).await.unwrap().into_inner().revision;
     let (id1, v1) = events.event().await;
