@@ -373,7 +373,7 @@ pub fn document(set: &FileDescriptorSet, version: &str) -> String {
         o(vec![
             ("type", s("object")),
             ("description", s("An error: the gRPC status code's name, its message (naming the field, as over gRPC), and the status details when the server sent any")),
-            ("required", J::A(vec![s("code"), s("message")])),
+            ("required", J::A(vec![s("code"), s("message"), s("details")])),
             (
                 "properties",
                 o(vec![

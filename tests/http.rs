@@ -98,6 +98,7 @@ impl Answer {
         assert_eq!(self.header("content-type"), Some("application/json"), "{}", String::from_utf8_lossy(&self.body));
         let v = self.json();
         let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no `{k}` in {v} ({})", self.status)).to_owned();
+        assert!(v["details"].is_array(), "every error has `details`: {v}");
         (self.status.as_u16(), field("code"), field("message"))
     }
 }

@@ -2,13 +2,13 @@
 //! message, and an HTTP status fitting the code.
 //!
 //! ```json
-//! {"code": "INVALID_ARGUMENT", "message": "mutations[0].put_person.id: must not be empty"}
+//! {"code": "INVALID_ARGUMENT", "message": "mutations[0].put_person.id: must not be empty", "details": []}
 //! ```
 //!
 //! The message is the gRPC status message itself (field paths and all), so a
-//! client sees the same text over HTTP as over gRPC; `details` appears when
-//! the status carried `grpc-status-details-bin` (each detail's `@type` and its
-//! base64 `value`). The mapping (that of Google's HTTP APIs, but
+//! client sees the same text over HTTP as over gRPC; `details` is always
+//! there, empty unless the status carried `grpc-status-details-bin` (then
+//! each detail's `@type` and its base64 `value`). The mapping (that of Google's HTTP APIs, but
 //! `FAILED_PRECONDITION`, which authzd uses for `expected_revision`,
 //! preconditions and lock tokens — the state is not what the caller assumed —
 //! is 409 like `ABORTED`):
@@ -92,7 +92,7 @@ struct RpcStatus {
 
 /// The JSON body of an error.
 pub fn body(code: Code, message: &str, details: &[u8]) -> Value {
-    let mut v = json!({ "code": code_name(code), "message": message });
+    let mut v = json!({ "code": code_name(code), "message": message, "details": [] });
     if !details.is_empty() {
         use base64::Engine as _;
         use prost::Message as _;
@@ -227,6 +227,6 @@ mod tests {
         let v = body(Code::InvalidArgument, "m", &s.encode_to_vec());
         assert_eq!(v["details"][0]["@type"], "type.googleapis.com/x.Y");
         assert_eq!(v["details"][0]["value"], "AQI=");
-        assert!(body(Code::InvalidArgument, "m", &[]).get("details").is_none());
+        assert_eq!(body(Code::InvalidArgument, "m", &[])["details"], json!([]), "always there");
     }
 }
