@@ -765,3 +765,28 @@ fn cors_origins_and_the_heartbeat_come_from_flags_or_the_file() {
     assert!(c.http.cors_allowed_origins.is_empty());
     assert_eq!(c.http.sse_heartbeat, Duration::from_secs(15));
 }
+
+/// The environment variable is read, and it overrides the file (the binary
+/// itself, which refuses the configuration before opening anything).
+#[test]
+fn the_cors_environment_variable_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("authzd.yaml");
+    std::fs::write(&file, "cors-allowed-origin: https://a.example.com\n").unwrap();
+    let store = format!("sqlite://{}", dir.path().join("a.db").display());
+    let run = |with_file: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"));
+        c.args(["serve", "--store", &store, "--listen", "127.0.0.1:0"]).env("AUTHZD_CORS_ALLOWED_ORIGIN", "https://e.example.com,desk.example.com");
+        if with_file {
+            c.arg("--config").arg(&file);
+        }
+        c.output().unwrap()
+    };
+    for with_file in [false, true] {
+        let out = run(with_file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "with_file {with_file}: {stderr}");
+        assert!(stderr.contains("--cors-allowed-origin: `desk.example.com` is not an origin"), "{stderr}");
+    }
+    assert!(!dir.path().join("a.db").exists(), "refused before opening the store");
+}
