@@ -15,6 +15,7 @@
 //! - [`authority`]: the Unix socket's `:authority` fix, so that gRPC clients dialing a socket path are served.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
 //! - [`metrics`]: operations: Prometheus metrics, liveness/readiness probes, OTLP traces (feature `otel`).
+//! - [`http`]: HTTP on the gRPC listener: CORS, HTTP/JSON through the gRPC stack, Watch as Server-Sent Events, the OpenAPI document.
 //! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
 
 pub mod engine;
@@ -32,3 +33,4 @@ pub mod authority;
 pub mod watch;
 pub mod metrics;
 pub mod loadgen;
+pub mod http;

@@ -258,6 +258,38 @@ async fn watch_fan_out_delivers_every_flip() {
     r.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_checks_and_sse_fan_out_are_verified_over_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), false).await;
+    let server = format!("http://{}", r.addr);
+    let socket = r.socket.display().to_string();
+    for extra in [&["--server", server.as_str()][..], &["--server", server.as_str(), "--http2"], &["--unix-socket", socket.as_str()]] {
+        // 1 s, as the gRPC closed loops above: a shorter window can see no call complete on a loaded machine.
+        let mut a = vec!["--workloads", "check-http,watch-sse", "--duration", "1s", "--warmup", "0s", "--concurrency", "4", "--watchers", "20"];
+        a.extend_from_slice(extra);
+        let (ok, report) = bench(args(&a)).await;
+        assert!(ok, "{extra:?}: {report:#}");
+        for name in ["check-http", "watch-sse"] {
+            let w = workload(&report, name);
+            assert_eq!((w["errors"].as_u64(), w["mismatches"].as_u64()), (Some(0), Some(0)), "{extra:?} {name}: {w:#}");
+            assert!(w["calls"].as_u64().unwrap() > 0, "{extra:?} {name}: no calls: {w:#}");
+        }
+        let w = workload(&report, "watch-sse");
+        assert_eq!(w["extra"]["flips"].as_u64().unwrap() % 2, 0, "the role is restored: {w:#}");
+        assert!(w["extra"]["transport"].as_str().unwrap().starts_with("SSE"), "{w:#}");
+    }
+    // A server answering from another tenant is caught over HTTP too.
+    let (ok, report) = bench(args(&[
+        "--server", &server, "--seed", "2", "--no-import", "--workloads", "check-http", "--duration", "300ms", "--warmup", "0s",
+        "--concurrency", "4",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(workload(&report, "check-http")["mismatches"].as_u64().unwrap() > 0, "{report:#}");
+    r.stop().await;
+}
+
 #[test]
 fn memory_only_reports_load_time_and_memory() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))

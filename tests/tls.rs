@@ -733,3 +733,64 @@ async fn cli_lock_and_watch_over_mtls() {
     assert!(err.starts_with("error:"), "{err}");
     r.stop().await;
 }
+
+/// One HTTP/JSON call over TLS (HTTP/2 by ALPN) presenting `client`: (HTTP status, body).
+async fn json_over_tls(r: &Running, ca: &Ca, client: &Pem, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt as _;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap()).unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(client.cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(client.key.as_bytes()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// HTTP/JSON goes through the same checks as gRPC with the connection's
+/// client certificate: an allowed common name administers, another is
+/// refused as over gRPC.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_json_over_mtls_is_authorized_by_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let mut c = config(&dir.path().join("a.db"));
+    c.tls = Some(tls_config(&ca, &ca.server(), true));
+    c.admin_client_cns = vec!["ops-console".into()];
+    let r = start(c).await;
+    let (status, v) = json_over_tls(&r, &ca, &ca.client("ops-console"), "/authzd.v1.AdminService/ListTenants", "{}").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["tenants"][0]["id"], TENANT);
+    let (status, v) = json_over_tls(&r, &ca, &ca.client("desk-17"), "/authzd.v1.AdminService/ListTenants", "{}").await;
+    assert_eq!((status, v["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("desk-17"), "{v}");
+    // Any verified certificate may decide.
+    let check = r#"{"tenant":"acme","person":"cb-supervisor","application":"Callback","privilege":"Callback - Export Reports"}"#;
+    let (status, v) = json_over_tls(&r, &ca, &ca.client("desk-17"), "/authzd.v1.DecisionService/Check", check).await;
+    assert_eq!((status, v["allowed"].as_bool()), (200, Some(true)), "{v}");
+    r.stop().await;
+}

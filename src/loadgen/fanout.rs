@@ -9,6 +9,11 @@
 //! difference is checked against the local views before and after (gained and
 //! lost); a difference to a subscriber the flip does not affect is a
 //! mismatch. The run always ends with the role restored.
+//!
+//! `watch-sse` is the same workload with the subscribers on Server-Sent
+//! Events (HTTP/1.1, one connection each, or `--http2`), their events parsed
+//! back into `WatchEvent`s ([`super::httpjson::sse_subscriber`]); the writes stay
+//! gRPC.
 
 use super::report::WorkloadResult;
 use super::runner::{Live, Sample, Tally, progress};
@@ -32,11 +37,11 @@ const STREAMS_PER_CONNECTION: usize = 100;
 
 type Received = (usize, Result<pb::WatchEvent, String>, Instant);
 
-fn failed(msg: String) -> WorkloadResult {
+fn failed(name: &'static str, msg: String) -> WorkloadResult {
     let mut t = Tally::new();
     t.errors = 1;
     t.messages.push(format!("error: {msg}"));
-    WorkloadResult::from_tally("watch", t, Duration::ZERO)
+    WorkloadResult::from_tally(name, t, Duration::ZERO)
 }
 
 /// The role `--watch-role-for-all` flips: assigned to every person, granting
@@ -87,11 +92,13 @@ async fn write(admin: &mut super::Admin, tenant: &str, m: &Mutation) -> Result<u
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 
-/// Runs the watch fan-out workload.
-pub async fn run(a: &BenchArgs, t: &Target, token: &Token) -> WorkloadResult {
-    match run_inner(a, t, token).await {
+/// Runs the watch fan-out workload; with `sse`, its subscribers on
+/// Server-Sent Events (`watch-sse`).
+pub async fn run(a: &BenchArgs, t: &Target, token: &Token, sse: bool) -> WorkloadResult {
+    let name = if sse { super::Workload::WatchSse.name() } else { super::Workload::Watch.name() };
+    match run_inner(a, t, token, sse, name).await {
         Ok(r) => r,
-        Err(msg) => failed(msg),
+        Err(msg) => failed(name, msg),
     }
 }
 
@@ -114,7 +121,7 @@ fn set(v: &[String]) -> BTreeSet<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadResult, String> {
+async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'static str) -> Result<WorkloadResult, String> {
     let app = match &a.watch_app {
         Some(app) => app.clone(),
         None => t
@@ -180,7 +187,29 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
     let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
     let mut tasks = Vec::with_capacity(n);
     let started = Instant::now();
+    // `watch-sse`: one HTTP/1.1 connection per subscriber, or HTTP/2 connections of 100 streams.
+    let mut http = Vec::new();
+    let api = Arc::new(crate::http::gateway::Api::new()?);
+    if sse {
+        let conns = if a.http2 { a.connections.max(n.div_ceil(STREAMS_PER_CONNECTION)) } else { n };
+        for _ in 0..conns {
+            http.push(super::httpjson::connect(a, a.http2).await?);
+        }
+    }
     for (i, person) in subs.iter().enumerate() {
+        if sse {
+            let req = pb::WatchRequest {
+                subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+                    tenant: t.tenant.clone(),
+                    person: (*person).to_owned(),
+                    application: app.clone(),
+                })),
+                at_least_revision: 0,
+            };
+            let conn = http[i % http.len()].clone();
+            tasks.push(tokio::spawn(super::httpjson::sse_subscriber(Arc::clone(&api), conn, req, a.token.clone(), i, tx.clone())));
+            continue;
+        }
         let mut client = WatchServiceClient::new(channels[i % channels.len()].clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let req = pb::WatchRequest {
@@ -260,13 +289,13 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
     }
     let subscribed = started.elapsed();
     if !a.quiet {
-        eprintln!("bench: watch: {n} subscribers ({} affected by each flip) in {:.0} ms", moved.len(), subscribed.as_secs_f64() * 1e3);
+        eprintln!("bench: {name}: {n} subscribers ({} affected by each flip) in {:.0} ms", moved.len(), subscribed.as_secs_f64() * 1e3);
     }
 
     // The flips.
     let begin = Instant::now();
     let end = begin + a.duration;
-    let ticker = progress("watch", Arc::clone(&live), begin, end, a.quiet);
+    let ticker = progress(name, Arc::clone(&live), begin, end, a.quiet);
     let mut is_on = true;
     let mut flips = 0u64;
     let mut write_time = Duration::ZERO;
@@ -390,7 +419,7 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
         // Best effort: leave the tenant as it was.
         let _ = write(&mut admin, &t.tenant, &on).await;
     }
-    let mut r = WorkloadResult::from_tally("watch", tally, measured);
+    let mut r = WorkloadResult::from_tally(name, tally, measured);
     r.extra = json!({
         "application": app,
         "role": role.id.0,
@@ -399,6 +428,7 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token) -> Result<WorkloadR
         "flips": flips,
         "subscribe_all_ms": subscribed.as_secs_f64() * 1e3,
         "mean_write_ms": if flips > 0 { write_time.as_secs_f64() * 1e3 / flips as f64 } else { 0.0 },
+        "transport": if !sse { "gRPC" } else if a.http2 { "SSE over HTTP/2" } else { "SSE over HTTP/1.1" },
     });
     Ok(r)
 }

@@ -13,7 +13,9 @@
 //! - `check-batch`: `CheckBatch` of `--batch-size` mixed questions;
 //! - `list-visible`: every visible object of a type for a person, all pages;
 //! - `watch`: `--watchers` privilege subscriptions, then role flips; the time
-//!   until every affected subscriber has its difference.
+//!   until every affected subscriber has its difference;
+//! - `check-http`, `watch-sse`: `Check` as HTTP/JSON, and `watch` with its
+//!   subscribers on Server-Sent Events ([`httpjson`]; not in the default list).
 //!
 //! Every answer is compared with the local view (allowed and reason; the
 //! listed ids; the privileges gained and lost). An error or a mismatch is
@@ -25,6 +27,7 @@
 //! built in-process).
 
 pub mod fanout;
+pub mod httpjson;
 pub mod memory;
 pub mod pools;
 pub mod report;
@@ -63,6 +66,10 @@ pub enum Workload {
     ListVisible,
     /// `Watch` fan-out: privilege subscribers, then role flips.
     Watch,
+    /// `Check` as HTTP/JSON (`POST /authzd.v1.DecisionService/Check`).
+    CheckHttp,
+    /// The `watch` fan-out with its subscribers on Server-Sent Events.
+    WatchSse,
 }
 
 impl Workload {
@@ -75,6 +82,8 @@ impl Workload {
             Workload::CheckBatch => "check-batch",
             Workload::ListVisible => "list-visible",
             Workload::Watch => "watch",
+            Workload::CheckHttp => "check-http",
+            Workload::WatchSse => "watch-sse",
         }
     }
 }
@@ -190,6 +199,11 @@ pub struct BenchArgs {
     /// subscriber is affected by every flip.
     #[arg(long)]
     pub watch_role_for_all: bool,
+    /// `check-http` and `watch-sse` over HTTP/2 (prior knowledge, `--connections`
+    /// connections) instead of HTTP/1.1 (one keep-alive connection per
+    /// request in flight or subscriber).
+    #[arg(long)]
+    pub http2: bool,
     /// Different requests per workload (cycled).
     #[arg(long, default_value_t = 16_384)]
     pub pool: usize,
@@ -425,7 +439,9 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
     for w in &a.workloads {
         a.progress(format_args!("{}: running for {:?} (+{:?} warm-up)", w.name(), a.duration, a.warmup));
         let r = match w {
-            Workload::Watch => fanout::run(&a, &t, &token).await,
+            Workload::Watch => fanout::run(&a, &t, &token, false).await,
+            Workload::WatchSse => fanout::run(&a, &t, &token, true).await,
+            Workload::CheckHttp => httpjson::run_check(&a, &pools).await,
             w => runner::run(&a, *w, &channels, &pools).await,
         };
         if *w == Workload::Health && r.errors == 0 {

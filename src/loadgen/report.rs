@@ -208,8 +208,8 @@ impl Report {
                     outln!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
                 }
             }
-            if r.name == "watch" && !r.extra.is_null() {
-                outln!("watch: {}", r.extra);
+            if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
+                outln!("{}: {}", r.name, r.extra);
             }
             for m in &r.messages {
                 outln!("{}: {m}", r.name);

@@ -242,7 +242,8 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
                 )
             }
         }
-        Workload::Watch => Sample::Error("the watch workload is not a closed loop".into()),
+        Workload::Watch | Workload::WatchSse => Sample::Error("the watch workloads are not a closed loop".into()),
+        Workload::CheckHttp => Sample::Error("check-http runs in loadgen::httpjson".into()),
     }
 }
 
