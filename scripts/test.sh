@@ -46,3 +46,6 @@ fi
 echo "test.sh: PostgreSQL reachable at $AUTHZD_TEST_PG_URL" >&2
 
 cargo test --locked --lib --bins --tests "$@"
+
+# The TypeScript client against a real server, in Node.js and in Chromium (last: its summary closes the output).
+scripts/test-clients.sh
