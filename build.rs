@@ -7,13 +7,18 @@
 //! - written to `$OUT_DIR/authzd_descriptor.bin`, served by gRPC reflection
 //!   (`crate::proto::FILE_DESCRIPTOR_SET`), and
 //! - handed to `tonic-prost-build`, which generates the messages, clients and
-//!   servers included by `src/proto.rs`.
+//!   servers included by `src/proto.rs`, and
+//! - turned into the OpenAPI 3 document of the HTTP/JSON gateway,
+//!   `$OUT_DIR/openapi.json` (`build/openapi.rs`; served at `GET /openapi.json`).
 //!
 //! Errors (a syntax error in a `.proto`, an unresolved import) are returned
 //! from `main`, so cargo prints them instead of a panic.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
+
+#[path = "build/openapi.rs"]
+mod openapi;
 
 /// Where the API definitions live, relative to the crate root; also the
 /// protobuf include root (files import `authzd/v1/types.proto`).
@@ -26,6 +31,7 @@ const DESCRIPTOR_NAME: &str = "authzd_descriptor";
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/openapi.rs");
 
     let mut protos = Vec::new();
     collect_protos(Path::new(PROTO_ROOT), &mut protos)?;
@@ -49,6 +55,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     // only applies when it runs protoc), so write it here.
     std::fs::write(&descriptor_path, compiler.encode_file_descriptor_set())
         .map_err(|e| format!("cannot write `{}`: {e}", descriptor_path.display()))?;
+
+    let openapi_path = out_dir.join("openapi.json");
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    std::fs::write(&openapi_path, openapi::document(&compiler.file_descriptor_set(), &version))
+        .map_err(|e| format!("cannot write `{}`: {e}", openapi_path.display()))?;
 
     tonic_prost_build::configure()
         .build_server(true)

@@ -256,7 +256,8 @@ impl Server {
         self.cut.load(Ordering::Relaxed)
     }
 
-    /// Serves gRPC (and gRPC-Web over HTTP/1.1) on `incoming` — over TLS
+    /// Serves gRPC (and gRPC-Web, HTTP/JSON and Watch as Server-Sent Events
+    /// over HTTP/1.1 or HTTP/2: `crate::http`) on `incoming` — over TLS
     /// when the configuration has a certificate — until `shutdown`
     /// completes, then ends every change stream (`UNAVAILABLE`: reconnect),
     /// lets in-flight calls finish for at most the shutdown grace period,
@@ -348,8 +349,13 @@ impl Server {
         if self.config.otlp_endpoint.is_some() {
             builder = builder.trace_fn(crate::metrics::otel::request_span);
         }
+        // Outermost: CORS, HTTP/JSON and event streams, and the content-type
+        // gate (a body that is neither gRPC nor JSON is never executed).
+        let http = crate::http::HttpLayer::new(&self.config.http, limit)
+            .map_err(|e| anyhow::anyhow!("cannot set up HTTP/JSON: {e}"))?;
         let serving = builder
             .accept_http1(true)
+            .layer(http)
             .layer(self.metrics.as_ref().map_or_else(RpcMetricsLayer::off, Metrics::layer))
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health)
@@ -726,7 +732,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         Some(t) if t.client_ca_pem.is_some() => "TLS, client certificates required",
         Some(_) => "TLS",
     };
-    tracing::info!(address = %config.listen, transport, "listening (gRPC, gRPC-Web, health, reflection)");
+    tracing::info!(address = %config.listen, transport, "listening (gRPC, gRPC-Web, HTTP/JSON and Server-Sent Events, health, reflection)");
     // The metrics port outlives the gRPC listeners' drain: `/readyz` answers
     // 503 from the signal on, `/healthz` 200 until the process exits.
     let metrics_port = match (config.metrics_listen, server.metrics()) {

@@ -40,7 +40,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (gRPC, gRPC-Web, health, reflection).
+    /// Run the server (gRPC, gRPC-Web, HTTP/JSON, health, reflection).
     Serve(ServeArgs),
     /// May a person do something? Exit code 0 when allowed, 3 when denied.
     Check(CheckArgs),
@@ -162,6 +162,17 @@ pub struct ServeFlags {
     /// needs a build with `--features otel`.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// A browser origin allowed to call the server from another origin
+    /// (CORS, for gRPC-Web and HTTP/JSON): `https://desk.example.com`
+    /// (scheme, host and port; no path), or `*` for any. Repeat the flag
+    /// (comma-separated in the environment). None: cross-origin browser calls
+    /// are refused.
+    #[arg(long = "cors-allowed-origin", env = "AUTHZD_CORS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_allowed_origin: Vec<String>,
+    /// Watch streams over HTTP (Server-Sent Events) get a `: keep-alive`
+    /// comment after this many milliseconds without an event (0: never).
+    #[arg(long, env = "AUTHZD_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub sse_heartbeat_ms: u64,
 }
 
 /// `authzd serve`'s command line: its flags, and which of them the command

@@ -9,6 +9,7 @@
 //! [`ServerConfig::new`].
 
 use crate::cli::{ServeArgs, ServeFlags};
+use crate::http::HttpSettings;
 use crate::service::replica::Retention;
 use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
 use clap::FromArgMatches as _;
@@ -157,6 +158,8 @@ pub struct ServerConfig {
     /// At shutdown, once the Watch streams have ended, how long in-flight
     /// calls may take to finish before the connections still open are cut.
     pub shutdown_grace: Duration,
+    /// CORS origins and the event streams' heartbeat (`crate::http`).
+    pub http: HttpSettings,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -180,6 +183,7 @@ impl fmt::Debug for ServerConfig {
             .field("metrics_listen", &self.metrics_listen)
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -207,6 +211,7 @@ impl ServerConfig {
             metrics_listen: None,
             otlp_endpoint: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            http: HttpSettings::default(),
         }
     }
 
@@ -267,6 +272,12 @@ impl ServerConfig {
         if a.lock_idle_timeout_secs == 0 || a.lock_idle_timeout_secs > a.lock_max_idle_timeout_secs {
             return Err(invalid("lock-idle-timeout-secs", "must be between 1 and --lock-max-idle-timeout-secs"));
         }
+        let cors_allowed_origins = a
+            .cors_allowed_origin
+            .iter()
+            .map(|o| crate::http::cors::parse_origin(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("cors-allowed-origin", &e))?;
         Ok(ServerConfig {
             listen: a.listen,
             unix_socket: a.unix_socket.clone(),
@@ -300,6 +311,7 @@ impl ServerConfig {
             metrics_listen: a.metrics_listen,
             otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
             shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
+            http: HttpSettings { cors_allowed_origins, sse_heartbeat: Duration::from_millis(a.sse_heartbeat_ms) },
         })
     }
 

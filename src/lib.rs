@@ -14,6 +14,7 @@
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
 //! - [`metrics`]: operations: Prometheus metrics, liveness/readiness probes, OTLP traces (feature `otel`).
+//! - [`http`]: HTTP on the gRPC listener: CORS, HTTP/JSON through the gRPC stack, Watch as Server-Sent Events, the OpenAPI document.
 //! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
 
 pub mod engine;
@@ -30,3 +31,4 @@ pub mod app;
 pub mod watch;
 pub mod metrics;
 pub mod loadgen;
+pub mod http;
