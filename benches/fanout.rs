@@ -106,9 +106,9 @@ fn main() {
     // Each desktop task drains its initial state, then reports every difference.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     for mut s in subs {
-        let (snap, done) = (Arc::clone(&snap), done_tx.clone());
+        let done = done_tx.clone();
         rt.spawn(async move {
-            while let Some(u) = s.next(&snap).await {
+            while let Some(u) = s.next().await {
                 if let Update::Privileges { revision, .. } = u {
                     let _ = done.send(revision);
                 }
@@ -158,12 +158,12 @@ fn main() {
     validate_only.sort();
     println!(
         "fanout: {subscribers} desktops, {rounds} role changes: all notified p50 {:?}, p99 {:?}, max {:?} \
-         (of which validate+compile+install p50 {:?}, validate alone p50 {:?}); resyncs {}",
+         (of which validate+compile+install p50 {:?}, validate alone p50 {:?}); views coalesced {}",
         percentile(&times, 0.5),
         percentile(&times, 0.99),
         times.last().copied().unwrap_or_default(),
         percentile(&write_only, 0.5),
         percentile(&validate_only, 0.5),
-        hub.stats.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+        hub.stats.coalesced.load(std::sync::atomic::Ordering::Relaxed),
     );
 }

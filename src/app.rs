@@ -205,7 +205,7 @@ impl Server {
                 use std::sync::atomic::Ordering::Relaxed;
                 crate::metrics::WatchGauges {
                     subscribers: w.hub().len() as u64,
-                    resyncs: w.hub().stats.resyncs.load(Relaxed),
+                    coalesced: w.hub().stats.coalesced.load(Relaxed),
                     delivered: w.hub().stats.delivered.load(Relaxed),
                     open_streams: w.stats.open_streams.load(Relaxed),
                     resume_required: w.stats.resume_required.load(Relaxed),

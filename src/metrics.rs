@@ -11,7 +11,7 @@
 //!   errors per method and code ([`RpcMetricsLayer`], a tower layer on the
 //!   whole server: health, admin and watch included); and, read at scrape
 //!   time, the snapshot revision, the store's head revision and the replica's
-//!   lag behind it, watch subscribers, open streams, resyncs and deliveries,
+//!   lag behind it, watch subscribers, open streams, coalesced views and deliveries,
 //!   store errors.
 //! - **Liveness** (`GET /healthz`): the process and its runtime answer. It
 //!   never looks at the store: a replica with a store outage keeps serving
@@ -62,8 +62,9 @@ const MAX_METHODS: usize = 64;
 pub struct WatchGauges {
     /// Current subscribers.
     pub subscribers: u64,
-    /// Resyncs sent because a subscriber lagged (cumulative).
-    pub resyncs: u64,
+    /// Views computed subscribers skipped because a newer one came before
+    /// they looked; their changes went out in the next difference (cumulative).
+    pub coalesced: u64,
     /// Differences delivered (cumulative).
     pub delivered: u64,
     /// `Watch` streams open (computed and raw).
@@ -150,7 +151,12 @@ impl Collector for Live {
         if let Some(source) = watch.as_ref() {
             let w = source();
             gauge(&mut e, "watch_subscribers", "Current watch subscribers.", clamp(w.subscribers))?;
-            counter(&mut e, "watch_resyncs", "Full states sent because a subscriber lagged.", w.resyncs)?;
+            counter(
+                &mut e,
+                "watch_coalesced",
+                "Views computed subscribers skipped for a newer one; their changes went out in the next difference.",
+                w.coalesced,
+            )?;
             counter(&mut e, "watch_delivered", "Differences delivered to watch subscribers.", w.delivered)?;
             gauge(&mut e, "watch_open_streams", "Watch streams open (computed and raw).", clamp(w.open_streams))?;
             counter(

@@ -97,6 +97,7 @@ struct Client {
     held: BTreeSet<String>,
     checkpoint: u64,
     full_states: usize,
+    differences: usize,
     /// A split full state being received.
     partial: Option<BTreeSet<String>>,
 }
@@ -129,6 +130,7 @@ impl Client {
     }
 
     fn change(&mut self, revision: u64, gained: Vec<String>, lost: Vec<String>) {
+        self.differences += 1;
         for g in gained {
             assert!(self.held.insert(g.clone()), "gained `{g}` at {revision} but already held it");
         }
@@ -173,9 +175,8 @@ async fn read(mut s: Stream, mut phase: watch::Receiver<Phase>) -> Stream {
 async fn lagging_streams_end_at_the_servers_answers() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::demo_config(&dir.path().join("authzd.db"));
-    // Small queues and frequent checkpoints: streams fall behind quickly, and
+    // A small stream buffer and frequent checkpoints: streams fall behind quickly, and
     // say soon which revision they have sent everything up to.
-    config.watch.queue = 2;
     config.watch.stream_buffer = 1;
     config.watch.checkpoint_interval = Duration::from_millis(20);
     let node = support::serve(config).await;
@@ -270,13 +271,24 @@ async fn lagging_streams_end_at_the_servers_answers() {
         }
     }
     let full: usize = streams.iter().map(|s| s.as_ref().unwrap().0.full_states).sum();
+    let differences: usize = streams.iter().map(|s| s.as_ref().unwrap().0.differences).sum();
+    let flips = ROUNDS * (FLIPS_PAUSED + FLIPS_READING);
     eprintln!(
-        "{ROUNDS} rounds of {} flips, {} streams: {stale} stale; {} full states after the first ones",
+        "{ROUNDS} rounds of {} flips, {} streams: {stale} stale; {} full states after the first ones; \
+         {differences} differences received for {} that changed a stream",
         FLIPS_PAUSED + FLIPS_READING,
         streams.len(),
-        full - streams.len()
+        full - streams.len(),
+        flips * streams.len()
     );
     assert_eq!(stale, 0, "streams left stale after a checkpoint promised every change");
+    // Every flip changes every stream: a stream that received fewer
+    // differences (or full states) than that fell behind, which is what
+    // this test is about.
+    assert!(
+        differences + full - streams.len() < flips * streams.len(),
+        "no stream fell behind: the test did not exercise lagging"
+    );
     drop(streams);
     node.stop().await;
 }

@@ -4,8 +4,9 @@
 //! **Computed subscriptions** (a person's privileges in an application, a
 //! person's visible objects of a type) are [`Hub`] subscribers: the first event
 //! is the full state (`Snapshot`, reason `INITIAL`), then only differences,
-//! each tagged with its batch's revision; a subscriber that fell behind gets a
-//! fresh `Snapshot` (reason `LAGGED`) instead of what it missed. A state too
+//! each tagged with the revision of the view it leads to; a subscriber that
+//! fell behind skips the views it never looked at and gets the net difference
+//! to the newest one (see [`crate::watch`]). A state too
 //! large for one message (tens of thousands of visible objects) is sent as
 //! several `Snapshot` events of the same revision, `complete` on the last; a
 //! difference that large is likewise split into several `VisibleObjectsChanged`
@@ -38,14 +39,15 @@
 //! [`Replica::on_lock`], [`Replica::on_reload`]), under one mutex that also
 //! orders the periodic `Checkpoint`s, so a checkpoint at revision R always
 //! follows every event of revisions up to R on every stream. Publishing
-//! never waits on a subscriber: every queue is bounded and written with
-//! `try_send`.
+//! never waits on a subscriber: a computed stream's view is one channel
+//! store, and every other queue is bounded and written with `try_send`.
 //!
 //! Each stream is a task that reads its queues and writes events into a small
 //! bounded channel that the transport drains; when the client stops reading,
-//! HTTP/2 flow control stops the transport, the channel fills, the task waits,
-//! and its hub queue fills until the hub marks it lagged. Memory per stream is
-//! bounded by those queues. At shutdown ([`Fanout::shutdown`]) every stream's
+//! HTTP/2 flow control stops the transport, the channel fills, and the task
+//! waits; meanwhile newer views replace one another in the hub, and the task
+//! diffs against the newest when it runs again. Memory per stream is bounded
+//! by those buffers. At shutdown ([`Fanout::shutdown`]) every stream's
 //! next item is `UNAVAILABLE` ("reconnect"), ahead of what it still buffers
 //! ([`WatchEvents`]), so graceful shutdown does not wait on endless streams; a
 //! client that stopped reading altogether cannot take even that, and is cut
@@ -80,8 +82,6 @@ const REPLAY_PAGE: u32 = 500;
 pub struct WatchSettings {
     /// How often every stream gets a `Checkpoint` (zero: never).
     pub checkpoint_interval: Duration,
-    /// Updates queued per computed subscriber before it is marked lagged.
-    pub queue: usize,
     /// Batches (and lock events, checkpoints) queued per raw subscriber
     /// before it must resume.
     pub raw_queue: usize,
@@ -97,7 +97,6 @@ impl Default for WatchSettings {
     fn default() -> Self {
         WatchSettings {
             checkpoint_interval: Duration::from_secs(10),
-            queue: crate::watch::DEFAULT_QUEUE,
             raw_queue: 256,
             side_queue: 256,
             stream_buffer: 16,
@@ -224,7 +223,7 @@ impl Fanout {
     /// lock and reload observer. Create it once per replica, before any write.
     pub fn new(replica: Arc<Replica>, settings: WatchSettings) -> Arc<Fanout> {
         let fanout = Arc::new(Fanout {
-            hub: Arc::new(Hub::new(settings.queue)),
+            hub: Arc::new(Hub::new()),
             subscribers: Mutex::new(Subscribers { published: replica.snapshot().revision(), ..Subscribers::default() }),
             replica: Arc::clone(&replica),
             settings,
@@ -254,7 +253,7 @@ impl Fanout {
         fanout
     }
 
-    /// The computed-diff hub (its counters: differences delivered, resyncs).
+    /// The computed-diff hub (its counters: differences delivered, views coalesced).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
@@ -288,7 +287,7 @@ impl Fanout {
     }
 
     /// Sends a `Checkpoint` with the last published revision to every stream
-    /// that has room (a full queue gets a resync or a resume anyway).
+    /// that has room (a full raw queue gets a resume anyway).
     pub fn checkpoint(&self) {
         let mut subs = self.lock();
         let revision = subs.published;
@@ -631,7 +630,6 @@ fn update_events(shape: &Shape, u: Update, part_bytes: usize) -> Vec<pb::WatchEv
         Update::Full { revision, reason, state } => {
             let reason = match reason {
                 Resync::Initial => pb::ResyncReason::Initial,
-                Resync::Lagged => pb::ResyncReason::Lagged,
             } as i32;
             match (shape, state) {
                 (Shape::Privileges { application }, state) => {
@@ -715,10 +713,9 @@ async fn run_computed(
 ) {
     let _open = OpenStream::new(&fanout);
     let (_registration, mut side_rx, side_lagged) = side;
-    let snapshot = fanout.replica.snapshot();
     let part_bytes = fanout.settings.part_bytes;
     // The first update is the initial state, queued by `subscribe`.
-    let Some(first) = sub.next(snapshot).await else { return };
+    let Some(first) = sub.next().await else { return };
     let initial = update_revision(&first);
     match out.send_all(update_events(&shape, first, part_bytes)).await {
         Sent::Ok => {}
@@ -742,7 +739,7 @@ async fn run_computed(
             biased;
             _ = closing.wait_for(|c| *c) => Step::Closing,
             _ = out.tx.closed() => Step::Gone,
-            u = sub.next(snapshot) => Step::Update(u),
+            u = sub.next() => Step::Update(u),
             () = std::future::ready(()), if pending.is_some() => Step::Pending,
             s = side_rx.recv(), if pending.is_none() => Step::Side(s),
         };
@@ -1139,12 +1136,12 @@ mod tests {
 
     #[test]
     fn an_empty_state_is_one_complete_snapshot() {
-        let u = Update::Full { revision: 3, reason: Resync::Lagged, state: State::Denied(Reason::UnknownSubject) };
+        let u = Update::Full { revision: 3, reason: Resync::Initial, state: State::Denied(Reason::UnknownSubject) };
         let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 4096);
         assert_eq!(events.len(), 1);
         let Some(pb::watch_event::Event::Snapshot(s)) = &events[0].event else { panic!() };
         assert!(s.complete);
-        assert_eq!(s.reason, pb::ResyncReason::Lagged as i32);
+        assert_eq!(s.reason, pb::ResyncReason::Initial as i32);
     }
 
     #[test]

@@ -2,33 +2,41 @@
 //!
 //! A subscriber follows a person's effective privileges in an application
 //! (agent desktops) or a person's visible objects of one type (dashboards). It
-//! first receives the full state at revision R, then, for every applied batch
-//! that changes it, only the difference (gained / lost) tagged with the
-//! batch's revision.
+//! first receives the full state at revision R, then, whenever a newer view
+//! changes it, only the difference (gained / lost) tagged with that view's
+//! revision.
 //!
-//! Every subscriber has a bounded queue (ARCHITECTURE habit 8). Publishing
-//! never waits: when a queue is full the subscriber is marked *lagged*, the
-//! difference is dropped, and the subscriber's next read discards what is
-//! queued and returns a fresh full state (`Resync::Lagged`) computed from the
-//! current view. Memory per subscriber is bounded by its queue, a slow reader
-//! never slows the publisher or the other subscribers, and nothing is skipped
-//! silently: a resync replaces every dropped difference.
+//! **Delivery.** The writer publishes each tenant's newest view once, on a
+//! `tokio::sync::watch` channel per tenant ([`Hub::publish`]: one store of an
+//! `Arc`, no per-subscriber work), and returns. Each subscriber remembers the
+//! state it last *delivered* and, when it asks for its next update, computes
+//! the difference from that state to the newest view; visible-object listings
+//! are computed off the async worker threads. A subscriber that falls behind
+//! (a slow desktop, a full transport) simply skips the views it never looked
+//! at: its next message is the net difference since what it last received.
+//! There is no lag flag, no queue of differences to overflow, and no window
+//! in which a batch can be lost: the only state shared between the writer and
+//! a subscriber is the newest view, and the subscriber's own "last delivered"
+//! state is touched by nobody else. Memory per subscriber is that state;
+//! a slow reader holds at most one view beyond what the writer holds, and
+//! never slows the writer or the other subscribers.
+//!
+//! **Checkpoints** ([`Hub::checkpoint`]) go through a second watch channel:
+//! a subscriber sends one only after it has diffed the newest view of its
+//! tenant, so a checkpoint at R follows every change up to R.
 //!
 //! The hub knows nothing of gRPC or of the store: raw changelog subscriptions
 //! (which resume from a revision) are served by the service from the store
-//! plus [`Hub::publish`]'s records.
+//! and the replica's records.
 
 use crate::engine::{EffectivePrivileges, Inputs, ListRequest, Reason, TenantView, VisibleObject};
 use crate::model::{Mutation, Perm, Revision};
 use crate::snapshot::Snapshot;
 use dashmap::DashMap;
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
-
-/// Default capacity of a subscriber's queue.
-pub const DEFAULT_QUEUE: usize = 64;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{Semaphore, watch};
 
 /// What a subscriber follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +80,6 @@ impl WatchSpec {
 pub enum Resync {
     /// The first state of the subscription.
     Initial,
-    /// The subscriber fell behind; this replaces every dropped difference.
-    Lagged,
 }
 
 /// A full state.
@@ -99,40 +105,41 @@ pub enum Update {
         /// The state.
         state: State,
     },
-    /// Privileges gained and lost at `revision`.
+    /// Privileges gained and lost since the last update, as of `revision`.
     Privileges {
-        /// Revision of the batch.
+        /// Revision of the view the difference leads to.
         revision: Revision,
         /// Newly effective privileges.
         gained: Vec<String>,
         /// Privileges no longer effective.
         lost: Vec<String>,
     },
-    /// Objects gained and lost at `revision`.
+    /// Objects gained and lost since the last update, as of `revision`.
     Objects {
-        /// Revision of the batch.
+        /// Revision of the view the difference leads to.
         revision: Revision,
         /// Newly visible objects.
         gained: Vec<VisibleObject>,
         /// Ids of objects no longer visible.
         lost: Vec<String>,
     },
-    /// The current revision (sent periodically).
+    /// Every change up to `revision` has been sent (sent periodically).
     Checkpoint {
         /// Revision.
         revision: Revision,
     },
 }
 
-/// What the hub remembers of a subscriber: the last state it was sent.
+/// What a subscriber remembers of the last state it delivered.
 #[derive(Debug)]
 enum Last {
     /// The effective privilege bitset, and the catalog's names it indexes
     /// (shared with the view: remembering them allocates nothing).
     Privileges(Vec<u64>, Option<Arc<[String]>>),
     /// Visible ids, and the inputs of the view they were listed from: a
-    /// batch that leaves the person's inputs as they were cannot change them.
-    Objects(BTreeSet<String>, Option<Inputs>),
+    /// view that leaves the person's inputs as they were cannot change them.
+    /// Shared with the worker that computes the next difference.
+    Objects(Arc<BTreeSet<String>>, Option<Inputs>),
 }
 
 /// The names whose bits are set in `row`.
@@ -175,12 +182,58 @@ fn privilege_diff(
     (gained, lost)
 }
 
+/// The revisions of the last batches that may have changed object listings:
+/// `any` for every type (entries, memberships, roles, catalogs, ...),
+/// `kinds` per object type (objects of that type put or deleted).
+#[derive(Debug, Clone, Default)]
+struct ListingChanges {
+    any: Revision,
+    kinds: HashMap<String, Revision>,
+}
+
+impl ListingChanges {
+    fn record(&mut self, revision: Revision, mutations: &[Mutation]) {
+        for m in mutations {
+            match m {
+                Mutation::PutObject(o) => self.touch(&o.kind, revision),
+                Mutation::DeleteObject(k) => self.touch(&k.kind, revision),
+                Mutation::ProvisionVirtualQueue { .. } => self.touch(crate::model::types::SCRIPT, revision),
+                Mutation::RenameTenant { .. } => {}
+                _ => self.any = revision,
+            }
+        }
+    }
+
+    fn touch(&mut self, kind: &str, revision: Revision) {
+        match self.kinds.get_mut(kind) {
+            Some(r) => *r = revision,
+            None => {
+                self.kinds.insert(kind.to_owned(), revision);
+            }
+        }
+    }
+
+    /// Whether a listing of `kind` may differ from what it was at `since`.
+    fn since(&self, kind: &str, since: Revision) -> bool {
+        self.any > since || self.kinds.get(kind).is_some_and(|r| *r > since)
+    }
+}
+
+/// A tenant's newest view, as published.
+#[derive(Debug, Clone)]
+struct Published {
+    /// Counts the tenant's publications: a subscriber compares it with the
+    /// one it last looked at.
+    seq: u64,
+    view: Arc<TenantView>,
+    listings: Arc<ListingChanges>,
+}
+
+/// The publishing side of a tenant's channel.
 #[derive(Debug)]
-struct Sub {
-    spec: WatchSpec,
-    tx: mpsc::Sender<Update>,
-    lagged: AtomicBool,
-    last: Mutex<Last>,
+struct Feed {
+    tx: watch::Sender<Published>,
+    listings: ListingChanges,
 }
 
 /// Counters of the hub, for metrics and tests.
@@ -188,25 +241,27 @@ struct Sub {
 pub struct HubStats {
     /// Differences delivered.
     pub delivered: AtomicU64,
-    /// Resyncs sent because a subscriber lagged.
-    pub resyncs: AtomicU64,
-    /// Visible-object states recomputed on publish (those whose inputs changed).
+    /// Views a subscriber skipped because a newer one was published before
+    /// it looked (their changes reached it in the next difference).
+    pub coalesced: AtomicU64,
+    /// Visible-object states recomputed (those whose inputs changed).
     pub recomputed: AtomicU64,
 }
 
-/// All subscribers of this replica.
+/// All subscribers of this replica: one channel per tenant with its newest
+/// view, and one with the checkpoint revision.
 #[derive(Debug)]
 pub struct Hub {
-    subs: DashMap<u64, Arc<Sub>>,
-    next: AtomicU64,
-    capacity: usize,
+    feeds: DashMap<String, Feed>,
+    checkpoints: watch::Sender<Revision>,
+    subscribers: AtomicUsize,
     /// Counters.
     pub stats: HubStats,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new(DEFAULT_QUEUE)
+        Hub::new()
     }
 }
 
@@ -248,99 +303,197 @@ fn privilege_catalog<'v>(view: &'v TenantView, spec: &WatchSpec) -> Option<&'v A
     }
 }
 
-fn inputs(view: Option<&TenantView>, spec: &WatchSpec) -> Option<Inputs> {
+fn inputs(view: &TenantView, spec: &WatchSpec) -> Option<Inputs> {
     match spec {
-        WatchSpec::Objects { person, .. } => view?.inputs(person),
+        WatchSpec::Objects { person, .. } => view.inputs(person),
         WatchSpec::Privileges { .. } => None,
     }
 }
 
-/// What to remember of the full state just sent (the view it came from:
-/// `None` when there is none, and so nothing is granted).
-fn remember(view: Option<&TenantView>, spec: &WatchSpec, state: &State) -> Last {
+/// What to remember of the full state just computed from `view`.
+fn remember(view: &TenantView, spec: &WatchSpec, state: &State) -> Last {
     match (spec, state) {
-        (WatchSpec::Privileges { .. }, State::Privileges(_) | State::Denied(_)) => match view {
-            Some(v) => Last::Privileges(privilege_row(v, spec).to_vec(), privilege_catalog(v, spec).cloned()),
-            None => Last::Privileges(Vec::new(), None),
-        },
-        (_, State::Objects(o)) => Last::Objects(o.iter().map(|v| v.id.clone()).collect(), inputs(view, spec)),
-        (_, _) => Last::Objects(BTreeSet::new(), inputs(view, spec)),
+        (WatchSpec::Privileges { .. }, _) => {
+            Last::Privileges(privilege_row(view, spec).to_vec(), privilege_catalog(view, spec).cloned())
+        }
+        (WatchSpec::Objects { .. }, State::Objects(o)) => {
+            Last::Objects(Arc::new(o.iter().map(|v| v.id.clone()).collect()), inputs(view, spec))
+        }
+        (WatchSpec::Objects { .. }, _) => Last::Objects(Arc::new(BTreeSet::new()), inputs(view, spec)),
     }
 }
 
-/// Whether a batch can change what an object subscription of `kind` sees.
-/// Conservative: only batches made solely of changes to other object types
-/// (or to nothing visibility depends on) are skipped.
-fn may_affect_objects(kind: &str, mutations: &[Mutation]) -> bool {
-    mutations.iter().any(|m| match m {
-        Mutation::PutObject(o) => o.kind == kind,
-        Mutation::DeleteObject(k) => k.kind == kind,
-        Mutation::ProvisionVirtualQueue { .. } => kind == crate::model::types::SCRIPT,
-        Mutation::RenameTenant { .. } => false,
-        _ => true,
-    })
+/// Visible objects gained and lost from `old` to the listing of `spec` in
+/// `view`: `None` when they are the same.
+fn objects_diff(view: &TenantView, spec: &WatchSpec, old: &BTreeSet<String>) -> Option<(BTreeSet<String>, Vec<VisibleObject>, Vec<String>)> {
+    let objects = match compute(view, spec) {
+        State::Objects(o) => o,
+        _ => Vec::new(),
+    };
+    let new: BTreeSet<String> = objects.iter().map(|o| o.id.clone()).collect();
+    if *old == new {
+        return None;
+    }
+    let gained = objects.into_iter().filter(|o| !old.contains(&o.id)).collect();
+    let lost = old.difference(&new).cloned().collect();
+    Some((new, gained, lost))
+}
+
+/// Runs `f` on the blocking pool, at most one job per core at a time (a
+/// storm of dashboards recomputing their listings queues here instead of
+/// starting hundreds of threads or stalling the async workers). `None` if
+/// the job panicked.
+async fn off_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static PERMITS: LazyLock<Semaphore> =
+        LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+    let _permit = PERMITS.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 impl Hub {
-    /// A hub whose subscribers each queue at most `capacity` updates.
-    pub fn new(capacity: usize) -> Self {
-        Hub { subs: DashMap::new(), next: AtomicU64::new(1), capacity: capacity.max(2), stats: HubStats::default() }
+    /// An empty hub.
+    pub fn new() -> Self {
+        Hub { feeds: DashMap::new(), checkpoints: watch::channel(0).0, subscribers: AtomicUsize::new(0), stats: HubStats::default() }
     }
 
     /// Number of subscribers.
     pub fn len(&self) -> usize {
-        self.subs.len()
+        self.subscribers.load(Ordering::Relaxed)
     }
 
     /// Whether there are no subscribers.
     pub fn is_empty(&self) -> bool {
-        self.subs.is_empty()
+        self.len() == 0
     }
 
-    /// Subscribes: the first update is the full state at the tenant's current
-    /// revision. Fails if the tenant is unknown or the snapshot not loaded.
+    /// Subscribes: the first update is the full state of the tenant's newest
+    /// view. Fails if the tenant is unknown or the snapshot not loaded.
     pub fn subscribe(self: &Arc<Self>, spec: WatchSpec, snapshot: &Snapshot) -> Result<Subscriber, Reason> {
-        let view = snapshot.view(spec.tenant())?;
-        let (tx, rx) = mpsc::channel(self.capacity);
-        let state = compute(&view, &spec);
-        let sub = Arc::new(Sub { last: Mutex::new(remember(Some(&view), &spec, &state)), spec, tx, lagged: AtomicBool::new(false) });
-        let initial = Update::Full { revision: view.revision(), reason: Resync::Initial, state };
-        // The queue is new and empty: this cannot fail for lack of room.
-        if sub.tx.try_send(initial).is_err() {
-            return Err(Reason::Internal);
-        }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        // Registered after the state is taken under the same view: a batch
-        // published in between is diffed against this state, so none is lost.
-        self.subs.insert(id, Arc::clone(&sub));
-        Ok(Subscriber { id, sub, rx, hub: Arc::clone(self) })
+        let views = match self.feeds.get(spec.tenant()) {
+            Some(feed) => feed.tx.subscribe(),
+            None => {
+                // The view is read under the entry's lock: a publish that
+                // installed a newer view before this read is seen here, and
+                // one after it waits for the entry and is sent on it.
+                let entry = self.feeds.entry(spec.tenant().to_owned());
+                let view = snapshot.view(spec.tenant())?;
+                entry
+                    .or_insert_with(|| Feed {
+                        tx: watch::channel(Published { seq: 0, view, listings: Arc::default() }).0,
+                        listings: ListingChanges::default(),
+                    })
+                    .tx
+                    .subscribe()
+            }
+        };
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Ok(Subscriber {
+            spec: Arc::new(spec),
+            views,
+            checkpoints: self.checkpoints.subscribe(),
+            last: None,
+            seen: 0,
+            revision: 0,
+            pending_checkpoint: None,
+            hub: Arc::clone(self),
+        })
     }
 
-    /// Publishes the view a batch produced: every subscriber of the tenant
-    /// whose state changed gets the difference (or is marked lagged). Call in
-    /// revision order, after the view is installed.
-    pub fn publish(&self, view: &TenantView, mutations: &[Mutation]) {
-        let revision = view.revision();
-        for entry in self.subs.iter() {
-            let sub = entry.value();
-            if sub.spec.tenant() != view.tenant() || sub.lagged.load(Ordering::Acquire) {
+    /// Publishes the view a batch produced (`mutations`: the batch) as its
+    /// tenant's newest. Costs one channel store, whatever the number of
+    /// subscribers. Call in revision order, after the view is installed.
+    pub fn publish(&self, view: &Arc<TenantView>, mutations: &[Mutation]) {
+        // No feed: nobody follows the tenant; a first subscriber reads the
+        // installed view itself.
+        let Some(mut feed) = self.feeds.get_mut(view.tenant()) else { return };
+        feed.listings.record(view.revision(), mutations);
+        let listings = Arc::new(feed.listings.clone());
+        feed.tx.send_if_modified(|p| {
+            if view.revision() < p.view.revision() {
+                return false;
+            }
+            *p = Published { seq: p.seq + 1, view: Arc::clone(view), listings };
+            true
+        });
+    }
+
+    /// Announces that every batch up to `revision` has been published.
+    pub fn checkpoint(&self, revision: Revision) {
+        self.checkpoints.send_if_modified(|r| {
+            // Every tick is announced (a quiet stream still hears from the
+            // server), never a revision older than the last.
+            *r = (*r).max(revision);
+            true
+        });
+    }
+}
+
+/// One subscription. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscriber {
+    spec: Arc<WatchSpec>,
+    views: watch::Receiver<Published>,
+    checkpoints: watch::Receiver<Revision>,
+    /// The last state delivered; `None` before the initial one.
+    last: Option<Last>,
+    /// The publication (`Published::seq`) that state came from, and its revision.
+    seen: u64,
+    revision: Revision,
+    /// A checkpoint to send once the newest view is diffed.
+    pending_checkpoint: Option<Revision>,
+    hub: Arc<Hub>,
+}
+
+impl Subscriber {
+    /// The next update: the initial full state first, then the difference
+    /// from the last update to the newest view whenever one changes this
+    /// subscription, and checkpoints. `None` when the hub is gone.
+    ///
+    /// Cancel-safe: dropped before it answers, it delivers nothing and
+    /// changes nothing, and the next call starts over from the same state.
+    pub async fn next(&mut self) -> Option<Update> {
+        loop {
+            let newest = self.views.borrow_and_update().clone();
+            if self.last.is_none() || newest.seq != self.seen {
+                if let Some(update) = self.advance(newest).await? {
+                    return Some(update);
+                }
                 continue;
             }
-            if let WatchSpec::Objects { kind, .. } = &sub.spec {
-                if !may_affect_objects(kind, mutations) {
-                    continue;
+            if let Some(revision) = self.pending_checkpoint.take() {
+                // Never older than a difference already sent.
+                return Some(Update::Checkpoint { revision: revision.max(self.revision) });
+            }
+            tokio::select! {
+                biased;
+                r = self.views.changed() => r.ok()?,
+                r = self.checkpoints.changed() => {
+                    r.ok()?;
+                    self.pending_checkpoint = Some(*self.checkpoints.borrow_and_update());
                 }
             }
-            let mut last = sub.last.lock().unwrap_or_else(|e| e.into_inner());
-            let update = match (&mut *last, &sub.spec) {
-                (Last::Privileges(old_bits, old_names), WatchSpec::Privileges { .. }) => {
-                    let (row, names) = (privilege_row(view, &sub.spec), privilege_catalog(view, &sub.spec));
-                    let same = same_catalog(old_names.as_ref(), names);
-                    // Same bits under the same catalog: nothing changed for this
-                    // desktop (the common case: one compare, no allocation).
-                    if same && old_bits.as_slice() == row {
-                        continue;
-                    }
+        }
+    }
+
+    /// Moves this subscriber's delivered state to `newest`: the initial full
+    /// state, or the difference (`None` if nothing changed for it). `None`
+    /// outside if the computation failed.
+    async fn advance(&mut self, newest: Published) -> Option<Option<Update>> {
+        let revision = newest.view.revision();
+        let update = match self.last.as_mut() {
+            None => {
+                let (state, last) = self.full(&newest.view).await?;
+                self.last = Some(last);
+                Some(Update::Full { revision, reason: Resync::Initial, state })
+            }
+            Some(Last::Privileges(old_bits, old_names)) => {
+                let (row, names) = (privilege_row(&newest.view, &self.spec), privilege_catalog(&newest.view, &self.spec));
+                let same = same_catalog(old_names.as_ref(), names);
+                // Same bits under the same catalog: nothing changed for this
+                // desktop (the common case: one compare, no allocation).
+                if same && old_bits.as_slice() == row {
+                    None
+                } else {
                     let (gained, lost) = privilege_diff((old_bits, old_names.as_ref()), (row, names));
                     if old_bits.len() == row.len() {
                         old_bits.copy_from_slice(row);
@@ -350,100 +503,59 @@ impl Hub {
                     if !same {
                         *old_names = names.cloned();
                     }
-                    if gained.is_empty() && lost.is_empty() {
-                        continue;
-                    }
-                    Update::Privileges { revision, gained, lost }
+                    (!gained.is_empty() || !lost.is_empty()).then_some(Update::Privileges { revision, gained, lost })
                 }
-                (Last::Objects(old, old_inputs), _) => {
-                    let now = inputs(Some(view), &sub.spec);
-                    if now.is_some() && now == *old_inputs {
-                        // Nothing this person's listing reads changed.
-                        continue;
-                    }
-                    *old_inputs = now;
-                    self.stats.recomputed.fetch_add(1, Ordering::Relaxed);
-                    let state = compute(view, &sub.spec);
-                    let objects = match state {
-                        State::Objects(o) => o,
-                        _ => Vec::new(),
-                    };
-                    let new: BTreeSet<String> = objects.iter().map(|o| o.id.clone()).collect();
-                    if *old == new {
-                        continue;
-                    }
-                    let gained = objects.into_iter().filter(|o| !old.contains(&o.id)).collect();
-                    let lost = old.difference(&new).cloned().collect();
-                    *old = new;
-                    Update::Objects { revision, gained, lost }
-                }
-                // A privileges state always belongs to a privileges subscription.
-                (Last::Privileges(..), WatchSpec::Objects { .. }) => continue,
-            };
-            match sub.tx.try_send(update) {
-                Ok(()) => {
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => sub.lagged.store(true, Ordering::Release),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
+            Some(Last::Objects(old, old_inputs)) => {
+                let WatchSpec::Objects { kind, .. } = &*self.spec else { return None };
+                let now = inputs(&newest.view, &self.spec);
+                // Nothing this person's listing reads changed, or only
+                // objects of other types did.
+                if (now.is_some() && now == *old_inputs) || !newest.listings.since(kind, self.revision) {
+                    *old_inputs = now;
+                    None
+                } else {
+                    self.hub.stats.recomputed.fetch_add(1, Ordering::Relaxed);
+                    let (spec, view, before) = (Arc::clone(&self.spec), Arc::clone(&newest.view), Arc::clone(old));
+                    let diff = off_worker(move || objects_diff(&view, &spec, &before)).await?;
+                    *old_inputs = now;
+                    diff.map(|(new, gained, lost)| {
+                        *old = Arc::new(new);
+                        Update::Objects { revision, gained, lost }
+                    })
+                }
+            }
+        };
+        let initial = matches!(update, Some(Update::Full { .. }));
+        if !initial && newest.seq > self.seen + 1 {
+            self.hub.stats.coalesced.fetch_add(newest.seq - self.seen - 1, Ordering::Relaxed);
         }
-    }
-
-    /// Sends a checkpoint with the current revision to every subscriber that
-    /// has room (a full queue will get a resync anyway).
-    pub fn checkpoint(&self, revision: Revision) {
-        for entry in self.subs.iter() {
-            let _ = entry.value().tx.try_send(Update::Checkpoint { revision });
-        }
-    }
-}
-
-/// One subscription. Dropping it unsubscribes.
-#[derive(Debug)]
-pub struct Subscriber {
-    id: u64,
-    sub: Arc<Sub>,
-    rx: mpsc::Receiver<Update>,
-    hub: Arc<Hub>,
-}
-
-impl Subscriber {
-    /// The next update; `None` when the hub is gone. After a lag, this
-    /// discards the queued differences and returns a fresh full state.
-    pub async fn next(&mut self, snapshot: &Snapshot) -> Option<Update> {
-        if self.sub.lagged.load(Ordering::Acquire) {
-            return Some(self.resync(snapshot));
-        }
-        let update = self.rx.recv().await?;
-        if self.sub.lagged.load(Ordering::Acquire) {
-            return Some(self.resync(snapshot));
+        self.seen = newest.seq;
+        self.revision = revision;
+        if update.is_some() && !initial {
+            self.hub.stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
         Some(update)
     }
 
-    fn resync(&mut self, snapshot: &Snapshot) -> Update {
-        while self.rx.try_recv().is_ok() {}
-        let view = snapshot.view(self.sub.spec.tenant());
-        let (revision, state) = match &view {
-            Ok(view) => (view.revision(), compute(view, &self.sub.spec)),
-            Err(r) => (snapshot.revision(), State::Denied(*r)),
+    /// The full state of `view` and what to remember of it (a listing is
+    /// computed off the async workers).
+    async fn full(&self, view: &Arc<TenantView>) -> Option<(State, Last)> {
+        let (spec, view) = (Arc::clone(&self.spec), Arc::clone(view));
+        let job = move || {
+            let state = compute(&view, &spec);
+            let last = remember(&view, &spec, &state);
+            (state, last)
         };
-        let view = view.as_ref().ok().map(|v| &**v);
-        {
-            let mut last = self.sub.last.lock().unwrap_or_else(|e| e.into_inner());
-            *last = remember(view, &self.sub.spec, &state);
-            // Cleared under the lock the publisher takes: a publish after this
-            // diffs against the state just computed.
-            self.sub.lagged.store(false, Ordering::Release);
+        match &*self.spec {
+            WatchSpec::Privileges { .. } => Some(job()),
+            WatchSpec::Objects { .. } => off_worker(job).await,
         }
-        self.hub.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        Update::Full { revision, reason: Resync::Lagged, state }
     }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.hub.subs.remove(&self.id);
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
