@@ -31,7 +31,11 @@ export type UpdateKind =
 export type ResyncCause =
   /** The follower reconnected (the stream had ended or failed). */
   | "reconnected"
-  /** The server dropped pending differences of a slow subscriber. */
+  /**
+   * The server replaced a slow subscriber's pending differences with a full
+   * state (`RESYNC_REASON_LAGGED`; the current server sends the net
+   * difference instead, but the reason is still decoded).
+   */
   | "lagged"
   /** The replica reloaded the tenant from the store. */
   | "reloaded";

@@ -712,8 +712,8 @@ export enum ResyncReason {
   INITIAL = 1,
 
   /**
-   * The subscriber fell behind and its pending differences were dropped;
-   * this state replaces them.
+   * Not sent by this version: a computed subscriber that falls behind gets
+   * the net difference instead. Kept so older clients still decode it.
    *
    * @generated from enum value: RESYNC_REASON_LAGGED = 2;
    */
@@ -786,10 +786,11 @@ export const LockEventKindSchema: GenEnum<LockEventKind> = /*@__PURE__*/
  * current revision.
  *
  * Slow subscribers never make the server buffer without bound, and nothing
- * is ever skipped silently: a computed subscription that falls behind gets a
- * fresh `Snapshot` (`RESYNC_REASON_LAGGED`); a raw one is ended with
- * `ResumeRequired` and resumes from the changelog. Other subscribers are not
- * slowed.
+ * is ever skipped silently: a computed subscription that falls behind skips
+ * the states it never looked at, and its next message is the net difference
+ * from what it last received to the newest state (tagged with that state's
+ * revision); a raw one is ended with `ResumeRequired` and resumes from the
+ * changelog. Other subscribers are not slowed.
  *
  * Errors: `NOT_FOUND` for an unknown tenant, `INVALID_ARGUMENT` for a
  * malformed subscription, `UNAVAILABLE` when the replica did not reach
