@@ -2,6 +2,7 @@
 // through authzd (gRPC-Web) and enables each button whose privilege is
 // effective. Settings come from the query string:
 //   ?api=http://127.0.0.1:50051&tenant=acme&person=wcb-agent-full
+import { Code } from "@connectrpc/connect";
 import { createAuthzdClient, type FollowStatus, type PrivilegesUpdate } from "../src/index.js";
 import { createWebTransport } from "../src/web.js";
 
@@ -34,7 +35,7 @@ function status(s: FollowStatus): void {
   const el = $("status");
   el.dataset.state = s.state;
   el.textContent = s.state === "reconnecting" ? `reconnecting (attempt ${s.attempt})` : s.state;
-  if (s.state === "reconnecting") log(`stream lost (${s.error.code}: ${s.error.rawMessage}); retry in ${s.delayMs} ms`);
+  if (s.state === "reconnecting") log(`stream lost (${Code[s.error.code]}: ${s.error.rawMessage}); retry in ${s.delayMs} ms`);
   if (s.state === "closed" && s.error) log(`stopped: ${s.error.message}`);
 }
 
