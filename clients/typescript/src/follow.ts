@@ -181,7 +181,7 @@ class Engine<S, U> implements Follower<U> {
     this.revision = options.atLeastRevision ?? 0n;
     const outer = options.signal;
     if (outer) {
-      if (outer.aborted) this.stop.abort();
+      if (outer.aborted) this.close();
       else outer.addEventListener("abort", () => this.close(), { once: true });
     }
     this.closed = this.run();
@@ -198,7 +198,7 @@ class Engine<S, U> implements Follower<U> {
 
   private setStatus(s: FollowStatus): void {
     this.status = s;
-    this.options.onStatus?.(s);
+    if (this.options.onStatus) callback(this.options.onStatus, s);
   }
 
   private wake(): void {
@@ -291,7 +291,7 @@ class Engine<S, U> implements Follower<U> {
             this.setStatus({ state: "live", revision: step.revision });
           }
         }
-        this.options.onUpdate?.(this.current);
+        if (this.options.onUpdate) callback(this.options.onUpdate, this.current);
         this.wake();
       }
     } catch (e) {
@@ -339,6 +339,21 @@ class Engine<S, U> implements Follower<U> {
         return { value: undefined, done: true };
       },
     };
+  }
+}
+
+/**
+ * Calls a caller's callback. What it throws is rethrown on its own (an
+ * uncaught error, as from any event listener) instead of failing the stream,
+ * which would make the follower reconnect over a bug in the page.
+ */
+function callback<T>(f: (v: T) => void, v: T): void {
+  try {
+    f(v);
+  } catch (e) {
+    setTimeout(() => {
+      throw e;
+    });
   }
 }
 

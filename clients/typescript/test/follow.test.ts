@@ -195,3 +195,52 @@ test("backoff grows to its cap, with jitter only shortening it", () => {
     assert.ok(d >= 200 && d <= 400, String(d));
   }
 });
+
+test("an error thrown by onUpdate surfaces as an uncaught error and does not cut the stream", async () => {
+  const fake = fakeWatch([
+    async function* (_req, signal) {
+      yield snap(1n, ["a"]);
+      yield changed(2n, ["b"], []);
+      await hang(signal);
+    },
+  ]);
+  const uncaught: unknown[] = [];
+  const grab = (e: unknown) => uncaught.push(e);
+  // node:test reports uncaught exceptions as failures: take them over for this test.
+  const previous = process.listeners("uncaughtException");
+  process.removeAllListeners("uncaughtException");
+  process.on("uncaughtException", grab);
+  try {
+    const seen: bigint[] = [];
+    const f = followPrivileges(fake.client, SUB, {
+      onUpdate: (u) => {
+        seen.push(u.revision);
+        if (u.revision === 1n) throw new Error("bug in the page");
+      },
+    });
+    await until(() => seen.length === 2 && uncaught.length === 1, 2000, "both updates and the error");
+    assert.deepEqual(seen, [1n, 2n]);
+    assert.equal((uncaught[0] as Error).message, "bug in the page");
+    assert.equal(fake.requests.length, 1, "no reconnect");
+    assert.equal(f.status.state, "live");
+    f.close();
+    await f.closed;
+  } finally {
+    process.removeListener("uncaughtException", grab);
+    for (const l of previous) process.on("uncaughtException", l as (e: Error) => void);
+  }
+});
+
+test("an already aborted signal: nothing is requested", async () => {
+  const fake = fakeWatch([
+    async function* () {
+      yield snap(1n, ["a"]);
+    },
+  ]);
+  const ac = new AbortController();
+  ac.abort();
+  const f = followPrivileges(fake.client, SUB, { signal: ac.signal });
+  await f.closed;
+  assert.equal(fake.requests.length, 0);
+  assert.deepEqual(await f[Symbol.asyncIterator]().next(), { value: undefined, done: true });
+});
