@@ -1,5 +1,6 @@
 // The client against a real authzd over gRPC (HTTP/2 plaintext) from Node.js.
 import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { after, before, describe, test } from "node:test";
 import { createAuthzdClient, type AuthzdClient, type FollowStatus, type PrivilegesUpdate, type VisibleObjectsUpdate } from "../src/index.js";
 import { followPrivileges } from "../src/follow.js";
@@ -209,6 +210,55 @@ describe("followVisibleObjects", () => {
     } finally {
       follower.close();
       await follower.closed;
+      await server.stop();
+    }
+  });
+});
+
+describe("tokens and connections", () => {
+  test("with --decision-token: no token is UNAUTHENTICATED (a follower stops), the token passes", async () => {
+    const server = await AuthzdServer.start({ args: ["--decision-token", "s3cret-decisions"] });
+    try {
+      const without = client(server);
+      await assert.rejects(
+        without.checkPrivilege({ tenant: TENANT, person: "cb-supervisor", application: "Callback", privilege: "Callback - Export Reports" }),
+        (e: unknown) => e instanceof ConnectError && e.code === Code.Unauthenticated,
+      );
+      const f = without.followPrivileges({ tenant: TENANT, person: WCB_AGENT, application: WCB_APP });
+      await assert.rejects(f.closed, (e: unknown) => e instanceof ConnectError && e.code === Code.Unauthenticated);
+
+      const withToken = createAuthzdClient(createNodeTransport({ baseUrl: server.url, token: "s3cret-decisions" }));
+      const d = await withToken.checkPrivilege({ tenant: TENANT, person: "cb-supervisor", application: "Callback", privilege: "Callback - Export Reports" });
+      assert.equal(d.allowed, true);
+      const g = withToken.followPrivileges({ tenant: TENANT, person: WCB_AGENT, application: WCB_APP });
+      const first = (await g[Symbol.asyncIterator]().next()).value as PrivilegesUpdate;
+      assert.equal(first.privileges.size, WEB_CALLBACK_PRIVILEGES.length);
+      g.close();
+      await g.closed;
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a quiet stream (no checkpoints) with HTTP/2 pings every 200 ms stays up", async () => {
+    const server = await AuthzdServer.start({ checkpointMs: 0 });
+    const authz = createAuthzdClient(createNodeTransport({ baseUrl: server.url, pingIntervalMs: 200, grpc: { pingTimeoutMs: 500 } }));
+    const statuses: FollowStatus[] = [];
+    const updates: PrivilegesUpdate[] = [];
+    const f = authz.followPrivileges(
+      { tenant: TENANT, person: WCB_AGENT, application: WCB_APP },
+      { onStatus: (s) => statuses.push(s), onUpdate: (u) => updates.push(u) },
+    );
+    try {
+      await until(() => updates.length === 1, 5000, "the initial state");
+      await new Promise((ok) => setTimeout(ok, 2000));
+      assert.deepEqual(statuses.map((s) => s.state), ["connecting", "live"], "no reconnect");
+      const rev = await putWebCallbackAgentRole(authz, [MARK_DONE]);
+      await until(() => updates.length === 2, 2000, "a change on the quiet stream");
+      assert.deepEqual([updates[1]!.revision, updates[1]!.lost], [rev, [MARK_DONE]]);
+    } finally {
+      f.close();
+      await f.closed;
       await server.stop();
     }
   });
