@@ -54,9 +54,9 @@ if command -v git >/dev/null 2>&1 && git -C "$root" rev-parse --git-dir >/dev/nu
   fi
   say "src/gen is up to date with proto/"
 fi
-say "type-check and build"
-npm run --silent typecheck >&2
+say "build (dist/) and type-check (the tests import the built package too)"
 npm run --silent build >&2
+npm run --silent typecheck >&2
 npm run --silent bundle:demo >&2
 
 # 4. Chromium for the browser test
