@@ -81,3 +81,6 @@ export AUTHZD_TEST_GRPCURL="${AUTHZD_TEST_GRPCURL:-$CLIENTS/bin/grpcurl}"
 echo "test.sh: gRPC clients: $("$AUTHZD_TEST_PYTHON" -c 'import grpc; print("grpcio", grpc.__version__)'), $("$AUTHZD_TEST_GRPCURL" -version 2>&1)" >&2
 
 cargo test --locked --lib --bins --tests "$@"
+
+# The TypeScript client against a real server, in Node.js and in Chromium (last: its summary closes the output).
+scripts/test-clients.sh
