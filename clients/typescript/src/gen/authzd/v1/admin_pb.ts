@@ -836,7 +836,10 @@ export const SetRestrictedModeResponseSchema: GenMessage<SetRestrictedModeRespon
  * Errors (the message names the field and item, e.g.
  * `mutations[3].put_object.name`):
  * - `INVALID_ARGUMENT`: invalid input of any kind (unknown reference, cycle,
- *   bad name, duplicate, oversized request); nothing is applied;
+ *   bad name, duplicate, too many mutations, bytes that do not decode as the
+ *   request message); nothing is applied;
+ * - `RESOURCE_EXHAUSTED`: a request message larger than the server's
+ *   `--max-message-bytes` (the message names the limit); nothing is applied;
  * - `NOT_FOUND`: unknown tenant (other than in a batch that creates it);
  * - `ALREADY_EXISTS`: creating or importing a tenant that exists;
  * - `FAILED_PRECONDITION`: `expected_revision` or a precondition does not

@@ -1038,8 +1038,11 @@ export const ListViewSchema: GenEnum<ListView> = /*@__PURE__*/
  * Decisions fail closed and never fail for model reasons: an unknown tenant,
  * person or object is a deny with its `Reason`. gRPC errors are reserved for
  * requests that cannot be evaluated at all:
- * - `INVALID_ARGUMENT`: malformed or oversized request (the message names the
- *   field and item);
+ * - `INVALID_ARGUMENT`: a malformed request: a field out of its rules, or
+ *   too many items (the message names the field and item), or bytes that do
+ *   not decode as the request message (the message names its type);
+ * - `RESOURCE_EXHAUSTED`: a request message larger than the server's
+ *   `--max-message-bytes` (the message names the limit);
  * - `NOT_FOUND`: `ListVisible` / `EffectivePrivileges` for an unknown tenant,
  *   person or application (a listing of nothing would hide the typo);
  * - `UNAVAILABLE`: the replica did not reach `at_least_revision` within its
