@@ -16,23 +16,36 @@ use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, mpsc};
 
+/// What the graveyard frees.
+type Corpse = Box<dyn Send>;
+
 /// Frees replaced states on a background thread; if the thread cannot be
 /// started, they are freed where they are replaced.
-static GRAVEYARD: LazyLock<Option<Mutex<mpsc::Sender<TenantState>>>> = LazyLock::new(|| {
-    let (tx, rx) = mpsc::channel::<TenantState>();
+static GRAVEYARD: LazyLock<Option<Mutex<mpsc::Sender<Corpse>>>> = LazyLock::new(|| {
+    let (tx, rx) = mpsc::channel::<Corpse>();
     std::thread::Builder::new().name("authzd-retire".into()).spawn(move || rx.into_iter().for_each(drop)).ok()?;
     Some(Mutex::new(tx))
 });
 
-fn retire(old: TenantState) {
+fn retire(old: impl Send + 'static) {
     match GRAVEYARD.as_ref() {
         Some(tx) => {
             let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(mpsc::SendError(old)) = tx.send(old) {
+            if let Err(mpsc::SendError(old)) = tx.send(Box::new(old)) {
                 drop(old);
             }
         }
         None => drop(old),
+    }
+}
+
+/// Lets go of `view`: when this is its last reference, it is freed on the
+/// background thread (a large tenant's view takes tens of milliseconds to
+/// drop), else the count just goes down. Holders of views other than the
+/// snapshot (the watch hub, its subscribers) let go through this.
+pub fn release(view: Arc<TenantView>) {
+    if Arc::strong_count(&view) == 1 {
+        retire(view);
     }
 }
 

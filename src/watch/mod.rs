@@ -408,13 +408,19 @@ impl Hub {
         let Some(mut feed) = self.feeds.get_mut(view.tenant()) else { return };
         feed.listings.record(view.revision(), mutations);
         let listings = Arc::new(feed.listings.clone());
+        let mut replaced = None;
         feed.tx.send_if_modified(|p| {
             if view.revision() < p.view.revision() {
                 return false;
             }
-            *p = Published { seq: p.seq + 1, view: Arc::clone(view), listings };
+            let next = Published { seq: p.seq + 1, view: Arc::clone(view), listings };
+            replaced = Some(std::mem::replace(p, next));
             true
         });
+        drop(feed);
+        if let Some(old) = replaced {
+            crate::snapshot::release(old.view);
+        }
     }
 
     /// Announces that every batch up to `revision` has been published.
@@ -455,7 +461,11 @@ impl Subscriber {
         loop {
             let newest = self.views.borrow_and_update().clone();
             if self.last.is_none() || newest.seq != self.seen {
-                if let Some(update) = self.advance(newest).await? {
+                let view = Arc::clone(&newest.view);
+                let update = self.advance(newest).await;
+                // Maybe the last reference, if a newer view came meanwhile.
+                crate::snapshot::release(view);
+                if let Some(update) = update? {
                     return Some(update);
                 }
                 continue;
