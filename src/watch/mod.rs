@@ -21,9 +21,11 @@
 //! a slow reader holds at most one view beyond what the writer holds, and
 //! never slows the writer or the other subscribers.
 //!
-//! **Checkpoints** ([`Hub::checkpoint`]) go through a second watch channel:
-//! a subscriber sends one only after it has diffed the newest view of its
-//! tenant, so a checkpoint at R follows every change up to R.
+//! **Checkpoints** ([`Hub::checkpoint`]) go through the same channel (each
+//! tenant's newest publication also carries the last checkpoint), so a
+//! subscriber waits on one thing, and sends a checkpoint only after it has
+//! diffed the view published with it: a checkpoint at R follows every change
+//! up to R.
 //!
 //! The hub knows nothing of gRPC or of the store: raw changelog subscriptions
 //! (which resume from a revision) are served by the service from the store
@@ -227,6 +229,10 @@ struct Published {
     seq: u64,
     view: Arc<TenantView>,
     listings: Arc<ListingChanges>,
+    /// The last checkpoint announced (its revision), and how many were:
+    /// every tick is sent, even at an unchanged revision.
+    checkpoint: Revision,
+    checkpoints: u64,
 }
 
 /// The publishing side of a tenant's channel.
@@ -249,11 +255,10 @@ pub struct HubStats {
 }
 
 /// All subscribers of this replica: one channel per tenant with its newest
-/// view, and one with the checkpoint revision.
+/// view and the last checkpoint.
 #[derive(Debug)]
 pub struct Hub {
     feeds: DashMap<String, Feed>,
-    checkpoints: watch::Sender<Revision>,
     subscribers: AtomicUsize,
     /// Counters.
     pub stats: HubStats,
@@ -353,7 +358,7 @@ async fn off_worker<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
-        Hub { feeds: DashMap::new(), checkpoints: watch::channel(0).0, subscribers: AtomicUsize::new(0), stats: HubStats::default() }
+        Hub { feeds: DashMap::new(), subscribers: AtomicUsize::new(0), stats: HubStats::default() }
     }
 
     /// Number of subscribers.
@@ -379,7 +384,14 @@ impl Hub {
                 let view = snapshot.view(spec.tenant())?;
                 entry
                     .or_insert_with(|| Feed {
-                        tx: watch::channel(Published { seq: 0, view, listings: Arc::default() }).0,
+                        tx: watch::channel(Published {
+                            seq: 0,
+                            view,
+                            listings: Arc::default(),
+                            checkpoint: 0,
+                            checkpoints: 0,
+                        })
+                        .0,
                         listings: ListingChanges::default(),
                     })
                     .tx
@@ -390,11 +402,10 @@ impl Hub {
         Ok(Subscriber {
             spec: Arc::new(spec),
             views,
-            checkpoints: self.checkpoints.subscribe(),
             last: None,
             seen: 0,
             revision: 0,
-            pending_checkpoint: None,
+            checkpoints: 0,
             hub: Arc::clone(self),
         })
     }
@@ -413,7 +424,7 @@ impl Hub {
             if view.revision() < p.view.revision() {
                 return false;
             }
-            let next = Published { seq: p.seq + 1, view: Arc::clone(view), listings };
+            let next = Published { seq: p.seq + 1, view: Arc::clone(view), listings, ..*p };
             replaced = Some(std::mem::replace(p, next));
             true
         });
@@ -423,14 +434,16 @@ impl Hub {
         }
     }
 
-    /// Announces that every batch up to `revision` has been published.
+    /// Announces that every batch up to `revision` has been published:
+    /// every subscriber sends a checkpoint once it has diffed its tenant's
+    /// newest view (every tick is announced, never a revision older than the last).
     pub fn checkpoint(&self, revision: Revision) {
-        self.checkpoints.send_if_modified(|r| {
-            // Every tick is announced (a quiet stream still hears from the
-            // server), never a revision older than the last.
-            *r = (*r).max(revision);
-            true
-        });
+        for feed in self.feeds.iter() {
+            feed.tx.send_modify(|p| {
+                p.checkpoint = p.checkpoint.max(revision);
+                p.checkpoints += 1;
+            });
+        }
     }
 }
 
@@ -439,14 +452,13 @@ impl Hub {
 pub struct Subscriber {
     spec: Arc<WatchSpec>,
     views: watch::Receiver<Published>,
-    checkpoints: watch::Receiver<Revision>,
     /// The last state delivered; `None` before the initial one.
     last: Option<Last>,
     /// The publication (`Published::seq`) that state came from, and its revision.
     seen: u64,
     revision: Revision,
-    /// A checkpoint to send once the newest view is diffed.
-    pending_checkpoint: Option<Revision>,
+    /// Checkpoints announced so far (`Published::checkpoints`) that were sent.
+    checkpoints: u64,
     hub: Arc<Hub>,
 }
 
@@ -470,18 +482,12 @@ impl Subscriber {
                 }
                 continue;
             }
-            if let Some(revision) = self.pending_checkpoint.take() {
+            if newest.checkpoints != self.checkpoints {
+                self.checkpoints = newest.checkpoints;
                 // Never older than a difference already sent.
-                return Some(Update::Checkpoint { revision: revision.max(self.revision) });
+                return Some(Update::Checkpoint { revision: newest.checkpoint.max(self.revision) });
             }
-            tokio::select! {
-                biased;
-                r = self.views.changed() => r.ok()?,
-                r = self.checkpoints.changed() => {
-                    r.ok()?;
-                    self.pending_checkpoint = Some(*self.checkpoints.borrow_and_update());
-                }
-            }
+            self.views.changed().await.ok()?;
         }
     }
 
