@@ -20,9 +20,16 @@
 //! every header block of the connection is re-encoded (whether it needs the
 //! rewrite or not), as literals that never touch the server's HPACK dynamic
 //! table: the server's decoder then never needs entries the client added to
-//! its own table after the switch. Before the switch, blocks pass through
-//! byte for byte, so a client that sends a valid authority (authzd's own CLI
-//! and `authzd bench` send `localhost`) costs one HPACK decode per request.
+//! its own table after the switch.
+//!
+//! The choice is made once per connection, on its first header block: a
+//! gRPC client sends one authority for every request of a channel. When the
+//! first block's authority is valid (authzd's own CLI and `authzd bench`,
+//! grpc-js and Go send `localhost`), the block and everything after it pass
+//! through untouched, read straight into the server's buffer: such a client
+//! pays nothing after its first request. (A connection that sent a valid
+//! authority first and an invalid one later would get the server's
+//! `PROTOCOL_ERROR` for the later one, as without the fix.)
 //!
 //! What the frame layer must keep: the client preface (anything that is not
 //! HTTP/2 — gRPC-Web over HTTP/1.1 — passes through untouched), a HEADERS
@@ -142,6 +149,9 @@ pub struct Rewriter {
     decoder: loona_hpack::Decoder<'static>,
     /// Whether header blocks are re-encoded (after the first rewrite).
     reencode: bool,
+    /// The first header block had a valid authority: everything after it
+    /// passes through.
+    settled: bool,
     /// Header blocks whose authority was rewritten.
     rewritten: u64,
     /// Scratch space of [`Rewriter::finish_block`], kept between blocks.
@@ -221,6 +231,7 @@ impl Rewriter {
             spare: PendingBlock::default(),
             decoder,
             reencode: false,
+            settled: false,
             rewritten: 0,
             flat: Vec::new(),
             spans: Vec::new(),
@@ -322,6 +333,10 @@ impl Rewriter {
                     let mut frame = std::mem::take(&mut self.input);
                     self.state = State::FrameHeader;
                     self.header_frame(kind, flags, &frame)?;
+                    if self.settled {
+                        // A valid authority first: the rest of the connection passes through.
+                        self.state = State::Passthrough;
+                    }
                     if frame.capacity() <= KEEP_BUFFER {
                         frame.clear();
                         self.input = frame; // its capacity, for the next frame
@@ -434,6 +449,7 @@ impl Rewriter {
             self.encoded = encoded;
         } else {
             self.output.append(&mut block.raw);
+            self.settled = true;
         }
         self.flat = flat;
         self.spans = spans;
@@ -689,7 +705,9 @@ mod tests {
     }
 
     #[test]
-    fn valid_authorities_pass_byte_for_byte_until_a_rewrite_then_blocks_are_reencoded() {
+    fn the_first_block_decides_pass_through_or_reencode_for_the_whole_connection() {
+        // A valid authority first: the whole connection passes byte for byte
+        // (a later invalid one too: the rule is one authority per connection).
         let mut enc = loona_hpack::Encoder::new();
         let mut input = PREFACE.to_vec();
         input.extend(settings());
@@ -697,25 +715,32 @@ mod tests {
         input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &encode(&mut enc, &ok)));
         let ok2 = request("127.0.0.1:50051", "/authzd.v1.DecisionService/Check");
         input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &encode(&mut enc, &ok2)));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &encode(&mut enc, &request("/tmp/a.sock", "/x/Y"))));
+        let mut r = Rewriter::new();
+        r.feed(&input).unwrap();
+        assert!(r.is_passthrough(), "settled after the first block");
         let (out, rewritten) = run(&input, 3);
         assert_eq!((out.as_slice(), rewritten), (input.as_slice(), 0), "nothing to fix: untouched");
 
-        // After one rewrite, every block is re-encoded whole, valid ones too:
-        // they may index entries of the client's table that the server's
-        // decoder never saw.
+        // An invalid authority first: that block is rewritten, and every
+        // block after it is re-encoded whole, valid ones too: they may index
+        // entries of the client's table that the server's decoder never saw.
+        let mut enc = loona_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        input.extend(settings());
         let bad = request("/tmp/a.sock", "/x/Y");
-        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &encode(&mut enc, &bad)));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &encode(&mut enc, &bad)));
         let after = request("localhost", "/authzd.v1.DecisionService/Check");
-        let block = encode(&mut enc, &after);
-        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 7, &block));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &encode(&mut enc, &after)));
+        let bad2 = request("%2Ftmp%2Fa.sock", "/x/Z");
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &encode(&mut enc, &bad2)));
         let (out, rewritten) = run(&input, 5);
-        assert_eq!(rewritten, 1);
+        assert_eq!(rewritten, 2);
         let (blocks, _) = server_view(&out);
-        assert_eq!(blocks.len(), 4);
-        assert_eq!(blocks[0].1, ok);
-        assert_eq!(blocks[1].1, ok2);
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0].1[3].1, b"localhost");
+        assert_eq!(blocks[1].1, after);
         assert_eq!(blocks[2].1[3].1, b"localhost");
-        assert_eq!(blocks[3].1, after);
     }
 
     #[test]
@@ -808,9 +833,12 @@ mod tests {
         assert!(r.feed(&big).is_err(), "a header block over the limit");
         assert!(r.output().len() == PREFACE.len(), "nothing of it passed on");
 
-        // A decoded list over the limit: a small block indexing a large entry again and again.
+        // A decoded list over the limit: a small block indexing a large entry
+        // again and again (on a connection whose first block had a socket
+        // path, so its blocks are decoded; one that settled on a valid
+        // authority is the server's to guard, as on TCP).
         let mut enc = loona_hpack::Encoder::new();
-        let first = encode(&mut enc, &vec![(b"x-big".to_vec(), vec![b'a'; 3000])]);
+        let first = encode(&mut enc, &vec![(b":authority".to_vec(), b"/a.sock".to_vec()), (b"x-big".to_vec(), vec![b'a'; 3000])]);
         let mut bomb = PREFACE.to_vec();
         bomb.extend(frame(HEADERS, END_HEADERS, 1, &first));
         let again = encode(&mut enc, &vec![(b"x-big".to_vec(), vec![b'a'; 3000])]);
