@@ -40,13 +40,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     protos.sort();
 
-    let mut compiler = protox::Compiler::new([PROTO_ROOT])
-        .map_err(|e| format!("cannot set up the protobuf compiler: {e}"))?;
+    let mut compiler =
+        protox::Compiler::new([PROTO_ROOT]).map_err(|e| format!("cannot set up the protobuf compiler: {e}"))?;
     compiler.include_source_info(true).include_imports(true);
     for file in &protos {
-        compiler
-            .open_file(file)
-            .map_err(|e| format!("cannot compile `{}`: {e:?}", file.display()))?;
+        compiler.open_file(file).map_err(|e| format!("cannot compile `{}`: {e:?}", file.display()))?;
     }
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set (run through cargo)")?);

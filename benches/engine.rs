@@ -167,7 +167,8 @@ fn bench(c: &mut Criterion) {
                         BatchSize::PerIteration,
                     )
                 });
-                let m = Mutation::AddGroupMember { group: GroupId("g0000".into()), person: PersonId(synth::person_id(0)) };
+                let m =
+                    Mutation::AddGroupMember { group: GroupId("g0000".into()), person: PersonId(synth::person_id(0)) };
                 if let Ok(next) = config.apply_batch(&[m]) {
                     g.bench_function("next_view_after_group_join", |b| {
                         b.iter_batched(

@@ -65,7 +65,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let subscribers: usize = std::env::var("AUTHZD_FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let subscribers: usize =
+        std::env::var("AUTHZD_FANOUT_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let rounds: usize = std::env::var("AUTHZD_FANOUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let p = SynthParams { persons: subscribers.max(10_000), ..SynthParams::default() };
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -94,7 +95,8 @@ fn main() {
     let hub = Arc::new(Hub::default());
     let mut subs = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
-        let spec = WatchSpec::Privileges { tenant: "bench".into(), person: synth::person_id(i), application: DESK.into() };
+        let spec =
+            WatchSpec::Privileges { tenant: "bench".into(), person: synth::person_id(i), application: DESK.into() };
         match hub.subscribe(spec, &snap) {
             Ok(s) => subs.push(s),
             Err(e) => {

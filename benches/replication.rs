@@ -45,8 +45,8 @@ use authzd::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use authzd::service::replica::{Batch, WriteRequest};
 use authzd::service::{Limits, Replica, convert};
 use authzd::store::{AnyStore, Store, UpstreamSettings, UpstreamStore};
-use std::sync::Arc;
 use authzd::synth::{self, SynthParams};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WARM_UP: usize = 10;
@@ -244,7 +244,8 @@ async fn followers() {
         }
         let mut applied = Vec::new();
         for k in 0..WARM_UP + 50 {
-            let req = pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+            let req =
+                pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
             let revision = admin.write(req).await.unwrap().into_inner().revision;
             let t = Instant::now();
             for r in &all {
@@ -301,16 +302,27 @@ async fn write_path(label: &str, store_url: &str) {
     // A group of its own: person k/2 joins it, then leaves it.
     let group = "bench-joins".to_owned();
     let create: Vec<Mutation> = yaml::from_str("- put_group: {id: bench-joins, name: Bench joins}", "bench").unwrap();
-    let req = pb::WriteRequest { tenant: "bench".into(), mutations: create.into_iter().map(convert::mutation_pb).collect(), ..Default::default() };
+    let req = pb::WriteRequest {
+        tenant: "bench".into(),
+        mutations: create.into_iter().map(convert::mutation_pb).collect(),
+        ..Default::default()
+    };
     admin.write(req).await.unwrap();
     for k in 0..1_000 {
         let person = synth::person_id((k / 2) % params.persons);
         let m = if k % 2 == 0 {
-            Mutation::AddGroupMember { group: authzd::model::GroupId(group.clone()), person: authzd::model::PersonId(person) }
+            Mutation::AddGroupMember {
+                group: authzd::model::GroupId(group.clone()),
+                person: authzd::model::PersonId(person),
+            }
         } else {
-            Mutation::RemoveGroupMember { group: authzd::model::GroupId(group.clone()), person: authzd::model::PersonId(person) }
+            Mutation::RemoveGroupMember {
+                group: authzd::model::GroupId(group.clone()),
+                person: authzd::model::PersonId(person),
+            }
         };
-        let req = pb::WriteRequest { tenant: "bench".into(), mutations: vec![convert::mutation_pb(m)], ..Default::default() };
+        let req =
+            pb::WriteRequest { tenant: "bench".into(), mutations: vec![convert::mutation_pb(m)], ..Default::default() };
         let t0 = Instant::now();
         let revision = admin.write(req).await.unwrap().into_inner().revision;
         let t1 = Instant::now();
@@ -323,7 +335,9 @@ async fn write_path(label: &str, store_url: &str) {
         rtt.push(t1 - t0);
         after.push(t1.elapsed());
     }
-    println!("\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, checkpoint every 100) ==");
+    println!(
+        "\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, checkpoint every 100) =="
+    );
     summary("Write RPC (validate, compile, append, publish)", rtt);
     summary("raw event after the write answered", after);
     drop(raw);

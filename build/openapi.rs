@@ -135,7 +135,9 @@ type MapEntries = BTreeMap<String, prost_types::FieldDescriptorProto>;
 fn field_type(f: &prost_types::FieldDescriptorProto, enums: &BTreeMap<String, Vec<String>>) -> J {
     let ty = f.r#type();
     match ty {
-        Type::Double | Type::Float => o(vec![("type", s("number")), ("format", s(if ty == Type::Double { "double" } else { "float" }))]),
+        Type::Double | Type::Float => {
+            o(vec![("type", s("number")), ("format", s(if ty == Type::Double { "double" } else { "float" }))])
+        }
         Type::Int32 | Type::Sint32 | Type::Sfixed32 => o(vec![("type", s("integer")), ("format", s("int32"))]),
         Type::Uint32 | Type::Fixed32 => o(vec![("type", s("integer")), ("format", s("uint32"))]),
         Type::Int64 | Type::Sint64 | Type::Sfixed64 => o(vec![("type", s("string")), ("format", s("int64"))]),
@@ -144,7 +146,9 @@ fn field_type(f: &prost_types::FieldDescriptorProto, enums: &BTreeMap<String, Ve
         Type::String => o(vec![("type", s("string"))]),
         Type::Bytes => o(vec![("type", s("string")), ("format", s("byte"))]),
         Type::Enum => match enums.get(f.type_name()) {
-            Some(values) => o(vec![("type", s("string")), ("enum", J::A(values.iter().map(|v| s(v.clone())).collect()))]),
+            Some(values) => {
+                o(vec![("type", s("string")), ("enum", J::A(values.iter().map(|v| s(v.clone())).collect()))])
+            }
             None => o(vec![("type", s("string"))]),
         },
         Type::Message | Type::Group => match f.type_name() {
@@ -260,7 +264,10 @@ fn json_body(schema: J) -> J {
 fn error_responses(pairs: &mut Vec<(String, J)>) {
     let error = || json_body(schema_ref("Error"));
     for (status, what) in [
-        ("400", "INVALID_ARGUMENT, OUT_OF_RANGE: a malformed request (bad JSON, an unknown field, a wrong type, a bad value)"),
+        (
+            "400",
+            "INVALID_ARGUMENT, OUT_OF_RANGE: a malformed request (bad JSON, an unknown field, a wrong type, a bad value)",
+        ),
         ("401", "UNAUTHENTICATED: the bearer token is missing or wrong"),
         ("403", "PERMISSION_DENIED: the credential may not do this"),
         ("404", "NOT_FOUND: an unknown tenant, person, application or folder"),
@@ -288,7 +295,15 @@ pub fn document(set: &FileDescriptorSet, version: &str) -> String {
     for f in &ours {
         let comments = Comments::new(f.source_code_info.as_ref());
         for (i, m) in f.message_type.iter().enumerate() {
-            message_schema(&format!("{PACKAGE}.{}", m.name()), m, &[4, i as i32], &comments, &enums, &maps, &mut schemas);
+            message_schema(
+                &format!("{PACKAGE}.{}", m.name()),
+                m,
+                &[4, i as i32],
+                &comments,
+                &enums,
+                &maps,
+                &mut schemas,
+            );
         }
         for (i, e) in f.enum_type.iter().enumerate() {
             schemas.push((format!("{PACKAGE}.{}", e.name()), enum_schema(e, &[5, i as i32], &comments)));
@@ -316,7 +331,10 @@ pub fn document(set: &FileDescriptorSet, version: &str) -> String {
                         ]),
                     ));
                 } else {
-                    responses.push(("200".to_owned(), o(vec![("description", s("the answer")), ("content", json_body(schema_ref(m.output_type())))])));
+                    responses.push((
+                        "200".to_owned(),
+                        o(vec![("description", s("the answer")), ("content", json_body(schema_ref(m.output_type())))]),
+                    ));
                 }
                 error_responses(&mut responses);
                 let last_event_id = || {
@@ -326,20 +344,28 @@ pub fn document(set: &FileDescriptorSet, version: &str) -> String {
                         ("required", J::B(false)),
                         (
                             "description",
-                            s("Resume: a raw subscription continues after this revision (it replaces `raw.fromRevision`); a computed one starts again from its full state. Must be a number."),
+                            s(
+                                "Resume: a raw subscription continues after this revision (it replaces `raw.fromRevision`); a computed one starts again from its full state. Must be a number.",
+                            ),
                         ),
                         ("schema", o(vec![("type", s("string"))])),
                     ])
                 };
                 let op = |method: &str, body: bool| {
                     let mut pairs = vec![
-                        ("operationId", s(format!("{}_{}{}", svc.name(), m.name(), if method == "get" { "_get" } else { "" }))),
+                        (
+                            "operationId",
+                            s(format!("{}_{}{}", svc.name(), m.name(), if method == "get" { "_get" } else { "" })),
+                        ),
                         ("tags", J::A(vec![s(svc.name())])),
                         ("summary", s(summary.clone())),
                         ("description", s(comment)),
                     ];
                     if body {
-                        pairs.push(("requestBody", o(vec![("required", J::B(true)), ("content", json_body(schema_ref(m.input_type())))])));
+                        pairs.push((
+                            "requestBody",
+                            o(vec![("required", J::B(true)), ("content", json_body(schema_ref(m.input_type())))]),
+                        ));
                     }
                     let mut params = Vec::new();
                     if method == "get" {
@@ -411,8 +437,10 @@ pub fn document(set: &FileDescriptorSet, version: &str) -> String {
                 ("version", s(version)),
                 (
                     "description",
-                    s("Every unary RPC of authzd as `POST /authzd.v1.<Service>/<Method>` with a proto3 JSON body (`content-type: application/json`), \
-                       answered by the same handlers as gRPC; `WatchService/Watch` as Server-Sent Events. Generated from `proto/` at build time."),
+                    s(
+                        "Every unary RPC of authzd as `POST /authzd.v1.<Service>/<Method>` with a proto3 JSON body (`content-type: application/json`), \
+                       answered by the same handlers as gRPC; `WatchService/Watch` as Server-Sent Events. Generated from `proto/` at build time.",
+                    ),
                 ),
             ]),
         ),

@@ -70,7 +70,8 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let telemetry = runtime.block_on(async { init_tracing(config.log_format, config.otlp_endpoint.as_deref()) });
+            let telemetry =
+                runtime.block_on(async { init_tracing(config.log_format, config.otlp_endpoint.as_deref()) });
             let code = match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -142,7 +143,10 @@ pub fn init_tracing(format: LogFormat, otlp_endpoint: Option<&str>) -> Telemetry
     let _ = registry.try_init();
     #[cfg(not(feature = "otel"))]
     if let Some(endpoint) = otlp_endpoint {
-        tracing::warn!(endpoint, "an OTLP endpoint is configured but this build has no trace export (build with `--features otel`)");
+        tracing::warn!(
+            endpoint,
+            "an OTLP endpoint is configured but this build has no trace export (build with `--features otel`)"
+        );
     }
     Telemetry::default()
 }
@@ -180,9 +184,10 @@ impl Server {
         let tls = config.tls.as_ref().map(crate::config::TlsConfig::server_tls_config);
         let replica = Arc::new(match &config.follow {
             None => {
-                let store = AnyStore::open_with(&config.store_url, config.create_store_dir)
-                    .await
-                    .with_context(|| format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url)))?;
+                let store =
+                    AnyStore::open_with(&config.store_url, config.create_store_dir).await.with_context(|| {
+                        format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url))
+                    })?;
                 Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?
             }
             Some(upstream) => open_follower(upstream, &config.limits).await?,
@@ -317,7 +322,8 @@ impl Server {
             .build_v1alpha()
             .context("cannot build the reflection service")?;
         let limit = self.config.max_message_bytes;
-        let decision_auth = DecisionAuth::new(self.config.decision_token.as_deref(), self.config.admin_token.as_deref());
+        let decision_auth =
+            DecisionAuth::new(self.config.decision_token.as_deref(), self.config.admin_token.as_deref());
         let decisions = InterceptedService::new(
             DecisionServiceServer::new(MeteredDecisions::new(
                 Decisions::new(Arc::clone(&self.replica)),
@@ -326,7 +332,8 @@ impl Server {
             .max_decoding_message_size(limit),
             decision_auth.clone(),
         );
-        let admin_auth = AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin());
+        let admin_auth =
+            AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin());
         let admin = InterceptedService::new(
             AdminServiceServer::new(Admin::new(Arc::clone(&self.replica), self.config.locks))
                 .max_decoding_message_size(limit),
@@ -459,7 +466,10 @@ impl Server {
 
 /// A follower's replica: waits for the upstream (retrying with backoff, up
 /// to 5 s apart, saying so) until it has loaded every tenant from it.
-async fn open_follower(upstream: &crate::store::UpstreamSettings, limits: &crate::service::Limits) -> anyhow::Result<Replica> {
+async fn open_follower(
+    upstream: &crate::store::UpstreamSettings,
+    limits: &crate::service::Limits,
+) -> anyhow::Result<Replica> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let store = AnyStore::Upstream(

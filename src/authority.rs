@@ -341,7 +341,6 @@ impl Rewriter {
                         frame.clear();
                         self.input = frame; // its capacity, for the next frame
                     }
-
                 }
             }
         }
@@ -357,13 +356,17 @@ impl Rewriter {
                 let mut p = payload;
                 let mut pad = 0;
                 if flags & PADDED != 0 {
-                    let Some((&n, rest)) = p.split_first() else { return Err(invalid("a padded HEADERS frame without its pad length")) };
+                    let Some((&n, rest)) = p.split_first() else {
+                        return Err(invalid("a padded HEADERS frame without its pad length"));
+                    };
                     pad = usize::from(n);
                     p = rest;
                 }
                 let mut priority = None;
                 if flags & PRIORITY != 0 {
-                    let Some(fields) = p.get(..5) else { return Err(invalid("a HEADERS frame too short for its priority")) };
+                    let Some(fields) = p.get(..5) else {
+                        return Err(invalid("a HEADERS frame too short for its priority"));
+                    };
                     let mut f = [0u8; 5];
                     f.copy_from_slice(fields);
                     priority = Some(f);
@@ -838,7 +841,10 @@ mod tests {
         // path, so its blocks are decoded; one that settled on a valid
         // authority is the server's to guard, as on TCP).
         let mut enc = loona_hpack::Encoder::new();
-        let first = encode(&mut enc, &vec![(b":authority".to_vec(), b"/a.sock".to_vec()), (b"x-big".to_vec(), vec![b'a'; 3000])]);
+        let first = encode(
+            &mut enc,
+            &vec![(b":authority".to_vec(), b"/a.sock".to_vec()), (b"x-big".to_vec(), vec![b'a'; 3000])],
+        );
         let mut bomb = PREFACE.to_vec();
         bomb.extend(frame(HEADERS, END_HEADERS, 1, &first));
         let again = encode(&mut enc, &vec![(b"x-big".to_vec(), vec![b'a'; 3000])]);

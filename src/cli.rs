@@ -235,7 +235,12 @@ pub struct ServeFlags {
     /// (scheme, host and port; no path), or `*` for any. Repeat the flag
     /// (comma-separated in the environment). None: cross-origin browser calls
     /// are refused.
-    #[arg(long = "cors-allowed-origin", env = "AUTHZD_CORS_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "cors-allowed-origin",
+        env = "AUTHZD_CORS_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub cors_allowed_origin: Vec<String>,
     /// Watch streams over HTTP (Server-Sent Events) get a `: keep-alive`
     /// comment after this many milliseconds without an event (0: never).
@@ -736,7 +741,9 @@ fn client_tls(c: &ClientArgs) -> Result<Option<tonic::transport::ClientTlsConfig
     let mut tls = ClientTlsConfig::new();
     match &c.ca {
         Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => return Err(CliError::Input("--cert/--key need --ca (the CA that signed the server's certificate)".into())),
+        None => {
+            return Err(CliError::Input("--cert/--key need --ca (the CA that signed the server's certificate)".into()));
+        }
     }
     match (&c.cert, &c.key) {
         (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
@@ -911,7 +918,8 @@ fn print_evidence(e: &pb::Evidence) {
         outln!("  entries: none for this person's principals");
     }
     for a in &e.aces {
-        let from = if a.inherited_from.is_empty() { String::new() } else { format!(" (inherited from {})", a.inherited_from) };
+        let from =
+            if a.inherited_from.is_empty() { String::new() } else { format!(" (inherited from {})", a.inherited_from) };
         outln!(
             "  entry: {} on {}{from}: allow [{}] deny [{}]{}",
             subject_text(a.principal.as_ref()),
@@ -1167,7 +1175,8 @@ async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
     let r = conn.admin().export(pb::ExportRequest { tenant: a.tenant, at_least_revision: 0 }).await?.into_inner();
     match &a.output {
         Some(path) => {
-            std::fs::write(path, &r.yaml).map_err(|source| CliError::Io { path: path.display().to_string(), source })?;
+            std::fs::write(path, &r.yaml)
+                .map_err(|source| CliError::Io { path: path.display().to_string(), source })?;
             if a.client.json {
                 print_json(&json!({"file": path.display().to_string(), "revision": r.revision}));
             } else {
@@ -1301,10 +1310,19 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
                 }
                 print_json(&v);
             } else if r.granted {
-                outln!("granted: {} holds {} since {since}, until {expires} unless renewed (revision {})", r.holder, a.object, r.revision);
+                outln!(
+                    "granted: {} holds {} since {since}, until {expires} unless renewed (revision {})",
+                    r.holder,
+                    a.object,
+                    r.revision
+                );
                 outln!("lock token: {}", r.lock_token);
             } else {
-                outln!("refused: {} is held by {} since {since} (expires at {expires} unless renewed)", a.object, r.holder);
+                outln!(
+                    "refused: {} is held by {} since {since} (expires at {expires} unless renewed)",
+                    a.object,
+                    r.holder
+                );
             }
             Ok(if r.granted { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
@@ -1326,7 +1344,9 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
         }
         LockAction::Release(a) => {
             if a.idle_timeout_secs.is_some() {
-                return Err(CliError::Input("--idle-timeout-secs: only `lock acquire` and `lock renew` take it".into()));
+                return Err(CliError::Input(
+                    "--idle-timeout-secs: only `lock acquire` and `lock renew` take it".into(),
+                ));
             }
             let conn = Conn::open(&a.client).await?;
             let r = conn
@@ -1487,14 +1507,25 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
             let object = l.object.as_ref().map(object_key_text).unwrap_or_default();
             let kind = lock_kind_text(l.kind);
             (
-                format!("revision {} lock {kind}: {object} in tenant {} by {} at {}", l.revision, l.tenant, l.holder, time_text(l.at.as_ref())),
+                format!(
+                    "revision {} lock {kind}: {object} in tenant {} by {} at {}",
+                    l.revision,
+                    l.tenant,
+                    l.holder,
+                    time_text(l.at.as_ref())
+                ),
                 json!({"event": "lock", "revision": l.revision, "tenant": l.tenant, "kind": kind,
                     "holder": l.holder, "object": object, "at": time_text(l.at.as_ref())}),
                 Next::Continue,
             )
         }
         Event::RestrictedModeChanged(m) => (
-            format!("revision {} restricted mode {} in tenant {}", m.revision, if m.on { "on" } else { "off" }, m.tenant),
+            format!(
+                "revision {} restricted mode {} in tenant {}",
+                m.revision,
+                if m.on { "on" } else { "off" },
+                m.tenant
+            ),
             json!({"event": "restricted_mode_changed", "revision": m.revision, "tenant": m.tenant, "on": m.on}),
             Next::Continue,
         ),
@@ -1508,7 +1539,10 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
             Next::End,
         ),
         Event::ResumeRequired(r) => (
-            format!("revision {} resume required: fell behind; resuming from revision {}", r.revision, r.resume_from_revision),
+            format!(
+                "revision {} resume required: fell behind; resuming from revision {}",
+                r.revision, r.resume_from_revision
+            ),
             json!({"event": "resume_required", "revision": r.revision, "resume_from_revision": r.resume_from_revision}),
             Next::Resume(r.resume_from_revision),
         ),
@@ -1524,11 +1558,13 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
     let mut request = pb::WatchRequest {
         at_least_revision: common.at_least_revision,
         subscription: Some(match a.subscription {
-            WatchSubscription::Privileges(p) => pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
-                tenant: p.tenant,
-                person: p.person,
-                application: p.application,
-            }),
+            WatchSubscription::Privileges(p) => {
+                pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+                    tenant: p.tenant,
+                    person: p.person,
+                    application: p.application,
+                })
+            }
             WatchSubscription::Visible(v) => {
                 pb::watch_request::Subscription::VisibleObjects(pb::VisibleObjectsSubscription {
                     permission: permission_arg("permission", v.permission.as_deref())?,

@@ -265,15 +265,22 @@ impl ServerConfig {
                     key_pem: read_pem("tls-key", key)?,
                     client_ca_pem: a.tls_client_ca.as_deref().map(|ca| read_pem("tls-client-ca", ca)).transpose()?,
                 };
-                tls.check().map_err(|e| invalid("tls-cert", &format!("cannot use the certificate, key and client CA: {e}")))?;
+                tls.check()
+                    .map_err(|e| invalid("tls-cert", &format!("cannot use the certificate, key and client CA: {e}")))?;
                 Some(tls)
             }
         };
         if a.tls_client_ca.is_some() && tls.is_none() {
-            return Err(invalid("tls-client-ca", "needs --tls-cert and --tls-key (client certificates are checked over TLS)"));
+            return Err(invalid(
+                "tls-client-ca",
+                "needs --tls-cert and --tls-key (client certificates are checked over TLS)",
+            ));
         }
         if !a.admin_client_cn.is_empty() && a.tls_client_ca.is_none() {
-            return Err(invalid("admin-client-cn", "needs --tls-client-ca (the names are those of verified client certificates)"));
+            return Err(invalid(
+                "admin-client-cn",
+                "needs --tls-client-ca (the names are those of verified client certificates)",
+            ));
         }
         if a.admin_client_cn.iter().any(|n| n.trim().is_empty()) {
             return Err(invalid("admin-client-cn", "must not be empty"));
@@ -336,7 +343,9 @@ impl ServerConfig {
             Some(TlsConfig { client_ca_pem: Some(_), .. }) if self.admin_client_cns.is_empty() => {
                 ClientCertAdmin::AnyVerified
             }
-            Some(TlsConfig { client_ca_pem: Some(_), .. }) => ClientCertAdmin::CommonNames(self.admin_client_cns.clone()),
+            Some(TlsConfig { client_ca_pem: Some(_), .. }) => {
+                ClientCertAdmin::CommonNames(self.admin_client_cns.clone())
+            }
             _ => ClientCertAdmin::Off,
         }
     }
@@ -384,11 +393,17 @@ fn follow_settings(a: &ServeFlags) -> Result<Option<UpstreamSettings>, ConfigErr
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
         return Err(invalid("follow", "must be the upstream's `http://host:port` or `https://host:port`"));
     }
-    let pem = |flag, p: &Path| read_pem(flag, p).and_then(|b| String::from_utf8(b).map_err(|_| invalid(flag, "is not UTF-8 PEM text")));
+    let pem = |flag, p: &Path| {
+        read_pem(flag, p).and_then(|b| String::from_utf8(b).map_err(|_| invalid(flag, "is not UTF-8 PEM text")))
+    };
     let identity_pem = match (&a.upstream_cert, &a.upstream_key) {
         (None, None) => None,
-        (Some(_), None) => return Err(invalid("upstream-cert", "needs --upstream-key (the certificate's private key)")),
-        (None, Some(_)) => return Err(invalid("upstream-key", "needs --upstream-cert (the certificate it is the key of)")),
+        (Some(_), None) => {
+            return Err(invalid("upstream-cert", "needs --upstream-key (the certificate's private key)"));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("upstream-key", "needs --upstream-cert (the certificate it is the key of)"));
+        }
         (Some(c), Some(k)) => Some((pem("upstream-cert", c)?, pem("upstream-key", k)?)),
     };
     if a.follow_retain == 0 {
@@ -418,7 +433,10 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::Invalid { flag, message: format!("cannot read `{}`: {e}", path.display()) })?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(ConfigError::Invalid { flag, message: format!("`{}` is not PEM (no `-----BEGIN` line)", path.display()) });
+        return Err(ConfigError::Invalid {
+            flag,
+            message: format!("`{}` is not PEM (no `-----BEGIN` line)", path.display()),
+        });
     }
     Ok(bytes)
 }
@@ -435,7 +453,8 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 fn merge_file(args: &ServeArgs, path: &Path) -> Result<(ServeFlags, Vec<String>), ConfigError> {
     let shown = path.display().to_string();
     let file_error = |message: String| ConfigError::File { path: shown.clone(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the configuration file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the configuration file: {e}")))?;
     let settings = file_settings(&text).map_err(file_error)?;
     let mut argv = args.given.clone();
     let mut used = Vec::new();
@@ -529,4 +548,3 @@ fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
         _ => None,
     }
 }
-

@@ -18,19 +18,19 @@
 //! - [`http`]: HTTP on the gRPC listener: CORS, HTTP/JSON through the gRPC stack, Watch as Server-Sent Events, the OpenAPI document.
 //! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
 
-pub mod engine;
-pub mod model;
-pub mod presets;
-pub mod store;
-pub mod proto;
-pub mod snapshot;
-pub mod synth;
-pub mod service;
-pub mod config;
-pub mod cli;
 pub mod app;
 pub mod authority;
-pub mod watch;
-pub mod metrics;
-pub mod loadgen;
+pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod http;
+pub mod loadgen;
+pub mod metrics;
+pub mod model;
+pub mod presets;
+pub mod proto;
+pub mod service;
+pub mod snapshot;
+pub mod store;
+pub mod synth;
+pub mod watch;

@@ -50,8 +50,7 @@ use tonic::{Request, Response, Status};
 
 /// Latency buckets of the per-RPC histograms, in seconds: 25 µs to 2.5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 /// The label of every gRPC path the server does not serve: calls to made-up
 /// paths share one series, so no client can grow the exposition.
@@ -155,7 +154,12 @@ impl Collector for Live {
         let revision = snapshot.revision();
         let head = self.probe.head.load(Ordering::Acquire);
         gauge(&mut e, "snapshot_revision", "Highest revision applied to this replica's snapshot.", clamp(revision))?;
-        gauge(&mut e, "snapshot_loaded", "1 once the snapshot is loaded from the store.", i64::from(snapshot.is_loaded()))?;
+        gauge(
+            &mut e,
+            "snapshot_loaded",
+            "1 once the snapshot is loaded from the store.",
+            i64::from(snapshot.is_loaded()),
+        )?;
         gauge(&mut e, "snapshot_tenants", "Tenants in the snapshot.", clamp(snapshot.tenant_ids().len() as u64))?;
         gauge(&mut e, "store_head_revision", "The store's head revision at the last probe.", clamp(head))?;
         gauge(
@@ -185,7 +189,12 @@ impl Collector for Live {
             "Store operations of the metrics probe that failed.",
             self.probe.errors.load(Ordering::Relaxed),
         )?;
-        gauge(&mut e, "ready", "1 when /readyz answers 200.", i64::from(readiness(&self.replica, &self.probe).is_ok()))?;
+        gauge(
+            &mut e,
+            "ready",
+            "1 when /readyz answers 200.",
+            i64::from(readiness(&self.replica, &self.probe).is_ok()),
+        )?;
         let watch = self.watch.read().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = watch.as_ref() {
             let w = source();
@@ -213,10 +222,25 @@ impl Collector for Live {
         }
         let r = self.replica.retention_stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        counter(&mut e, "retention_rounds", "Rounds of the changelog retention job run by this replica.", load(&r.rounds))?;
+        counter(
+            &mut e,
+            "retention_rounds",
+            "Rounds of the changelog retention job run by this replica.",
+            load(&r.rounds),
+        )?;
         counter(&mut e, "retention_failures", "Rounds of the retention job that failed.", load(&r.failures))?;
-        counter(&mut e, "retention_checkpoints", "Tenant checkpoints written by the retention job.", load(&r.checkpoints))?;
-        counter(&mut e, "changelog_compacted_records", "Changelog records deleted by the retention job.", load(&r.records))?;
+        counter(
+            &mut e,
+            "retention_checkpoints",
+            "Tenant checkpoints written by the retention job.",
+            load(&r.checkpoints),
+        )?;
+        counter(
+            &mut e,
+            "changelog_compacted_records",
+            "Changelog records deleted by the retention job.",
+            load(&r.records),
+        )?;
         counter(&mut e, "lock_events_pruned", "Edit-lock events deleted by the retention job.", load(&r.lock_events))?;
         gauge(
             &mut e,
@@ -276,9 +300,7 @@ fn latency_histogram() -> Histogram {
 
 /// Every proto reason value with its stable code, in value order.
 fn reason_codes() -> Vec<(i32, &'static str)> {
-    (0..64)
-        .map_while(|v| pb::Reason::try_from(v).ok().map(|_| (v, crate::service::convert::reason_code(v))))
-        .collect()
+    (0..64).map_while(|v| pb::Reason::try_from(v).ok().map(|_| (v, crate::service::convert::reason_code(v)))).collect()
 }
 
 impl Metrics {
@@ -289,15 +311,20 @@ impl Metrics {
         let decisions = reason_codes()
             .into_iter()
             .map(|(v, code)| {
-                let result = if matches!(pb::Reason::try_from(v), Ok(pb::Reason::Allowed | pb::Reason::OpenWhenUnconfigured)) {
-                    "allowed"
-                } else {
-                    "denied"
-                };
+                let result =
+                    if matches!(pb::Reason::try_from(v), Ok(pb::Reason::Allowed | pb::Reason::OpenWhenUnconfigured)) {
+                        "allowed"
+                    } else {
+                        "denied"
+                    };
                 decision_family.get_or_create_owned(&[("result", result), ("reason", code)])
             })
             .collect();
-        registry.register("decisions", "Decisions made, by result and reason (CheckBatch items one by one).", decision_family);
+        registry.register(
+            "decisions",
+            "Decisions made, by result and reason (CheckBatch items one by one).",
+            decision_family,
+        );
         let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register_with_unit(
             "grpc_request_duration",
@@ -306,7 +333,11 @@ impl Metrics {
             latency.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("grpc_errors", "gRPC calls answered with a status other than OK, per method and code.", errors.clone());
+        registry.register(
+            "grpc_errors",
+            "gRPC calls answered with a status other than OK, per method and code.",
+            errors.clone(),
+        );
         let probe = Arc::new(ProbeState::default());
         let watch: Arc<RwLock<Option<WatchSource>>> = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(Live {

@@ -31,7 +31,15 @@ pub struct SynthParams {
 
 impl Default for SynthParams {
     fn default() -> Self {
-        SynthParams { persons: 10_000, groups: 200, roles: 40, privileges: 300, metrics: 100_000, denies: 300, seed: 42 }
+        SynthParams {
+            persons: 10_000,
+            groups: 200,
+            roles: 40,
+            privileges: 300,
+            metrics: 100_000,
+            denies: 300,
+            seed: 42,
+        }
     }
 }
 

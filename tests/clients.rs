@@ -139,7 +139,8 @@ fn assert_grpcio(target: &str) {
 fn assert_grpcurl(address: &[&str]) {
     for c in &CASES {
         let got = grpcurl_check(address, c.person).unwrap_or_else(|e| panic!("grpcurl {address:?}: {e}"));
-        let v: serde_json::Value = serde_json::from_str(&got).unwrap_or_else(|e| panic!("grpcurl printed `{got}`: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&got).unwrap_or_else(|e| panic!("grpcurl printed `{got}`: {e}"));
         // proto3 JSON leaves `allowed: false` out.
         assert_eq!(v["allowed"].as_bool().unwrap_or(false), c.allowed, "grpcurl {address:?}, {}: {got}", c.person);
         assert_eq!(v["reason"], c.reason, "grpcurl {address:?}, {}: {got}", c.person);
@@ -183,9 +184,26 @@ fn the_cli_reaches_the_unix_socket_and_ends_quietly_on_a_closed_pipe() {
     let d = Daemon::start(true);
     let socket = d.socket.display().to_string();
     for (server, c) in [(format!("unix://{socket}"), &CASES[0]), (format!("unix:{socket}"), &CASES[1])] {
-        let out = cli(&["check", "--server", &server, "--tenant", "acme", "--person", c.person, "--app", APP, "--privilege", PRIVILEGE]);
+        let out = cli(&[
+            "check",
+            "--server",
+            &server,
+            "--tenant",
+            "acme",
+            "--person",
+            c.person,
+            "--app",
+            APP,
+            "--privilege",
+            PRIVILEGE,
+        ]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(if c.allowed { 0 } else { 3 }), "{server}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(if c.allowed { 0 } else { 3 }),
+            "{server}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.starts_with(if c.allowed { "ALLOWED" } else { "DENIED" }), "{server}: {text}");
     }
     let out = cli(&["tenants", "--server", &format!("unix://{socket}"), "--json"]);

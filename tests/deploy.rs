@@ -51,7 +51,8 @@ fn env_args(what: &str, env: &[(String, String)]) -> Vec<String> {
         if OTHER_ENV.contains(&k.as_str()) {
             continue;
         }
-        let (long, takes) = known.get(k).unwrap_or_else(|| panic!("{what}: `{k}` is not an environment variable of `authzd serve`"));
+        let (long, takes) =
+            known.get(k).unwrap_or_else(|| panic!("{what}: `{k}` is not an environment variable of `authzd serve`"));
         // Compose interpolation (`${VAR:?message}`) stands for a value given at run time.
         let v = if v.starts_with("${") { "x".to_owned() } else { v.clone() };
         if *takes {
@@ -70,7 +71,8 @@ fn serve_config(what: &str, args: &[String], env: &[(String, String)]) -> Server
     let mut argv = vec!["authzd".to_owned()];
     argv.extend(args.iter().cloned());
     argv.extend(env_args(what, env));
-    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{what}: `{}` does not parse:\n{e}", argv.join(" ")));
+    let cli =
+        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{what}: `{}` does not parse:\n{e}", argv.join(" ")));
     let Command::Serve(a) = cli.command else { panic!("{what}: not `authzd serve`: {argv:?}") };
     ServerConfig::from_args(&a).unwrap_or_else(|e| panic!("{what}: invalid configuration: {e}"))
 }
@@ -163,7 +165,10 @@ fn containerfile_builds_the_binary_and_runs_it_as_non_root() {
     }
     // The build needs these (include_str!, build.rs, the manifest's bench targets).
     for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "presets", "examples", "src", "benches"] {
-        assert!(ins.iter().any(|(k, a)| k == "COPY" && !a.contains("--from") && a.split_whitespace().any(|w| w == needed)), "COPY {needed}");
+        assert!(
+            ins.iter().any(|(k, a)| k == "COPY" && !a.contains("--from") && a.split_whitespace().any(|w| w == needed)),
+            "COPY {needed}"
+        );
     }
     assert!(ins.iter().any(|(k, a)| k == "RUN" && a.contains("cargo build --release --locked")));
 
@@ -191,7 +196,8 @@ fn containerfile_builds_the_binary_and_runs_it_as_non_root() {
         .filter(|(k, _)| k == "EXPOSE")
         .flat_map(|(_, a)| a.split_whitespace().map(|p| p.parse::<u16>().unwrap()).collect::<Vec<_>>())
         .collect();
-    let used: BTreeSet<u16> = [Some(config.listen.port()), config.metrics_listen.map(|m| m.port())].into_iter().flatten().collect();
+    let used: BTreeSet<u16> =
+        [Some(config.listen.port()), config.metrics_listen.map(|m| m.port())].into_iter().flatten().collect();
     assert_eq!(exposed, used, "EXPOSE the ports authzd listens on");
     assert!(!config.listen.ip().is_loopback(), "a container listens on all interfaces");
 }
@@ -254,7 +260,8 @@ fn kubernetes_sidecar_shares_a_socket_and_probes_the_metrics_port() {
             Value::Number(n) => u16::try_from(n.as_u64().unwrap()).unwrap(),
             Value::String(name) => {
                 let ports = authzd["ports"].as_sequence().unwrap();
-                let port = ports.iter().find(|x| x["name"] == name.as_str()).unwrap_or_else(|| panic!("no port `{name}`"));
+                let port =
+                    ports.iter().find(|x| x["name"] == name.as_str()).unwrap_or_else(|| panic!("no port `{name}`"));
                 u16::try_from(port["containerPort"].as_u64().unwrap()).unwrap()
             }
             other => panic!("probe port {other:?}"),
@@ -271,16 +278,24 @@ fn kubernetes_sidecar_shares_a_socket_and_probes_the_metrics_port() {
     let mount_of = |c: &Value| -> Vec<(String, String)> {
         c["volumeMounts"]
             .as_sequence()
-            .map(|m| m.iter().map(|m| (m["name"].as_str().unwrap().to_owned(), m["mountPath"].as_str().unwrap().to_owned())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|m| (m["name"].as_str().unwrap().to_owned(), m["mountPath"].as_str().unwrap().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (volume, dir) = mount_of(&authzd)
         .into_iter()
         .find(|(_, path)| socket.parent() == Some(Path::new(path)))
         .expect("the socket's directory is a volume mount");
-    let vol = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == volume.as_str()).expect("volume").clone();
+    let vol =
+        pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == volume.as_str()).expect("volume").clone();
     assert!(vol.get("emptyDir").is_some(), "the socket volume is an emptyDir");
-    assert!(mount_of(&app).iter().any(|(n, p)| *n == volume && *p == dir), "the application mounts the socket volume at the same path");
+    assert!(
+        mount_of(&app).iter().any(|(n, p)| *n == volume && *p == dir),
+        "the application mounts the socket volume at the same path"
+    );
     let (app_env, _) = env_list(&app);
     assert!(app_env.iter().any(|(_, v)| Path::new(v) == socket), "the application is told the socket path");
 }
@@ -292,7 +307,8 @@ fn compose_runs_three_replicas_on_one_postgres() {
     let mut doc: Value = serde_yaml_ng::from_str(&read("deploy/compose.yaml")).unwrap();
     doc.apply_merge().unwrap();
     let services = doc["services"].as_mapping().expect("services");
-    let postgres = services.iter().find(|(_, s)| s["image"].as_str().is_some_and(|i| i.contains("postgres"))).expect("postgres");
+    let postgres =
+        services.iter().find(|(_, s)| s["image"].as_str().is_some_and(|i| i.contains("postgres"))).expect("postgres");
     let pg_name = postgres.0.as_str().unwrap();
     let replicas: Vec<(&str, &Value)> = services
         .iter()
@@ -318,7 +334,8 @@ fn compose_runs_three_replicas_on_one_postgres() {
             "{name}: the store is the compose PostgreSQL: {}",
             config.store_url
         );
-        let listen: BTreeSet<u16> = [Some(config.listen.port()), config.metrics_listen.map(|m| m.port())].into_iter().flatten().collect();
+        let listen: BTreeSet<u16> =
+            [Some(config.listen.port()), config.metrics_listen.map(|m| m.port())].into_iter().flatten().collect();
         for p in strings(&s["ports"]) {
             let parts: Vec<&str> = p.split(':').collect();
             let container: u16 = parts.last().unwrap().parse().unwrap();
@@ -360,13 +377,47 @@ fn systemd_unit_is_hardened_and_its_command_line_parses() {
         (
             "Service",
             &[
-                "Type", "ExecStart", "Environment", "EnvironmentFile", "KillSignal", "TimeoutStopSec", "Restart", "RestartSec",
-                "LimitNOFILE", "DynamicUser", "User", "Group", "StateDirectory", "StateDirectoryMode", "RuntimeDirectory",
-                "RuntimeDirectoryMode", "UMask", "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities",
-                "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
-                "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc",
-                "RestrictAddressFamilies", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
-                "MemoryDenyWriteExecute", "RemoveIPC", "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber",
+                "Type",
+                "ExecStart",
+                "Environment",
+                "EnvironmentFile",
+                "KillSignal",
+                "TimeoutStopSec",
+                "Restart",
+                "RestartSec",
+                "LimitNOFILE",
+                "DynamicUser",
+                "User",
+                "Group",
+                "StateDirectory",
+                "StateDirectoryMode",
+                "RuntimeDirectory",
+                "RuntimeDirectoryMode",
+                "UMask",
+                "NoNewPrivileges",
+                "CapabilityBoundingSet",
+                "AmbientCapabilities",
+                "ProtectSystem",
+                "ProtectHome",
+                "PrivateTmp",
+                "PrivateDevices",
+                "ProtectKernelTunables",
+                "ProtectKernelModules",
+                "ProtectKernelLogs",
+                "ProtectControlGroups",
+                "ProtectClock",
+                "ProtectHostname",
+                "ProtectProc",
+                "RestrictAddressFamilies",
+                "RestrictNamespaces",
+                "RestrictRealtime",
+                "RestrictSUIDSGID",
+                "LockPersonality",
+                "MemoryDenyWriteExecute",
+                "RemoveIPC",
+                "SystemCallArchitectures",
+                "SystemCallFilter",
+                "SystemCallErrorNumber",
             ],
         ),
         ("Install", &["WantedBy"]),
@@ -392,7 +443,10 @@ fn systemd_unit_is_hardened_and_its_command_line_parses() {
     ] {
         assert_eq!(get(k), [v], "{k}");
     }
-    assert!(get("RestrictAddressFamilies")[0].split_whitespace().any(|f| f == "AF_UNIX"), "the Unix socket needs AF_UNIX");
+    assert!(
+        get("RestrictAddressFamilies")[0].split_whitespace().any(|f| f == "AF_UNIX"),
+        "the Unix socket needs AF_UNIX"
+    );
 
     let exec: Vec<String> = get("ExecStart")[0].split_whitespace().map(str::to_owned).collect();
     assert_eq!(exec[0], "/usr/local/bin/authzd");
@@ -405,10 +459,20 @@ fn systemd_unit_is_hardened_and_its_command_line_parses() {
         .collect();
     let config = serve_config("authzd.service", &exec[1..], &env);
     let state = format!("/var/lib/{}/", get("StateDirectory")[0]);
-    assert!(config.store_url.trim_start_matches("sqlite://").starts_with(&state), "the SQLite file is in StateDirectory");
+    assert!(
+        config.store_url.trim_start_matches("sqlite://").starts_with(&state),
+        "the SQLite file is in StateDirectory"
+    );
     let runtime = PathBuf::from(format!("/run/{}", get("RuntimeDirectory")[0]));
-    assert_eq!(config.unix_socket.as_deref().and_then(Path::parent), Some(runtime.as_path()), "the socket is in RuntimeDirectory");
-    assert!(config.listen.ip().is_loopback() && config.metrics_listen.unwrap().ip().is_loopback(), "a host service listens on loopback");
+    assert_eq!(
+        config.unix_socket.as_deref().and_then(Path::parent),
+        Some(runtime.as_path()),
+        "the socket is in RuntimeDirectory"
+    );
+    assert!(
+        config.listen.ip().is_loopback() && config.metrics_listen.unwrap().ip().is_loopback(),
+        "a host service listens on loopback"
+    );
 }
 
 #[test]

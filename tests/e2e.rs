@@ -147,33 +147,36 @@ fn status_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Status {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services_and_health_is_serving() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let dir = tempfile::tempdir().unwrap();
     let r = start(config(&dir.path().join("a.db"))).await;
 
     let mut reflection = ServerReflectionClient::new(r.channel().await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().expect("one response");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("not a service list: {response:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in ["authzd.v1.DecisionService", "authzd.v1.AdminService", "authzd.v1.WatchService", "grpc.health.v1.Health"] {
+    for service in
+        ["authzd.v1.DecisionService", "authzd.v1.AdminService", "authzd.v1.WatchService", "grpc.health.v1.Health"]
+    {
         assert!(names.iter().any(|n| n == service), "{service} listed in {names:?}");
     }
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(r.channel().await);
     for service in ["", "authzd.v1.DecisionService", "authzd.v1.AdminService"] {
-        let s = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(s.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
     r.stop().await;
@@ -269,7 +272,10 @@ async fn callback_roles_and_web_callback_chain() {
         .unwrap();
     assert_eq!(e.source, pb::PrivilegeSource::LegacyAnnex as i32);
     assert_eq!((e.legacy_section.as_deref(), e.legacy_role.as_deref()), (Some("ges"), Some("Administrator")));
-    assert_eq!(check(&mut d, privilege_check("cb-annex-admin", "Callback", "Callback - Developer Tab")).await.1, "ALLOWED");
+    assert_eq!(
+        check(&mut d, privilege_check("cb-annex-admin", "Callback", "Callback - Developer Tab")).await.1,
+        "ALLOWED"
+    );
     // SPEC §3 rule 3: no configuration at all -> every privilege, with its own reason.
     assert_eq!(
         check(&mut d, privilege_check("cb-unconfigured", "Callback", "Callback - Developer Tab")).await.1,
@@ -277,9 +283,18 @@ async fn callback_roles_and_web_callback_chain() {
     );
     // Scenario 5: "Can Reschedule Before Call" without "Can Reschedule" is not effective.
     let before_call = "Web Callback - Can Reschedule Before Call";
-    assert_eq!(check(&mut d, privilege_check("wcb-agent-broken", "WorkspaceWebCallback", before_call)).await.1, "UNMET_DEPENDENCY");
-    assert_eq!(check(&mut d, privilege_check("wcb-agent-chain", "WorkspaceWebCallback", before_call)).await.1, "ALLOWED");
-    assert_eq!(check(&mut d, privilege_check("wcb-agent-full", "WorkspaceWebCallback", before_call)).await.1, "ALLOWED");
+    assert_eq!(
+        check(&mut d, privilege_check("wcb-agent-broken", "WorkspaceWebCallback", before_call)).await.1,
+        "UNMET_DEPENDENCY"
+    );
+    assert_eq!(
+        check(&mut d, privilege_check("wcb-agent-chain", "WorkspaceWebCallback", before_call)).await.1,
+        "ALLOWED"
+    );
+    assert_eq!(
+        check(&mut d, privilege_check("wcb-agent-full", "WorkspaceWebCallback", before_call)).await.1,
+        "ALLOWED"
+    );
     r.stop().await;
 }
 
@@ -413,7 +428,8 @@ async fn clerks_metrics_and_designer_decisions() {
 
     // Scenario 10: a Business User assigns phone numbers to an application they
     // can read, but may not change it; partitions hide the other partition's resources.
-    let mut assign = object_check("dz-business", Some("Designer"), pb::Permission::Unspecified, "Application", "app-main-ivr");
+    let mut assign =
+        object_check("dz-business", Some("Designer"), pb::Permission::Unspecified, "Application", "app-main-ivr");
     assign.privilege = Some("Applications.AssignPhoneNumbers".into());
     assert_eq!(check(&mut d, assign).await.1, "ALLOWED");
     let change = object_check("dz-business", Some("Designer"), pb::Permission::Change, "Application", "app-main-ivr");
@@ -421,18 +437,26 @@ async fn clerks_metrics_and_designer_decisions() {
     let change = pb::CheckRequest { person: "dz-developer".into(), ..change };
     assert_eq!(check(&mut d, change).await.1, "ALLOWED");
     assert_eq!(
-        check(&mut d, object_check("dz-dev-sales", Some("Designer"), pb::Permission::Read, "Application", "app-service-ivr")).await.1,
+        check(
+            &mut d,
+            object_check("dz-dev-sales", Some("Designer"), pb::Permission::Read, "Application", "app-service-ivr")
+        )
+        .await
+        .1,
         "PARTITION"
     );
     let (apps, _) = list_all(&mut d, "dz-dev-sales", "Application", None, Some("Designer"), 100).await;
     assert_eq!(apps, ["app-main-ivr", "app-sales-ivr"]);
     assert_eq!(
-        check(&mut d, object_check("dz-former", Some("Designer"), pb::Permission::Read, "Application", "app-main-ivr")).await.1,
+        check(&mut d, object_check("dz-former", Some("Designer"), pb::Permission::Read, "Application", "app-main-ivr"))
+            .await
+            .1,
         "DISABLED_SUBJECT"
     );
     // Unknown things: decisions deny with the reason; listings and privileges say NOT_FOUND.
     assert_eq!(check(&mut d, privilege_check("nobody", "Callback", "Callback - View")).await.1, "UNKNOWN_SUBJECT");
-    let unknown_tenant = pb::CheckRequest { tenant: "globex".into(), ..privilege_check("cb-admin", "Callback", "Callback - View") };
+    let unknown_tenant =
+        pb::CheckRequest { tenant: "globex".into(), ..privilege_check("cb-admin", "Callback", "Callback - View") };
     assert_eq!(check(&mut d, unknown_tenant).await.1, "UNKNOWN_TENANT");
     let s = status_of(
         d.list_visible(pb::ListVisibleRequest {
@@ -519,13 +543,17 @@ async fn restricted_mode_locks_applications_not_business_controls() {
     assert_eq!(check(&mut d, change("SharedModule", "sm-authenticate")).await.1, "RESTRICTED_MODE");
     assert_eq!(check(&mut d, change("BusinessControl", "bc-business-hours")).await.1, "ALLOWED");
     assert_eq!(
-        check(&mut d, object_check("dz-developer", designer, pb::Permission::Read, "Application", "app-main-ivr")).await.1,
+        check(&mut d, object_check("dz-developer", designer, pb::Permission::Read, "Application", "app-main-ivr"))
+            .await
+            .1,
         "ALLOWED"
     );
     let tenants = a.list_tenants(pb::ListTenantsRequest { at_least_revision: 0 }).await.unwrap().into_inner();
     assert!(tenants.tenants.iter().any(|t| t.id == TENANT && t.restricted_mode));
 
-    a.set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: false, actor: None }).await.unwrap();
+    a.set_restricted_mode(pb::SetRestrictedModeRequest { tenant: TENANT.into(), on: false, actor: None })
+        .await
+        .unwrap();
     assert_eq!(check(&mut d, change("Application", "app-main-ivr")).await.1, "ALLOWED");
     r.stop().await;
 }
@@ -548,7 +576,11 @@ async fn check_batch_answers_at_one_revision() {
         items: vec![
             item("Callback", "Callback - View"),
             item("Callback", "Callback - Developer Tab"),
-            pb::CheckBatchItem { permission: perm(pb::Permission::Read), object: obj("Script", "ges_Premium_VQ"), ..Default::default() },
+            pb::CheckBatchItem {
+                permission: perm(pb::Permission::Read),
+                object: obj("Script", "ges_Premium_VQ"),
+                ..Default::default()
+            },
             item("Nope", "x"),
         ],
         explain: true,
@@ -585,7 +617,13 @@ async fn actor_writes_are_checked_under_the_same_model() {
     req.actor = Some("hr-clerk".into());
     let s = status_of(a.write(req).await);
     assert_eq!(s.code(), Code::PermissionDenied);
-    assert!(s.message().starts_with("mutations[1].put_object: actor `hr-clerk` may not Change Skill `skill-english`: MISSING_PRIVILEGE"), "{}", s.message());
+    assert!(
+        s.message().starts_with(
+            "mutations[1].put_object: actor `hr-clerk` may not Change Skill `skill-english`: MISSING_PRIVILEGE"
+        ),
+        "{}",
+        s.message()
+    );
     assert!(s.message().contains("Account Provisioning > Skills"), "{}", s.message());
     assert_eq!(export(&mut a).await.0, before, "nothing was stored");
 
@@ -604,7 +642,8 @@ async fn actor_writes_are_checked_under_the_same_model() {
     assert_eq!(s.code(), Code::PermissionDenied);
     assert!(s.message().contains("Person `sales-agent-1`"), "{}", s.message());
     // An ACE edit needs ChangePermissions; a person outside every group has none.
-    let mut req = write(mutations("- put_ace: {target: {folder: Skills}, subject: everyone, allow: [Read], propagate: true}"));
+    let mut req =
+        write(mutations("- put_ace: {target: {folder: Skills}, subject: everyone, allow: [Read], propagate: true}"));
     req.actor = Some("sales-agent-2".into());
     let s = status_of(a.write(req).await);
     assert_eq!(s.code(), Code::PermissionDenied);
@@ -636,7 +675,8 @@ async fn dry_run_lists_gains_and_losses() {
     let w = a.write(req).await.unwrap().into_inner();
     assert_eq!(w.revision, revision, "evaluated at the current revision");
     assert!(!w.changes_truncated);
-    let by_person = |id: &str| w.changes.iter().find(|c| c.person == id).unwrap_or_else(|| panic!("{id} in {:?}", w.changes));
+    let by_person =
+        |id: &str| w.changes.iter().find(|c| c.person == id).unwrap_or_else(|| panic!("{id} in {:?}", w.changes));
     let service = by_person("service-agent-1");
     assert!(service.visible_gained.iter().any(|k| k.r#type == "Script" && k.id == "ges_Sales_VQ"));
     let broken = by_person("wcb-agent-broken");
@@ -650,7 +690,12 @@ async fn dry_run_lists_gains_and_losses() {
     assert!(w.changes.iter().all(|c| c.person != "cb-admin"), "nobody else changes");
     assert_eq!(export(&mut a).await, (before, revision), "a dry run stores nothing");
     assert_eq!(
-        check(&mut d, privilege_check("wcb-agent-broken", "WorkspaceWebCallback", "Web Callback - Can Reschedule Before Call")).await.1,
+        check(
+            &mut d,
+            privilege_check("wcb-agent-broken", "WorkspaceWebCallback", "Web Callback - Can Reschedule Before Call")
+        )
+        .await
+        .1,
         "UNMET_DEPENDENCY"
     );
     r.stop().await;
@@ -675,13 +720,15 @@ async fn failed_preconditions_change_nothing() {
 
     let target = |person: &str| pb::Target { kind: Some(pb::target::Kind::Person(person.into())) };
     let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
-    req.preconditions = vec![pb::Precondition { condition: Some(pb::precondition::Condition::Absent(target("temp-1"))) }];
+    req.preconditions =
+        vec![pb::Precondition { condition: Some(pb::precondition::Condition::Absent(target("temp-1"))) }];
     let s = status_of(a.write(req).await);
     assert_eq!(s.code(), Code::FailedPrecondition);
     assert!(s.message().contains("person temp-1 exists"), "{}", s.message());
 
     let mut req = write(mutations("- put_person: {id: temp-2, username: temp.2}"));
-    req.preconditions = vec![pb::Precondition { condition: Some(pb::precondition::Condition::Exists(target("ghost"))) }];
+    req.preconditions =
+        vec![pb::Precondition { condition: Some(pb::precondition::Condition::Exists(target("ghost"))) }];
     assert_eq!(status_of(a.write(req).await).code(), Code::FailedPrecondition);
     assert_eq!(export(&mut a).await, (before, current), "nothing changed");
 
@@ -723,7 +770,9 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
         tenant: TENANT.into(),
         mutations: vec![
             convert::mutation_pb(mutations("- put_person: {id: ok-1, username: ok.1}").remove(0)),
-            pb::Mutation { op: Some(pb::mutation::Op::PutPerson(pb::Person { username: "x".into(), ..Default::default() })) },
+            pb::Mutation {
+                op: Some(pb::mutation::Op::PutPerson(pb::Person { username: "x".into(), ..Default::default() })),
+            },
         ],
         ..Default::default()
     };
@@ -732,10 +781,22 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
 
     // A metric name with a wrong channel, one with a trailing space, one in the wrong folder.
     for (yaml, needle) in [
-        ("- put_object: {type: Metric, id: m1, name: FrontlineAdvisor.Team.Phone.x, folder: Advisors Metrics/FrontlineAdvisor/Team}", "mutations[0].put_object.name: metric name `FrontlineAdvisor.Team.Phone.x` is not `[Application].[ObjectType].[Channel].[Name]`: channel `Phone`"),
-        ("- put_object: {type: Metric, id: m2, name: 'FrontlineAdvisor.Team.Voice.x ', folder: Advisors Metrics/FrontlineAdvisor/Team}", "trailing white space"),
-        ("- put_object: {type: Metric, id: m3, name: FrontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Agent}", "must live in folder `Advisors Metrics/FrontlineAdvisor/Team`"),
-        ("- put_object: {type: Metric, id: m4, name: frontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Team}", "application `frontlineAdvisor`"),
+        (
+            "- put_object: {type: Metric, id: m1, name: FrontlineAdvisor.Team.Phone.x, folder: Advisors Metrics/FrontlineAdvisor/Team}",
+            "mutations[0].put_object.name: metric name `FrontlineAdvisor.Team.Phone.x` is not `[Application].[ObjectType].[Channel].[Name]`: channel `Phone`",
+        ),
+        (
+            "- put_object: {type: Metric, id: m2, name: 'FrontlineAdvisor.Team.Voice.x ', folder: Advisors Metrics/FrontlineAdvisor/Team}",
+            "trailing white space",
+        ),
+        (
+            "- put_object: {type: Metric, id: m3, name: FrontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Agent}",
+            "must live in folder `Advisors Metrics/FrontlineAdvisor/Team`",
+        ),
+        (
+            "- put_object: {type: Metric, id: m4, name: frontlineAdvisor.Team.Voice.x, folder: Advisors Metrics/FrontlineAdvisor/Team}",
+            "application `frontlineAdvisor`",
+        ),
     ] {
         refused(status_of(a.write(write(mutations(yaml))).await), Code::InvalidArgument, needle);
         still_serving(&mut d).await;
@@ -755,7 +816,8 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
     still_serving(&mut d).await;
 
     // An oversized batch names the limit.
-    let many: Vec<Mutation> = (0..6).flat_map(|i| mutations(&format!("- put_person: {{id: p{i}, username: p{i}}}"))).collect();
+    let many: Vec<Mutation> =
+        (0..6).flat_map(|i| mutations(&format!("- put_person: {{id: p{i}, username: p{i}}}"))).collect();
     refused(status_of(a.write(write(many)).await), Code::InvalidArgument, "limit of 5");
     still_serving(&mut d).await;
 
@@ -774,7 +836,8 @@ async fn bad_input_is_refused_and_the_server_keeps_serving() {
     assert!(!s.message().contains("s3cret-token") && !s.message().contains("guess"));
     still_serving(&mut d).await;
 
-    let after = a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: 0 }).await.unwrap().into_inner().yaml;
+    let after =
+        a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: 0 }).await.unwrap().into_inner().yaml;
     assert_eq!(after, before, "nothing was half-applied");
 
     // A revision this replica will not reach in time: UNAVAILABLE, bounded.
@@ -830,7 +893,8 @@ async fn import_replace_and_export_round_trip() {
     assert_eq!(TenantFile::from_yaml(&after).unwrap().to_config().unwrap(), file.to_config().unwrap());
     assert_eq!(check(&mut d, privilege_check("cb-monitor", "Callback", "Callback - View")).await.1, "UNKNOWN_SUBJECT");
     // A file that does not parse names the line.
-    let s = status_of(a.import(pb::ImportRequest { yaml: "tenant: {id: x, name: [".into(), ..Default::default() }).await);
+    let s =
+        status_of(a.import(pb::ImportRequest { yaml: "tenant: {id: x, name: [".into(), ..Default::default() }).await);
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("line"), "{}", s.message());
     r.stop().await;
@@ -869,12 +933,19 @@ async fn edit_locks_refuse_a_second_editor_and_expire() {
     let s = status_of(a.acquire_lock(acquire("dz-business", None)).await);
     assert_eq!(s.code(), Code::PermissionDenied);
     assert!(s.message().contains("MISSING_PRIVILEGE"), "{}", s.message());
-    a.renew_lock(pb::RenewLockRequest { tenant: TENANT.into(), lock_token: first.lock_token.clone(), idle_timeout: None })
+    a.renew_lock(pb::RenewLockRequest {
+        tenant: TENANT.into(),
+        lock_token: first.lock_token.clone(),
+        idle_timeout: None,
+    })
+    .await
+    .unwrap();
+    a.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: first.lock_token.clone() })
         .await
         .unwrap();
-    a.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: first.lock_token.clone() }).await.unwrap();
     let s = status_of(
-        a.renew_lock(pb::RenewLockRequest { tenant: TENANT.into(), lock_token: first.lock_token, idle_timeout: None }).await,
+        a.renew_lock(pb::RenewLockRequest { tenant: TENANT.into(), lock_token: first.lock_token, idle_timeout: None })
+            .await,
     );
     assert_eq!(s.code(), Code::FailedPrecondition);
     // A short idle timeout: after it, the lock is free for the next editor.
@@ -908,7 +979,8 @@ async fn writes_survive_a_restart() {
     let mut a = r.admin().await;
     let mut last = 0;
     for i in 0..3 {
-        let w = a.write(write(mutations(&format!("- put_person: {{id: hire-{i}, username: hire.{i}}}")))).await.unwrap();
+        let w =
+            a.write(write(mutations(&format!("- put_person: {{id: hire-{i}, username: hire.{i}}}")))).await.unwrap();
         last = w.into_inner().revision;
     }
     a.write(write(mutations("- add_group_member: {group: supervisors, person: hire-2}"))).await.unwrap();
@@ -947,7 +1019,12 @@ async fn the_changelog_is_compacted_after_its_retention() {
     let mut a = r.admin().await;
     let mut head = 0;
     for i in 0..5 {
-        head = a.write(write(mutations(&format!("- put_person: {{id: old-{i}, username: old.{i}}}")))).await.unwrap().into_inner().revision;
+        head = a
+            .write(write(mutations(&format!("- put_person: {{id: old-{i}, username: old.{i}}}"))))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
     }
     let store = r.replica.store().clone();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1007,7 +1084,11 @@ async fn check_batches_never_mix_revisions_under_concurrent_writes() {
     let req = pb::CheckBatchRequest {
         tenant: TENANT.into(),
         person: "dz-developer".into(),
-        items: vec![item("Application", "app-main-ivr"), item("BusinessControl", "bc-business-hours"), item("SharedModule", "sm-authenticate")],
+        items: vec![
+            item("Application", "app-main-ivr"),
+            item("BusinessControl", "bc-business-hours"),
+            item("SharedModule", "sm-authenticate"),
+        ],
         ..Default::default()
     };
     let mut seen = std::collections::BTreeSet::new();
@@ -1040,7 +1121,9 @@ async fn s8_unreadable_role_does_not_apply_and_alerts_pane_needs_its_chain() {
     assert_eq!(check(&mut c, privilege_check("fa-alerts-only", "Advisors", alerts)).await.1, "UNMET_DEPENDENCY");
     // A role the person cannot Read gives nothing, and says so.
     assert_eq!(
-        check(&mut c, privilege_check("fa-unreadable", "Advisors", "FrontlineAdvisor.SupervisorDashboard.canView")).await.1,
+        check(&mut c, privilege_check("fa-unreadable", "Advisors", "FrontlineAdvisor.SupervisorDashboard.canView"))
+            .await
+            .1,
         "MISSING_PRIVILEGE"
     );
     let p = c
@@ -1221,7 +1304,9 @@ async fn shutdown_cuts_a_stalled_watch_client_after_the_grace_period() {
     // One batch far larger than the client's window (64 KiB).
     let mut yaml = String::new();
     for i in 0..2_000 {
-        yaml.push_str(&format!("- put_person: {{id: stalled-reader-{i:05}, username: a.person.with.a.rather.long.username.{i:05}}}\n"));
+        yaml.push_str(&format!(
+            "- put_person: {{id: stalled-reader-{i:05}, username: a.person.with.a.rather.long.username.{i:05}}}\n"
+        ));
     }
     a.write(write(mutations(&yaml))).await.unwrap();
 
@@ -1256,7 +1341,8 @@ async fn shutdown_cuts_a_stalled_watch_client_after_the_grace_period() {
     assert!(stopped >= grace - Duration::from_millis(100), "it waited for the grace period: {stopped:?}");
     assert_eq!(server.connections_cut(), 1, "the stalled client's connection was cut, only it");
 
-    let (status, ended_at) = tokio::time::timeout(Duration::from_secs(5), computed).await.expect("the stream ends").unwrap();
+    let (status, ended_at) =
+        tokio::time::timeout(Duration::from_secs(5), computed).await.expect("the stream ends").unwrap();
     let status = status.expect("ended with a status");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(ended_at.duration_since(started) < grace, "the reading client is not kept until the cut");
@@ -1328,9 +1414,13 @@ async fn undecodable_and_oversized_messages_get_the_documented_codes() {
             "/authzd.v1.WatchService/Watch" => {
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
                 grpc.ready().await.unwrap();
-                grpc.server_streaming(tonic::Request::new(vec![0x0f, 0xff, 0xff]), http::uri::PathAndQuery::from_static(path), RawBytes)
-                    .await
-                    .expect_err("a malformed subscription is refused")
+                grpc.server_streaming(
+                    tonic::Request::new(vec![0x0f, 0xff, 0xff]),
+                    http::uri::PathAndQuery::from_static(path),
+                    RawBytes,
+                )
+                .await
+                .expect_err("a malformed subscription is refused")
             }
             _ => raw_call(channel.clone(), path, vec![0x0f, 0xff, 0xff]).await,
         };
@@ -1348,7 +1438,8 @@ async fn undecodable_and_oversized_messages_get_the_documented_codes() {
     assert!(s.message().contains("--max-message-bytes"), "{}", s.message());
     // Still serving, on the same connection.
     let mut d = DecisionServiceClient::new(channel);
-    let ok = d.check(privilege_check("cb-supervisor", "Callback", "Callback - Export Reports")).await.unwrap().into_inner();
+    let ok =
+        d.check(privilege_check("cb-supervisor", "Callback", "Callback - Export Reports")).await.unwrap().into_inner();
     assert!(ok.allowed);
     r.stop().await;
 }
@@ -1363,7 +1454,10 @@ async fn a_store_in_a_missing_directory_is_refused_unless_asked_to_create_it() {
         Ok(_) => panic!("a store in a missing directory was opened"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("no-such-dir") && err.contains("does not exist") && err.contains("--create-store-dir"), "{err}");
+    assert!(
+        err.contains("no-such-dir") && err.contains("does not exist") && err.contains("--create-store-dir"),
+        "{err}"
+    );
     assert!(!missing.parent().unwrap().exists(), "nothing was created");
     let mut c = config(&missing);
     c.create_store_dir = true;

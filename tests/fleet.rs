@@ -28,9 +28,9 @@ use pb::watch_event::Event;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use support::web_callback_agent_role as agent_role;
 use tonic::Code;
 use tonic::Streaming;
-use support::web_callback_agent_role as agent_role;
 use tonic::transport::Channel;
 
 const TENANT: &str = "acme";
@@ -84,7 +84,6 @@ async fn stop_all(nodes: Vec<Node>) {
 
 // ----------------------------------------------------------------- helpers
 
-
 /// Writes, retrying while the answer is `UNAVAILABLE` (store down) or
 /// `ABORTED` (other replicas kept winning the race); any other error fails the
 /// test. The revision, and the codes of the failed attempts.
@@ -93,7 +92,11 @@ async fn write_retrying(a: &mut AdminServiceClient<Channel>, req: pb::WriteReque
 }
 
 /// [`write_retrying`], counting the `UNAVAILABLE` answers in `unavailable` as they come.
-async fn write_counting(a: &mut AdminServiceClient<Channel>, req: pb::WriteRequest, unavailable: &AtomicUsize) -> (u64, Vec<Code>) {
+async fn write_counting(
+    a: &mut AdminServiceClient<Channel>,
+    req: pb::WriteRequest,
+    unavailable: &AtomicUsize,
+) -> (u64, Vec<Code>) {
     let mut failures = Vec::new();
     let started = Instant::now();
     loop {
@@ -190,7 +193,9 @@ async fn next_event(s: &mut Streaming<pb::WatchEvent>) -> Event {
 }
 
 /// The initial state of a computed subscription, all its parts.
-async fn snapshot(s: &mut Streaming<pb::WatchEvent>) -> (u64, i32, Vec<pb::VisibleObject>, Option<pb::EffectivePrivileges>) {
+async fn snapshot(
+    s: &mut Streaming<pb::WatchEvent>,
+) -> (u64, i32, Vec<pb::VisibleObject>, Option<pb::EffectivePrivileges>) {
     let mut objects = Vec::new();
     loop {
         match next_event(s).await {
@@ -228,7 +233,6 @@ fn lock_kind(l: &pb::LockEvent) -> &'static str {
         _ => "unspecified",
     }
 }
-
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -281,7 +285,12 @@ async fn three_replicas_converge_after_concurrent_writes() {
         let mut a = node.admin().await;
         let (yaml, revision) = export(&mut a, head).await;
         let tenants = a.list_tenants(pb::ListTenantsRequest { at_least_revision: head }).await.unwrap().into_inner();
-        eprintln!("replica {}: tenant revision {revision}, snapshot revision {}, digest {:016x}", node.addr, tenants.revision, digest(&yaml));
+        eprintln!(
+            "replica {}: tenant revision {revision}, snapshot revision {}, digest {:016x}",
+            node.addr,
+            tenants.revision,
+            digest(&yaml)
+        );
         assert_eq!(tenants.revision, head, "every replica applied every batch");
         exports.push((digest(&yaml), revision, yaml));
     }
@@ -317,7 +326,9 @@ async fn a_subscriber_on_b_sees_a_write_on_a() {
         let t0 = Instant::now();
         let revision = admin.write(support::acme_write(&agent_role(without))).await.unwrap().into_inner().revision;
         let t1 = Instant::now();
-        let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
+        let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else {
+            panic!("expected a privileges change")
+        };
         let t2 = Instant::now();
         assert_eq!(c.revision, revision);
         if round % 2 == 0 {
@@ -381,7 +392,8 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
     let mut admins = [nodes[0].admin().await, nodes[1].admin().await];
     let progress = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (progress, restarted, unavailable) = (Arc::clone(&progress), Arc::clone(&restarted), Arc::clone(&unavailable));
+        let (progress, restarted, unavailable) =
+            (Arc::clone(&progress), Arc::clone(&restarted), Arc::clone(&unavailable));
         tokio::spawn(async move {
             let mut revisions = Vec::new();
             let mut failures = Vec::new();
@@ -440,9 +452,14 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
         .await
         .unwrap_err();
     let write_took = t.elapsed();
-    eprintln!("during the outage: a store read failed after {read_took:?}, a lock write after {write_took:?}: {status:?}");
+    eprintln!(
+        "during the outage: a store read failed after {read_took:?}, a lock write after {write_took:?}: {status:?}"
+    );
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(read_took < Duration::from_secs(5) && write_took < Duration::from_secs(5), "the store kept callers waiting");
+    assert!(
+        read_took < Duration::from_secs(5) && write_took < Duration::from_secs(5),
+        "the store kept callers waiting"
+    );
     while unavailable.load(Ordering::Relaxed) < 1 {
         assert!(down.elapsed() < Duration::from_secs(60), "writes kept waiting instead of failing");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -490,7 +507,11 @@ async fn postgres_restart_loses_and_duplicates_nothing() {
     assert_eq!(digests[0], digests[1]);
     // A write after the outage works on both, and each sees the other's.
     let mut a0 = nodes[0].admin().await;
-    let r = a0.write(support::acme_write("- put_person: {id: after-outage, username: after.outage}")).await.unwrap().into_inner();
+    let r = a0
+        .write(support::acme_write("- put_person: {id: after-outage, username: after.outage}"))
+        .await
+        .unwrap()
+        .into_inner();
     let mut d1 = nodes[1].decisions().await;
     let e = d1
         .effective_privileges(pb::EffectivePrivilegesRequest {
@@ -525,14 +546,23 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
         "- put_folder: {id: Scripts/Callback/Bulk, name: Bulk, parent: Scripts/Callback}\n- put_person: {id: slow-reader, username: slow.reader}\n",
     );
     for i in 0..BULK {
-        setup.push_str(&format!("- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk script {i:04}, folder: Scripts/Callback/Bulk}}\n"));
+        setup.push_str(&format!(
+            "- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk script {i:04}, folder: Scripts/Callback/Bulk}}\n"
+        ));
     }
     admin.write(support::acme_write(&setup)).await.unwrap();
 
     // The stalled dashboard, on its own connection with a small receive window.
-    let slow_channel = node.endpoint().initial_stream_window_size(65_535).initial_connection_window_size(65_535).connect().await.unwrap();
+    let slow_channel = node
+        .endpoint()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
     let mut slow_client = WatchServiceClient::new(slow_channel);
-    let mut slow = subscribe(&mut slow_client, objects_sub("slow-reader", "Script", Some("Scripts/Callback/Bulk"))).await;
+    let mut slow =
+        subscribe(&mut slow_client, objects_sub("slow-reader", "Script", Some("Scripts/Callback/Bulk"))).await;
     let (_, reason, objects, _) = snapshot(&mut slow).await;
     assert_eq!((reason, objects.len()), (pb::ResyncReason::Initial as i32, BULK));
     // Encoded size of one difference gaining (losing) the whole list.
@@ -590,7 +620,8 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
             "- delete_ace: {target: {folder: Scripts/Callback/Bulk}, subject: {person: slow-reader}}"
         };
         let t0 = Instant::now();
-        let r = admin.write(support::acme_write(&format!("{}\n{ace}", agent_role(mark_done)))).await.unwrap().into_inner();
+        let r =
+            admin.write(support::acme_write(&format!("{}\n{ace}", agent_role(mark_done)))).await.unwrap().into_inner();
         revisions.push(r.revision);
         // Paced: the next write once every desktop has this one.
         let want = (k as u64 + 1) * DESKTOPS as u64;
@@ -879,7 +910,11 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     match next_event(&mut service).await {
         Event::ResumeRequired(r) => {
             assert_eq!(r.resume_from_revision, behind, "the last revision the stream was sent");
-            assert!(r.revision >= behind && r.revision <= head, "the replica's revision when the stream ended: {}", r.revision);
+            assert!(
+                r.revision >= behind && r.revision <= head,
+                "the replica's revision when the stream ended: {}",
+                r.revision
+            );
         }
         other => panic!("expected ResumeRequired on the raw stream, got {other:?}"),
     }
@@ -909,7 +944,8 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     // Nothing left to do, and B writes again; live raw streams follow it.
     assert_eq!(b.replica.catch_up().await.unwrap(), 0);
     let mut live = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
-    let r = admin_b.write(support::acme_write("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
+    let r =
+        admin_b.write(support::acme_write("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
     assert_eq!(r.into_inner().revision, head + 1);
     for stream in [&mut reread, &mut live] {
         let Event::RawChange(c) = next_event(stream).await else { panic!("expected the write after the reload") };
@@ -957,7 +993,12 @@ async fn retention_compacts_the_changelog_and_the_lock_events() {
     admin.release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: lock.lock_token }).await.unwrap();
     let mut head = 0;
     for i in 0..10 {
-        head = admin.write(support::acme_write(&format!("- put_person: {{id: kept-{i}, username: kept.{i}}}"))).await.unwrap().into_inner().revision;
+        head = admin
+            .write(support::acme_write(&format!("- put_person: {{id: kept-{i}, username: kept.{i}}}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
     }
     let checkpoints_before = store.checkpoint_revisions().await.unwrap();
     assert!(checkpoints_before.iter().all(|(_, r)| *r < head), "no batch wrote a checkpoint: {checkpoints_before:?}");
@@ -967,10 +1008,16 @@ async fn retention_compacts_the_changelog_and_the_lock_events() {
     let started = Instant::now();
     let oldest = loop {
         let oldest = store.oldest_retained().await.unwrap();
-        if oldest >= head && store.lock_events_head().await.unwrap() == 2 && store.read_lock_events(0, 10).await.unwrap().is_empty() {
+        if oldest >= head
+            && store.lock_events_head().await.unwrap() == 2
+            && store.read_lock_events(0, 10).await.unwrap().is_empty()
+        {
             break oldest;
         }
-        assert!(started.elapsed() < PATIENCE, "not compacted within {PATIENCE:?}: oldest retained {oldest}, head {head}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "not compacted within {PATIENCE:?}: oldest retained {oldest}, head {head}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("compacted up to {oldest} (head {head}) {:?} after the last write", started.elapsed());
@@ -998,7 +1045,10 @@ async fn retention_compacts_the_changelog_and_the_lock_events() {
         if stats.iter().all(|s| s.0 >= 1) && records == head && lock_events == 2 {
             break stats;
         }
-        assert!(started.elapsed() < PATIENCE, "retention counters (rounds, checkpoints, records, lock events): {stats:?}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "retention counters (rounds, checkpoints, records, lock events): {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!("retention rounds, checkpoints, records, lock events on A and B: {stats:?}");
@@ -1030,7 +1080,8 @@ async fn retention_compacts_the_changelog_and_the_lock_events() {
     eprintln!("authzd watch raw --from-revision 1: {stdout}");
     assert_eq!(out.status.code(), Some(1), "a resume point too old is a failure: {out:?}");
     assert!(
-        stdout.contains("revision 1 is no longer in the changelog") && stdout.contains(&format!("oldest resumable: {oldest})")),
+        stdout.contains("revision 1 is no longer in the changelog")
+            && stdout.contains(&format!("oldest resumable: {oldest})")),
         "the message names the oldest retained revision: {stdout}"
     );
 
@@ -1062,7 +1113,8 @@ async fn desktop_loses_can_reschedule_within_milliseconds() {
     assert!(p.privileges.iter().any(|x| x == "Web Callback - Can Reschedule"));
     let mut admin = node.admin().await;
     let t0 = Instant::now();
-    let write = admin.write(support::acme_write(&agent_role(&["Web Callback - Can Reschedule"]))).await.unwrap().into_inner();
+    let write =
+        admin.write(support::acme_write(&agent_role(&["Web Callback - Can Reschedule"]))).await.unwrap().into_inner();
     let t1 = Instant::now();
     let Event::PrivilegesChanged(c) = next_event(&mut desktop).await else { panic!("expected a privileges change") };
     let t2 = Instant::now();
@@ -1115,7 +1167,13 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
     let mut admin = node.admin().await;
 
     // A raw reader with a small receive window that stops reading.
-    let channel = node.endpoint().initial_stream_window_size(65_535).initial_connection_window_size(65_535).connect().await.unwrap();
+    let channel = node
+        .endpoint()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
     let mut stalled_client = WatchServiceClient::new(channel);
     let mut stalled = subscribe(&mut stalled_client, raw_sub(start_revision, &[])).await;
     // A filtered one that keeps reading.
@@ -1146,7 +1204,11 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
         }
     };
     assert!(next_any(&mut stalled).await.is_none(), "the stream ends after ResumeRequired");
-    eprintln!("stalled raw reader: {} batches sent, then ResumeRequired from {} (head {last})", seen.len(), resume.resume_from_revision);
+    eprintln!(
+        "stalled raw reader: {} batches sent, then ResumeRequired from {} (head {last})",
+        seen.len(),
+        resume.resume_from_revision
+    );
     assert_eq!(seen, (start_revision + 1..=resume.resume_from_revision).collect::<Vec<_>>());
     assert!(resume.resume_from_revision < last, "the reader fell behind before the end");
     assert_eq!(node.watch.stats.resume_required.load(Ordering::Relaxed), 1);
@@ -1160,7 +1222,12 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
         }
     }
     assert_eq!(rest, (resume.resume_from_revision + 1..=last).collect::<Vec<_>>());
-    let live = admin.write(support::acme_write("- put_person: {id: live-1, username: live.1}")).await.unwrap().into_inner().revision;
+    let live = admin
+        .write(support::acme_write("- put_person: {id: live-1, username: live.1}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
     let Event::RawChange(c) = next_event(&mut resumed).await else { panic!() };
     assert_eq!(c.revision, live);
 

@@ -41,7 +41,8 @@ fn follower_config(upstream: &support::Serving) -> ServerConfig {
 }
 
 async fn export(a: &mut AdminServiceClient<Channel>, at_least: u64) -> (String, u64) {
-    let r = a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: at_least }).await.unwrap().into_inner();
+    let r =
+        a.export(pb::ExportRequest { tenant: TENANT.into(), at_least_revision: at_least }).await.unwrap().into_inner();
     (r.yaml, r.revision)
 }
 
@@ -81,7 +82,12 @@ async fn next_event(s: &mut Streaming<pb::WatchEvent>) -> Event {
 }
 
 /// Whether `person` holds `privilege` on the server of `d`, answered at `at_least` or later.
-async fn holds(d: &mut pb::decision_service_client::DecisionServiceClient<Channel>, person: &str, privilege: &str, at_least: u64) -> bool {
+async fn holds(
+    d: &mut pb::decision_service_client::DecisionServiceClient<Channel>,
+    person: &str,
+    privilege: &str,
+    at_least: u64,
+) -> bool {
     let r = d
         .check(pb::CheckRequest {
             tenant: TENANT.into(),
@@ -122,7 +128,9 @@ async fn a_follower_converges_with_concurrent_writes_through_two_postgres_replic
                                 break;
                             }
                             // The other replica won the race: retry.
-                            Err(s) if s.code() == tonic::Code::Aborted || s.code() == tonic::Code::Unavailable => continue,
+                            Err(s) if s.code() == tonic::Code::Aborted || s.code() == tonic::Code::Unavailable => {
+                                continue;
+                            }
                             Err(s) => panic!("write failed: {s:?}"),
                         }
                     }
@@ -165,7 +173,14 @@ async fn a_follower_resumes_after_its_upstream_restarts() {
     let mut admin = up.admin().await;
     let mut written = Vec::new();
     for i in 0..15 {
-        written.push(admin.write(support::acme_write(&format!("- put_person: {{id: a-{i}, username: a.{i}}}"))).await.unwrap().into_inner().revision);
+        written.push(
+            admin
+                .write(support::acme_write(&format!("- put_person: {{id: a-{i}, username: a.{i}}}")))
+                .await
+                .unwrap()
+                .into_inner()
+                .revision,
+        );
     }
     drop(admin);
     up.stop().await;
@@ -176,7 +191,14 @@ async fn a_follower_resumes_after_its_upstream_restarts() {
     let up = support::serve_on(replica_config(&db, false), addr).await;
     let mut admin = up.admin().await;
     for i in 0..15 {
-        written.push(admin.write(support::acme_write(&format!("- put_person: {{id: b-{i}, username: b.{i}}}"))).await.unwrap().into_inner().revision);
+        written.push(
+            admin
+                .write(support::acme_write(&format!("- put_person: {{id: b-{i}, username: b.{i}}}")))
+                .await
+                .unwrap()
+                .into_inner()
+                .revision,
+        );
     }
     let mut seen = Vec::new();
     while seen.len() < written.len() {
@@ -220,7 +242,12 @@ async fn a_follower_behind_a_compaction_reloads_and_its_desktops_get_the_differe
     admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap();
     let mut head = 0;
     for i in 0..5 {
-        head = admin.write(support::acme_write(&format!("- put_person: {{id: c-{i}, username: c.{i}}}"))).await.unwrap().into_inner().revision;
+        head = admin
+            .write(support::acme_write(&format!("- put_person: {{id: c-{i}, username: c.{i}}}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
     }
     let store = hidden.replica.store().clone();
     let deadline = Instant::now() + PATIENCE;

@@ -244,7 +244,11 @@ async fn json_check_over_http1_and_http2_and_every_answer_is_proto3_json() {
             assert_eq!(v["revision"], "1", "64-bit integers are strings in proto3 JSON");
         }
         let v = conn.call(post_json(CHECK, &privilege_check("cb-monitor"))).await.json();
-        assert_eq!((v["allowed"].clone(), v["reason"].clone()), (json!(false), json!("REASON_MISSING_PRIVILEGE")), "defaults are written: {v}");
+        assert_eq!(
+            (v["allowed"].clone(), v["reason"].clone()),
+            (json!(false), json!("REASON_MISSING_PRIVILEGE")),
+            "defaults are written: {v}"
+        );
         // Another service, a request with nested messages and an enum by name.
         let v = conn
             .call(post_json(
@@ -340,7 +344,11 @@ async fn grpc_errors_become_json_with_their_code_and_http_status() {
         .write(pb::WriteRequest {
             tenant: TENANT.into(),
             mutations: vec![pb::Mutation {
-                op: Some(pb::mutation::Op::PutPerson(pb::Person { id: String::new(), username: "x".into(), ..Default::default() })),
+                op: Some(pb::mutation::Op::PutPerson(pb::Person {
+                    id: String::new(),
+                    username: "x".into(),
+                    ..Default::default()
+                })),
             }],
             ..Default::default()
         })
@@ -381,7 +389,8 @@ async fn bad_input_gets_a_clear_json_error_and_the_server_keeps_serving() {
     let (status, _, message) = c.call(post_json(CHECK, &json!({"tenant": TENANT, "person": 42}))).await.error();
     assert_eq!(status, 400);
     assert!(message.contains("invalid type") && message.contains("field `person`"), "{message}");
-    let (status, _, message) = c.call(post_json(CHECK, &json!({"tenant": TENANT, "permission": "PERMISSION_FLY"}))).await.error();
+    let (status, _, message) =
+        c.call(post_json(CHECK, &json!({"tenant": TENANT, "permission": "PERMISSION_FLY"}))).await.error();
     assert_eq!(status, 400, "{message}");
     still_serving(&s).await;
 
@@ -455,14 +464,23 @@ async fn a_grpc_framed_body_with_another_content_type_is_never_executed() {
     let framed = Bytes::from(framed);
     for conn in [Conn::h2(&s).await, Conn::h1(&s).await] {
         let mut conn = conn;
-        for content_type in [Some("text/plain"), Some("application/x-protobuf"), Some("application/octet-stream"), None] {
+        for content_type in [Some("text/plain"), Some("application/x-protobuf"), Some("application/octet-stream"), None]
+        {
             let r = request(Method::POST, "/authzd.v1.AdminService/Write", content_type)
                 .header("te", "trailers")
                 .body(Full::new(framed.clone()))
                 .unwrap();
             let a = conn.call(r).await;
-            assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}: {}", String::from_utf8_lossy(&a.body));
-            assert!(a.trailers.as_ref().is_none_or(|t| t.get("grpc-status").is_none()), "not answered by a gRPC handler");
+            assert_eq!(
+                a.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type:?}: {}",
+                String::from_utf8_lossy(&a.body)
+            );
+            assert!(
+                a.trailers.as_ref().is_none_or(|t| t.get("grpc-status").is_none()),
+                "not answered by a gRPC handler"
+            );
         }
     }
     assert_eq!(revision(&s), before, "nothing was written");
@@ -528,7 +546,10 @@ async fn cors_preflight_and_actual_requests_from_an_allowed_origin() {
     let mut r = post_json(CHECK, &json!({"bogus": 1}));
     r.headers_mut().insert("origin", "http://localhost:5173".parse().unwrap());
     let a = c.call(r).await;
-    assert_eq!((a.status, a.header("access-control-allow-origin")), (StatusCode::BAD_REQUEST, Some("http://localhost:5173")));
+    assert_eq!(
+        (a.status, a.header("access-control-allow-origin")),
+        (StatusCode::BAD_REQUEST, Some("http://localhost:5173"))
+    );
     // gRPC-Web from the browser: the same headers on the gRPC answer.
     let msg = pb::CheckRequest {
         tenant: TENANT.into(),
@@ -585,7 +606,8 @@ async fn watch_as_server_sent_events_with_role_changes_and_heartbeats() {
         }
         // A role change: PrivilegesChanged, its id the write's revision.
         for (without, lost) in [(&["Web Callback - Can Mark Done"][..], true), (&[][..], false)] {
-            let revision = admin.write(write_pb(&support::web_callback_agent_role(without))).await.unwrap().into_inner().revision;
+            let revision =
+                admin.write(write_pb(&support::web_callback_agent_role(without))).await.unwrap().into_inner().revision;
             let (id, v) = events.event().await;
             let c = &v["privilegesChanged"];
             assert_eq!(id, revision, "{v}");
@@ -639,7 +661,10 @@ async fn a_raw_subscription_resumes_from_last_event_id_without_gap_or_duplicate(
     let mut admin = s.admin().await;
     let put = |n: usize| write_pb(&format!("- put_person: {{id: temp-{n}, username: temp-{n}}}"));
     let person_of = |v: &Value| -> String {
-        v["rawChange"]["mutations"][0]["putPerson"]["id"].as_str().unwrap_or_else(|| panic!("a put_person: {v}")).to_owned()
+        v["rawChange"]["mutations"][0]["putPerson"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a put_person: {v}"))
+            .to_owned()
     };
     let raw = json!({"raw": {"tenant": TENANT, "types": ["Person"]}});
 
@@ -729,7 +754,10 @@ async fn the_openapi_document_has_a_path_for_every_rpc() {
     let check = &doc["components"]["schemas"]["authzd.v1.CheckRequest"];
     assert!(check["properties"]["person"]["description"].as_str().unwrap().contains("Person id"), "{check}");
     assert!(doc["paths"][CHECK]["post"]["description"].as_str().unwrap().contains("may the person"));
-    assert_eq!(doc["components"]["schemas"]["authzd.v1.CheckRequest"]["properties"]["atLeastRevision"]["type"], "string");
+    assert_eq!(
+        doc["components"]["schemas"]["authzd.v1.CheckRequest"]["properties"]["atLeastRevision"]["type"],
+        "string"
+    );
     s.stop().await;
 }
 
@@ -746,7 +774,11 @@ fn cors_origins_and_the_heartbeat_come_from_flags_or_the_file() {
             _ => unreachable!(),
         }
     };
-    std::fs::write(&file, "cors-allowed-origin: [https://a.example.com, 'http://localhost:5173']\nsse-heartbeat-ms: 500\n").unwrap();
+    std::fs::write(
+        &file,
+        "cors-allowed-origin: [https://a.example.com, 'http://localhost:5173']\nsse-heartbeat-ms: 500\n",
+    )
+    .unwrap();
     let path = file.to_str().unwrap();
     let c = parse(&["--config", path]).unwrap();
     assert_eq!(c.http.cors_allowed_origins, vec!["https://a.example.com", "http://localhost:5173"]);
@@ -776,7 +808,8 @@ fn the_cors_environment_variable_overrides_the_file() {
     let store = format!("sqlite://{}", dir.path().join("a.db").display());
     let run = |with_file: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"));
-        c.args(["serve", "--store", &store, "--listen", "127.0.0.1:0"]).env("AUTHZD_CORS_ALLOWED_ORIGIN", "https://e.example.com,desk.example.com");
+        c.args(["serve", "--store", &store, "--listen", "127.0.0.1:0"])
+            .env("AUTHZD_CORS_ALLOWED_ORIGIN", "https://e.example.com,desk.example.com");
         if with_file {
             c.arg("--config").arg(&file);
         }

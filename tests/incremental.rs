@@ -181,12 +181,13 @@ fn everyday(c: &TenantConfig, op: u8, a: usize, b: usize, flag: bool) -> Mutatio
         1 => {
             // Unassign an existing assignment when there is one.
             let r = c.roles.get(&pick(&roles, a)).cloned().unwrap();
-            let from = match (r.members.persons.iter().nth(b % r.members.persons.len().max(1)), r.members.groups.first()) {
-                (Some(p), _) if flag => Subject::Person(p.clone()),
-                (_, Some(g)) => Subject::Group(g.clone()),
-                (Some(p), None) => Subject::Person(p.clone()),
-                (None, None) => Subject::Person(pick(&persons, b)),
-            };
+            let from =
+                match (r.members.persons.iter().nth(b % r.members.persons.len().max(1)), r.members.groups.first()) {
+                    (Some(p), _) if flag => Subject::Person(p.clone()),
+                    (_, Some(g)) => Subject::Group(g.clone()),
+                    (Some(p), None) => Subject::Person(p.clone()),
+                    (None, None) => Subject::Person(pick(&persons, b)),
+                };
             Mutation::UnassignRole { role: r.id, from }
         }
         2 => Mutation::AddGroupMember { group: pick(&groups, a), person: pick(&persons, b) },

@@ -94,9 +94,8 @@ impl Running {
 }
 
 /// The small benchmark tenant of these tests.
-const TINY: [&str; 12] = [
-    "--persons", "60", "--groups", "6", "--roles", "4", "--privileges", "24", "--metrics", "600", "--denies", "20",
-];
+const TINY: [&str; 12] =
+    ["--persons", "60", "--groups", "6", "--roles", "4", "--privileges", "24", "--metrics", "600", "--denies", "20"];
 
 /// Runs `authzd bench --json` with `args`; (exit success, report).
 async fn bench(args: Vec<String>) -> (bool, Value) {
@@ -123,7 +122,12 @@ fn args(extra: &[&str]) -> Vec<String> {
 }
 
 fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["workloads"].as_array().unwrap().iter().find(|w| w["workload"] == name).unwrap_or_else(|| panic!("no {name}"))
+    report["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["workload"] == name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -150,8 +154,20 @@ async fn a_correct_server_has_no_errors_and_no_mismatches() {
     let r = start(dir.path(), true).await;
     let server = format!("http://{}", r.addr);
     let (ok, report) = bench(args(&[
-        "--server", &server, "--workloads", CLOSED_LOOP, "--duration", "1s", "--warmup", "0s", "--concurrency", "8",
-        "--batch-size", "10", "--page-size", "100",
+        "--server",
+        &server,
+        "--workloads",
+        CLOSED_LOOP,
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "8",
+        "--batch-size",
+        "10",
+        "--page-size",
+        "100",
     ]))
     .await;
     assert!(ok, "bench failed: {report:#}");
@@ -170,8 +186,16 @@ async fn a_correct_server_has_no_errors_and_no_mismatches() {
     // The same over the Unix socket, importing nothing (the tenant exists).
     let socket = r.socket.display().to_string();
     let (ok, report) = bench(args(&[
-        "--unix-socket", &socket, "--workloads", "health,check-object", "--duration", "300ms", "--warmup", "0s",
-        "--concurrency", "4",
+        "--unix-socket",
+        &socket,
+        "--workloads",
+        "health,check-object",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
     ]))
     .await;
     assert!(ok, "bench over the unix socket failed: {report:#}");
@@ -186,8 +210,16 @@ async fn a_correct_server_has_no_errors_and_no_mismatches() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert!(allowed > 0.0, "no allowed decisions counted:\n{body}");
-    assert!(body.contains("authzd_grpc_request_duration_seconds_bucket{le=\"0.001\",method=\"/authzd.v1.DecisionService/Check\"}"), "{body}");
-    assert!(body.contains("authzd_grpc_request_duration_seconds_count{method=\"/grpc.health.v1.Health/Check\"}"), "{body}");
+    assert!(
+        body.contains(
+            "authzd_grpc_request_duration_seconds_bucket{le=\"0.001\",method=\"/authzd.v1.DecisionService/Check\"}"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("authzd_grpc_request_duration_seconds_count{method=\"/grpc.health.v1.Health/Check\"}"),
+        "{body}"
+    );
     assert!(body.contains("authzd_snapshot_revision "), "{body}");
     assert!(body.contains("authzd_replica_lag_revisions 0"), "{body}");
     // The retention job ran its first round at start-up (nothing old enough to compact).
@@ -209,13 +241,37 @@ async fn a_server_answering_from_another_tenant_is_caught() {
     let r = start(dir.path(), false).await;
     let server = format!("http://{}", r.addr);
     // Import the tenant of seed 1.
-    let (ok, report) =
-        bench(args(&["--server", &server, "--seed", "1", "--workloads", "health", "--duration", "200ms", "--warmup", "0s"])).await;
+    let (ok, report) = bench(args(&[
+        "--server",
+        &server,
+        "--seed",
+        "1",
+        "--workloads",
+        "health",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+    ]))
+    .await;
     assert!(ok, "{report:#}");
     // Verify against the tenant of seed 2: same ids, different memberships and entries.
     let (ok, report) = bench(args(&[
-        "--server", &server, "--seed", "2", "--no-import", "--workloads", "check-privilege,check-object,check-batch,list-visible",
-        "--duration", "500ms", "--warmup", "0s", "--concurrency", "4", "--batch-size", "10",
+        "--server",
+        &server,
+        "--seed",
+        "2",
+        "--no-import",
+        "--workloads",
+        "check-privilege,check-object,check-batch,list-visible",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+        "--batch-size",
+        "10",
     ]))
     .await;
     assert!(!ok, "a different tenant must fail the bench: {report:#}");
@@ -228,8 +284,19 @@ async fn a_server_answering_from_another_tenant_is_caught() {
     // A tenant the server does not have: decisions deny UNKNOWN_TENANT (mismatches),
     // listings fail NOT_FOUND (errors); never a fast success.
     let (ok, report) = bench(args(&[
-        "--server", &server, "--tenant", "absent", "--no-import", "--workloads", "check-object,list-visible",
-        "--duration", "300ms", "--warmup", "0s", "--concurrency", "4",
+        "--server",
+        &server,
+        "--tenant",
+        "absent",
+        "--no-import",
+        "--workloads",
+        "check-object,list-visible",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
     ]))
     .await;
     assert!(!ok);
@@ -245,7 +312,16 @@ async fn watch_fan_out_delivers_every_flip() {
     let r = start(dir.path(), false).await;
     let server = format!("http://{}", r.addr);
     let (ok, report) = bench(args(&[
-        "--server", &server, "--workloads", "watch", "--duration", "500ms", "--warmup", "0s", "--watchers", "150",
+        "--server",
+        &server,
+        "--workloads",
+        "watch",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--watchers",
+        "150",
     ]))
     .await;
     let w = workload(&report, "watch");
@@ -264,9 +340,24 @@ async fn http_json_checks_and_sse_fan_out_are_verified_over_http1_and_http2() {
     let r = start(dir.path(), false).await;
     let server = format!("http://{}", r.addr);
     let socket = r.socket.display().to_string();
-    for extra in [&["--server", server.as_str()][..], &["--server", server.as_str(), "--http2"], &["--unix-socket", socket.as_str()]] {
+    for extra in [
+        &["--server", server.as_str()][..],
+        &["--server", server.as_str(), "--http2"],
+        &["--unix-socket", socket.as_str()],
+    ] {
         // 1 s, as the gRPC closed loops above: a shorter window can see no call complete on a loaded machine.
-        let mut a = vec!["--workloads", "check-http,watch-sse", "--duration", "1s", "--warmup", "0s", "--concurrency", "4", "--watchers", "20"];
+        let mut a = vec![
+            "--workloads",
+            "check-http,watch-sse",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "4",
+            "--watchers",
+            "20",
+        ];
         a.extend_from_slice(extra);
         let (ok, report) = bench(args(&a)).await;
         assert!(ok, "{extra:?}: {report:#}");
@@ -281,8 +372,19 @@ async fn http_json_checks_and_sse_fan_out_are_verified_over_http1_and_http2() {
     }
     // A server answering from another tenant is caught over HTTP too.
     let (ok, report) = bench(args(&[
-        "--server", &server, "--seed", "2", "--no-import", "--workloads", "check-http", "--duration", "300ms", "--warmup", "0s",
-        "--concurrency", "4",
+        "--server",
+        &server,
+        "--seed",
+        "2",
+        "--no-import",
+        "--workloads",
+        "check-http",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
     ]))
     .await;
     assert!(!ok);
@@ -313,7 +415,8 @@ fn memory_only_reports_load_time_and_memory() {
 async fn unknown_methods_share_one_series() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path(), true).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", r.addr)).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", r.addr)).unwrap().connect().await.unwrap();
     let series = |body: &str| body.lines().filter(|l| !l.starts_with('#')).count();
     let call = |path: String| {
         let channel = channel.clone();

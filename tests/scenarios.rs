@@ -174,7 +174,13 @@ fn callback_expected(role: &str) -> Vec<&'static str> {
         "Supervisor" => CB_PRIVS[..5].to_vec(),
         "Monitor" => vec!["Callback - View"],
         "Developer" => {
-            vec!["Callback - View", "Callback - Developer Tab", "Callback - View Recent Errors", "Callback - Test API Keys", "Callback - Provision"]
+            vec![
+                "Callback - View",
+                "Callback - Developer Tab",
+                "Callback - View Recent Errors",
+                "Callback - Test API Keys",
+                "Callback - Provision",
+            ]
         }
         _ => vec![],
     }
@@ -234,12 +240,21 @@ fn s1_unconfigured_callback_user_has_full_access_as_its_own_reason() {
     let ep = v.effective_privileges("nobody", CB).expect("exists");
     assert_eq!(ep.source, PrivilegeSource::OpenWhenUnconfigured);
     // Other applications are not open.
-    assert_eq!(privilege(&v, "nobody", "WorkspaceWebCallback", "Web Callback - Can Reschedule"), Reason::MissingPrivilege);
+    assert_eq!(
+        privilege(&v, "nobody", "WorkspaceWebCallback", "Web Callback - Can Reschedule"),
+        Reason::MissingPrivilege
+    );
     // A configured user whose only Callback role is unreadable gets nothing from the open rule.
     t.apply(vec![
         person("hidden"),
         assign("callback-monitor", "hidden"),
-        ace(Target::Role(RoleId("callback-monitor".into())), Subject::Person(PersonId("hidden".into())), &[], &[Perm::Read], false),
+        ace(
+            Target::Role(RoleId("callback-monitor".into())),
+            Subject::Person(PersonId("hidden".into())),
+            &[],
+            &[Perm::Read],
+            false,
+        ),
     ]);
     let v = t.view();
     assert_eq!(privilege(&v, "hidden", CB, "Callback - View"), Reason::MissingPrivilege);
@@ -322,7 +337,10 @@ fn s4_line_of_business_segmentation_of_virtual_queues() {
         }),
         ace(folder_target("Scripts/Callback/Premium"), Subject::Everyone, &[], &[], true),
         ace(folder_target("Scripts/Callback/Premium"), g("Sales"), &[Perm::Read], &[], true),
-        Mutation::MoveObject { target: on_object("Script", "ges_Billing_VQ"), folder: FolderId("Scripts/Callback/Premium".into()) },
+        Mutation::MoveObject {
+            target: on_object("Script", "ges_Billing_VQ"),
+            folder: FolderId("Scripts/Callback/Premium".into()),
+        },
     ]);
     let v = t.view();
     assert_eq!(scripts(&v, "sales1"), ["ges_Billing_VQ", "ges_Sales_VQ"]);
@@ -337,7 +355,10 @@ fn s4_line_of_business_segmentation_of_virtual_queues() {
     assert_eq!(scripts(&v, "service1"), ["ges_Service_VQ"]);
     // Provisioning outside Scripts/Callback is refused with the folder named.
     let err = t
-        .try_apply(vec![Mutation::ProvisionVirtualQueue { queue: "X_VQ".into(), folder: Some(FolderId("Skills".into())) }])
+        .try_apply(vec![Mutation::ProvisionVirtualQueue {
+            queue: "X_VQ".into(),
+            folder: Some(FolderId("Skills".into())),
+        }])
         .expect_err("outside Scripts/Callback");
     assert!(err.to_string().contains("Skills"), "{err}");
 }
@@ -417,7 +438,13 @@ fn s6_hr_clerk_and_operations_clerk() {
             &[],
         ),
         // Clerk C has the item privileges but not the Provisioning module.
-        role("No_Module", GA, &["Provisioning > Accounts", "Account Provisioning > Users", "Account Provisioning > Skills"], &["clerk-c"], &[]),
+        role(
+            "No_Module",
+            GA,
+            &["Provisioning > Accounts", "Account Provisioning > Users", "Account Provisioning > Skills"],
+            &["clerk-c"],
+            &[],
+        ),
     ]);
     let v = t.view();
     let persons = visible(&v, "clerk-a", "Person", None, Some(GA));
@@ -528,7 +555,13 @@ fn s8_unreadable_role_does_not_apply_and_fa_alerts_pane_needs_its_chain() {
     let ep = v.effective_privileges("sup3", "Advisors").expect("exists");
     assert_eq!(ep.unreadable_roles, vec!["hidden-role".to_owned()]);
     // Granting Read on the role makes it apply.
-    t.apply(vec![ace(Target::Role(RoleId("hidden-role".into())), Subject::Person(PersonId("sup3".into())), &[Perm::Read], &[], false)]);
+    t.apply(vec![ace(
+        Target::Role(RoleId("hidden-role".into())),
+        Subject::Person(PersonId("sup3".into())),
+        &[Perm::Read],
+        &[],
+        false,
+    )]);
     assert_eq!(privilege(&t.view(), "sup3", "Advisors", "ContactCenterAdvisor.Dashboard.canView"), Reason::Allowed);
 }
 
@@ -556,7 +589,11 @@ fn s9_metric_names_and_folders() {
     }
     for (name, folder, needle) in [
         ("FrontlineAdvisor.Agent.Fax.nch", "Advisors Metrics/FrontlineAdvisor/Agent", "channel `Fax`"),
-        ("frontlineadvisor.Agent.Voice.nch", "Advisors Metrics/FrontlineAdvisor/Agent", "application `frontlineadvisor`"),
+        (
+            "frontlineadvisor.Agent.Voice.nch",
+            "Advisors Metrics/FrontlineAdvisor/Agent",
+            "application `frontlineadvisor`",
+        ),
         ("FrontlineAdvisor.agent.Voice.nch", "Advisors Metrics/FrontlineAdvisor/Agent", "object type `agent`"),
         ("FrontlineAdvisor.Agent.Voice.nch ", "Advisors Metrics/FrontlineAdvisor/Agent", "white space"),
         ("FrontlineAdvisor.Agent.Voice", "Advisors Metrics/FrontlineAdvisor/Agent", "four"),

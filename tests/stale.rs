@@ -108,9 +108,11 @@ impl Client {
                 self.full_states += 1;
             }
             Event::PrivilegesChanged(c) => self.change(c.revision, c.gained, c.lost),
-            Event::VisibleObjectsChanged(c) => {
-                self.change(c.revision, c.gained.into_iter().map(|o| o.id).collect(), c.lost.into_iter().map(|k| k.id).collect())
-            }
+            Event::VisibleObjectsChanged(c) => self.change(
+                c.revision,
+                c.gained.into_iter().map(|o| o.id).collect(),
+                c.lost.into_iter().map(|k| k.id).collect(),
+            ),
             Event::Checkpoint(c) => self.checkpoint = c.revision,
             other => panic!("unexpected event on a computed stream: {other:?}"),
         }
@@ -177,7 +179,9 @@ async fn lagging_streams_end_at_the_servers_answers() {
         ));
     }
     for i in 0..SCRIPTS {
-        batch.push_str(&format!("- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk {i:04}, folder: Scripts/Callback/Bulk}}\n"));
+        batch.push_str(&format!(
+            "- put_object: {{type: Script, id: bulk-{i:04}, name: Bulk {i:04}, folder: Scripts/Callback/Bulk}}\n"
+        ));
     }
     admin.write(support::acme_write(&batch)).await.unwrap();
 
@@ -186,7 +190,13 @@ async fn lagging_streams_end_at_the_servers_answers() {
     let mut streams: Vec<Option<Stream>> = Vec::new();
     for i in 0..PERSONS {
         for sub in [desktop_sub(&format!("p-{i}")), dashboard_sub(&format!("p-{i}"))] {
-            let channel = node.endpoint().initial_stream_window_size(256).initial_connection_window_size(256).connect().await.unwrap();
+            let channel = node
+                .endpoint()
+                .initial_stream_window_size(256)
+                .initial_connection_window_size(256)
+                .connect()
+                .await
+                .unwrap();
             let mut w = pb::watch_service_client::WatchServiceClient::new(channel);
             streams.push(Some((Client::default(), w.watch(sub).await.unwrap().into_inner())));
         }
@@ -196,7 +206,8 @@ async fn lagging_streams_end_at_the_servers_answers() {
     let mut k = 0;
     for round in 0..ROUNDS {
         let (phase, phase_rx) = watch::channel(Phase::Paused);
-        let readers: Vec<_> = streams.iter_mut().map(|s| tokio::spawn(read(s.take().unwrap(), phase_rx.clone()))).collect();
+        let readers: Vec<_> =
+            streams.iter_mut().map(|s| tokio::spawn(read(s.take().unwrap(), phase_rx.clone()))).collect();
         let mut last = 0;
         for i in 0..FLIPS_PAUSED + FLIPS_READING {
             if i == FLIPS_PAUSED {

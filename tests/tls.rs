@@ -50,7 +50,8 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
     }
 
@@ -105,7 +106,6 @@ impl Running {
         }
         Channel::from_shared(format!("https://{}", self.addr)).unwrap().tls_config(tls)?.connect().await
     }
-
 }
 
 fn privilege_check() -> pb::CheckRequest {
@@ -203,11 +203,17 @@ async fn mtls_client_certificates_authorize_admin_by_common_name() {
     first_event_is_a_snapshot(&mut w, tonic::Request::new(privileges_watch())).await;
     let s = w.watch(raw_watch()).await.unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
-    assert!(s.message().contains("raw change subscriptions") && s.message().contains("`agent-desktop`"), "{}", s.message());
+    assert!(
+        s.message().contains("raw change subscriptions") && s.message().contains("`agent-desktop`"),
+        "{}",
+        s.message()
+    );
     // ... unless it brings the admin token.
     let req = with_token(tonic::Request::new(pb::ListTenantsRequest::default()), "adm1n-token");
     AdminServiceClient::new(desk).list_tenants(req).await.expect("the admin token still works");
-    w.watch(with_token(tonic::Request::new(raw_watch()), "adm1n-token")).await.expect("the admin token may watch raw changes");
+    w.watch(with_token(tonic::Request::new(raw_watch()), "adm1n-token"))
+        .await
+        .expect("the admin token may watch raw changes");
     // The allowed name may watch raw changes without a token.
     let written = write_person(AdminServiceClient::new(ops.clone()), None, "raw-watched").await;
     let mut raw = WatchServiceClient::new(ops).watch(raw_watch()).await.expect("an admin certificate").into_inner();
@@ -320,14 +326,42 @@ async fn decision_token_is_required_when_configured() {
     // The CLI sends the admin token to `watch raw`, the decision token to the other watches.
     let server = ["--server".to_owned(), format!("http://{}", r.addr)];
     let (code, out, err) = run_async(args(
-        &["watch", "raw", "--tenant", TENANT, "--from-revision", "1", "--max-events", "1", "--token", "adm1n-token", "--decision-token", "d3cide"],
+        &[
+            "watch",
+            "raw",
+            "--tenant",
+            TENANT,
+            "--from-revision",
+            "1",
+            "--max-events",
+            "1",
+            "--token",
+            "adm1n-token",
+            "--decision-token",
+            "d3cide",
+        ],
         &server,
     ))
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with(&format!("revision {written} ")), "{out}");
     let (code, out, err) = run_async(args(
-        &["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback", "--max-events", "1", "--token", "adm1n-token", "--decision-token", "d3cide"],
+        &[
+            "watch",
+            "privileges",
+            "--tenant",
+            TENANT,
+            "--person",
+            "cb-supervisor",
+            "--app",
+            "Callback",
+            "--max-events",
+            "1",
+            "--token",
+            "adm1n-token",
+            "--decision-token",
+            "d3cide",
+        ],
         &server,
     ))
     .await;
@@ -660,7 +694,19 @@ async fn cli_lock_and_watch_over_mtls() {
 
     // Watch a person's privileges: the first event is the full state.
     let watch = args(
-        &["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback", "--json", "--max-events", "1"],
+        &[
+            "watch",
+            "privileges",
+            "--tenant",
+            TENANT,
+            "--person",
+            "cb-supervisor",
+            "--app",
+            "Callback",
+            "--json",
+            "--max-events",
+            "1",
+        ],
         &client,
     );
     let (code, out, err) = run_async(watch).await;
@@ -698,7 +744,10 @@ async fn cli_lock_and_watch_over_mtls() {
 
     // Until Ctrl-C: the first line comes, then SIGINT ends the command cleanly.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
-        .args(args(&["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback"], &client))
+        .args(args(
+            &["watch", "privileges", "--tenant", TENANT, "--person", "cb-supervisor", "--app", "Callback"],
+            &client,
+        ))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -744,22 +793,25 @@ async fn json_over_tls(r: &Running, ca: &Ca, client: &Pem, path: &str, body: &st
     roots.add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap()).unwrap();
     let chain = vec![CertificateDer::from_pem_slice(client.cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(client.key.as_bytes()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
     let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(format!("https://localhost{path}"))
         .header("content-type", "application/json")
@@ -782,7 +834,8 @@ async fn http_json_over_mtls_is_authorized_by_the_client_certificate() {
     c.tls = Some(tls_config(&ca, &ca.server(), true));
     c.admin_client_cns = vec!["ops-console".into()];
     let r = start(c).await;
-    let (status, v) = json_over_tls(&r, &ca, &ca.client("ops-console"), "/authzd.v1.AdminService/ListTenants", "{}").await;
+    let (status, v) =
+        json_over_tls(&r, &ca, &ca.client("ops-console"), "/authzd.v1.AdminService/ListTenants", "{}").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["tenants"][0]["id"], TENANT);
     let (status, v) = json_over_tls(&r, &ca, &ca.client("desk-17"), "/authzd.v1.AdminService/ListTenants", "{}").await;

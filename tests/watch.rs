@@ -39,7 +39,11 @@ fn agents_role(privileges: &[&str]) -> Mutation {
 fn setup(persons: usize) -> (Arc<Snapshot>, TenantId) {
     let snap = Arc::new(Snapshot::new());
     let t = TenantId("acme".into());
-    let mut batch = vec![Mutation::CreateTenant { name: "ACME".into(), presets: vec!["workspace_web_callback".into()], defaults: true }];
+    let mut batch = vec![Mutation::CreateTenant {
+        name: "ACME".into(),
+        presets: vec!["workspace_web_callback".into()],
+        defaults: true,
+    }];
     let ids: Vec<String> = (0..persons).map(|i| format!("agent{i}")).collect();
     batch.extend(ids.iter().map(|i| person(i)));
     batch.push(Mutation::PutGroup(AccessGroup {
@@ -114,7 +118,8 @@ async fn a_subscriber_that_stops_reading_gets_the_net_difference_and_does_not_sl
     let hub = Arc::new(Hub::new());
     let mut slow = hub.subscribe(desktop("agent0"), &snap).expect("subscribed");
     assert!(matches!(slow.next().await, Some(Update::Full { revision: 1, .. })));
-    let mut fast: Vec<_> = (1..50).map(|i| hub.subscribe(desktop(&format!("agent{i}")), &snap).expect("subscribed")).collect();
+    let mut fast: Vec<_> =
+        (1..50).map(|i| hub.subscribe(desktop(&format!("agent{i}")), &snap).expect("subscribed")).collect();
     for f in &mut fast {
         assert!(matches!(f.next().await, Some(Update::Full { .. })));
     }
@@ -167,7 +172,10 @@ async fn a_cancelled_next_loses_nothing() {
     // Nothing yet: the call is pending, and dropped.
     assert!(tokio::time::timeout(std::time::Duration::from_millis(20), sub.next()).await.is_err());
     publish(&hub, &snap, &t, vec![agents_role(&[CHANNEL])], 2);
-    assert_eq!(sub.next().await, Some(Update::Privileges { revision: 2, gained: vec![], lost: vec![RESCHEDULE.to_owned()] }));
+    assert_eq!(
+        sub.next().await,
+        Some(Update::Privileges { revision: 2, gained: vec![], lost: vec![RESCHEDULE.to_owned()] })
+    );
 }
 
 #[tokio::test]

@@ -402,7 +402,9 @@ impl Graph {
         let g = self.groups.len() as u32;
         match s {
             Subject::Everyone => Some(EVERYONE),
-            Subject::Group(id) => self.groups.binary_search_by(|x| x.as_str().cmp(id.as_str())).ok().map(|i| 1 + i as u32),
+            Subject::Group(id) => {
+                self.groups.binary_search_by(|x| x.as_str().cmp(id.as_str())).ok().map(|i| 1 + i as u32)
+            }
             Subject::Person(id) => self.person_ix.get(id.as_str()).map(|i| 1 + g + i),
         }
     }
@@ -756,7 +758,8 @@ fn same_graph(old: &TenantConfig, new: &TenantConfig) -> bool {
         b: &Arc<std::collections::BTreeMap<K, V>>,
         eq: impl Fn(&V, &V) -> bool,
     ) -> bool {
-        Arc::ptr_eq(a, b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && eq(va, vb)))
+        Arc::ptr_eq(a, b)
+            || (a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && eq(va, vb)))
     }
     Arc::ptr_eq(&old.catalogs, &new.catalogs)
         && Arc::ptr_eq(&old.folders, &new.folders)
@@ -868,9 +871,10 @@ impl Layers<'_> {
         for (ai, app) in self.apps.apps.iter().enumerate() {
             let ai = ai as u32;
             let row = &mut granted[app.offset..app.offset + app.words];
-            let legacy = app.legacy_sections.iter().find_map(|s| {
-                person.annex.get(s).and_then(|opts| opts.get("role")).map(|r| (s.clone(), r.clone()))
-            });
+            let legacy = app
+                .legacy_sections
+                .iter()
+                .find_map(|s| person.annex.get(s).and_then(|opts| opts.get("role")).map(|r| (s.clone(), r.clone())));
             let mut applied = Vec::new();
             let mut unreadable = Vec::new();
             let source = if let Some((section, role)) = legacy {
@@ -979,7 +983,11 @@ impl TenantView {
     /// configuration given beside it) every layer and person entry the
     /// change from that configuration to `next` leaves as it was. The result
     /// equals `TenantView::build(next, revision)`.
-    pub fn build_next(prev: Option<(&TenantView, &TenantConfig)>, next: &TenantConfig, revision: Revision) -> TenantView {
+    pub fn build_next(
+        prev: Option<(&TenantView, &TenantConfig)>,
+        next: &TenantConfig,
+        revision: Revision,
+    ) -> TenantView {
         let Some((pv, pc)) = prev else { return TenantView::build(next, revision) };
         if pv.tenant != next.id.as_str() || pc.id != next.id || !same_graph(pc, next) {
             return TenantView::build(next, revision);
@@ -991,8 +999,11 @@ impl TenantView {
         } else {
             Arc::new(AclTable::compile(&graph, next))
         };
-        let roles =
-            if Arc::ptr_eq(&pc.roles, &next.roles) { Arc::clone(&pv.roles) } else { compile_roles(&graph, &apps, next) };
+        let roles = if Arc::ptr_eq(&pc.roles, &next.roles) {
+            Arc::clone(&pv.roles)
+        } else {
+            compile_roles(&graph, &apps, next)
+        };
         let dirty = dirty_persons(&graph, pc, next, (&pv.acl, &acl), &roles);
         let mut persons = pv.persons.clone();
         let mut person_stamps = pv.person_stamps.clone();
@@ -1010,7 +1021,8 @@ impl TenantView {
             let all: usize = next.groups.values().map(|g| g.members.len()).sum::<usize>()
                 + next.partitions.values().map(|p| p.members.len()).sum::<usize>()
                 + next.roles.values().map(|r| r.members.persons.len() + r.members.groups.len()).sum::<usize>();
-            let mut ms = if dirty.len().saturating_mul(per_person) > all { Some(memberships_all(&graph, next)) } else { None };
+            let mut ms =
+                if dirty.len().saturating_mul(per_person) > all { Some(memberships_all(&graph, next)) } else { None };
             let mut d = dirty.iter().peekable();
             for (i, p) in next.persons.values().enumerate() {
                 if d.peek().is_none() {
@@ -1268,8 +1280,7 @@ impl TenantView {
                 }
             }
         }
-        let open = consulted
-            && app.and_then(|ai| self.person_app(pi, ai)).is_some_and(|pa| pa.source == Source::Open);
+        let open = consulted && app.and_then(|ai| self.person_app(pi, ai)).is_some_and(|pa| pa.source == Source::Open);
         if open { Reason::OpenWhenUnconfigured } else { Reason::Allowed }
     }
 
@@ -1298,7 +1309,8 @@ impl TenantView {
         let names = |pred: &dyn Fn(u32) -> bool| -> Vec<String> {
             (0..a.privs.len() as u32).filter(|&p| pred(p)).map(|p| a.privs[p as usize].name.clone()).collect()
         };
-        let role_names = |rs: &[u32]| -> Vec<String> { rs.iter().map(|&r| self.roles[r as usize].name.clone()).collect() };
+        let role_names =
+            |rs: &[u32]| -> Vec<String> { rs.iter().map(|&r| self.roles[r as usize].name.clone()).collect() };
         Ok(EffectivePrivileges {
             source: match &pa.source {
                 Source::Legacy { section, role, .. } => {
@@ -1506,7 +1518,12 @@ impl TenantView {
         let Some(&pi) = self.graph.person_ix.get(r.subject) else { return ex };
         let person = &self.persons[pi as usize];
         let g = self.graph.groups.len() as u32;
-        ex.groups = person.principals.iter().filter(|&&p| p != EVERYONE && p <= g).map(|&p| self.graph.groups[(p - 1) as usize].clone()).collect();
+        ex.groups = person
+            .principals
+            .iter()
+            .filter(|&&p| p != EVERYONE && p <= g)
+            .map(|&p| self.graph.groups[(p - 1) as usize].clone())
+            .collect();
         if let Some(n) = r.object.and_then(|o| self.node(o.kind, o.id)) {
             let nc = &self.graph.nodes[n as usize];
             {
@@ -1539,7 +1556,10 @@ impl TenantView {
                         consulted.extend(app.type_guards.get(&(kind, b as u8)));
                         if let Some(prop) = r.property {
                             consulted.extend(
-                                app.property_guards.iter().filter(|(k, nm, acc, _)| *k == kind && *acc == b && nm == prop).map(|x| x.3),
+                                app.property_guards
+                                    .iter()
+                                    .filter(|(k, nm, acc, _)| *k == kind && *acc == b && nm == prop)
+                                    .map(|x| x.3),
                             );
                         }
                     }

@@ -23,8 +23,7 @@ use tonic::body::Body;
 /// Methods a cross-origin caller may use.
 pub const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 /// Request headers a cross-origin caller may send.
-pub const ALLOW_HEADERS: &str =
-    "authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms, last-event-id";
+pub const ALLOW_HEADERS: &str = "authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout, connect-protocol-version, connect-timeout-ms, last-event-id";
 /// Response headers a cross-origin script may read. authzd sets no revision
 /// header of its own (revisions are in the answers' bodies).
 pub const EXPOSE_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, www-authenticate";
@@ -111,7 +110,10 @@ pub fn preflight(origin: &HeaderValue) -> Response<Body> {
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    h.insert(header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+    );
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(MAX_AGE_SECS));
@@ -135,7 +137,15 @@ mod tests {
         assert_eq!(parse_origin("https://Desk.Example.com").unwrap(), "https://desk.example.com");
         assert_eq!(parse_origin("http://localhost:5173").unwrap(), "http://localhost:5173");
         assert_eq!(parse_origin("*").unwrap(), "*");
-        for bad in ["desk.example.com", "https://desk.example.com/", "ftp://x", "https://", "https://x/app", "https://u@x", "https://x:80a"] {
+        for bad in [
+            "desk.example.com",
+            "https://desk.example.com/",
+            "ftp://x",
+            "https://",
+            "https://x/app",
+            "https://u@x",
+            "https://x:80a",
+        ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
     }

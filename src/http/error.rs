@@ -129,7 +129,12 @@ pub fn from_status(status: &tonic::Status) -> Response<Body> {
 
 /// An error of the HTTP layer: `status`, with `code` and `message` in the body.
 pub fn http_error(status: StatusCode, code: Code, message: impl AsRef<str>) -> Response<Body> {
-    tracing::debug!(status = status.as_u16(), code = code_name(code), message = message.as_ref(), "HTTP request refused");
+    tracing::debug!(
+        status = status.as_u16(),
+        code = code_name(code),
+        message = message.as_ref(),
+        "HTTP request refused"
+    );
     json_response(status, &body(code, message.as_ref(), &[]))
 }
 
@@ -164,7 +169,8 @@ pub fn unsupported_media_type(content_type: Option<&str>) -> Response<Body> {
         Code::InvalidArgument,
         format!("{given}: send `application/json` (HTTP/JSON), or `application/grpc` / `application/grpc-web` (gRPC)"),
     );
-    r.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json, application/grpc, application/grpc-web"));
+    r.headers_mut()
+        .insert(header::ACCEPT, HeaderValue::from_static("application/json, application/grpc, application/grpc-web"));
     r
 }
 
@@ -180,7 +186,8 @@ pub fn not_found(path: &str) -> Response<Body> {
 
 /// `405`: the path exists for `allowed` only.
 pub fn method_not_allowed(allowed: &'static str) -> Response<Body> {
-    let mut r = http_error(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, format!("this path answers {allowed} only"));
+    let mut r =
+        http_error(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, format!("this path answers {allowed} only"));
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
     r
 }

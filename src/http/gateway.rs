@@ -95,7 +95,8 @@ pub fn serialize_options() -> SerializeOptions {
 
 /// Reads a request body of at most `limit` bytes; `Err` is the response to send.
 pub async fn read_body(headers: &http::HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response<Body>> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(error::too_large(limit));
     }
@@ -112,18 +113,21 @@ pub fn parse(desc: &MessageDescriptor, json: &[u8]) -> Result<DynamicMessage, St
     let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) { b"{}" } else { json };
     let mut de = serde_json::Deserializer::from_slice(json);
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let parsed = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options).and_then(|m| de.end().map(|()| m));
+    let parsed =
+        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options).and_then(|m| de.end().map(|()| m));
     parsed.map_err(|e| {
         let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "the request body is not valid JSON",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "the request body is not valid JSON"
+            }
             _ => "the request body does not fit",
         };
         let text = e.to_string();
         let names_it = text.contains("field name") || text.contains("unknown field");
         let near = match e.classify() {
-            serde_json::error::Category::Data if !names_it => key_before(json, e.line(), e.column())
-                .map(|k| format!(" (at field `{k}`)"))
-                .unwrap_or_default(),
+            serde_json::error::Category::Data if !names_it => {
+                key_before(json, e.line(), e.column()).map(|k| format!(" (at field `{k}`)")).unwrap_or_default()
+            }
             _ => String::new(),
         };
         format!("{what} `{}`: {e}{near}", desc.full_name())
@@ -312,7 +316,8 @@ where
         let m = DynamicMessage::decode(output, message).map_err(|e| format!("cannot decode the gRPC answer: {e}"))?;
         let mut out = Vec::new();
         let mut ser = serde_json::Serializer::new(&mut out);
-        m.serialize_with_options(&mut ser, &serialize_options()).map_err(|e| format!("cannot write the answer as JSON: {e}"))?;
+        m.serialize_with_options(&mut ser, &serialize_options())
+            .map_err(|e| format!("cannot write the answer as JSON: {e}"))?;
         Ok(out)
     })
     .await;

@@ -34,9 +34,9 @@ pub mod error;
 pub mod gateway;
 pub mod sse;
 
-use hyper::body::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use hyper::body::Bytes;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -128,7 +128,8 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn is_grpc(content_type: &str) -> bool {
     let t = content_type.trim_start();
     let Some(prefix) = t.get(..16) else { return false };
-    prefix.eq_ignore_ascii_case("application/grpc") && matches!(t.as_bytes().get(16), None | Some(b'+' | b';' | b'-' | b' '))
+    prefix.eq_ignore_ascii_case("application/grpc")
+        && matches!(t.as_bytes().get(16), None | Some(b'+' | b';' | b'-' | b' '))
 }
 
 /// Whether `content_type`'s media type is `application/json` (parameters
@@ -269,7 +270,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -277,7 +277,13 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for t in ["application/grpc", "application/grpc+proto", "application/grpc-web", "application/grpc-web-text+proto", "Application/GRPC"] {
+        for t in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-web",
+            "application/grpc-web-text+proto",
+            "Application/GRPC",
+        ] {
             assert!(is_grpc(t), "{t}");
         }
         for t in ["application/grpcx", "text/plain", "application/x-protobuf", "application/json", ""] {

@@ -70,7 +70,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("a `%` not followed by two hex digits")?;
+                let v =
+                    hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("a `%` not followed by two hex digits")?;
                 out.push(v);
                 i += 2;
             }
@@ -101,7 +102,9 @@ fn last_event_id(headers: &http::HeaderMap) -> Result<Option<u64>, String> {
     }
     text.parse::<u64>().map(Some).map_err(|_| {
         let shown: String = text.chars().take(40).collect();
-        format!("header `Last-Event-ID`: `{shown}` is not a revision (a whole number, the `id:` of the last event received)")
+        format!(
+            "header `Last-Event-ID`: `{shown}` is not a revision (a whole number, the `id:` of the last event received)"
+        )
     })
 }
 
@@ -278,7 +281,9 @@ async fn pump(
                     let (revision, json) = match converted {
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) | Err(e) => {
-                            let _ = tx.send(error_event(&tonic::Status::internal(format!("cannot convert an event: {e}")))).await;
+                            let _ = tx
+                                .send(error_event(&tonic::Status::internal(format!("cannot convert an event: {e}"))))
+                                .await;
                             return;
                         }
                     };

@@ -121,7 +121,13 @@ fn set(v: &[String]) -> BTreeSet<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'static str) -> Result<WorkloadResult, String> {
+async fn run_inner(
+    a: &BenchArgs,
+    t: &Target,
+    token: &Token,
+    sse: bool,
+    name: &'static str,
+) -> Result<WorkloadResult, String> {
     let app = match &a.watch_app {
         Some(app) => app.clone(),
         None => t
@@ -207,11 +213,18 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'
                 at_least_revision: 0,
             };
             let conn = http[i % http.len()].clone();
-            tasks.push(tokio::spawn(super::httpjson::sse_subscriber(Arc::clone(&api), conn, req, a.token.clone(), i, tx.clone())));
+            tasks.push(tokio::spawn(super::httpjson::sse_subscriber(
+                Arc::clone(&api),
+                conn,
+                req,
+                a.token.clone(),
+                i,
+                tx.clone(),
+            )));
             continue;
         }
-        let mut client = WatchServiceClient::new(channels[i % channels.len()].clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client =
+            WatchServiceClient::new(channels[i % channels.len()].clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let req = pb::WatchRequest {
             subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
                 tenant: t.tenant.clone(),
@@ -268,7 +281,10 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'
                         };
                         if got != on_state[i] {
                             tally.record(
-                                Sample::Mismatch(0, format!("initial state of `{}`: {got:?}, want {:?}", subs[i], on_state[i])),
+                                Sample::Mismatch(
+                                    0,
+                                    format!("initial state of `{}`: {got:?}, want {:?}", subs[i], on_state[i]),
+                                ),
                                 Duration::ZERO,
                                 false,
                                 &live,
@@ -289,7 +305,11 @@ async fn run_inner(a: &BenchArgs, t: &Target, token: &Token, sse: bool, name: &'
     }
     let subscribed = started.elapsed();
     if !a.quiet {
-        eprintln!("bench: {name}: {n} subscribers ({} affected by each flip) in {:.0} ms", moved.len(), subscribed.as_secs_f64() * 1e3);
+        eprintln!(
+            "bench: {name}: {n} subscribers ({} affected by each flip) in {:.0} ms",
+            moved.len(),
+            subscribed.as_secs_f64() * 1e3
+        );
     }
 
     // The flips.

@@ -60,7 +60,8 @@ where
         tokio::spawn(conn);
         Ok(Conn::H2(send))
     } else {
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
         tokio::spawn(conn);
         Ok(Conn::H1(Arc::new(tokio::sync::Mutex::new(send))))
     }
@@ -98,7 +99,12 @@ impl Conn {
 }
 
 /// A JSON `POST` to `path`, with the bearer token when given.
-pub fn post(path: &str, json: Bytes, token: Option<&str>, accept: &'static str) -> Result<Request<Full<Bytes>>, String> {
+pub fn post(
+    path: &str,
+    json: Bytes,
+    token: Option<&str>,
+    accept: &'static str,
+) -> Result<Request<Full<Bytes>>, String> {
     let mut b = Request::post(format!("http://authzd{path}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, accept);
@@ -109,7 +115,12 @@ pub fn post(path: &str, json: Bytes, token: Option<&str>, accept: &'static str) 
 }
 
 /// A message as proto3 JSON (through the server's own descriptor set).
-pub fn to_json<M: prost::Message>(api: &crate::http::gateway::Api, path: &str, m: &M, input: bool) -> Result<Bytes, String> {
+pub fn to_json<M: prost::Message>(
+    api: &crate::http::gateway::Api,
+    path: &str,
+    m: &M,
+    input: bool,
+) -> Result<Bytes, String> {
     let rpc = api.method(path).ok_or_else(|| format!("no RPC `{path}`"))?;
     let desc = if input { rpc.input.clone() } else { rpc.output.clone() };
     let dm = prost_reflect::DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).map_err(|e| e.to_string())?;
@@ -201,7 +212,8 @@ pub async fn run_check(a: &BenchArgs, pools: &Arc<Pools>) -> WorkloadResult {
     let mut tasks = Vec::with_capacity(a.concurrency);
     for i in 0..a.concurrency {
         let conn = conns[i % conns.len()].clone();
-        let (requests, live, seq, token) = (Arc::clone(&requests), Arc::clone(&live), Arc::clone(&seq), a.token.clone());
+        let (requests, live, seq, token) =
+            (Arc::clone(&requests), Arc::clone(&live), Arc::clone(&seq), a.token.clone());
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::new();
             loop {

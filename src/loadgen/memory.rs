@@ -7,9 +7,9 @@
 //! view (what a replica keeps per tenant), the peak during the load, and a
 //! few in-process decision timings on the loaded view as a sanity check.
 
-use crate::cli::outln;
 use super::BenchArgs;
 use crate::cli::CliError;
+use crate::cli::outln;
 use crate::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
 use crate::model::{Perm, TenantConfig, TenantId};
 use crate::synth::{self, Rng};

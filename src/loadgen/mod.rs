@@ -172,7 +172,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Workloads to run, in order (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "health,check-privilege,check-object,check-batch,list-visible,watch")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health,check-privilege,check-object,check-batch,list-visible,watch"
+    )]
     pub workloads: Vec<Workload>,
     /// Questions per `CheckBatch`.
     #[arg(long, default_value_t = 50)]
@@ -329,7 +334,9 @@ pub async fn connect(server: &str, unix_socket: Option<&std::path::Path>) -> Res
                     }
                 }))
                 .await
-                .map_err(|e| err(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default())))
+                .map_err(|e| {
+                    err(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()))
+                })
         }
         #[cfg(not(unix))]
         Some(_) => Err(err("Unix sockets are only available on Unix".into())),

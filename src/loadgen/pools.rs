@@ -160,7 +160,12 @@ impl<'a> Draw<'a> {
         } else {
             None
         };
-        Some(Question { application, privilege: None, permission: Some(permission), object: Some((kind.into(), id.into())) })
+        Some(Question {
+            application,
+            privilege: None,
+            permission: Some(permission),
+            object: Some((kind.into(), id.into())),
+        })
     }
 }
 
@@ -224,7 +229,11 @@ impl Pools {
             let mut items = Vec::with_capacity(a.batch_size);
             let mut expects = Vec::with_capacity(a.batch_size);
             for i in 0..a.batch_size {
-                let q = if i % 2 == 0 { d.privilege().or_else(|| d.object()) } else { d.object().or_else(|| d.privilege()) };
+                let q = if i % 2 == 0 {
+                    d.privilege().or_else(|| d.object())
+                } else {
+                    d.object().or_else(|| d.privilege())
+                };
                 if let Some(q) = q {
                     expects.push(q.expect(view, person));
                     items.push(q.item());

@@ -1,8 +1,8 @@
 //! The results of `authzd bench`: a table on standard output, or JSON.
 
-use crate::cli::outln;
 use super::runner::Tally;
 use super::{BenchArgs, Target};
+use crate::cli::outln;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -127,7 +127,10 @@ impl Report {
     }
 
     fn check_dps(&self) -> Option<f64> {
-        self.results.iter().find(|r| r.name == "check-privilege" || r.name == "check-object").map(|r| r.decisions_per_sec)
+        self.results
+            .iter()
+            .find(|r| r.name == "check-privilege" || r.name == "check-object")
+            .map(|r| r.decisions_per_sec)
     }
 
     /// The report as JSON.
@@ -178,7 +181,15 @@ impl Report {
         );
         outln!(
             "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
-            "workload", "calls/s", "decisions/s", "p50", "p99", "p99.9", "errors", "mismatches", "× health"
+            "workload",
+            "calls/s",
+            "decisions/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "errors",
+            "mismatches",
+            "× health"
         );
         let check = self.check_dps();
         for r in &self.results {

@@ -117,13 +117,20 @@ pub struct Live {
 }
 
 /// Prints a progress line every second until `until`.
-pub fn progress(name: &'static str, live: Arc<Live>, start: Instant, until: Instant, quiet: bool) -> tokio::task::JoinHandle<()> {
+pub fn progress(
+    name: &'static str,
+    live: Arc<Live>,
+    start: Instant,
+    until: Instant,
+    quiet: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if quiet {
             return;
         }
         let mut last = 0;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
         while Instant::now() < until {
             tick.tick().await;
             let done = live.done.load(Ordering::Relaxed);
@@ -152,7 +159,9 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
     match w {
         Workload::Health => {
             match c.health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
-                Ok(r) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 => {
+                Ok(r)
+                    if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
+                {
                     Sample::Ok(0)
                 }
                 Ok(r) => Sample::Error(format!("health status {}", r.get_ref().status)),
@@ -238,7 +247,10 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
             } else {
                 Sample::Mismatch(
                     got.count as u64,
-                    format!("person `{}`: listed {} objects, want {} (or different ids)", first.person, got.count, want.count),
+                    format!(
+                        "person `{}`: listed {} objects, want {} (or different ids)",
+                        first.person, got.count, want.count
+                    ),
                 )
             }
         }

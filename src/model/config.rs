@@ -425,7 +425,9 @@ impl TenantConfig {
             Mutation::MoveObject { target, folder } => {
                 let slot = match target {
                     Target::Folder(f) => {
-                        let Some(x) = Arc::make_mut(&mut self.folders).get_mut(f) else { return missing("target", f.as_str(), "folder") };
+                        let Some(x) = Arc::make_mut(&mut self.folders).get_mut(f) else {
+                            return missing("target", f.as_str(), "folder");
+                        };
                         if x.parent.is_none() {
                             return Err(ModelError::invalid("target", f.as_str(), "the root folder cannot be moved"));
                         }

@@ -357,8 +357,6 @@ pub struct Catalog {
 impl Catalog {
     /// The privilege named `name` (or one of its aliases).
     pub fn privilege(&self, name: &str) -> Option<&PrivilegeDef> {
-        self.privileges
-            .iter()
-            .find(|p| p.name == name || p.aliases.iter().any(|a| a == name))
+        self.privileges.iter().find(|p| p.name == name || p.aliases.iter().any(|a| a == name))
     }
 }

@@ -108,9 +108,9 @@ impl TenantFile {
         for (i, c) in self.catalogs.iter().enumerate() {
             let cat = match c {
                 CatalogEntry::Inline(c) => (**c).clone(),
-                CatalogEntry::Preset { preset } => crate::presets::catalog(preset)
-                    .map_err(|e| e.within(&format!("catalogs[{i}]")))?
-                    .clone(),
+                CatalogEntry::Preset { preset } => {
+                    crate::presets::catalog(preset).map_err(|e| e.within(&format!("catalogs[{i}]")))?.clone()
+                }
             };
             out.push(Mutation::PutCatalog(cat));
         }

@@ -8,8 +8,8 @@
 
 use super::config::{TenantConfig, subject_label, target_label};
 use super::entity::*;
-use super::ids::FolderId;
 use super::error::{ErrorKind, ModelError, ModelResult};
+use super::ids::FolderId;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -74,7 +74,8 @@ fn metric_name_parts(name: &str) -> Result<(&str, &str), String> {
     if let Some(m) = plain_name_problem(name) {
         return Err(m);
     }
-    let bad = |why: String| Err(format!("metric name `{name}` is not `[Application].[ObjectType].[Channel].[Name]`: {why}"));
+    let bad =
+        |why: String| Err(format!("metric name `{name}` is not `[Application].[ObjectType].[Channel].[Name]`: {why}"));
     let mut parts = name.splitn(4, '.');
     let (Some(app), Some(kind), Some(channel), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -110,16 +111,19 @@ struct Scope {
 
 /// Validates a whole tenant configuration.
 pub fn validate(c: &TenantConfig) -> ModelResult<()> {
-    validate_scope(c, Scope {
-        catalogs: true,
-        folders: true,
-        persons: true,
-        groups: true,
-        roles: true,
-        partitions: true,
-        objects: true,
-        aces: true,
-    })
+    validate_scope(
+        c,
+        Scope {
+            catalogs: true,
+            folders: true,
+            persons: true,
+            groups: true,
+            roles: true,
+            partitions: true,
+            objects: true,
+            aces: true,
+        },
+    )
 }
 
 /// Validates `new`, a batch applied to the valid configuration `old`: only
@@ -143,16 +147,19 @@ pub fn validate_change(old: &TenantConfig, new: &TenantConfig) -> ModelResult<()
     let partitions = !Arc::ptr_eq(&old.partitions, &new.partitions);
     let objects = !Arc::ptr_eq(&old.objects, &new.objects);
     let aces = !Arc::ptr_eq(&old.aces, &new.aces);
-    validate_scope(new, Scope {
-        catalogs,
-        folders,
-        persons: persons || folders,
-        groups: groups || persons || folders,
-        roles: roles || catalogs || persons || groups || folders,
-        partitions: partitions || persons,
-        objects: objects || folders || partitions,
-        aces: aces || folders || persons || groups || roles || objects,
-    })
+    validate_scope(
+        new,
+        Scope {
+            catalogs,
+            folders,
+            persons: persons || folders,
+            groups: groups || persons || folders,
+            roles: roles || catalogs || persons || groups || folders,
+            partitions: partitions || persons,
+            objects: objects || folders || partitions,
+            aces: aces || folders || persons || groups || roles || objects,
+        },
+    )
 }
 
 fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
@@ -358,11 +365,7 @@ fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
                 return Err(ModelError::unknown(format!("{field}.parent"), p.as_str(), "folder"));
             }
             if !siblings.insert((p.as_str(), f.name.as_str())) {
-                return Err(ModelError::duplicate(
-                    format!("{field}.name"),
-                    &f.name,
-                    &format!("folder name in `{p}`"),
-                ));
+                return Err(ModelError::duplicate(format!("{field}.name"), &f.name, &format!("folder name in `{p}`")));
             }
         }
     }

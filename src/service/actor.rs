@@ -345,7 +345,12 @@ pub fn authorize(
         next,
         app: state.config.catalogs.get(ADMIN_APPLICATION),
         actor,
-        restricted: state.config.catalogs.values().flat_map(|c| c.restricted_types.iter().map(String::as_str)).collect(),
+        restricted: state
+            .config
+            .catalogs
+            .values()
+            .flat_map(|c| c.restricted_types.iter().map(String::as_str))
+            .collect(),
         root,
     };
     let mut created = HashSet::new();

@@ -11,12 +11,12 @@ use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, ObjectRef};
 use crate::model::{Mutation, Perm, TenantFile, TenantId, config::virtual_queue_script, types};
 use crate::proto::authzd::v1 as pb;
-use crate::proto::authzd::v1::admin_service_server::AdminService;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
+use crate::proto::authzd::v1::admin_service_server::AdminService;
 use crate::store::{AnyStore, LockInfo, LockOutcome, Store, UpstreamStore};
-use tonic::transport::Channel;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Object types that have edit locks (SPEC §4.4).
@@ -61,8 +61,8 @@ impl Admin {
         match d {
             None => Ok(self.locks.default_idle),
             Some(d) => {
-                let d = Duration::try_from(d)
-                    .map_err(|_| ServiceError::invalid(field, "must be a positive duration"))?;
+                let d =
+                    Duration::try_from(d).map_err(|_| ServiceError::invalid(field, "must be a positive duration"))?;
                 if d.is_zero() {
                     return Err(ServiceError::invalid(field, "must be a positive duration"));
                 }
@@ -217,12 +217,19 @@ impl AdminService for Admin {
         // Idempotent: an existing queue is not written again.
         if let Some(state) = self.replica.snapshot().state(tenant.as_str()) {
             if state.view.has_object(types::SCRIPT, &script_id) {
-                return Ok(Response::new(pb::ProvisionVirtualQueueResponse { script_id, revision: state.view.revision() }));
+                return Ok(Response::new(pb::ProvisionVirtualQueueResponse {
+                    script_id,
+                    revision: state.view.revision(),
+                }));
             }
         }
         let folder = match req.folder {
             Some(f) if f.is_empty() => {
-                return Err(ServiceError::invalid("folder", "must not be empty (leave it unset for `Scripts/Callback`)").into());
+                return Err(ServiceError::invalid(
+                    "folder",
+                    "must not be empty (leave it unset for `Scripts/Callback`)",
+                )
+                .into());
             }
             f => f.map(crate::model::FolderId),
         };
@@ -322,7 +329,10 @@ impl AdminService for Admin {
         Ok(Response::new(response))
     }
 
-    async fn renew_lock(&self, request: Request<pb::RenewLockRequest>) -> Result<Response<pb::RenewLockResponse>, Status> {
+    async fn renew_lock(
+        &self,
+        request: Request<pb::RenewLockRequest>,
+    ) -> Result<Response<pb::RenewLockResponse>, Status> {
         if let Some(up) = self.upstream() {
             let call = |mut c: AdminServiceClient<Channel>, r| async move { c.renew_lock(r).await };
             return self.forwarded(up, request, call, |r| r.revision).await;

@@ -244,8 +244,7 @@ impl AdminScope {
 }
 
 const UNAUTHENTICATED_ADMIN: &str = "admin calls need the header `authorization: Bearer <token>` or an allowed client certificate: the token is missing or wrong";
-const UNAUTHENTICATED_DECISIONS: &str =
-    "decision calls need the header `authorization: Bearer <token>` (the decision or the admin token): the token is missing or wrong";
+const UNAUTHENTICATED_DECISIONS: &str = "decision calls need the header `authorization: Bearer <token>` (the decision or the admin token): the token is missing or wrong";
 const UNAUTHENTICATED_COMPUTED_WATCH: &str = "privileges and visible-objects subscriptions need the header `authorization: Bearer <token>` (the decision or the admin token): the token is missing or wrong";
 const UNAUTHENTICATED_RAW_WATCH: &str = "raw change subscriptions need the admin credential: the header `authorization: Bearer <admin token>` or a client certificate allowed to administer; the token is missing or wrong";
 const PERMISSION_DENIED_RAW_WATCH: &str = "raw change subscriptions carry the whole configuration and need the admin credential (the admin token or a client certificate allowed to administer), as Export does; the decision token may only follow privileges and visible objects";

@@ -164,10 +164,8 @@ fn minus<'a, T: Ord>(a: &'a [T], b: &[T]) -> impl Iterator<Item = &'a T> {
 }
 
 fn effective(side: Option<Side<'_>>, person: &str, app: &str) -> Vec<String> {
-    let mut v = side
-        .and_then(|s| s.view.effective_privileges(person, app).ok())
-        .map(|e| e.privileges)
-        .unwrap_or_default();
+    let mut v =
+        side.and_then(|s| s.view.effective_privileges(person, app).ok()).map(|e| e.privileges).unwrap_or_default();
     v.sort_unstable();
     v
 }
@@ -186,12 +184,8 @@ pub fn compute(old: Option<Side<'_>>, new: Side<'_>, batch: &[Mutation], limits:
         .chain(new.config.catalogs.keys())
         .map(String::as_str)
         .collect();
-    let persons: BTreeSet<&str> = old
-        .iter()
-        .flat_map(|s| s.config.persons.keys())
-        .chain(new.config.persons.keys())
-        .map(|p| p.as_str())
-        .collect();
+    let persons: BTreeSet<&str> =
+        old.iter().flat_map(|s| s.config.persons.keys()).chain(new.config.persons.keys()).map(|p| p.as_str()).collect();
 
     let mut out = ChangeSet::default();
     let mut spent: u64 = 0;

@@ -14,8 +14,9 @@
 use super::changes::PersonDelta;
 use super::replica::Precondition;
 use super::status::{ServiceError, ServiceResult};
-use crate::engine::{VisibleRef, 
+use crate::engine::{
     self, CheckRequest, Decision, EffectivePrivileges, Explanation, ObjectRef, PrivilegeSource, Reason, VisibleObject,
+    VisibleRef,
 };
 use crate::model::{
     self, AccessGroup, Ace, Catalog, Folder, FolderId, GroupId, Mutation, Object, ObjectId, ObjectKey, Partition,
@@ -251,7 +252,9 @@ pub fn decode_page_token(token: &str) -> ServiceResult<Option<(Revision, String)
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = || ServiceError::invalid("page_token", "not a token returned by `ListVisible`; start again with an empty token");
+    let bad = || {
+        ServiceError::invalid("page_token", "not a token returned by `ListVisible`; start again with an empty token")
+    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (rev, id) = text.split_once(':').ok_or_else(bad)?;
@@ -406,10 +409,7 @@ fn required(v: String, field: impl FnOnce() -> String) -> ServiceResult<String> 
 
 /// Every element non-empty, as a set.
 fn required_set<T: Ord + From<String>>(vs: Vec<String>, field: &str) -> ServiceResult<BTreeSet<T>> {
-    vs.into_iter()
-        .enumerate()
-        .map(|(j, v)| required(v, || format!("{field}[{j}]")).map(T::from))
-        .collect()
+    vs.into_iter().enumerate().map(|(j, v)| required(v, || format!("{field}[{j}]")).map(T::from)).collect()
 }
 
 /// Every element non-empty, in order.
@@ -491,7 +491,10 @@ fn group(g: pb::AccessGroup, f: &str) -> ServiceResult<AccessGroup> {
 fn folder(x: pb::Folder, f: &str) -> ServiceResult<Folder> {
     let parent = match x.parent {
         Some(p) if p.is_empty() => {
-            return Err(ServiceError::invalid(format!("{f}.parent"), "must not be empty (leave it unset for the root)"));
+            return Err(ServiceError::invalid(
+                format!("{f}.parent"),
+                "must not be empty (leave it unset for the root)",
+            ));
         }
         p => p.map(FolderId),
     };
@@ -578,7 +581,10 @@ fn catalog(c: pb::Catalog, f: &str) -> ServiceResult<Catalog> {
             let gf = format!("{f}.property_guards[{j}]");
             let access = required_permission(g.access, &format!("{gf}.access"))?;
             if !matches!(access, Perm::Read | Perm::Change) {
-                return Err(ServiceError::invalid(format!("{gf}.access"), format!("`{access}` is not `Read` or `Change`")));
+                return Err(ServiceError::invalid(
+                    format!("{gf}.access"),
+                    format!("`{access}` is not `Read` or `Change`"),
+                ));
             }
             Ok(PropertyGuard {
                 kind: required(g.r#type, || format!("{gf}.type"))?,
@@ -691,9 +697,9 @@ pub fn mutation(i: usize, m: pb::Mutation) -> ServiceResult<Mutation> {
             }
         }
         Op::PutPartition(p) => Mutation::PutPartition(partition(p, &at("put_partition"))?),
-        Op::DeletePartition(d) => Mutation::DeletePartition {
-            id: PartitionId(required(d.id, || format!("{}.id", at("delete_partition")))?),
-        },
+        Op::DeletePartition(d) => {
+            Mutation::DeletePartition { id: PartitionId(required(d.id, || format!("{}.id", at("delete_partition")))?) }
+        }
         Op::PutObject(o) => Mutation::PutObject(object(o, &at("put_object"))?),
         Op::DeleteObject(k) => Mutation::DeleteObject(object_key(k, &at("delete_object"))?),
         Op::MoveObject(m) => {
@@ -715,7 +721,10 @@ pub fn mutation(i: usize, m: pb::Mutation) -> ServiceResult<Mutation> {
             let f = at("provision_virtual_queue");
             let folder = match p.folder {
                 Some(x) if x.is_empty() => {
-                    return Err(ServiceError::invalid(format!("{f}.folder"), "must not be empty (leave it unset for `Scripts/Callback`)"));
+                    return Err(ServiceError::invalid(
+                        format!("{f}.folder"),
+                        "must not be empty (leave it unset for `Scripts/Callback`)",
+                    ));
                 }
                 x => x.map(FolderId),
             };
@@ -892,9 +901,7 @@ pub fn mutation_pb(m: Mutation) -> pb::Mutation {
             }),
         }),
         Mutation::DeleteRole { id } => Op::DeleteRole(pm::DeleteRole { id: id.0 }),
-        Mutation::AssignRole { role, to } => {
-            Op::AssignRole(pm::AssignRole { role: role.0, to: Some(subject_pb(to)) })
-        }
+        Mutation::AssignRole { role, to } => Op::AssignRole(pm::AssignRole { role: role.0, to: Some(subject_pb(to)) }),
         Mutation::UnassignRole { role, from } => {
             Op::UnassignRole(pm::UnassignRole { role: role.0, holder: Some(subject_pb(from)) })
         }
@@ -923,10 +930,9 @@ pub fn mutation_pb(m: Mutation) -> pb::Mutation {
             deny: perm_set_pb(a.deny),
             propagate: a.propagate,
         }),
-        Mutation::DeleteAce { target, subject } => Op::DeleteAce(pm::DeleteAce {
-            target: Some(target_pb(target)),
-            subject: Some(subject_pb(subject)),
-        }),
+        Mutation::DeleteAce { target, subject } => {
+            Op::DeleteAce(pm::DeleteAce { target: Some(target_pb(target)), subject: Some(subject_pb(subject)) })
+        }
         Mutation::ProvisionVirtualQueue { queue, folder } => {
             Op::ProvisionVirtualQueue(pm::ProvisionVirtualQueue { queue, folder: folder.map(|f| f.0) })
         }

@@ -56,7 +56,9 @@ fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceE
         Reason::UnknownApplication => {
             ServiceError::NotFound(format!("application: unknown application `{what}` in tenant `{tenant}`"))
         }
-        Reason::UnknownObject => ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`")),
+        Reason::UnknownObject => {
+            ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`"))
+        }
         other => ServiceError::Internal(format!("unexpected `{}`", other.code())),
     }
 }
@@ -192,7 +194,13 @@ impl DecisionService for Decisions {
                 }));
             }
             Err(Reason::UnknownApplication) => {
-                return Err(not_found(Reason::UnknownApplication, &req.tenant, &req.person, list.application.unwrap_or_default()).into());
+                return Err(not_found(
+                    Reason::UnknownApplication,
+                    &req.tenant,
+                    &req.person,
+                    list.application.unwrap_or_default(),
+                )
+                .into());
             }
             Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default()).into()),
         };
@@ -231,9 +239,10 @@ impl DecisionService for Decisions {
         let check = convert::explain_request(&req)?;
         let (d, evidence) = match self.replica.state(&req.tenant) {
             Ok(state) => explained(&state, &check),
-            Err(reason) => {
-                (Decision { allowed: false, reason, revision: self.replica.snapshot().revision() }, pb::Evidence::default())
-            }
+            Err(reason) => (
+                Decision { allowed: false, reason, revision: self.replica.snapshot().revision() },
+                pb::Evidence::default(),
+            ),
         };
         Ok(Response::new(pb::ExplainResponse {
             allowed: d.allowed,

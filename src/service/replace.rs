@@ -45,8 +45,7 @@ pub fn replace_batch(current: &TenantConfig, target: &TenantConfig) -> Vec<Mutat
         cur.keys().filter(move |k| !new.contains_key(*k))
     }
     out.extend(
-        gone(&current.aces, &target.aces)
-            .map(|(t, s)| Mutation::DeleteAce { target: t.clone(), subject: s.clone() }),
+        gone(&current.aces, &target.aces).map(|(t, s)| Mutation::DeleteAce { target: t.clone(), subject: s.clone() }),
     );
     out.extend(gone(&current.objects, &target.objects).cloned().map(Mutation::DeleteObject));
     out.extend(gone(&current.roles, &target.roles).map(|id| Mutation::DeleteRole { id: id.clone() }));

@@ -59,8 +59,8 @@ use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
 use crate::snapshot::{Snapshot, TenantState};
 use crate::store::{
-    AnyStore, EncodedConfig, ChangeRecord, Compaction, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo, Notice, Store,
-    StoreError,
+    AnyStore, ChangeRecord, Compaction, EncodedConfig, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo,
+    Notice, Store, StoreError,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -507,7 +507,10 @@ impl Checkpointer {
 
     /// Asks for a checkpoint of `tenant` at `revision` (replacing an older one waiting).
     fn request(&self, tenant: &TenantId, revision: Revision, config: Arc<TenantConfig>) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant.0.clone(), (tenant.clone(), revision, config));
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.0.clone(), (tenant.clone(), revision, config));
         self.wake.notify_one();
     }
 
@@ -906,8 +909,11 @@ impl Replica {
     /// Validates and installs one stored batch; logs and skips it when it no
     /// longer validates. Whether it was installed.
     fn apply_record(&self, ws: &mut WriterState, record: ChangeRecord) -> bool {
-        let installed =
-            cpu(|| self.snapshot.prepare(&record.tenant, &record.mutations).map(|next| self.snapshot.install(next, record.revision)));
+        let installed = cpu(|| {
+            self.snapshot
+                .prepare(&record.tenant, &record.mutations)
+                .map(|next| self.snapshot.install(next, record.revision))
+        });
         match installed {
             Ok(state) => {
                 if self.snapshot.is_loaded() {
@@ -1103,7 +1109,11 @@ impl Replica {
             if m.len() > self.limits.max_batch {
                 return Err(ServiceError::invalid(
                     "mutations",
-                    format!("the batch has {} mutations, more than the limit of {} per write", m.len(), self.limits.max_batch),
+                    format!(
+                        "the batch has {} mutations, more than the limit of {} per write",
+                        m.len(),
+                        self.limits.max_batch
+                    ),
                 ));
             }
             if m.is_empty() {
@@ -1120,8 +1130,13 @@ impl Replica {
             self.check_conditions(&req, current.as_ref(), &mutations)?;
 
             // Validate (and authorize) on a copy, off the async workers.
-            let (snapshot, t, m, cur, actor) =
-                (Arc::clone(&self.snapshot), tenant.clone(), Arc::clone(&mutations), current.clone(), req.actor.clone());
+            let (snapshot, t, m, cur, actor) = (
+                Arc::clone(&self.snapshot),
+                tenant.clone(),
+                Arc::clone(&mutations),
+                current.clone(),
+                req.actor.clone(),
+            );
             let import_target = match &req.batch {
                 Batch::Import { config, .. } if current.is_some() => Some(config.clone()),
                 _ => None,
@@ -1219,7 +1234,12 @@ impl Replica {
     }
 
     /// Tenant existence, `expected_revision` and preconditions.
-    fn check_conditions(&self, req: &WriteRequest, current: Option<&TenantState>, batch: &[Mutation]) -> ServiceResult<()> {
+    fn check_conditions(
+        &self,
+        req: &WriteRequest,
+        current: Option<&TenantState>,
+        batch: &[Mutation],
+    ) -> ServiceResult<()> {
         let creates = matches!(batch.first(), Some(Mutation::CreateTenant { .. }));
         if current.is_none() && !creates {
             return Err(ServiceError::NotFound(format!(
@@ -1260,7 +1280,14 @@ impl Replica {
     /// Counts a batch of `tenant` and, every [`Limits::checkpoint_every`]
     /// batches (or at once when `force`), asks the background writer for a
     /// checkpoint of `state`.
-    fn maybe_checkpoint(&self, ws: &mut WriterState, tenant: &TenantId, revision: Revision, state: &TenantState, force: bool) {
+    fn maybe_checkpoint(
+        &self,
+        ws: &mut WriterState,
+        tenant: &TenantId,
+        revision: Revision,
+        state: &TenantState,
+        force: bool,
+    ) {
         let count = ws.since_checkpoint.entry(tenant.0.clone()).or_default();
         *count += 1;
         if !force && *count < self.limits.checkpoint_every {

@@ -143,9 +143,11 @@ impl Side {
         use pb::watch_event::Event;
         let event = match self {
             Side::Lock(l) => Event::Lock((**l).clone()),
-            Side::Restricted { revision, tenant, on } => {
-                Event::RestrictedModeChanged(pb::RestrictedModeChanged { revision: *revision, tenant: tenant.clone(), on: *on })
-            }
+            Side::Restricted { revision, tenant, on } => Event::RestrictedModeChanged(pb::RestrictedModeChanged {
+                revision: *revision,
+                tenant: tenant.clone(),
+                on: *on,
+            }),
         };
         pb::WatchEvent { event: Some(event) }
     }
@@ -292,7 +294,9 @@ impl Fanout {
         let mut subs = self.lock();
         let revision = subs.published;
         self.hub.checkpoint(revision);
-        subs.raw.retain(|_, s| !matches!(s.tx.try_send(RawItem::Checkpoint(revision)), Err(mpsc::error::TrySendError::Closed(_))));
+        subs.raw.retain(|_, s| {
+            !matches!(s.tx.try_send(RawItem::Checkpoint(revision)), Err(mpsc::error::TrySendError::Closed(_)))
+        });
     }
 
     /// Sends checkpoints every [`WatchSettings::checkpoint_interval`] until `stop` turns true.
@@ -315,7 +319,11 @@ impl Fanout {
         let mut subs = self.lock();
         if let Some(state) = a.state {
             if a.mutations.iter().any(|m| matches!(m, Mutation::SetRestrictedMode { .. })) {
-                let event = Side::Restricted { revision: a.revision, tenant: a.tenant.0.clone(), on: state.config.restricted_mode };
+                let event = Side::Restricted {
+                    revision: a.revision,
+                    tenant: a.tenant.0.clone(),
+                    on: state.config.restricted_mode,
+                };
                 subs.side.retain(|_, s| s.tenant != a.tenant.0 || offer(&s.tx, &s.lagged, event.clone()));
             }
             // After the side events of the same revision: a stream sends those first.
@@ -380,11 +388,15 @@ impl Fanout {
                 || offer(&s.tx, &s.lagged, side.clone())
         });
         subs.raw.retain(|_, s| {
-            s.tenant.as_deref().is_some_and(|t| t != l.tenant.0) || offer(&s.tx, &s.lagged, RawItem::Lock(Arc::clone(&event)))
+            s.tenant.as_deref().is_some_and(|t| t != l.tenant.0)
+                || offer(&s.tx, &s.lagged, RawItem::Lock(Arc::clone(&event)))
         });
     }
 
-    fn register_raw(self: &Arc<Self>, tenant: Option<String>) -> (Registration, mpsc::Receiver<RawItem>, Arc<AtomicBool>, Revision) {
+    fn register_raw(
+        self: &Arc<Self>,
+        tenant: Option<String>,
+    ) -> (Registration, mpsc::Receiver<RawItem>, Arc<AtomicBool>, Revision) {
         let (tx, rx) = mpsc::channel(self.settings.raw_queue.max(2));
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +411,11 @@ impl Fanout {
         (Registration { fanout: Arc::clone(self), id }, rx, lagged, subs.published)
     }
 
-    fn register_side(self: &Arc<Self>, tenant: String, lock_type: Option<String>) -> (Registration, mpsc::Receiver<Side>, Arc<AtomicBool>) {
+    fn register_side(
+        self: &Arc<Self>,
+        tenant: String,
+        lock_type: Option<String>,
+    ) -> (Registration, mpsc::Receiver<Side>, Arc<AtomicBool>) {
         let (tx, rx) = mpsc::channel(self.settings.side_queue.max(2));
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -479,9 +495,10 @@ fn mutation_type(m: &Mutation) -> Option<&str> {
         | Mutation::DeleteGroup { .. }
         | Mutation::AddGroupMember { .. }
         | Mutation::RemoveGroupMember { .. } => types::ACCESS_GROUP,
-        Mutation::PutRole(_) | Mutation::DeleteRole { .. } | Mutation::AssignRole { .. } | Mutation::UnassignRole { .. } => {
-            types::ROLE
-        }
+        Mutation::PutRole(_)
+        | Mutation::DeleteRole { .. }
+        | Mutation::AssignRole { .. }
+        | Mutation::UnassignRole { .. } => types::ROLE,
         Mutation::PutPartition(_) | Mutation::DeletePartition { .. } => "Partition",
         Mutation::PutObject(o) => &o.kind,
         Mutation::DeleteObject(k) => &k.kind,
@@ -683,7 +700,8 @@ fn update_events(shape: &Shape, u: Update, part_bytes: usize) -> Vec<pb::WatchEv
                 Shape::Privileges { .. } => String::new(),
             };
             let gained: Vec<pb::VisibleObject> = gained.into_iter().map(convert::visible_object).collect();
-            let lost: Vec<pb::ObjectKey> = lost.into_iter().map(|id| pb::ObjectKey { r#type: kind.clone(), id }).collect();
+            let lost: Vec<pb::ObjectKey> =
+                lost.into_iter().map(|id| pb::ObjectKey { r#type: kind.clone(), id }).collect();
             // Parts paired up: each event carries at most one part of each list.
             let (gained, lost) = (parts(gained, part_bytes), parts(lost, part_bytes));
             let n = gained.len().max(lost.len()).max(1);
@@ -923,7 +941,9 @@ impl Watcher {
     /// nothing until created (proto contract).
     fn check_computed(&self, spec: &WatchSpec) -> ServiceResult<()> {
         let (tenant, person) = match spec {
-            WatchSpec::Privileges { tenant, person, .. } | WatchSpec::Objects { tenant, person, .. } => (tenant, person),
+            WatchSpec::Privileges { tenant, person, .. } | WatchSpec::Objects { tenant, person, .. } => {
+                (tenant, person)
+            }
         };
         let state = self.fanout.replica.state(tenant).map_err(|r| not_found(r, tenant, person, ""))?;
         let result = match spec {
@@ -1040,11 +1060,15 @@ fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceE
     match reason {
         Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
         Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
-        Reason::UnknownSubject => ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`")),
+        Reason::UnknownSubject => {
+            ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`"))
+        }
         Reason::UnknownApplication => {
             ServiceError::NotFound(format!("application: unknown application `{what}` in tenant `{tenant}`"))
         }
-        Reason::UnknownObject => ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`")),
+        Reason::UnknownObject => {
+            ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`"))
+        }
         other => ServiceError::Internal(format!("unexpected `{}`", other.code())),
     }
 }
@@ -1073,7 +1097,11 @@ impl WatchService for Watcher {
         let req = request.into_inner();
         self.fanout.replica.wait_for(req.at_least_revision).await?;
         let stream = match req.subscription {
-            None => return Err(ServiceError::invalid("subscription", "must be set (privileges, visible_objects or raw)").into()),
+            None => {
+                return Err(
+                    ServiceError::invalid("subscription", "must be set (privileges, visible_objects or raw)").into()
+                );
+            }
             Some(Subscription::Privileges(p)) => {
                 let application = required(p.application, "privileges.application")?;
                 let spec = WatchSpec::Privileges {
@@ -1087,7 +1115,11 @@ impl WatchService for Watcher {
                 let kind = required(v.r#type, "visible_objects.type")?;
                 let permission: Perm = convert::list_permission(v.permission)?;
                 if v.folder.as_deref() == Some("") {
-                    return Err(ServiceError::invalid("visible_objects.folder", "must not be empty (leave it unset for the whole tenant)").into());
+                    return Err(ServiceError::invalid(
+                        "visible_objects.folder",
+                        "must not be empty (leave it unset for the whole tenant)",
+                    )
+                    .into());
                 }
                 let spec = WatchSpec::Objects {
                     tenant: required(v.tenant, "visible_objects.tenant")?,
@@ -1196,7 +1228,7 @@ mod tests {
 
     #[test]
     fn raw_type_filter_keeps_tenant_wide_mutations() {
-        use crate::model::{ObjectKey, ObjectId, TenantId};
+        use crate::model::{ObjectId, ObjectKey, TenantId};
         let record = ChangeRecord {
             revision: 4,
             tenant: TenantId("t".into()),

@@ -531,7 +531,12 @@ impl Store for AnyStore {
     async fn oldest_retained(&self) -> StoreResult<Revision> {
         delegate!(self, s => s.oldest_retained())
     }
-    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+    async fn put_encoded_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &EncodedConfig,
+    ) -> StoreResult<()> {
         delegate!(self, s => s.put_encoded_checkpoint(tenant, revision, config))
     }
     async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {

@@ -32,11 +32,11 @@
 //! PostgreSQL 13 or newer (`gen_random_uuid()` for lock tokens).
 
 use super::{
-    COMPACTION_LOCK_KEY, ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent, LockEventKind, LockEventRow,
-    LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError, StoreResult, WrittenLockEvents,
-    compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, EncodedConfig,
-    encode_mutations, expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db,
-    rev_to_db, seq_from_db, seq_to_db, to_millis,
+    COMPACTION_LOCK_KEY, ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL,
+    LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store,
+    StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error, decode_checkpoint, decode_lock_event,
+    decode_record, duration_millis, encode_mutations, expiry_events, from_millis, granted_lock,
+    lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db, seq_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::Connection;
@@ -436,7 +436,12 @@ impl Store for PostgresStore {
         rev_from_db(oldest)
     }
 
-    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+    async fn put_encoded_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &EncodedConfig,
+    ) -> StoreResult<()> {
         let json = config.as_str();
         let e = self.err();
         let head = self.head().await?;

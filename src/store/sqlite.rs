@@ -15,11 +15,11 @@
 //! written by a newer version.
 
 use super::{
-    ChangeRecord, Compaction, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome,
-    LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error,
-    decode_checkpoint, decode_lock_event, decode_record, duration_millis, EncodedConfig, encode_mutations,
-    expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db,
-    seq_to_db, to_millis,
+    ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow,
+    LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff,
+    db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_mutations, expiry_events,
+    from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db, seq_to_db,
+    to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::SqliteConnection;
@@ -281,7 +281,12 @@ impl Store for SqliteStore {
         rev_from_db(oldest)
     }
 
-    async fn put_encoded_checkpoint(&self, tenant: &TenantId, revision: Revision, config: &EncodedConfig) -> StoreResult<()> {
+    async fn put_encoded_checkpoint(
+        &self,
+        tenant: &TenantId,
+        revision: Revision,
+        config: &EncodedConfig,
+    ) -> StoreResult<()> {
         let json = config.as_str();
         let e = self.err();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
@@ -318,10 +323,11 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT tenant, revision FROM authzd_checkpoints ORDER BY tenant")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.err())?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tenant, revision FROM authzd_checkpoints ORDER BY tenant")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
         rows.into_iter().map(|(t, r)| Ok((TenantId(t), rev_from_db(r)?))).collect()
     }
 

@@ -164,7 +164,9 @@ impl UpstreamStore {
         }
         let token = match &settings.token {
             Some(t) => Some(
-                format!("Bearer {t}").parse::<MetadataValue<Ascii>>().map_err(|_| bad("the token is not valid in a header".into()))?,
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| bad("the token is not valid in a header".into()))?,
             ),
             None => None,
         };
@@ -195,7 +197,9 @@ impl UpstreamStore {
         let revisions = self.inner.upstream_head.load(Ordering::Relaxed).saturating_sub(f.head);
         let millis = match (revisions, f.last_committed_at) {
             (0, _) | (_, None) => 0,
-            (_, Some(at)) => SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            (_, Some(at)) => {
+                SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
         };
         FollowerLag { revisions, millis }
     }
@@ -234,7 +238,8 @@ impl UpstreamStore {
             forwarded.metadata_mut().insert("authorization", c);
         }
         call(self.admin(), forwarded).await.map_err(|s| {
-            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport") {
+            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport")
+            {
                 Status::unavailable(format!("the upstream `{}` cannot be reached: {}", self.inner.url, s.message()))
             } else {
                 s
@@ -262,10 +267,14 @@ impl UpstreamStore {
                 .into_inner();
             let (id, revision) = (t.id, export.revision);
             // Parsing a large tenant takes a while: off the async workers.
-            let config = tokio::task::spawn_blocking(move || TenantFile::from_yaml(&export.yaml).and_then(|f| f.to_config()))
-                .await
-                .map_err(|e| StoreError::Other(format!("the tenant parser failed: {e}")))?
-                .map_err(|e| StoreError::Corrupt { revision, message: format!("tenant `{id}` exported by `{url}`: {e}") })?;
+            let config =
+                tokio::task::spawn_blocking(move || TenantFile::from_yaml(&export.yaml).and_then(|f| f.to_config()))
+                    .await
+                    .map_err(|e| StoreError::Other(format!("the tenant parser failed: {e}")))?
+                    .map_err(|e| StoreError::Corrupt {
+                        revision,
+                        message: format!("tenant `{id}` exported by `{url}`: {e}"),
+                    })?;
             loaded.push((TenantId(id), revision, config));
         }
         let generation = {
@@ -350,7 +359,13 @@ impl Inner {
                     let mut f = self.feed();
                     f.lock_seq += 1;
                     let seq = f.lock_seq;
-                    let lock = LockInfo { tenant: TenantId(l.tenant), object, holder: PersonId(l.holder), since: at, expires_at: at };
+                    let lock = LockInfo {
+                        tenant: TenantId(l.tenant),
+                        object,
+                        holder: PersonId(l.holder),
+                        since: at,
+                        expires_at: at,
+                    };
                     f.lock_events.push_back(LockEvent { seq, kind, lock, at });
                     while f.lock_events.len() > self.retain {
                         f.lock_events.pop_front();
@@ -424,8 +439,7 @@ async fn follow(inner: Weak<Inner>) {
             }
             continue;
         }
-        let mut client =
-            WatchServiceClient::new(me.channel.clone()).max_decoding_message_size(me.max_message_bytes);
+        let mut client = WatchServiceClient::new(me.channel.clone()).max_decoding_message_size(me.max_message_bytes);
         let request = me.authorized(pb::WatchRequest {
             subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
                 tenant: None,
@@ -499,7 +513,11 @@ impl Inner {
     /// The upstream's revision (its tenant list).
     async fn admin_list(&self) -> Result<Revision, Status> {
         let mut admin = AdminServiceClient::new(self.channel.clone());
-        Ok(admin.list_tenants(self.authorized(pb::ListTenantsRequest { at_least_revision: 0 })).await?.into_inner().revision)
+        Ok(admin
+            .list_tenants(self.authorized(pb::ListTenantsRequest { at_least_revision: 0 }))
+            .await?
+            .into_inner()
+            .revision)
     }
 }
 
@@ -543,7 +561,12 @@ impl Store for UpstreamStore {
         Ok(())
     }
 
-    async fn put_encoded_checkpoint(&self, _tenant: &TenantId, _revision: Revision, _config: &EncodedConfig) -> StoreResult<()> {
+    async fn put_encoded_checkpoint(
+        &self,
+        _tenant: &TenantId,
+        _revision: Revision,
+        _config: &EncodedConfig,
+    ) -> StoreResult<()> {
         // The upstream keeps the checkpoints.
         Ok(())
     }

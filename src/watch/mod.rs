@@ -330,7 +330,11 @@ fn remember(view: &TenantView, spec: &WatchSpec, state: &State) -> Last {
 
 /// Visible objects gained and lost from `old` to the listing of `spec` in
 /// `view`: `None` when they are the same.
-fn objects_diff(view: &TenantView, spec: &WatchSpec, old: &BTreeSet<String>) -> Option<(BTreeSet<String>, Vec<VisibleObject>, Vec<String>)> {
+fn objects_diff(
+    view: &TenantView,
+    spec: &WatchSpec,
+    old: &BTreeSet<String>,
+) -> Option<(BTreeSet<String>, Vec<VisibleObject>, Vec<String>)> {
     let objects = match compute(view, spec) {
         State::Objects(o) => o,
         _ => Vec::new(),
@@ -503,7 +507,8 @@ impl Subscriber {
                 Some(Update::Full { revision, reason: Resync::Initial, state })
             }
             Some(Last::Privileges(old_bits, old_names)) => {
-                let (row, names) = (privilege_row(&newest.view, &self.spec), privilege_catalog(&newest.view, &self.spec));
+                let (row, names) =
+                    (privilege_row(&newest.view, &self.spec), privilege_catalog(&newest.view, &self.spec));
                 let same = same_catalog(old_names.as_ref(), names);
                 // Same bits under the same catalog: nothing changed for this
                 // desktop (the common case: one compare, no allocation).
