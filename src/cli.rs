@@ -849,6 +849,28 @@ fn print_json(v: &Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
+/// `m`, the `authzd.v1.<name>` message, in the proto3 JSON mapping: the shape
+/// the HTTP API answers with (default values written out, enums by name,
+/// 64-bit numbers as strings), so a script needs one schema for both.
+fn proto_json(m: &impl prost::Message, name: &str) -> Value {
+    static POOL: std::sync::LazyLock<Option<prost_reflect::DescriptorPool>> =
+        std::sync::LazyLock::new(|| prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).ok());
+    let full = format!("authzd.v1.{name}");
+    let Some(desc) = POOL.as_ref().and_then(|p| p.get_message_by_name(&full)) else {
+        return json!({"error": format!("no message `{full}` in the API's descriptor set")});
+    };
+    match prost_reflect::DynamicMessage::decode(desc, m.encode_to_vec().as_slice()) {
+        Ok(d) => d
+            .serialize_with_options(serde_json::value::Serializer, &crate::http::gateway::serialize_options())
+            .unwrap_or_else(|e| json!({"error": e.to_string()})),
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+fn print_proto(m: &impl prost::Message, name: &str) {
+    print_json(&proto_json(m, name));
+}
+
 fn perms_text(v: &[i32]) -> Vec<&'static str> {
     v.iter().filter_map(|p| convert::permission_of(*p)).map(crate::model::Perm::name).collect()
 }
@@ -887,28 +909,6 @@ fn source_text(v: i32) -> &'static str {
         .unwrap_or("UNSPECIFIED")
 }
 
-fn evidence_json(e: &pb::Evidence) -> Value {
-    json!({
-        "groups": e.groups,
-        "roles": e.roles,
-        "privilege_source": source_text(e.privilege_source),
-        "aces": e.aces.iter().map(|a| json!({
-            "principal": subject_text(a.principal.as_ref()),
-            "target": target_text(a.target.as_ref()),
-            "inherited_from": a.inherited_from,
-            "allow": perms_text(&a.allow),
-            "deny": perms_text(&a.deny),
-            "propagate": a.propagate,
-        })).collect::<Vec<_>>(),
-        "privileges": e.privileges.iter().map(|p| json!({
-            "name": p.name,
-            "effective": p.effective,
-            "missing_requires": p.missing_requires,
-            "need": need_text(p.need),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn print_evidence(e: &pb::Evidence) {
     outln!("  groups: {}", if e.groups.is_empty() { "-".into() } else { e.groups.join(", ") });
     if !e.roles.is_empty() {
@@ -942,20 +942,6 @@ fn print_evidence(e: &pb::Evidence) {
             if p.effective { "effective" } else { "not effective" }
         );
     }
-}
-
-fn changes_json(changes: &[pb::PersonChange], truncated: bool) -> Value {
-    json!({
-        "truncated": truncated,
-        "persons": changes.iter().map(|c| json!({
-            "person": c.person,
-            "privileges": c.privileges.iter().map(|p| json!({
-                "application": p.application, "gained": p.gained, "lost": p.lost,
-            })).collect::<Vec<_>>(),
-            "visible_gained": c.visible_gained.iter().map(|k| format!("{}/{}", k.r#type, k.id)).collect::<Vec<_>>(),
-            "visible_lost": c.visible_lost.iter().map(|k| format!("{}/{}", k.r#type, k.id)).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn print_changes(changes: &[pb::PersonChange], truncated: bool) {
@@ -1009,11 +995,7 @@ async fn check(a: CheckArgs, always_explain: bool) -> Result<ExitCode, CliError>
     let r = conn.decisions().check(req).await?.into_inner();
     let code = convert::reason_code(r.reason);
     if a.client.json {
-        let mut v = json!({"allowed": r.allowed, "reason": code, "revision": r.revision});
-        if let (Some(e), Some(obj)) = (&r.evidence, v.as_object_mut()) {
-            obj.insert("evidence".into(), evidence_json(e));
-        }
-        print_json(&v);
+        print_proto(&r, "CheckResponse");
     } else {
         outln!("{} ({code}, revision {})", if r.allowed { "ALLOWED" } else { "DENIED" }, r.revision);
         if let Some(e) = &r.evidence {
@@ -1052,12 +1034,11 @@ async fn list(a: ListArgs) -> Result<ExitCode, CliError> {
         token = page.next_page_token;
     };
     if a.client.json {
-        print_json(&json!({
-            "revision": revision,
-            "objects": objects.iter().map(|o| json!({
-                "id": o.id, "name": o.name, "folder": o.folder, "properties": o.properties,
-            })).collect::<Vec<_>>(),
-        }));
+        // Every page in one answer, as if the page size were unlimited.
+        print_proto(
+            &pb::ListVisibleResponse { objects, next_page_token: String::new(), revision },
+            "ListVisibleResponse",
+        );
     } else {
         for o in &objects {
             outln!("{}\t{}\t{}", o.id, o.name, o.folder);
@@ -1079,21 +1060,12 @@ async fn privileges(a: PrivilegesArgs) -> Result<ExitCode, CliError> {
         })
         .await?
         .into_inner();
-    let e = r.effective.unwrap_or_default();
     if a.client.json {
-        print_json(&json!({
-            "revision": r.revision,
-            "application": e.application,
-            "source": source_text(e.source),
-            "legacy_section": e.legacy_section,
-            "legacy_role": e.legacy_role,
-            "privileges": e.privileges,
-            "unmet": e.unmet,
-            "roles": e.roles,
-            "unreadable_roles": e.unreadable_roles,
-            "primary_role": e.primary_role,
-        }));
-    } else {
+        print_proto(&r, "EffectivePrivilegesResponse");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let e = r.effective.unwrap_or_default();
+    {
         let legacy = match (&e.legacy_section, &e.legacy_role) {
             (Some(s), Some(r)) => format!(" ({s}.role = {r})"),
             _ => String::new(),
@@ -1122,13 +1094,7 @@ async fn tenants(c: ClientArgs) -> Result<ExitCode, CliError> {
     let conn = Conn::open(&c).await?;
     let r = conn.admin().list_tenants(pb::ListTenantsRequest { at_least_revision: 0 }).await?.into_inner();
     if c.json {
-        print_json(&json!({
-            "revision": r.revision,
-            "tenants": r.tenants.iter().map(|t| json!({
-                "id": t.id, "name": t.name, "restricted_mode": t.restricted_mode,
-                "applications": t.applications, "changed_at_revision": t.changed_at_revision,
-            })).collect::<Vec<_>>(),
-        }));
+        print_proto(&r, "ListTenantsResponse");
     } else {
         for t in &r.tenants {
             outln!(
@@ -1153,10 +1119,7 @@ async fn import(a: ImportArgs) -> Result<ExitCode, CliError> {
         .await?
         .into_inner();
     if a.client.json {
-        print_json(&json!({
-            "tenant": r.tenant, "revision": r.revision, "dry_run": a.dry_run,
-            "changes": changes_json(&r.changes, r.changes_truncated),
-        }));
+        print_proto(&r, "ImportResponse");
     } else {
         if a.dry_run {
             outln!("dry run: tenant `{}` would be imported (evaluated at revision {})", r.tenant, r.revision);
@@ -1178,12 +1141,19 @@ async fn export(a: ExportArgs) -> Result<ExitCode, CliError> {
             std::fs::write(path, &r.yaml)
                 .map_err(|source| CliError::Io { path: path.display().to_string(), source })?;
             if a.client.json {
-                print_json(&json!({"file": path.display().to_string(), "revision": r.revision}));
+                // The answer without the text written to the file, and where it went.
+                let mut v =
+                    proto_json(&pb::ExportResponse { yaml: String::new(), revision: r.revision }, "ExportResponse");
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("yaml");
+                    o.insert("file".into(), json!(path.display().to_string()));
+                }
+                print_json(&v);
             } else {
                 eprintln!("wrote {} (revision {})", path.display(), r.revision);
             }
         }
-        None if a.client.json => print_json(&json!({"yaml": r.yaml, "revision": r.revision})),
+        None if a.client.json => print_proto(&r, "ExportResponse"),
         None => out!("{}", r.yaml),
     }
     Ok(ExitCode::SUCCESS)
@@ -1208,10 +1178,7 @@ async fn write(a: WriteArgs) -> Result<ExitCode, CliError> {
         .await?
         .into_inner();
     if a.client.json {
-        print_json(&json!({
-            "tenant": a.tenant, "revision": r.revision, "dry_run": a.dry_run,
-            "changes": changes_json(&r.changes, r.changes_truncated),
-        }));
+        print_proto(&r, "WriteResponse");
     } else {
         if a.dry_run {
             outln!("dry run on tenant `{}` at revision {}: nothing was stored", a.tenant, r.revision);
@@ -1301,14 +1268,7 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
             let r = conn.admin().acquire_lock(req).await?.into_inner();
             let (since, expires) = (time_text(r.since.as_ref()), time_text(r.expires_at.as_ref()));
             if a.client.json {
-                let mut v = json!({
-                    "granted": r.granted, "holder": r.holder, "since": since, "expires_at": expires,
-                    "object": a.object, "revision": r.revision,
-                });
-                if let Some(obj) = v.as_object_mut().filter(|_| r.granted) {
-                    obj.insert("lock_token".into(), json!(r.lock_token));
-                }
-                print_json(&v);
+                print_proto(&r, "AcquireLockResponse");
             } else if r.granted {
                 outln!(
                     "granted: {} holds {} since {since}, until {expires} unless renewed (revision {})",
@@ -1336,7 +1296,7 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
             let r = conn.admin().renew_lock(req).await?.into_inner();
             let expires = time_text(r.expires_at.as_ref());
             if a.client.json {
-                print_json(&json!({"renewed": true, "expires_at": expires, "revision": r.revision}));
+                print_proto(&r, "RenewLockResponse");
             } else {
                 outln!("renewed: the lock expires at {expires} unless renewed");
             }
@@ -1355,7 +1315,7 @@ async fn lock(a: LockArgs) -> Result<ExitCode, CliError> {
                 .await?
                 .into_inner();
             if a.client.json {
-                print_json(&json!({"released": true, "revision": r.revision}));
+                print_proto(&r, "ReleaseLockResponse");
             } else {
                 outln!("released (revision {})", r.revision);
             }
@@ -1389,10 +1349,6 @@ fn object_key_text(k: &pb::ObjectKey) -> String {
     format!("{}/{}", k.r#type, k.id)
 }
 
-fn visible_json(o: &pb::VisibleObject) -> Value {
-    json!({"id": o.id, "name": o.name, "folder": o.folder, "properties": o.properties})
-}
-
 fn resync_text(v: i32) -> &'static str {
     match pb::ResyncReason::try_from(v) {
         Ok(pb::ResyncReason::Initial) => "initial",
@@ -1423,8 +1379,9 @@ fn mutations_json(ms: &[pb::Mutation]) -> Vec<Value> {
         .collect()
 }
 
-/// One event as (a line of text, a JSON object), and what follows it.
-fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
+/// One event as a line of text, and what follows it (`--json` prints the
+/// event itself, in the proto3 JSON mapping).
+fn watch_event(e: pb::watch_event::Event) -> (String, Next) {
     use pb::watch_event::Event;
     match e {
         Event::Snapshot(s) => {
@@ -1439,8 +1396,6 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                         p.application,
                         p.privileges.join(", ")
                     ),
-                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete,
-                        "application": p.application, "privileges": p.privileges, "primary_role": p.primary_role}),
                     Next::Continue,
                 ),
                 Some(pb::snapshot::State::Objects(o)) => (
@@ -1450,36 +1405,20 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                         o.objects.len(),
                         o.objects.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(", ")
                     ),
-                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete,
-                        "objects": o.objects.iter().map(visible_json).collect::<Vec<_>>()}),
                     Next::Continue,
                 ),
-                None => (
-                    format!("revision {} snapshot ({reason}){part}: empty", s.revision),
-                    json!({"event": "snapshot", "revision": s.revision, "reason": reason, "complete": s.complete}),
-                    Next::Continue,
-                ),
+                None => (format!("revision {} snapshot ({reason}){part}: empty", s.revision), Next::Continue),
             }
         }
         Event::PrivilegesChanged(c) => {
             let mut parts: Vec<String> = c.gained.iter().map(|p| format!("+{p}")).collect();
             parts.extend(c.lost.iter().map(|p| format!("-{p}")));
-            (
-                format!("revision {} privileges: {}", c.revision, parts.join(", ")),
-                json!({"event": "privileges_changed", "revision": c.revision, "gained": c.gained, "lost": c.lost}),
-                Next::Continue,
-            )
+            (format!("revision {} privileges: {}", c.revision, parts.join(", ")), Next::Continue)
         }
         Event::VisibleObjectsChanged(c) => {
             let mut parts: Vec<String> = c.gained.iter().map(|o| format!("+{}", o.id)).collect();
             parts.extend(c.lost.iter().map(|k| format!("-{}", object_key_text(k))));
-            (
-                format!("revision {} visible objects: {}", c.revision, parts.join(", ")),
-                json!({"event": "visible_objects_changed", "revision": c.revision,
-                    "gained": c.gained.iter().map(visible_json).collect::<Vec<_>>(),
-                    "lost": c.lost.iter().map(object_key_text).collect::<Vec<_>>()}),
-                Next::Continue,
-            )
+            (format!("revision {} visible objects: {}", c.revision, parts.join(", ")), Next::Continue)
         }
         Event::RawChange(r) => {
             let mutations = mutations_json(&r.mutations);
@@ -1493,16 +1432,12 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                     time_text(r.committed_at.as_ref()),
                     text.join("; ")
                 ),
-                json!({"event": "raw_change", "revision": r.revision, "tenant": r.tenant, "actor": r.actor,
-                    "committed_at": time_text(r.committed_at.as_ref()), "mutations": mutations}),
                 Next::Continue,
             )
         }
-        Event::Checkpoint(c) => (
-            format!("revision {} checkpoint at {}", c.revision, time_text(c.time.as_ref())),
-            json!({"event": "checkpoint", "revision": c.revision, "time": time_text(c.time.as_ref())}),
-            Next::Continue,
-        ),
+        Event::Checkpoint(c) => {
+            (format!("revision {} checkpoint at {}", c.revision, time_text(c.time.as_ref())), Next::Continue)
+        }
         Event::Lock(l) => {
             let object = l.object.as_ref().map(object_key_text).unwrap_or_default();
             let kind = lock_kind_text(l.kind);
@@ -1514,8 +1449,6 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                     l.holder,
                     time_text(l.at.as_ref())
                 ),
-                json!({"event": "lock", "revision": l.revision, "tenant": l.tenant, "kind": kind,
-                    "holder": l.holder, "object": object, "at": time_text(l.at.as_ref())}),
                 Next::Continue,
             )
         }
@@ -1526,7 +1459,6 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                 if m.on { "on" } else { "off" },
                 m.tenant
             ),
-            json!({"event": "restricted_mode_changed", "revision": m.revision, "tenant": m.tenant, "on": m.on}),
             Next::Continue,
         ),
         Event::RevisionTooOld(t) => (
@@ -1534,8 +1466,6 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                 "revision {} too old: revision {} is no longer in the changelog (oldest resumable: {}); reload with `export` and watch from its revision",
                 t.revision, t.requested_revision, t.oldest_available_revision
             ),
-            json!({"event": "revision_too_old", "revision": t.revision, "requested_revision": t.requested_revision,
-                "oldest_available_revision": t.oldest_available_revision}),
             Next::End,
         ),
         Event::ResumeRequired(r) => (
@@ -1543,7 +1473,6 @@ fn watch_event(e: pb::watch_event::Event) -> (String, Value, Next) {
                 "revision {} resume required: fell behind; resuming from revision {}",
                 r.revision, r.resume_from_revision
             ),
-            json!({"event": "resume_required", "revision": r.revision, "resume_from_revision": r.resume_from_revision}),
             Next::Resume(r.resume_from_revision),
         ),
     }
@@ -1600,11 +1529,14 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
                 if matches!(event, pb::watch_event::Event::Checkpoint(_)) && !common.checkpoints {
                     continue;
                 }
-                let (text, value, next) = watch_event(event);
-                if common.client.json {
-                    outln!("{value}");
-                } else {
-                    outln!("{text}");
+                let json = common
+                    .client
+                    .json
+                    .then(|| proto_json(&pb::WatchEvent { event: Some(event.clone()) }, "WatchEvent"));
+                let (text, next) = watch_event(event);
+                match json {
+                    Some(v) => outln!("{v}"),
+                    None => outln!("{text}"),
                 }
                 printed += 1;
                 if common.max_events.is_some_and(|max| printed >= max) {

@@ -823,3 +823,58 @@ fn the_cors_environment_variable_overrides_the_file() {
     }
     assert!(!dir.path().join("a.db").exists(), "refused before opening the store");
 }
+
+/// `authzd <command> --json` prints the same JSON as the HTTP API answers
+/// (the proto3 mapping of the response): one schema for scripts of both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_json_is_the_http_api_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = support::serve(dir_config(&dir)).await;
+    let server = s.url();
+    let cli = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd")).args(&args).env_clear().output().unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let args = |v: &[&str]| {
+        v.iter().map(|s| (*s).to_owned()).chain(["--server".into(), server.clone(), "--json".into()]).collect()
+    };
+    for person in ["cb-supervisor", "cb-monitor"] {
+        let from_cli = tokio::task::spawn_blocking({
+            let a = args(&[
+                "check",
+                "--tenant",
+                TENANT,
+                "--person",
+                person,
+                "--app",
+                "Callback",
+                "--privilege",
+                "Callback - Export Reports",
+            ]);
+            move || cli(a)
+        })
+        .await
+        .unwrap();
+        let from_http = Conn::h1(&s).await.call(post_json(CHECK, &privilege_check(person))).await.json();
+        assert_eq!(from_cli, from_http, "{person}");
+    }
+    let from_cli = tokio::task::spawn_blocking({
+        let a =
+            args(&["privileges", "--tenant", TENANT, "--person", "wcb-agent-full", "--app", "WorkspaceWebCallback"]);
+        move || cli(a)
+    })
+    .await
+    .unwrap();
+    let from_http = Conn::h1(&s)
+        .await
+        .call(post_json(
+            "/authzd.v1.DecisionService/EffectivePrivileges",
+            &json!({"tenant": TENANT, "person": "wcb-agent-full", "application": "WorkspaceWebCallback"}),
+        ))
+        .await
+        .json();
+    assert_eq!(from_cli, from_http);
+    assert!(from_cli["effective"]["privileges"].as_array().is_some_and(|p| p.len() == 9), "{from_cli}");
+    s.stop().await;
+}

@@ -669,11 +669,14 @@ async fn cli_lock_and_watch_over_mtls() {
     acquire.extend(object.iter().map(|s| (*s).to_owned()));
     let (code, out, err) = run_async(acquire).await;
     assert_eq!(code, 0, "{out}{err}");
+    // `--json` is the proto3 JSON mapping of the answer, as the HTTP API gives it.
     let granted: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(granted["granted"], true);
     assert_eq!(granted["holder"], "dz-developer");
-    let token = granted["lock_token"].as_str().unwrap().to_owned();
-    let since = granted["since"].as_str().unwrap().to_owned();
+    let token = granted["lockToken"].as_str().unwrap().to_owned();
+    // RFC 3339, to the second (the text output writes the fraction its own way).
+    let since = granted["since"].as_str().unwrap()[..19].to_owned();
+    assert!(granted["revision"].is_string(), "64-bit numbers are strings in proto3 JSON: {granted}");
 
     // Another developer is refused and told who holds it since when.
     let mut other = args(&["lock", "acquire", "--person", "dz-dev-sales"], &client);
@@ -711,10 +714,13 @@ async fn cli_lock_and_watch_over_mtls() {
     );
     let (code, out, err) = run_async(watch).await;
     assert_eq!(code, 0, "{out}{err}");
-    let snapshot: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(snapshot["event"], "snapshot");
-    assert_eq!(snapshot["reason"], "initial");
-    assert!(snapshot["privileges"].as_array().unwrap().iter().any(|p| p == "Callback - Export Reports"), "{snapshot}");
+    let event: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let snapshot = &event["snapshot"];
+    assert_eq!(snapshot["reason"], "RESYNC_REASON_INITIAL", "{event}");
+    assert!(
+        snapshot["privileges"]["privileges"].as_array().unwrap().iter().any(|p| p == "Callback - Export Reports"),
+        "{event}"
+    );
 
     // Raw changes from a revision: a write made before the watch starts is
     // delivered (resumed from the changelog), as one line.
