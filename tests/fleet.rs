@@ -130,17 +130,6 @@ async fn export(a: &mut AdminServiceClient<Channel>, at_least: u64) -> (String, 
     (r.yaml, r.revision)
 }
 
-fn privileges_sub(person: &str, application: &str) -> pb::WatchRequest {
-    pb::WatchRequest {
-        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
-            tenant: TENANT.into(),
-            person: person.into(),
-            application: application.into(),
-        })),
-        at_least_revision: 0,
-    }
-}
-
 fn objects_sub(person: &str, kind: &str, folder: Option<&str>) -> pb::WatchRequest {
     pb::WatchRequest {
         subscription: Some(pb::watch_request::Subscription::VisibleObjects(pb::VisibleObjectsSubscription {
@@ -315,7 +304,7 @@ async fn a_subscriber_on_b_sees_a_write_on_a() {
     let nodes = fleet(&db.url, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut w = b.watcher().await;
-    let mut desktop = subscribe(&mut w, privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
+    let mut desktop = subscribe(&mut w, support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
     let (_, reason, _, p) = snapshot(&mut desktop).await;
     assert_eq!(reason, pb::ResyncReason::Initial as i32);
     assert!(p.unwrap().privileges.iter().any(|x| x == "Web Callback - Can Mark Done"));
@@ -581,7 +570,8 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
         let mut client = WatchServiceClient::new(channels[i % CONNECTIONS].clone());
         let (delivered, ready) = (Arc::clone(&delivered), Arc::clone(&ready));
         desktops.push(tokio::spawn(async move {
-            let mut s = subscribe(&mut client, privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
+            let mut s =
+                subscribe(&mut client, support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
             let (_, reason, _, _) = snapshot(&mut s).await;
             assert_eq!(reason, pb::ResyncReason::Initial as i32);
             ready.fetch_add(1, Ordering::Relaxed);
@@ -872,7 +862,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     let b = start(idle).await;
     let behind = b.replica.snapshot().revision();
     let mut wb = b.watcher().await;
-    let mut desktop = subscribe(&mut wb, privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
+    let mut desktop = subscribe(&mut wb, support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
     let (_, _, _, p) = snapshot(&mut desktop).await;
     assert!(p.unwrap().privileges.iter().any(|x| x == "Web Callback - Can Mark Done"));
     let mut service = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
@@ -1107,7 +1097,7 @@ async fn desktop_loses_can_reschedule_within_milliseconds() {
     let db = fresh_database().await;
     let node = start(node_config(&db.url, true)).await;
     let mut w = node.watcher().await;
-    let mut desktop = subscribe(&mut w, privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
+    let mut desktop = subscribe(&mut w, support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
     let (r0, _, _, p) = snapshot(&mut desktop).await;
     let p = p.unwrap();
     assert!(p.privileges.iter().any(|x| x == "Web Callback - Can Reschedule"));
@@ -1261,14 +1251,14 @@ async fn subscriptions_are_checked_and_shutdown_ends_streams() {
     config.limits.revision_wait = Duration::from_millis(200);
     let node = start(config).await;
     let mut w = node.watcher().await;
-    let mut req = privileges_sub("wcb-agent-full", "WorkspaceWebCallback");
+    let mut req = support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback");
     if let Some(pb::watch_request::Subscription::Privileges(p)) = &mut req.subscription {
         p.tenant = "nope".into();
     }
     let s = w.watch(req).await.unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
     assert!(s.message().contains("`nope`"), "{}", s.message());
-    let s = w.watch(privileges_sub("wcb-agent-full", "NoSuchApp")).await.unwrap_err();
+    let s = w.watch(support::acme_privileges_sub("wcb-agent-full", "NoSuchApp")).await.unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
     assert!(s.message().contains("`NoSuchApp`"), "{}", s.message());
     let s = w.watch(objects_sub("dz-developer", "Application", Some("No/Such/Folder"))).await.unwrap_err();
@@ -1276,11 +1266,11 @@ async fn subscriptions_are_checked_and_shutdown_ends_streams() {
     assert!(s.message().contains("`No/Such/Folder`"), "{}", s.message());
     let s = w.watch(pb::WatchRequest::default()).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    let mut far = privileges_sub("wcb-agent-full", "WorkspaceWebCallback");
+    let mut far = support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback");
     far.at_least_revision = 1_000_000;
     assert_eq!(w.watch(far).await.unwrap_err().code(), Code::Unavailable);
     // An unknown person is followed as holding nothing (proto contract).
-    let mut ghost = subscribe(&mut w, privileges_sub("not-yet-hired", "WorkspaceWebCallback")).await;
+    let mut ghost = subscribe(&mut w, support::acme_privileges_sub("not-yet-hired", "WorkspaceWebCallback")).await;
     let (_, _, _, p) = snapshot(&mut ghost).await;
     assert!(p.unwrap().privileges.is_empty());
     // Checkpoints arrive periodically.

@@ -46,17 +46,6 @@ async fn export(a: &mut AdminServiceClient<Channel>, at_least: u64) -> (String, 
     (r.yaml, r.revision)
 }
 
-fn privileges_sub(person: &str) -> pb::WatchRequest {
-    pb::WatchRequest {
-        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
-            tenant: TENANT.into(),
-            person: person.into(),
-            application: WCB.into(),
-        })),
-        at_least_revision: 0,
-    }
-}
-
 fn raw_sub(from_revision: u64) -> pb::WatchRequest {
     pb::WatchRequest {
         subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
@@ -226,7 +215,8 @@ async fn a_follower_behind_a_compaction_reloads_and_its_desktops_get_the_differe
     let addr = up.addr;
     let f = support::serve(follower_config(&up)).await;
     let behind = f.replica.snapshot().revision();
-    let mut desktop = f.watcher().await.watch(privileges_sub("wcb-agent-full")).await.unwrap().into_inner();
+    let mut desktop =
+        f.watcher().await.watch(support::acme_privileges_sub("wcb-agent-full", WCB)).await.unwrap().into_inner();
     let Event::Snapshot(s) = next_event(&mut desktop).await else { panic!("a snapshot first") };
     let Some(pb::snapshot::State::Privileges(p)) = s.state else { panic!("privileges") };
     assert!(p.privileges.iter().any(|x| x == RESCHEDULE));
@@ -285,7 +275,8 @@ async fn a_chain_of_followers_carries_writes_and_never_answers_from_before_them(
     let root = support::serve(replica_config(&db.url, true)).await;
     let middle = support::serve(follower_config(&root)).await;
     let leaf = support::serve(follower_config(&middle)).await;
-    let mut desktop = leaf.watcher().await.watch(privileges_sub("wcb-agent-full")).await.unwrap().into_inner();
+    let mut desktop =
+        leaf.watcher().await.watch(support::acme_privileges_sub("wcb-agent-full", WCB)).await.unwrap().into_inner();
     assert!(matches!(next_event(&mut desktop).await, Event::Snapshot(_)));
     let mut admin = root.admin().await;
     let t0 = Instant::now();

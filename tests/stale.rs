@@ -41,17 +41,6 @@ const FLIPS_READING: usize = 4;
 /// How long a stream may take to reach a checkpoint past the last write.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn desktop_sub(person: &str) -> pb::WatchRequest {
-    pb::WatchRequest {
-        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
-            tenant: TENANT.into(),
-            person: person.into(),
-            application: WCB.into(),
-        })),
-        at_least_revision: 0,
-    }
-}
-
 fn dashboard_sub(person: &str) -> pb::WatchRequest {
     pb::WatchRequest {
         subscription: Some(pb::watch_request::Subscription::VisibleObjects(pb::VisibleObjectsSubscription {
@@ -189,7 +178,7 @@ async fn lagging_streams_end_at_the_servers_answers() {
     // client that does not read stops the server's sends to it at once.
     let mut streams: Vec<Option<Stream>> = Vec::new();
     for i in 0..PERSONS {
-        for sub in [desktop_sub(&format!("p-{i}")), dashboard_sub(&format!("p-{i}"))] {
+        for sub in [support::acme_privileges_sub(&format!("p-{i}"), WCB), dashboard_sub(&format!("p-{i}"))] {
             let channel = node
                 .endpoint()
                 .initial_stream_window_size(256)

@@ -124,6 +124,19 @@ pub fn acme_write(yaml: &str) -> authzd::proto::authzd::v1::WriteRequest {
     }
 }
 
+/// A subscription to `person`'s effective privileges in `application` in the demo tenant `acme`.
+pub fn acme_privileges_sub(person: &str, application: &str) -> authzd::proto::authzd::v1::WatchRequest {
+    use authzd::proto::authzd::v1 as pb;
+    pb::WatchRequest {
+        subscription: Some(pb::watch_request::Subscription::Privileges(pb::PrivilegesSubscription {
+            tenant: "acme".into(),
+            person: person.into(),
+            application: application.into(),
+        })),
+        at_least_revision: 0,
+    }
+}
+
 /// seeds/001: the Web Callback privileges by the names the table's "Depends
 /// on" notes and descriptions use (the demo's "Web Callback Agent" holds all).
 pub const WEB_CALLBACK_PRIVILEGES: [&str; 9] = [
