@@ -291,6 +291,7 @@ async fn write_path(label: &str, store_url: &str) {
                 tenant: Some("bench".into()),
                 types: vec![],
                 from_revision: node.replica.snapshot().revision(),
+                from_now: false,
             })),
             at_least_revision: 0,
         })

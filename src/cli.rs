@@ -652,9 +652,11 @@ pub struct WatchRawArgs {
     /// Only changes touching this object type (repeat for several).
     #[arg(long = "type")]
     pub types: Vec<String>,
-    /// Resume after this revision (0: live changes only).
-    #[arg(long, default_value_t = 0)]
-    pub from_revision: u64,
+    /// Start (or resume) after this revision: every retained batch after it,
+    /// then live changes (0: from the beginning). Without it: live changes
+    /// from now (the first line names the revision they start after).
+    #[arg(long)]
+    pub from_revision: Option<u64>,
 }
 
 /// Why a client command failed.
@@ -1507,7 +1509,8 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
             WatchSubscription::Raw(r) => pb::watch_request::Subscription::Raw(pb::RawSubscription {
                 tenant: r.tenant,
                 types: r.types,
-                from_revision: r.from_revision,
+                from_revision: r.from_revision.unwrap_or(0),
+                from_now: r.from_revision.is_none(),
             }),
         }),
     };
@@ -1548,6 +1551,7 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
                     Next::Resume(from) => {
                         if let Some(pb::watch_request::Subscription::Raw(r)) = &mut request.subscription {
                             r.from_revision = from;
+                            r.from_now = false;
                         }
                         request.at_least_revision = 0;
                         break;

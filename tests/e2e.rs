@@ -1240,6 +1240,7 @@ fn raw_watch(from_revision: u64) -> pb::WatchRequest {
             tenant: Some(TENANT.into()),
             types: Vec::new(),
             from_revision,
+            from_now: false,
         })),
         at_least_revision: 0,
     }
@@ -1463,5 +1464,52 @@ async fn a_store_in_a_missing_directory_is_refused_unless_asked_to_create_it() {
     c.create_store_dir = true;
     let r = start(c).await;
     assert!(missing.exists());
+    r.stop().await;
+}
+
+/// A raw stream's starting point is explicit: `from_now` starts after the
+/// current revision, named by a first checkpoint, and a write made as soon
+/// as the call answered is never missed; `from_revision = 0` is every
+/// retained batch from the beginning; both at once is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_streams_start_where_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(config(&dir.path().join("a.db"))).await;
+    let mut w = WatchServiceClient::new(r.channel().await);
+    let mut a = r.admin().await;
+    for round in 0..20 {
+        let mut now = raw_watch(0);
+        if let Some(pb::watch_request::Subscription::Raw(raw)) = &mut now.subscription {
+            raw.from_now = true;
+        }
+        let mut s = w.watch(now).await.unwrap().into_inner();
+        // Written right after the answer, before the first event is read.
+        let written = a
+            .write(write(mutations(&format!("- put_person: {{id: now-{round}, username: now.{round}}}"))))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+        let first = s.message().await.unwrap().and_then(|e| e.event);
+        let Some(pb::watch_event::Event::Checkpoint(c)) = first else { panic!("a checkpoint first, got {first:?}") };
+        assert_eq!(c.revision, written - 1, "it starts after the revision current when it was opened");
+        match s.message().await.unwrap().and_then(|e| e.event) {
+            Some(pb::watch_event::Event::RawChange(ch)) => assert_eq!(ch.revision, written, "round {round}"),
+            other => panic!("round {round}: expected the write, got {other:?}"),
+        }
+    }
+    // From the beginning: the demo import (revision 1) first.
+    let mut s = w.watch(raw_watch(0)).await.unwrap().into_inner();
+    match s.message().await.unwrap().and_then(|e| e.event) {
+        Some(pb::watch_event::Event::RawChange(ch)) => assert_eq!(ch.revision, 1),
+        other => panic!("expected the first batch, got {other:?}"),
+    }
+    let mut both = raw_watch(3);
+    if let Some(pb::watch_request::Subscription::Raw(raw)) = &mut both.subscription {
+        raw.from_now = true;
+    }
+    let e = w.watch(both).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("raw.from_now"), "{}", e.message());
     r.stop().await;
 }

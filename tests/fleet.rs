@@ -143,12 +143,22 @@ fn objects_sub(person: &str, kind: &str, folder: Option<&str>) -> pb::WatchReque
     }
 }
 
+/// A raw subscription to live changes from now (its first event is a checkpoint naming where it starts).
+fn raw_now(types: &[&str]) -> pb::WatchRequest {
+    let mut r = raw_sub(0, types);
+    if let Some(pb::watch_request::Subscription::Raw(raw)) = &mut r.subscription {
+        raw.from_now = true;
+    }
+    r
+}
+
 fn raw_sub(from_revision: u64, types: &[&str]) -> pb::WatchRequest {
     pb::WatchRequest {
         subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
             tenant: Some(TENANT.into()),
             types: types.iter().map(|t| (*t).to_owned()).collect(),
             from_revision,
+            from_now: false,
         })),
         at_least_revision: 0,
     }
@@ -709,7 +719,7 @@ async fn designer_locks_across_replicas_with_events() {
     let mut dashboard = subscribe(&mut wa, objects_sub("dz-developer", "Application", None)).await;
     let (_, _, apps, _) = snapshot(&mut dashboard).await;
     assert!(apps.iter().any(|o| o.id == "app-main-ivr"));
-    let mut service = subscribe(&mut wb, raw_sub(0, &["Application"])).await;
+    let mut service = subscribe(&mut wb, raw_now(&["Application"])).await;
     let acquire = |person: &str, idle: Duration| pb::AcquireLockRequest {
         tenant: TENANT.into(),
         person: person.into(),
@@ -865,7 +875,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     let mut desktop = subscribe(&mut wb, support::acme_privileges_sub("wcb-agent-full", "WorkspaceWebCallback")).await;
     let (_, _, _, p) = snapshot(&mut desktop).await;
     assert!(p.unwrap().privileges.iter().any(|x| x == "Web Callback - Can Mark Done"));
-    let mut service = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
+    let mut service = subscribe(&mut wb, raw_now(&["Person"])).await;
 
     let mut admin_a = a.admin().await;
     let mut head = 0;
@@ -933,7 +943,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
     assert_eq!(revisions, (oldest + 1..=head).collect::<Vec<_>>());
     // Nothing left to do, and B writes again; live raw streams follow it.
     assert_eq!(b.replica.catch_up().await.unwrap(), 0);
-    let mut live = subscribe(&mut wb, raw_sub(0, &["Person"])).await;
+    let mut live = subscribe(&mut wb, raw_now(&["Person"])).await;
     let r =
         admin_b.write(support::acme_write("- put_person: {id: after-reload, username: after.reload}")).await.unwrap();
     assert_eq!(r.into_inner().revision, head + 1);

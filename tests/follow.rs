@@ -52,6 +52,7 @@ fn raw_sub(from_revision: u64) -> pb::WatchRequest {
             tenant: Some(TENANT.into()),
             types: vec![],
             from_revision,
+            from_now: false,
         })),
         at_least_revision: 0,
     }

@@ -256,6 +256,7 @@ fn raw_watch() -> pb::WatchRequest {
             tenant: Some(TENANT.into()),
             types: Vec::new(),
             from_revision: 1,
+            from_now: false,
         })),
         at_least_revision: 0,
     }

@@ -164,6 +164,7 @@ where
         // state, so the request is sent as it is.
         if let Some(pb::watch_request::Subscription::Raw(raw)) = &mut request.subscription {
             raw.from_revision = revision;
+            raw.from_now = false;
             first_id = revision;
         }
     }

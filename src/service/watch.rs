@@ -807,12 +807,37 @@ async fn run_computed(
 }
 
 /// Runs a raw stream: history from the store, then live batches.
-async fn run_raw(fanout: Arc<Fanout>, filter: RawFilter, from_revision: Revision, mut out: Out) {
+/// Where a raw stream starts.
+#[derive(Debug, Clone, Copy)]
+enum RawStart {
+    /// After this revision (0: from the beginning).
+    After(Revision),
+    /// After the current revision, announced by a first `Checkpoint`.
+    Now,
+}
+
+async fn run_raw(
+    fanout: Arc<Fanout>,
+    filter: RawFilter,
+    start: RawStart,
+    registered: (Registration, mpsc::Receiver<RawItem>, Arc<AtomicBool>, Revision),
+    mut out: Out,
+) {
     let _open = OpenStream::new(&fanout);
-    let (mut registration, mut live, mut lagged, now) = fanout.register_raw(filter.tenant.clone());
+    let (mut registration, mut live, mut lagged, now) = registered;
     // Every batch up to `cursor` has been sent (or did not match the filter).
-    let mut cursor = if from_revision == 0 { now } else { from_revision };
-    if from_revision > 0 {
+    let mut cursor = match start {
+        RawStart::Now => {
+            match out.send(checkpoint_event(now)).await {
+                Sent::Ok => {}
+                Sent::Gone => return,
+                Sent::Closing => return out.end(shutting_down()),
+            }
+            now
+        }
+        RawStart::After(r) => r,
+    };
+    if matches!(start, RawStart::After(_)) {
         loop {
             let page = match fanout.replica.store().read_since(cursor, REPLAY_PAGE).await {
                 Ok(p) => p,
@@ -1001,9 +1026,22 @@ impl Watcher {
         if let Some(i) = r.types.iter().position(String::is_empty) {
             return Err(ServiceError::invalid(format!("raw.types[{i}]"), "must not be empty"));
         }
+        let start = match (r.from_now, r.from_revision) {
+            (true, 0) => RawStart::Now,
+            (true, _) => {
+                return Err(ServiceError::invalid(
+                    "raw.from_now",
+                    "cannot be combined with raw.from_revision (resume after a revision, or start after the current one)",
+                ));
+            }
+            (false, r) => RawStart::After(r),
+        };
         let filter = RawFilter { tenant: r.tenant, types: r.types.into_iter().collect() };
         let (out, rx) = self.out();
-        tokio::spawn(run_raw(Arc::clone(&self.fanout), filter, r.from_revision, out));
+        // Registered before the call answers: a batch committed after the
+        // answer is in the live queue (or, when resuming, in the store).
+        let registered = self.fanout.register_raw(filter.tenant.clone());
+        tokio::spawn(run_raw(Arc::clone(&self.fanout), filter, start, registered, out));
         Ok(self.events(rx))
     }
 

@@ -444,7 +444,9 @@ async fn follow(inner: Weak<Inner>) {
             subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
                 tenant: None,
                 types: Vec::new(),
+                // 0 (an upstream that had no batch at load): from its beginning.
                 from_revision: from,
+                from_now: false,
             })),
             at_least_revision: 0,
         });
@@ -462,16 +464,6 @@ async fn follow(inner: Weak<Inner>) {
                 continue;
             }
         };
-        if from == 0 {
-            // An upstream that had no batch at load: one committed since then,
-            // before this live subscription, would be missed. Reload instead.
-            let list = me.admin_list().await;
-            if list.is_ok_and(|r| r > 0) {
-                me.feed().needs_load = true;
-                me.notify(Notice::Reconnected);
-                continue;
-            }
-        }
         tracing::info!(upstream = %me.url, from_revision = from, "following the upstream");
         drop(me);
         loop {
@@ -506,18 +498,6 @@ async fn follow(inner: Weak<Inner>) {
             // Wake the replica to read what the stream brought.
             me.notify(Notice::Reconnected);
         }
-    }
-}
-
-impl Inner {
-    /// The upstream's revision (its tenant list).
-    async fn admin_list(&self) -> Result<Revision, Status> {
-        let mut admin = AdminServiceClient::new(self.channel.clone());
-        Ok(admin
-            .list_tenants(self.authorized(pb::ListTenantsRequest { at_least_revision: 0 }))
-            .await?
-            .into_inner()
-            .revision)
     }
 }
 
