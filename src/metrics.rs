@@ -334,6 +334,11 @@ impl Metrics {
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
+            "build",
+            "The running build: its version (always 1).",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
             "grpc_errors",
             "gRPC calls answered with a status other than OK, per method and code.",
             errors.clone(),
@@ -390,6 +395,23 @@ impl Metrics {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        // The encoder ends every HELP text with a period: ours have one already.
+        if out.contains("..\n") {
+            out = out
+                .lines()
+                .map(|l| {
+                    if l.starts_with("# HELP ") {
+                        l.strip_suffix('.').filter(|t| t.ends_with('.')).unwrap_or(l)
+                    } else {
+                        l
+                    }
+                })
+                .fold(String::with_capacity(out.len()), |mut acc, l| {
+                    acc.push_str(l);
+                    acc.push('\n');
+                    acc
+                });
         }
         out
     }
@@ -626,14 +648,78 @@ fn text(status: u16, body: impl Into<Bytes>, content_type: &'static str) -> http
     r
 }
 
-/// Answers one request of the metrics port.
-pub fn respond(metrics: &Metrics, method: &http::Method, path: &str) -> http::Response<Full<Bytes>> {
+/// The OpenMetrics exposition in the classic Prometheus text format 0.0.4:
+/// no `# UNIT` or `# EOF` lines, and a counter's `# HELP` and `# TYPE` name
+/// its `_total` samples (as classic parsers expect), the rest unchanged.
+pub fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending: Vec<&str> = Vec::new();
+    // A family's HELP and TYPE lines, named as its samples are: counters by
+    // their `_total` samples, infos (a gauge of 1 here) by their `_info` one.
+    let flush = |pending: &mut Vec<&str>, out: &mut String| {
+        let kind = pending.iter().find_map(|l| l.strip_prefix("# TYPE ")).and_then(|l| l.rsplit(' ').next());
+        let suffix = match kind {
+            Some("counter") => "_total",
+            Some("info") => "_info",
+            _ => "",
+        };
+        for l in pending.drain(..) {
+            let mut parts = l.splitn(4, ' ');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some("#"), Some("TYPE"), Some(name), Some(t)) => {
+                    let t = if t == "info" { "gauge" } else { t };
+                    out.push_str(&format!("# TYPE {name}{suffix} {t}"));
+                }
+                (Some("#"), Some("HELP"), Some(name), rest) => {
+                    out.push_str(&format!("# HELP {name}{suffix}"));
+                    if let Some(r) = rest {
+                        out.push(' ');
+                        out.push_str(r);
+                    }
+                }
+                _ => out.push_str(l),
+            }
+            out.push('\n');
+        }
+    };
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            // A new family (the one before may have had no sample).
+            flush(&mut pending, &mut out);
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            pending.push(line);
+            continue;
+        }
+        flush(&mut pending, &mut out);
+        out.push_str(line);
+        out.push('\n');
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+/// Answers one request of the metrics port; `/metrics` in OpenMetrics when
+/// the `accept` header asks for it (as Prometheus does), else in the classic
+/// text format 0.0.4.
+pub fn respond(
+    metrics: &Metrics,
+    method: &http::Method,
+    path: &str,
+    accept: Option<&str>,
+) -> http::Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if method != http::Method::GET && method != http::Method::HEAD {
         return text(405, "only GET\n", PLAIN);
     }
     match path {
-        "/metrics" => text(200, metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "/metrics" if accept.is_some_and(|a| a.contains("application/openmetrics-text")) => {
+            text(200, metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        }
+        "/metrics" => text(200, classic_text(&metrics.encode()), "text/plain; version=0.0.4; charset=utf-8"),
         "/healthz" | "/livez" => text(200, "ok\n", PLAIN),
         "/readyz" => match metrics.readiness() {
             Ok(()) => text(200, "ready\n", PLAIN),
@@ -666,7 +752,8 @@ pub async fn serve_http(
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let resp = respond(&metrics, req.method(), req.uri().path());
+                let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+                let resp = respond(&metrics, req.method(), req.uri().path(), accept);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -771,5 +858,21 @@ mod tests {
     fn code_names() {
         assert_eq!(code_name(5), "NOT_FOUND");
         assert_eq!(code_name(99), "UNKNOWN");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod classic_tests {
+    #[test]
+    fn families_without_samples_keep_their_own_names() {
+        let open = "# HELP a_errors Errors.\n# TYPE a_errors counter\n# HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n\
+                    # HELP a_b Build.\n# TYPE a_b info\na_b_info{v=\"1\"} 1\n# HELP a_t T.\n# TYPE a_t counter\n# UNIT a_t seconds\na_t_total 3\n# EOF\n";
+        let classic = super::classic_text(open);
+        assert_eq!(
+            classic,
+            "# HELP a_errors_total Errors.\n# TYPE a_errors_total counter\n# HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n\
+             # HELP a_b_info Build.\n# TYPE a_b_info gauge\na_b_info{v=\"1\"} 1\n# HELP a_t_total T.\n# TYPE a_t_total counter\na_t_total 3\n"
+        );
     }
 }

@@ -131,11 +131,17 @@ fn workload<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let path = path.to_owned();
+    http_get_with(addr, path, "").await
+}
+
+/// `GET path` with `headers` (`Name: value\r\n` lines): (status, body).
+async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let (path, headers) = (path.to_owned(), headers.to_owned());
     tokio::task::spawn_blocking(move || {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n").as_bytes())
+            .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
         let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -439,5 +445,43 @@ async fn unknown_methods_share_one_series() {
     assert_eq!(series(&body), before, "1,000 made-up paths changed the number of series");
     assert!(body.contains("authzd_grpc_errors_total{method=\"unknown\",code=\"UNIMPLEMENTED\"} 1001"), "{body}");
     assert!(!body.contains("random"), "a made-up path became a label");
+    r.stop().await;
+}
+
+/// `/metrics` speaks the format the scraper asks for: OpenMetrics when the
+/// `Accept` header names it (as Prometheus does), else the classic text
+/// format 0.0.4 (counters named by their `_total` samples, no `# EOF`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_format_is_negotiated() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true).await;
+    let addr = r.metrics.unwrap();
+    let (status, open) =
+        http_get_with(addr, "/metrics", "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n")
+            .await;
+    assert_eq!(status, 200);
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+    assert!(open.contains("# TYPE authzd_decisions counter"), "{open}");
+    assert!(open.contains("# TYPE authzd_build info"), "{open}");
+    for accept in ["", "Accept: text/plain;version=0.0.4\r\n", "Accept: */*\r\n"] {
+        let (status, classic) = http_get_with(addr, "/metrics", accept).await;
+        assert_eq!(status, 200);
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"), "{accept}: {classic}");
+        assert!(classic.contains("# TYPE authzd_decisions_total counter"), "{accept}: {classic}");
+        assert!(classic.contains("# HELP authzd_decisions_total "), "{accept}: {classic}");
+        assert!(classic.contains("# TYPE authzd_build_info gauge"), "{accept}: {classic}");
+        assert!(
+            classic.contains(&format!("authzd_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+            "{classic}"
+        );
+        // Every sample line's family is declared under the sample's own name or its histogram base.
+        let types: Vec<&str> =
+            classic.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        for sample in classic.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(types.contains(&name) || types.contains(&base), "`{name}` has no TYPE line:\n{classic}");
+        }
+    }
     r.stop().await;
 }
