@@ -1312,13 +1312,7 @@ async fn shutdown_cuts_a_stalled_watch_client_after_the_grace_period() {
     a.write(write(mutations(&yaml))).await.unwrap();
 
     // The stalled client: the smallest windows HTTP/2 allows, and it never reads.
-    let stalled_channel = Channel::from_shared(format!("http://{}", r.addr))
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let stalled_channel = r.channel_with_window(65_535).await;
     let stalled = WatchServiceClient::new(stalled_channel.clone()).watch(raw_watch(before)).await.unwrap().into_inner();
     // The well-behaved client, on a connection of its own.
     let mut w = WatchServiceClient::new(r.channel().await);

@@ -552,13 +552,7 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
     admin.write(support::acme_write(&setup)).await.unwrap();
 
     // The stalled dashboard, on its own connection with a small receive window.
-    let slow_channel = node
-        .endpoint()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let slow_channel = node.channel_with_window(65_535).await;
     let mut slow_client = WatchServiceClient::new(slow_channel);
     let mut slow =
         subscribe(&mut slow_client, objects_sub("slow-reader", "Script", Some("Scripts/Callback/Bulk"))).await;
@@ -1167,13 +1161,7 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
     let mut admin = node.admin().await;
 
     // A raw reader with a small receive window that stops reading.
-    let channel = node
-        .endpoint()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.channel_with_window(65_535).await;
     let mut stalled_client = WatchServiceClient::new(channel);
     let mut stalled = subscribe(&mut stalled_client, raw_sub(start_revision, &[])).await;
     // A filtered one that keeps reading.

@@ -179,13 +179,7 @@ async fn lagging_streams_end_at_the_servers_answers() {
     let mut streams: Vec<Option<Stream>> = Vec::new();
     for i in 0..PERSONS {
         for sub in [support::acme_privileges_sub(&format!("p-{i}"), WCB), dashboard_sub(&format!("p-{i}"))] {
-            let channel = node
-                .endpoint()
-                .initial_stream_window_size(256)
-                .initial_connection_window_size(256)
-                .connect()
-                .await
-                .unwrap();
+            let channel = node.channel_with_window(256).await;
             let mut w = pb::watch_service_client::WatchServiceClient::new(channel);
             streams.push(Some((Client::default(), w.watch(sub).await.unwrap().into_inner())));
         }

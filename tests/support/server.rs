@@ -81,6 +81,12 @@ impl Serving {
         self.endpoint().connect().await.unwrap()
     }
 
+    /// A connected plain channel whose HTTP/2 stream and connection windows
+    /// are `bytes`: a client that stops reading stops the server's sends at once.
+    pub async fn channel_with_window(&self, bytes: u32) -> Channel {
+        self.endpoint().initial_stream_window_size(bytes).initial_connection_window_size(bytes).connect().await.unwrap()
+    }
+
     /// An admin client on a new connection.
     pub async fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel().await)
