@@ -54,6 +54,9 @@ pub fn run(cli: Cli) -> ExitCode {
     if let Command::Validate(args) = &cli.command {
         return crate::cli::validate(args);
     }
+    if let Command::Test(args) = &cli.command {
+        return crate::cli::test(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

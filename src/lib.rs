@@ -27,6 +27,7 @@ pub mod http;
 pub mod loadgen;
 pub mod metrics;
 pub mod model;
+pub mod policytest;
 pub mod presets;
 pub mod proto;
 pub mod service;

@@ -6,11 +6,13 @@
 //! writes `defaults: false` and every entity explicitly, so load → export →
 //! load gives the same configuration.
 
-use super::config::{Mutation, TenantConfig};
+use super::config::{Mutation, TenantConfig, subject_label, target_label};
 use super::entity::*;
-use super::error::ModelResult;
+use super::error::{ErrorKind, ModelError, ModelResult};
 use super::ids::TenantId;
+use super::yaml::{NodeKind, Pos, SourceMap};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 
 /// The tenant's identity in a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,9 +87,28 @@ pub struct TenantFile {
 }
 
 impl TenantFile {
-    /// Parses YAML; syntax and shape errors name the line and column.
+    /// Parses YAML; syntax and shape errors name the line and column, and so
+    /// does a mapping key written twice (`annex: {ges: .., ges: ..}`).
     pub fn from_yaml(text: &str) -> ModelResult<TenantFile> {
-        super::yaml::from_str(text, "tenant file")
+        let file = super::yaml::from_str(text, "tenant file")?;
+        let (_, dups) = super::yaml::source_map(text, false)
+            .map_err(|(at, m)| ModelError::invalid(format!("tenant file line {} column {}", at.line, at.column), "", m))?;
+        if let Some(d) = dups.first() {
+            return Err(ModelError::new(
+                ErrorKind::Duplicate,
+                d.path.clone(),
+                key_of(&d.path),
+                format!(
+                    "duplicate key `{}` at line {} column {} (first at line {} column {})",
+                    key_of(&d.path),
+                    d.at.line,
+                    d.at.column,
+                    d.first.line,
+                    d.first.column
+                ),
+            ));
+        }
+        Ok(file)
     }
 
     /// Serializes to YAML.
@@ -95,8 +116,13 @@ impl TenantFile {
         super::yaml::to_string(self)
     }
 
-    /// The write batch that creates this tenant.
+    /// The write batch that creates this tenant. Two items of a list with the
+    /// same id are rejected ([`Self::duplicates`]): the later one would
+    /// silently replace the earlier.
     pub fn to_mutations(&self) -> ModelResult<Vec<Mutation>> {
+        if let Some(d) = self.duplicates().into_iter().next() {
+            return Err(d.error());
+        }
         let mut out = vec![Mutation::CreateTenant {
             name: self.tenant.name.clone(),
             presets: self.presets.clone(),
@@ -155,4 +181,330 @@ impl TenantFile {
             aces: c.aces.values().cloned().collect(),
         }
     }
+}
+
+/// An item of a tenant file with the id of an earlier item of the same list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Path of the later item's id (`persons[7].id`, an entry: `aces[7]`).
+    pub path: String,
+    /// Path of the first item with that id (`persons[2]`).
+    pub first: String,
+    /// The id (`p1`, `Script/ges_Sales_VQ`, `folder root for everyone`).
+    pub item: String,
+    /// What is wrong (``duplicate person id `p1` ``).
+    pub message: String,
+}
+
+impl Duplicate {
+    /// The model error naming both items.
+    pub fn error(&self) -> ModelError {
+        ModelError::new(
+            ErrorKind::Duplicate,
+            self.path.clone(),
+            self.item.clone(),
+            format!("{} (first defined at {})", self.message, self.first),
+        )
+    }
+}
+
+/// Pushes a [`Duplicate`] for each item of `list` whose key an earlier item has.
+fn duplicates_in<'a, T: 'a, K: Ord>(
+    out: &mut Vec<Duplicate>,
+    list: &str,
+    suffix: &str,
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&'a T) -> K,
+    describe: impl Fn(&'a T) -> (String, String),
+) {
+    let mut first: BTreeMap<K, usize> = BTreeMap::new();
+    for (i, x) in items.into_iter().enumerate() {
+        match first.entry(key(x)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            std::collections::btree_map::Entry::Occupied(o) => {
+                let (what, item) = describe(x);
+                out.push(Duplicate {
+                    path: format!("{list}[{i}]{suffix}"),
+                    first: format!("{list}[{}]", o.get()),
+                    message: format!("duplicate {what} `{item}`"),
+                    item,
+                });
+            }
+        }
+    }
+}
+
+/// The last key of a path (`persons[2].annex.ges` → `ges`).
+fn key_of(path: &str) -> &str {
+    path.rfind('.').map_or(path, |i| &path[i + 1..])
+}
+
+/// The application name of a catalog entry, when it has one.
+fn catalog_name(c: &CatalogEntry) -> Option<&str> {
+    match c {
+        CatalogEntry::Inline(c) => Some(c.name.as_str()),
+        CatalogEntry::Preset { preset } => crate::presets::catalog(preset).ok().map(|c| c.name.as_str()),
+    }
+}
+
+/// One problem of a tenant file and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// Where (line and column from 1).
+    pub pos: Pos,
+    /// Field path in the file (`persons[3].folder`, `aces[12].subject.group`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// For a duplicate: where and which the first item is.
+    pub first: Option<(Pos, String)>,
+}
+
+/// What checking a tenant file's text found.
+#[derive(Debug, Clone)]
+pub struct FileCheck {
+    /// The configuration, when the file is valid.
+    pub config: Option<TenantConfig>,
+    /// Every problem found, in file order; empty when valid.
+    pub problems: Vec<FileProblem>,
+}
+
+impl TenantFile {
+    /// Every item whose id an earlier item of the same list has: persons,
+    /// folders, access groups, roles, partitions by id, objects by (type, id),
+    /// entries by (target, subject), catalogs by application name.
+    pub fn duplicates(&self) -> Vec<Duplicate> {
+        let mut out = Vec::new();
+        let id = |what: &str, id: &str| (what.to_owned(), id.to_owned());
+        let mut cats = Vec::new();
+        duplicates_in(&mut cats, "catalogs", "", &self.catalogs, catalog_name, |c| {
+            id("application catalog", catalog_name(c).unwrap_or_default())
+        });
+        // A preset that does not exist has no name: reported by `to_mutations`, not as a duplicate.
+        cats.retain(|d| !d.item.is_empty());
+        for d in &mut cats {
+            let i: usize = d.path["catalogs[".len()..d.path.len() - 1].parse().unwrap_or_default();
+            d.path.push_str(if matches!(self.catalogs.get(i), Some(CatalogEntry::Preset { .. })) {
+                ".preset"
+            } else {
+                ".name"
+            });
+        }
+        out.extend(cats);
+        duplicates_in(&mut out, "folders", ".id", &self.folders, |f| &f.id, |f| id("folder id", f.id.as_str()));
+        duplicates_in(&mut out, "persons", ".id", &self.persons, |p| &p.id, |p| id("person id", p.id.as_str()));
+        duplicates_in(&mut out, "access_groups", ".id", &self.access_groups, |g| &g.id, |g| {
+            id("access group id", g.id.as_str())
+        });
+        duplicates_in(&mut out, "roles", ".id", &self.roles, |r| &r.id, |r| id("role id", r.id.as_str()));
+        duplicates_in(&mut out, "partitions", ".id", &self.partitions, |p| &p.id, |p| {
+            id("partition id", p.id.as_str())
+        });
+        duplicates_in(&mut out, "objects", ".id", &self.objects, |o| (&o.kind, &o.id), |o| {
+            (format!("{} object id", o.kind), o.id.to_string())
+        });
+        duplicates_in(&mut out, "aces", "", &self.aces, |a| (&a.target, &a.subject), |a| {
+            id("entry for", &format!("{} and {}", target_label(&a.target), subject_label(&a.subject)))
+        });
+        out
+    }
+
+    /// Checks a tenant file's text and reports every problem it can find, each
+    /// with its position and field path: a syntax or shape error (which ends
+    /// the reading there), every mapping key written twice, every duplicate
+    /// id, and every semantic error of the configuration the file builds.
+    pub fn check_text(text: &str) -> FileCheck {
+        let fail = |problems| FileCheck { config: None, problems };
+        let file: TenantFile = match super::yaml::parse(text) {
+            Ok(f) => f,
+            Err((pos, path, message)) => {
+                return fail(vec![FileProblem {
+                    pos: pos.unwrap_or(Pos { line: 1, column: 1 }),
+                    path,
+                    message,
+                    first: None,
+                }]);
+            }
+        };
+        let (map, dup_keys) = match super::yaml::source_map(text, true) {
+            Ok(x) => x,
+            Err((pos, message)) => return fail(vec![FileProblem { pos, path: String::new(), message, first: None }]),
+        };
+        let mut problems: Vec<FileProblem> = dup_keys
+            .iter()
+            .map(|d| FileProblem {
+                pos: d.at,
+                path: d.path.clone(),
+                message: format!("duplicate key `{}`", key_of(&d.path)),
+                first: Some((d.first, d.path.clone())),
+            })
+            .collect();
+        for d in file.duplicates() {
+            problems.push(FileProblem {
+                pos: map.pos(&d.path),
+                path: d.path.clone(),
+                message: d.message.clone(),
+                first: Some((map.pos(&d.first), d.first.clone())),
+            });
+        }
+        let index = file.path_index();
+        let report = |e: &ModelError, problems: &mut Vec<FileProblem>| {
+            let (path, pos) = locate(&map, &index, e);
+            problems.push(FileProblem { pos, path, message: e.message.clone(), first: None });
+        };
+        // The batch: create_tenant, then every entity, applied without stopping at the first error.
+        let mut config = TenantConfig::empty(file.tenant.id.clone());
+        let create = Mutation::CreateTenant {
+            name: file.tenant.name.clone(),
+            presets: file.presets.clone(),
+            defaults: file.defaults,
+        };
+        if let Err(e) = config.apply(&create) {
+            report(&e, &mut problems);
+            problems.sort_by(|a, b| a.pos.cmp(&b.pos));
+            return fail(problems);
+        }
+        if file.restricted_mode {
+            config.restricted_mode = true;
+        }
+        for (i, c) in file.catalogs.iter().enumerate() {
+            let cat = match c {
+                CatalogEntry::Inline(c) => (**c).clone(),
+                CatalogEntry::Preset { preset } => match crate::presets::catalog(preset) {
+                    Ok(c) => c.clone(),
+                    Err(e) => {
+                        let path = format!("catalogs[{i}].preset");
+                        problems.push(FileProblem { pos: map.pos(&path), path, message: e.message, first: None });
+                        continue;
+                    }
+                },
+            };
+            std::sync::Arc::make_mut(&mut config.catalogs).insert(cat.name.clone(), cat);
+        }
+        let entities = file
+            .folders
+            .iter()
+            .cloned()
+            .map(Mutation::PutFolder)
+            .chain(file.persons.iter().cloned().map(Mutation::PutPerson))
+            .chain(file.access_groups.iter().cloned().map(Mutation::PutGroup))
+            .chain(file.roles.iter().cloned().map(Mutation::PutRole))
+            .chain(file.partitions.iter().cloned().map(Mutation::PutPartition))
+            .chain(file.objects.iter().cloned().map(Mutation::PutObject))
+            .chain(file.aces.iter().cloned().map(Mutation::PutAce));
+        for m in entities {
+            if let Err(e) = config.apply(&m) {
+                report(&e, &mut problems);
+            }
+        }
+        for e in super::validate::validate_all(&config) {
+            report(&e, &mut problems);
+        }
+        problems.sort_by(|a, b| a.pos.cmp(&b.pos));
+        if problems.is_empty() { FileCheck { config: Some(config), problems } } else { fail(problems) }
+    }
+
+    /// Validation's id-keyed paths (`persons[p1]`, `objects[Script/x]`,
+    /// `aces[folder root for everyone]`, `catalogs[Callback].privileges[X]`)
+    /// → this file's index paths (`persons[3]`). A later item with the same
+    /// id wins, as it does in the configuration.
+    fn path_index(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        for (i, c) in self.catalogs.iter().enumerate() {
+            let Some(name) = catalog_name(c) else { continue };
+            let at = format!("catalogs[{i}]");
+            if let CatalogEntry::Inline(cat) = c {
+                for (j, p) in cat.privileges.iter().enumerate() {
+                    m.insert(format!("{at}.privileges[{}]", p.name), format!("{at}.privileges[{j}]"));
+                }
+                for (j, r) in cat.roles.iter().enumerate() {
+                    m.insert(format!("{at}.roles[{}]", r.name), format!("{at}.roles[{j}]"));
+                }
+            }
+            m.insert(format!("catalogs[{name}]"), at);
+        }
+        let mut add = |list: &str, i: usize, key: &str| {
+            m.insert(format!("{list}[{key}]"), format!("{list}[{i}]"));
+        };
+        for (i, x) in self.folders.iter().enumerate() {
+            add("folders", i, x.id.as_str());
+        }
+        for (i, x) in self.persons.iter().enumerate() {
+            add("persons", i, x.id.as_str());
+        }
+        for (i, x) in self.access_groups.iter().enumerate() {
+            add("access_groups", i, x.id.as_str());
+        }
+        for (i, x) in self.roles.iter().enumerate() {
+            add("roles", i, x.id.as_str());
+        }
+        for (i, x) in self.partitions.iter().enumerate() {
+            add("partitions", i, x.id.as_str());
+        }
+        for (i, x) in self.objects.iter().enumerate() {
+            add("objects", i, &format!("{}/{}", x.kind, x.id));
+        }
+        for (i, x) in self.aces.iter().enumerate() {
+            add("aces", i, &format!("{} for {}", target_label(&x.target), subject_label(&x.subject)));
+        }
+        m
+    }
+}
+
+/// Where in the file a model error is: its field path translated to the
+/// file's indexes, narrowed to the offending item of a list or key of a
+/// mapping, and into an enum's variant (`subject.group`); and its position.
+/// An error about an entity the file does not write (a preset's default) is
+/// reported at `presets`.
+fn locate(map: &SourceMap, index: &HashMap<String, String>, e: &ModelError) -> (String, Pos) {
+    // `create_tenant` names an unknown preset as `preset`.
+    let mut path = if e.field == "preset" { "presets".to_owned() } else { e.field.clone() };
+    let mut from = 0;
+    let mut translated = false;
+    'outer: loop {
+        for (j, _) in path[from..].match_indices(']') {
+            let end = from + j + 1;
+            if end == path.len() || path[end..].starts_with('.') {
+                if let Some(t) = index.get(&path[..end]) {
+                    from = t.len();
+                    path = format!("{t}{}", &path[end..]);
+                    translated = true;
+                    continue 'outer;
+                }
+            }
+        }
+        break;
+    }
+    let in_file = translated || path.starts_with("tenant") || map.get(&path).is_some();
+    if !in_file {
+        let at = if map.get("presets").is_some() { "presets" } else { "tenant" };
+        return (path, map.pos(at));
+    }
+    // Narrow to the item: an element of a list, or a key of a mapping.
+    if !e.item.is_empty() {
+        match map.get(&path).map(|n| &n.kind) {
+            Some(NodeKind::Sequence(len)) => {
+                if let Some(i) = (0..*len).find(|i| {
+                    map.get(&format!("{path}[{i}]")).is_some_and(|n| n.kind == NodeKind::Scalar(e.item.clone()))
+                }) {
+                    path = format!("{path}[{i}]");
+                }
+            }
+            Some(NodeKind::Mapping(keys)) if keys.contains(&e.item) && !path.ends_with(']') => {
+                path = format!("{path}.{}", e.item);
+            }
+            _ => {}
+        }
+    }
+    if path.ends_with(".target") || path.ends_with(".subject") {
+        if let Some(NodeKind::Mapping(keys)) = map.get(&path).map(|n| &n.kind) {
+            if let [k] = keys.as_slice() {
+                path = format!("{path}.{k}");
+            }
+        }
+    }
+    let pos = map.pos(&path);
+    (path, pos)
 }

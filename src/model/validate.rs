@@ -2,9 +2,10 @@
 //!
 //! Run after every batch on the resulting configuration, so no write can leave
 //! a dangling reference, a cycle, a duplicate name or a malformed privilege
-//! behind. The first problem found is returned; the order of the checks is
-//! deterministic (entities in id order), so the same input always gets the
-//! same error.
+//! behind. The write path gets the first problem found ([`validate`],
+//! [`validate_change`]); `authzd validate` gets every problem ([`validate_all`]).
+//! The order of the checks is deterministic (entities in id order), so the
+//! same input always gets the same errors, the first of them first.
 
 use super::config::{TenantConfig, subject_label, target_label};
 use super::entity::*;
@@ -56,11 +57,39 @@ pub fn check_plain_name(field: &str, s: &str) -> ModelResult<()> {
     plain_name_problem(s).map_or(Ok(()), |m| Err(ModelError::invalid(field, s, m)))
 }
 
-/// Turns a problem into an error whose field path is built only then: the
-/// large collections (100,000 objects) are validated without formatting a
-/// path per item.
-fn lazy(problem: Option<String>, field: impl FnOnce() -> String, item: &str) -> ModelResult<()> {
-    problem.map_or(Ok(()), |m| Err(ModelError::invalid(field(), item, m)))
+/// The errors found so far. Validation goes on after an error until `limit`
+/// are found (1 on the write path, which needs only the first).
+struct Sink {
+    errors: Vec<ModelError>,
+    limit: usize,
+}
+
+/// The sink is full: stop validating.
+struct Full;
+
+/// One validation step: `Err(Full)` stops the whole validation.
+type Step = Result<(), Full>;
+
+impl Sink {
+    fn new(limit: usize) -> Self {
+        Sink { errors: Vec::new(), limit: limit.max(1) }
+    }
+    fn push(&mut self, e: ModelError) -> Step {
+        self.errors.push(e);
+        if self.errors.len() >= self.limit { Err(Full) } else { Ok(()) }
+    }
+    fn check(&mut self, r: ModelResult<()>) -> Step {
+        r.map_or_else(|e| self.push(e), Ok)
+    }
+    /// Turns a problem into an error whose field path is built only then: the
+    /// large collections (100,000 objects) are validated without formatting a
+    /// path per item.
+    fn lazy(&mut self, problem: Option<String>, field: impl FnOnce() -> String, item: &str) -> Step {
+        problem.map_or(Ok(()), |m| self.push(ModelError::invalid(field(), item, m)))
+    }
+    fn first(self) -> ModelResult<()> {
+        self.errors.into_iter().next().map_or(Ok(()), Err)
+    }
 }
 
 /// Checks an Advisors metric name `[Application].[ObjectType].[Channel].[Name]`
@@ -109,21 +138,30 @@ struct Scope {
     aces: bool,
 }
 
-/// Validates a whole tenant configuration.
+const EVERYTHING: Scope = Scope {
+    catalogs: true,
+    folders: true,
+    persons: true,
+    groups: true,
+    roles: true,
+    partitions: true,
+    objects: true,
+    aces: true,
+};
+
+/// Validates a whole tenant configuration: the first problem found.
 pub fn validate(c: &TenantConfig) -> ModelResult<()> {
-    validate_scope(
-        c,
-        Scope {
-            catalogs: true,
-            folders: true,
-            persons: true,
-            groups: true,
-            roles: true,
-            partitions: true,
-            objects: true,
-            aces: true,
-        },
-    )
+    let mut sink = Sink::new(1);
+    let _ = validate_scope(c, EVERYTHING, &mut sink);
+    sink.first()
+}
+
+/// Every problem of a whole tenant configuration, in the order [`validate`]
+/// finds them (its error is the first of these); empty when it is valid.
+pub fn validate_all(c: &TenantConfig) -> Vec<ModelError> {
+    let mut sink = Sink::new(usize::MAX);
+    let _ = validate_scope(c, EVERYTHING, &mut sink);
+    sink.errors
 }
 
 /// Validates `new`, a batch applied to the valid configuration `old`: only
@@ -147,7 +185,8 @@ pub fn validate_change(old: &TenantConfig, new: &TenantConfig) -> ModelResult<()
     let partitions = !Arc::ptr_eq(&old.partitions, &new.partitions);
     let objects = !Arc::ptr_eq(&old.objects, &new.objects);
     let aces = !Arc::ptr_eq(&old.aces, &new.aces);
-    validate_scope(
+    let mut sink = Sink::new(1);
+    let _ = validate_scope(
         new,
         Scope {
             catalogs,
@@ -159,41 +198,43 @@ pub fn validate_change(old: &TenantConfig, new: &TenantConfig) -> ModelResult<()
             objects: objects || folders || partitions,
             aces: aces || folders || persons || groups || roles || objects,
         },
-    )
+        &mut sink,
+    );
+    sink.first()
 }
 
-fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
-    check_name("tenant.id", c.id.as_str())?;
-    check_name("tenant.name", &c.name)?;
+fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
+    sink.check(check_name("tenant.id", c.id.as_str()))?;
+    sink.check(check_name("tenant.name", &c.name))?;
     if scope.catalogs {
-        validate_catalogs(c)?;
+        validate_catalogs(c, sink)?;
     }
     if scope.folders {
-        validate_folders(c)?;
+        validate_folders(c, sink)?;
     }
-    let folder_ok = |field: String, f: &FolderId| -> ModelResult<()> {
+    let folder_ok = |sink: &mut Sink, field: String, f: &FolderId| -> Step {
         if c.folders.contains_key(f) {
             Ok(())
         } else {
-            Err(ModelError::unknown(format!("{field}.folder"), f.as_str(), "folder"))
+            sink.push(ModelError::unknown(format!("{field}.folder"), f.as_str(), "folder"))
         }
     };
 
     let mut usernames = HashSet::new();
     for p in c.persons.values().filter(|_| scope.persons) {
         let field = || format!("persons[{}]", p.id);
-        lazy(name_problem(p.id.as_str()), || format!("{}.id", field()), p.id.as_str())?;
-        lazy(name_problem(&p.username), || format!("{}.username", field()), &p.username)?;
+        sink.lazy(name_problem(p.id.as_str()), || format!("{}.id", field()), p.id.as_str())?;
+        sink.lazy(name_problem(&p.username), || format!("{}.username", field()), &p.username)?;
         if !usernames.insert(p.username.as_str()) {
-            return Err(ModelError::duplicate(format!("{}.username", field()), &p.username, "username"));
+            sink.push(ModelError::duplicate(format!("{}.username", field()), &p.username, "username"))?;
         }
         if !c.folders.contains_key(&p.folder) {
-            return Err(ModelError::unknown(format!("{}.folder", field()), p.folder.as_str(), "folder"));
+            sink.push(ModelError::unknown(format!("{}.folder", field()), p.folder.as_str(), "folder"))?;
         }
         for (section, options) in &p.annex {
-            lazy(name_problem(section), || format!("{}.annex", field()), section)?;
+            sink.lazy(name_problem(section), || format!("{}.annex", field()), section)?;
             for key in options.keys() {
-                lazy(name_problem(key), || format!("{}.annex.{section}", field()), key)?;
+                sink.lazy(name_problem(key), || format!("{}.annex.{section}", field()), key)?;
             }
         }
     }
@@ -201,15 +242,15 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
     let mut names = HashSet::new();
     for g in c.groups.values().filter(|_| scope.groups) {
         let field = format!("access_groups[{}]", g.id);
-        check_name(&format!("{field}.id"), g.id.as_str())?;
-        check_name(&format!("{field}.name"), &g.name)?;
+        sink.check(check_name(&format!("{field}.id"), g.id.as_str()))?;
+        sink.check(check_name(&format!("{field}.name"), &g.name))?;
         if !names.insert(g.name.as_str()) {
-            return Err(ModelError::duplicate(format!("{field}.name"), &g.name, "access group name"));
+            sink.push(ModelError::duplicate(format!("{field}.name"), &g.name, "access group name"))?;
         }
-        folder_ok(field.clone(), &g.folder)?;
+        folder_ok(sink, field.clone(), &g.folder)?;
         for m in &g.members {
             if !c.persons.contains_key(m) {
-                return Err(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"));
+                sink.push(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"))?;
             }
         }
     }
@@ -217,34 +258,35 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
     let mut names = HashSet::new();
     for r in c.roles.values().filter(|_| scope.roles) {
         let field = format!("roles[{}]", r.id);
-        check_name(&format!("{field}.id"), r.id.as_str())?;
-        check_name(&format!("{field}.name"), &r.name)?;
+        sink.check(check_name(&format!("{field}.id"), r.id.as_str()))?;
+        sink.check(check_name(&format!("{field}.name"), &r.name))?;
         if !names.insert(r.name.as_str()) {
-            return Err(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"));
+            sink.push(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"))?;
         }
-        folder_ok(field.clone(), &r.folder)?;
+        folder_ok(sink, field.clone(), &r.folder)?;
         for (app, privs) in &r.privileges {
             let Some(cat) = c.catalogs.get(app) else {
-                return Err(ModelError::unknown(format!("{field}.privileges"), app, "application"));
+                sink.push(ModelError::unknown(format!("{field}.privileges"), app, "application"))?;
+                continue;
             };
             for p in privs {
                 if cat.privilege(p).is_none() {
-                    return Err(ModelError::unknown(
+                    sink.push(ModelError::unknown(
                         format!("{field}.privileges.{app}"),
                         p,
                         &format!("privilege of application `{app}`"),
-                    ));
+                    ))?;
                 }
             }
         }
         for m in &r.members.persons {
             if !c.persons.contains_key(m) {
-                return Err(ModelError::unknown(format!("{field}.members.persons"), m.as_str(), "person"));
+                sink.push(ModelError::unknown(format!("{field}.members.persons"), m.as_str(), "person"))?;
             }
         }
         for m in &r.members.groups {
             if !c.groups.contains_key(m) {
-                return Err(ModelError::unknown(format!("{field}.members.groups"), m.as_str(), "access group"));
+                sink.push(ModelError::unknown(format!("{field}.members.groups"), m.as_str(), "access group"))?;
             }
         }
     }
@@ -252,14 +294,14 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
     let mut names = HashSet::new();
     for p in c.partitions.values().filter(|_| scope.partitions) {
         let field = format!("partitions[{}]", p.id);
-        check_name(&format!("{field}.id"), p.id.as_str())?;
-        check_name(&format!("{field}.name"), &p.name)?;
+        sink.check(check_name(&format!("{field}.id"), p.id.as_str()))?;
+        sink.check(check_name(&format!("{field}.name"), &p.name))?;
         if !names.insert(p.name.as_str()) {
-            return Err(ModelError::duplicate(format!("{field}.name"), &p.name, "partition name"));
+            sink.push(ModelError::duplicate(format!("{field}.name"), &p.name, "partition name"))?;
         }
         for m in &p.members {
             if !c.persons.contains_key(m) {
-                return Err(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"));
+                sink.push(ModelError::unknown(format!("{field}.members"), m.as_str(), "person"))?;
             }
         }
     }
@@ -268,37 +310,46 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
     let mut paths: HashMap<&str, Option<Vec<&str>>> = HashMap::new();
     for o in c.objects.values().filter(|_| scope.objects) {
         let field = || format!("objects[{}/{}]", o.kind, o.id);
-        lazy(plain_name_problem(&o.kind), || format!("{}.type", field()), &o.kind)?;
+        sink.lazy(plain_name_problem(&o.kind), || format!("{}.type", field()), &o.kind)?;
         if types::RESERVED.contains(&o.kind.as_str()) {
-            return Err(ModelError::invalid(
+            sink.push(ModelError::invalid(
                 format!("{}.type", field()),
                 &o.kind,
                 format!("`{}` objects are their own entities; use the {} mutations", o.kind, o.kind.to_lowercase()),
-            ));
+            ))?;
         }
-        lazy(name_problem(o.id.as_str()), || format!("{}.id", field()), o.id.as_str())?;
-        lazy(name_problem(&o.name), || format!("{}.name", field()), &o.name)?;
+        sink.lazy(name_problem(o.id.as_str()), || format!("{}.id", field()), o.id.as_str())?;
+        sink.lazy(name_problem(&o.name), || format!("{}.name", field()), &o.name)?;
         if !names.insert((o.kind.as_str(), o.name.as_str())) {
-            return Err(ModelError::duplicate(format!("{}.name", field()), &o.name, &format!("{} name", o.kind)));
+            sink.push(ModelError::duplicate(format!("{}.name", field()), &o.name, &format!("{} name", o.kind)))?;
         }
         if !c.folders.contains_key(&o.folder) {
-            return Err(ModelError::unknown(format!("{}.folder", field()), o.folder.as_str(), "folder"));
+            sink.push(ModelError::unknown(format!("{}.folder", field()), o.folder.as_str(), "folder"))?;
         }
         for p in &o.partitions {
             if !c.partitions.contains_key(p) {
-                return Err(ModelError::unknown(format!("{}.partitions", field()), p.as_str(), "partition"));
+                sink.push(ModelError::unknown(format!("{}.partitions", field()), p.as_str(), "partition"))?;
             }
         }
         for k in o.properties.keys() {
-            lazy(name_problem(k), || format!("{}.properties", field()), k)?;
+            sink.lazy(name_problem(k), || format!("{}.properties", field()), k)?;
         }
         if o.kind == types::METRIC {
-            let (app, kind) =
-                metric_name_parts(&o.name).map_err(|m| ModelError::invalid(format!("{}.name", field()), &o.name, m))?;
+            let (app, kind) = match metric_name_parts(&o.name) {
+                Ok(parts) => parts,
+                Err(m) => {
+                    sink.push(ModelError::invalid(format!("{}.name", field()), &o.name, m))?;
+                    continue;
+                }
+            };
+            // A missing folder was reported above.
+            if !c.folders.contains_key(&o.folder) {
+                continue;
+            }
             let path = paths.entry(o.folder.as_str()).or_insert_with(|| c.folder_path(&o.folder));
             let path = path.as_deref().unwrap_or_default();
             if path != [METRICS_FOLDER, app, kind] {
-                return Err(ModelError::invalid(
+                sink.push(ModelError::invalid(
                     format!("{}.folder", field()),
                     o.folder.as_str(),
                     format!(
@@ -306,7 +357,7 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
                         o.name,
                         path.join("/")
                     ),
-                ));
+                ))?;
             }
         }
     }
@@ -321,7 +372,7 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
             Target::Object(k) => c.objects.contains_key(k),
         };
         if !exists {
-            return Err(ModelError::unknown(format!("{field}.target"), target_label(&ace.target), "target"));
+            sink.push(ModelError::unknown(format!("{field}.target"), target_label(&ace.target), "target"))?;
         }
         let subject_exists = match &ace.subject {
             Subject::Everyone => true,
@@ -329,43 +380,45 @@ fn validate_scope(c: &TenantConfig, scope: Scope) -> ModelResult<()> {
             Subject::Group(id) => c.groups.contains_key(id),
         };
         if !subject_exists {
-            return Err(ModelError::unknown(format!("{field}.subject"), subject_label(&ace.subject), "subject"));
+            sink.push(ModelError::unknown(format!("{field}.subject"), subject_label(&ace.subject), "subject"))?;
         }
         if ace.propagate && !matches!(ace.target, Target::Folder(_)) {
-            return Err(ModelError::invalid(
+            sink.push(ModelError::invalid(
                 format!("{field}.propagate"),
                 target_label(&ace.target),
                 "`propagate` applies only to entries on folders",
-            ));
+            ))?;
         }
     }
     Ok(())
 }
 
-fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
+fn validate_folders(c: &TenantConfig, sink: &mut Sink) -> Step {
     let roots: Vec<&Folder> = c.folders.values().filter(|f| f.parent.is_none()).collect();
     match roots.as_slice() {
         [_] => {}
-        [] => return Err(ModelError::invalid("folders", "", "the tenant has no root folder")),
-        [a, b, ..] => {
-            return Err(ModelError::invalid(
-                format!("folders[{}].parent", b.id),
-                b.id.as_str(),
-                format!("only the root folder may have no parent, and `{}` is the root", a.id),
-            ));
+        [] => sink.push(ModelError::invalid("folders", "", "the tenant has no root folder"))?,
+        [a, rest @ ..] => {
+            for b in rest {
+                sink.push(ModelError::invalid(
+                    format!("folders[{}].parent", b.id),
+                    b.id.as_str(),
+                    format!("only the root folder may have no parent, and `{}` is the root", a.id),
+                ))?;
+            }
         }
     }
     let mut siblings: HashSet<(&str, &str)> = HashSet::new();
     for f in c.folders.values() {
         let field = format!("folders[{}]", f.id);
-        check_name(&format!("{field}.id"), f.id.as_str())?;
-        check_name(&format!("{field}.name"), &f.name)?;
+        sink.check(check_name(&format!("{field}.id"), f.id.as_str()))?;
+        sink.check(check_name(&format!("{field}.name"), &f.name))?;
         if let Some(p) = &f.parent {
             if !c.folders.contains_key(p) {
-                return Err(ModelError::unknown(format!("{field}.parent"), p.as_str(), "folder"));
+                sink.push(ModelError::unknown(format!("{field}.parent"), p.as_str(), "folder"))?;
             }
             if !siblings.insert((p.as_str(), f.name.as_str())) {
-                return Err(ModelError::duplicate(format!("{field}.name"), &f.name, &format!("folder name in `{p}`")));
+                sink.push(ModelError::duplicate(format!("{field}.name"), &f.name, &format!("folder name in `{p}`")))?;
             }
         }
     }
@@ -376,12 +429,13 @@ fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
         while let Some(p) = &cur.parent {
             steps += 1;
             if steps > c.folders.len() {
-                return Err(ModelError::new(
+                sink.push(ModelError::new(
                     ErrorKind::Cycle,
                     format!("folders[{}].parent", f.id),
                     f.id.as_str(),
                     format!("folder `{}` is its own ancestor", f.id),
-                ));
+                ))?;
+                break;
             }
             cur = match c.folders.get(p) {
                 Some(x) => x,
@@ -392,34 +446,52 @@ fn validate_folders(c: &TenantConfig) -> ModelResult<()> {
     Ok(())
 }
 
-fn validate_catalogs(c: &TenantConfig) -> ModelResult<()> {
+fn validate_catalogs(c: &TenantConfig, sink: &mut Sink) -> Step {
     for (key, cat) in c.catalogs.iter() {
         let field = format!("catalogs[{key}]");
-        check_name(&format!("{field}.name"), &cat.name)?;
+        sink.check(check_name(&format!("{field}.name"), &cat.name))?;
         if key != &cat.name {
-            return Err(ModelError::invalid(format!("{field}.name"), &cat.name, "catalog key and name differ"));
+            sink.push(ModelError::invalid(format!("{field}.name"), &cat.name, "catalog key and name differ"))?;
         }
-        validate_catalog(cat).map_err(|e| e.within(&field))?;
+        let mut inner = Sink::new(sink.limit - sink.errors.len());
+        let _ = catalog_errors(cat, &mut inner);
+        for e in inner.errors {
+            sink.push(e.within(&field))?;
+        }
     }
     Ok(())
 }
 
 /// Validates one application catalog on its own (presets are checked with it too).
 pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
+    let mut sink = Sink::new(1);
+    let _ = catalog_errors(cat, &mut sink);
+    sink.first()
+}
+
+fn catalog_errors(cat: &Catalog, sink: &mut Sink) -> Step {
     let pattern = match &cat.name_pattern {
-        Some(p) => Some(regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
-            ModelError::invalid("name_pattern", p, format!("`{p}` is not a valid regular expression: {e}"))
-        })?),
+        Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                sink.push(ModelError::invalid(
+                    "name_pattern",
+                    p,
+                    format!("`{p}` is not a valid regular expression: {e}"),
+                ))?;
+                None
+            }
+        },
         None => None,
     };
     let mut known: BTreeMap<&str, &str> = BTreeMap::new(); // name or alias -> canonical
     for p in &cat.privileges {
         for n in std::iter::once(&p.name).chain(&p.aliases) {
             let field = format!("privileges[{}]", p.name);
-            check_name(&format!("{field}.name"), n)?;
+            sink.check(check_name(&format!("{field}.name"), n))?;
             if let Some(re) = &pattern {
                 if !re.is_match(n) {
-                    return Err(ModelError::invalid(
+                    sink.push(ModelError::invalid(
                         format!("{field}.name"),
                         n,
                         format!(
@@ -427,22 +499,24 @@ pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
                             cat.name_pattern.as_deref().unwrap_or_default(),
                             cat.name
                         ),
-                    ));
+                    ))?;
                 }
             }
             if known.insert(n.as_str(), p.name.as_str()).is_some() {
-                return Err(ModelError::duplicate(format!("{field}.name"), n, "privilege name"));
+                sink.push(ModelError::duplicate(format!("{field}.name"), n, "privilege name"))?;
             }
         }
     }
     for p in &cat.privileges {
         for r in &p.requires {
             if !known.contains_key(r.as_str()) {
-                return Err(ModelError::unknown(format!("privileges[{}].requires", p.name), r, "privilege"));
+                sink.push(ModelError::unknown(format!("privileges[{}].requires", p.name), r, "privilege"))?;
             }
         }
     }
     // Acyclic requires: depth-first search with colours over canonical names.
+    // After a cycle is reported, the nodes on the search path are closed, so
+    // each cycle is reported once.
     let deps: HashMap<&str, Vec<&str>> = cat
         .privileges
         .iter()
@@ -456,12 +530,17 @@ pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
                 match state.get(n) {
                     Some(2) => continue,
                     Some(1) => {
-                        return Err(ModelError::new(
+                        sink.push(ModelError::new(
                             ErrorKind::Cycle,
                             format!("privileges[{n}].requires"),
                             n,
                             format!("privilege `{n}` requires itself through its dependencies"),
-                        ));
+                        ))?;
+                        state.insert(n, 2);
+                        for (m, _) in stack.drain(..) {
+                            state.insert(m, 2);
+                        }
+                        break;
                     }
                     _ => {
                         state.insert(n, 1);
@@ -473,12 +552,16 @@ pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
                 Some(d) => {
                     stack.push((n, i + 1));
                     if state.get(d) == Some(&1) {
-                        return Err(ModelError::new(
+                        sink.push(ModelError::new(
                             ErrorKind::Cycle,
                             format!("privileges[{d}].requires"),
                             d,
                             format!("privilege `{d}` requires itself through `{n}`"),
-                        ));
+                        ))?;
+                        for (m, _) in stack.drain(..) {
+                            state.insert(m, 2);
+                        }
+                        break;
                     }
                     stack.push((d, 0));
                 }
@@ -488,69 +571,69 @@ pub fn validate_catalog(cat: &Catalog) -> ModelResult<()> {
             }
         }
     }
-    let guard_priv = |field: String, p: &str| -> ModelResult<()> {
-        if known.contains_key(p) { Ok(()) } else { Err(ModelError::unknown(field, p, "privilege")) }
+    let guard_priv = |sink: &mut Sink, field: String, p: &str| -> Step {
+        if known.contains_key(p) { Ok(()) } else { sink.push(ModelError::unknown(field, p, "privilege")) }
     };
     for (i, g) in cat.type_guards.iter().enumerate() {
-        check_plain_name(&format!("type_guards[{i}].type"), &g.kind)?;
-        guard_priv(format!("type_guards[{i}].privilege"), &g.privilege)?;
+        sink.check(check_plain_name(&format!("type_guards[{i}].type"), &g.kind))?;
+        guard_priv(sink, format!("type_guards[{i}].privilege"), &g.privilege)?;
     }
     let mut seen = BTreeSet::new();
     for (i, g) in cat.type_guards.iter().enumerate() {
         if !seen.insert((&g.kind, g.permission)) {
-            return Err(ModelError::duplicate(
+            sink.push(ModelError::duplicate(
                 format!("type_guards[{i}]"),
                 format!("{} {}", g.kind, g.permission),
                 "type guard",
-            ));
+            ))?;
         }
     }
     let mut seen = BTreeSet::new();
     for (i, g) in cat.property_guards.iter().enumerate() {
-        check_plain_name(&format!("property_guards[{i}].type"), &g.kind)?;
-        check_name(&format!("property_guards[{i}].property"), &g.property)?;
+        sink.check(check_plain_name(&format!("property_guards[{i}].type"), &g.kind))?;
+        sink.check(check_name(&format!("property_guards[{i}].property"), &g.property))?;
         if !matches!(g.access, super::perm::Perm::Read | super::perm::Perm::Change) {
-            return Err(ModelError::invalid(
+            sink.push(ModelError::invalid(
                 format!("property_guards[{i}].access"),
                 g.access.name(),
                 format!("property guards protect Read or Change, not `{}`", g.access),
-            ));
+            ))?;
         }
-        guard_priv(format!("property_guards[{i}].privilege"), &g.privilege)?;
+        guard_priv(sink, format!("property_guards[{i}].privilege"), &g.privilege)?;
         if !seen.insert((&g.kind, &g.property, g.access)) {
-            return Err(ModelError::duplicate(
+            sink.push(ModelError::duplicate(
                 format!("property_guards[{i}]"),
                 format!("{} {} {}", g.kind, g.property, g.access),
                 "property guard",
-            ));
+            ))?;
         }
     }
     let mut legacy = HashSet::new();
     let mut role_names = HashSet::new();
     for r in &cat.roles {
         let field = format!("roles[{}]", r.name);
-        check_name(&format!("{field}.name"), &r.name)?;
+        sink.check(check_name(&format!("{field}.name"), &r.name))?;
         if !role_names.insert(r.name.as_str()) {
-            return Err(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"));
+            sink.push(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"))?;
         }
         if let Some(l) = &r.legacy_name {
-            check_name(&format!("{field}.legacy_name"), l)?;
+            sink.check(check_name(&format!("{field}.legacy_name"), l))?;
             if !legacy.insert(l.as_str()) {
-                return Err(ModelError::duplicate(format!("{field}.legacy_name"), l, "legacy role name"));
+                sink.push(ModelError::duplicate(format!("{field}.legacy_name"), l, "legacy role name"))?;
             }
         }
         for p in &r.privileges {
-            guard_priv(format!("{field}.privileges"), p)?;
+            guard_priv(sink, format!("{field}.privileges"), p)?;
         }
     }
     for s in &cat.legacy_annex_sections {
-        check_name("legacy_annex_sections", s)?;
+        sink.check(check_name("legacy_annex_sections", s))?;
     }
     for t in &cat.restricted_types {
-        check_plain_name("restricted_types", t)?;
+        sink.check(check_plain_name("restricted_types", t))?;
     }
     for r in &cat.role_rank {
-        check_name("role_rank", r)?;
+        sink.check(check_name("role_rank", r))?;
     }
     Ok(())
 }
