@@ -508,3 +508,104 @@ fn locate(map: &SourceMap, index: &HashMap<String, String>, e: &ModelError) -> (
     let pos = map.pos(&path);
     (path, pos)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUP: &str = "tenant: {id: t, name: T}\npersons:\n  - {id: p1, username: a}\n  - {id: p2, username: b}\n  - {id: p1, username: c}\n";
+
+    #[test]
+    fn duplicate_ids_are_rejected_on_every_path_naming_both_items() {
+        let file = TenantFile::from_yaml(DUP).unwrap_or_else(|e| panic!("{e}"));
+        let d = file.duplicates();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].path.as_str(), d[0].first.as_str()), ("persons[2].id", "persons[0]"));
+        // The write batch (what Import and `--demo` build) refuses it, naming both items.
+        let e = file.to_mutations().expect_err("duplicate");
+        assert_eq!(e.kind, ErrorKind::Duplicate);
+        assert_eq!(e.to_string(), "persons[2].id: duplicate person id `p1` (first defined at persons[0])");
+        assert!(file.to_config().is_err());
+        // Without the duplicate the same file loads.
+        let ok = TenantFile::from_yaml(&DUP.replace("{id: p1, username: c}", "{id: p3, username: c}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ok.duplicates().is_empty());
+        assert_eq!(ok.to_config().map(|c| c.persons.len()).unwrap_or_default(), 3);
+    }
+
+    #[test]
+    fn duplicates_of_every_list() {
+        let yaml = "tenant: {id: t, name: T}\n\
+            catalogs: [{preset: callback}, {preset: callback}]\n\
+            folders: [{id: f, name: F, parent: root}, {id: f, name: G, parent: root}]\n\
+            access_groups: [{id: g, name: G}, {id: g, name: H}]\n\
+            roles: [{id: r, name: R}, {id: r, name: S}]\n\
+            partitions: [{id: x, name: X}, {id: x, name: Y}]\n\
+            objects: [{type: A, id: o, name: O, folder: root}, {type: B, id: o, name: O, folder: root}, {type: A, id: o, name: P, folder: root}]\n\
+            aces: [{target: {folder: root}, subject: everyone}, {target: {folder: f}, subject: everyone}, {target: {folder: root}, subject: everyone, allow: [Read]}]\n";
+        let file = TenantFile::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(String, String)> = file.duplicates().into_iter().map(|d| (d.path, d.first)).collect();
+        let want = [
+            ("catalogs[1].preset", "catalogs[0]"),
+            ("folders[1].id", "folders[0]"),
+            ("access_groups[1].id", "access_groups[0]"),
+            ("roles[1].id", "roles[0]"),
+            ("partitions[1].id", "partitions[0]"),
+            ("objects[2].id", "objects[0]"),
+            ("aces[2]", "aces[0]"),
+        ];
+        assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    }
+
+    #[test]
+    fn duplicate_mapping_keys_are_rejected() {
+        let yaml = "tenant: {id: t, name: T}\npersons:\n  - id: p1\n    username: a\n    annex:\n      ges: {role: A}\n      ges: {role: B}\n";
+        let e = TenantFile::from_yaml(yaml).expect_err("duplicate key");
+        assert_eq!(e.kind, ErrorKind::Duplicate);
+        assert_eq!(e.field, "persons[0].annex.ges");
+        assert!(e.message.contains("at line 7 column 7 (first at line 6 column 7)"), "{e}");
+    }
+
+    #[test]
+    fn check_text_reports_every_problem_at_its_position() {
+        let yaml = "tenant: {id: t, name: T}\n\
+            persons:\n\
+            \x20 - {id: p1, username: a, folder: nope}\n\
+            \x20 - {id: p2, username: a}\n\
+            access_groups:\n\
+            \x20 - {id: g, name: G, members: [p1, ghost, p2]}\n";
+        let check = TenantFile::check_text(yaml);
+        assert!(check.config.is_none());
+        let got: Vec<(String, usize, usize)> =
+            check.problems.iter().map(|p| (p.path.clone(), p.pos.line, p.pos.column)).collect();
+        assert_eq!(
+            got,
+            [
+                ("persons[0].folder".to_owned(), 3, 27),
+                ("persons[1].username".to_owned(), 4, 14),
+                ("access_groups[0].members[1]".to_owned(), 6, 36),
+            ]
+        );
+        // The configuration's first error is the write path's error.
+        let c = TenantFile::from_yaml(yaml).map(|f| f.to_config());
+        assert!(matches!(c, Ok(Err(_))));
+        let valid = TenantFile::check_text("tenant: {id: t, name: T}\n");
+        assert!(valid.problems.is_empty() && valid.config.is_some());
+    }
+
+    #[test]
+    fn validate_all_keeps_going_and_starts_with_validates_error() {
+        let file = TenantFile::from_yaml(
+            "tenant: {id: t, name: T}\npersons: [{id: a, username: x, folder: f1}, {id: b, username: y, folder: f2}]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = TenantConfig::empty(file.tenant.id.clone());
+        for m in file.to_mutations().unwrap_or_default() {
+            c.apply(&m).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let all = super::super::validate::validate_all(&c);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(super::super::validate::validate(&c), Err(all[0].clone()));
+        assert_eq!(all[1].field, "persons[b].folder");
+    }
+}
