@@ -50,11 +50,12 @@ fn a_failing_assertion_file_shows_each_difference_and_exits_1() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let expected = [
-        format!("FAIL {f}: 4 of 5 assertions failed"),
+        format!("FAIL {f}: 5 of 6 assertions failed"),
         format!("  {f}:16: checks[1]: expected deny (NO_GRANT), got allow (ALLOWED)"),
         format!("  {f}:17: checks[2]: expected deny (EXPLICIT_DENY), got deny (NO_GRANT)"),
         format!("  {f}:19: listings[0]: missing: [d3], unexpected: [d2]"),
         format!("  {f}:21: subjects[0]: missing: [ben], unexpected: [ann]"),
+        format!("  {f}:23: holders[0]: the lookup failed: UNKNOWN_APPLICATION"),
     ];
     assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{stdout}");
 
@@ -74,11 +75,11 @@ fn a_failing_assertion_file_shows_each_difference_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["passed"], false);
-    assert_eq!(v["files"][0]["assertions"], 5);
+    assert_eq!(v["files"][0]["assertions"], 6);
     let failures = v["files"][0]["failures"].as_array().cloned().unwrap_or_default();
     let got: Vec<(u64, &str)> =
         failures.iter().map(|f| (f["line"].as_u64().unwrap_or(0), f["path"].as_str().unwrap_or(""))).collect();
-    assert_eq!(got, [(16, "checks[1]"), (17, "checks[2]"), (19, "listings[0]"), (21, "subjects[0]")]);
+    assert_eq!(got, [(16, "checks[1]"), (17, "checks[2]"), (19, "listings[0]"), (21, "subjects[0]"), (23, "holders[0]")]);
 }
 
 #[test]
