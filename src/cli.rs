@@ -1299,7 +1299,11 @@ pub fn test(a: &TestArgs) -> ExitCode {
         all_passed &= o.passed();
         let at = |f: &crate::policytest::Failure| {
             let pos = if f.pos.line == 0 { path.clone() } else { format!("{path}:{}", f.pos.line) };
-            if f.path.is_empty() { format!("{pos}: {}", f.message) } else { format!("{pos}: {}: {}", f.path, f.message) }
+            if f.path.is_empty() {
+                format!("{pos}: {}", f.message)
+            } else {
+                format!("{pos}: {}: {}", f.path, f.message)
+            }
         };
         if a.json {
             let items = |fs: &[crate::policytest::Failure]| -> Vec<Value> {

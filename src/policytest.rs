@@ -244,7 +244,11 @@ impl Outcome {
 }
 
 fn error(pos: Pos, path: impl Into<String>, message: impl Into<String>) -> Outcome {
-    Outcome { assertions: 0, failures: Vec::new(), errors: vec![Failure { pos, path: path.into(), message: message.into() }] }
+    Outcome {
+        assertions: 0,
+        failures: Vec::new(),
+        errors: vec![Failure { pos, path: path.into(), message: message.into() }],
+    }
 }
 
 /// Runs the assertion file at `path`.
@@ -280,12 +284,16 @@ pub fn run_text(text: &str, dir: &Path) -> Outcome {
         match config.apply_batch(&file.edits) {
             Ok(c) => c,
             Err(e) => {
-                let field = match e.field.strip_prefix("mutations") {
-                    Some(rest) => format!("edits{rest}"),
-                    None => format!("edits.{}", e.field),
+                // A mutation that does not apply names its index; the tenant the
+                // edits leave invalid names the field of the configuration.
+                return match e.field.strip_prefix("mutations") {
+                    Some(rest) => {
+                        let field = format!("edits{rest}");
+                        let at = field.find(']').map_or("edits", |i| &field[..=i]).to_owned();
+                        error(map.pos(&at), field, e.message)
+                    }
+                    None => error(map.pos("edits"), "edits", format!("the edited tenant is invalid: {e}")),
                 };
-                let at = field.find(']').map_or("edits", |i| &field[..=i]).to_owned();
-                return error(map.pos(&at), field, e.message);
             }
         }
     };
@@ -359,17 +367,19 @@ pub fn run_text(text: &str, dir: &Path) -> Outcome {
 
 fn load_tenant(file: &AssertionFile, dir: &Path, map: &SourceMap) -> Result<TenantConfig, Outcome> {
     match (&file.tenant, &file.tenant_inline) {
-        (Some(_), Some(_)) => {
-            Err(error(map.pos("tenant_inline"), "tenant_inline", "give either `tenant` (a file) or `tenant_inline`, not both"))
-        }
+        (Some(_), Some(_)) => Err(error(
+            map.pos("tenant_inline"),
+            "tenant_inline",
+            "give either `tenant` (a file) or `tenant_inline`, not both",
+        )),
         (None, None) => Err(error(
             Pos { line: 1, column: 1 },
             "tenant",
             "missing the tenant: `tenant: <tenant file>` or `tenant_inline: {...}`",
         )),
-        (None, Some(t)) => t.to_config().map_err(|e| {
-            error(map.pos("tenant_inline"), format!("tenant_inline.{}", e.field), e.message)
-        }),
+        (None, Some(t)) => {
+            t.to_config().map_err(|e| error(map.pos("tenant_inline"), format!("tenant_inline.{}", e.field), e.message))
+        }
         (Some(rel), None) => {
             let path = dir.join(rel);
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -431,7 +441,10 @@ fn run_check(view: &TenantView, c: &CheckCase) -> Result<(), String> {
 }
 
 /// `missing: [..], unexpected: [..]` between an expected and an actual set, or `None` when equal.
-fn set_difference<'a>(expected: impl IntoIterator<Item = &'a str>, got: impl IntoIterator<Item = &'a str>) -> Option<String> {
+fn set_difference<'a>(
+    expected: impl IntoIterator<Item = &'a str>,
+    got: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let expected: BTreeSet<&str> = expected.into_iter().collect();
     let got: BTreeSet<&str> = got.into_iter().collect();
     let missing: Vec<&str> = expected.difference(&got).copied().collect();
@@ -520,9 +533,8 @@ fn run_subjects(view: &TenantView, c: &SubjectsCase) -> Result<(), String> {
     let mut got: Vec<&str> = Vec::new();
     let mut after: Option<&str> = None;
     loop {
-        let page = view
-            .allowed_subjects(&r, after, PAGE)
-            .map_err(|reason| format!("the lookup failed: {}", reason.code()))?;
+        let page =
+            view.allowed_subjects(&r, after, PAGE).map_err(|reason| format!("the lookup failed: {}", reason.code()))?;
         got.extend(page.items.iter().map(|s| s.person));
         match page.next_after {
             Some(a) => after = Some(a),

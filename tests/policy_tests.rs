@@ -38,7 +38,10 @@ fn the_example_assertion_files_pass() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     for f in &files {
-        assert!(stdout.lines().any(|l| l.starts_with(&format!("PASS {f}: ")) && l.ends_with(" assertions")), "{f}: {stdout}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("PASS {f}: ")) && l.ends_with(" assertions")),
+            "{f}: {stdout}"
+        );
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
@@ -79,7 +82,10 @@ fn a_failing_assertion_file_shows_each_difference_and_exits_1() {
     let failures = v["files"][0]["failures"].as_array().cloned().unwrap_or_default();
     let got: Vec<(u64, &str)> =
         failures.iter().map(|f| (f["line"].as_u64().unwrap_or(0), f["path"].as_str().unwrap_or(""))).collect();
-    assert_eq!(got, [(16, "checks[1]"), (17, "checks[2]"), (19, "listings[0]"), (21, "subjects[0]"), (23, "holders[0]")]);
+    assert_eq!(
+        got,
+        [(16, "checks[1]"), (17, "checks[2]"), (19, "listings[0]"), (21, "subjects[0]"), (23, "holders[0]")]
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn assertion_file_problems_are_reported_not_run() {
         // A reason code that does not exist, and one that contradicts `expect`.
         (
             "tenant_inline: {tenant: {id: t, name: T}, persons: [{id: a, username: a}]}\nchecks:\n  - {person: a, object: {type: Folder, id: root}, permission: Read, expect: deny, reason: NOPE}\n  - {person: a, object: {type: Folder, id: root}, permission: Read, expect: deny, reason: ALLOWED}\n",
-            vec![":3: checks[0].reason: unknown reason `NOPE`", ":4: checks[1].reason: reason `ALLOWED` is an allow, but `expect` is deny"],
+            vec![
+                ":3: checks[0].reason: unknown reason `NOPE`",
+                ":4: checks[1].reason: reason `ALLOWED` is an allow, but `expect` is deny",
+            ],
         ),
         // Edits that do not apply name the edit.
         (
@@ -133,7 +142,9 @@ fn validate_lists_every_error_at_its_line_and_column() {
     let expected = [
         format!("{f}:6:28: persons[1].folder: unknown folder `Nowhere`"),
         format!("{f}:8:38: access_groups[0].members[1]: unknown person `ghost`"),
-        format!("{f}:13:35: roles[0].privileges.Callback[1]: unknown privilege of application `Callback` `Callback - Fly`"),
+        format!(
+            "{f}:13:35: roles[0].privileges.Callback[1]: unknown privilege of application `Callback` `Callback - Fly`"
+        ),
         format!("{f}:16:15: aces[0].subject.group: unknown subject `access group g2`"),
         format!("{f}: invalid: 4 errors"),
     ];
@@ -173,7 +184,9 @@ fn validate_names_both_places_of_a_duplicate() {
         ),
         format!("{f}:5:6: persons[2].id: duplicate person id `p1` (first defined at {f}:3:5, persons[0])"),
         format!("{f}:8:17: objects[1].id: duplicate Doc object id `d1` (first defined at {f}:7:5, objects[0])"),
-        format!("{f}:12:5: aces[1]: duplicate entry for `folder root and everyone` (first defined at {f}:11:5, aces[0])"),
+        format!(
+            "{f}:12:5: aces[1]: duplicate entry for `folder root and everyone` (first defined at {f}:11:5, aces[0])"
+        ),
         format!("{f}: invalid: 4 errors"),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");

@@ -91,8 +91,9 @@ impl TenantFile {
     /// does a mapping key written twice (`annex: {ges: .., ges: ..}`).
     pub fn from_yaml(text: &str) -> ModelResult<TenantFile> {
         let file = super::yaml::from_str(text, "tenant file")?;
-        let (_, dups) = super::yaml::source_map(text, false)
-            .map_err(|(at, m)| ModelError::invalid(format!("tenant file line {} column {}", at.line, at.column), "", m))?;
+        let (_, dups) = super::yaml::source_map(text, false).map_err(|(at, m)| {
+            ModelError::invalid(format!("tenant file line {} column {}", at.line, at.column), "", m)
+        })?;
         if let Some(d) = dups.first() {
             return Err(ModelError::new(
                 ErrorKind::Duplicate,
@@ -295,19 +296,39 @@ impl TenantFile {
         out.extend(cats);
         duplicates_in(&mut out, "folders", ".id", &self.folders, |f| &f.id, |f| id("folder id", f.id.as_str()));
         duplicates_in(&mut out, "persons", ".id", &self.persons, |p| &p.id, |p| id("person id", p.id.as_str()));
-        duplicates_in(&mut out, "access_groups", ".id", &self.access_groups, |g| &g.id, |g| {
-            id("access group id", g.id.as_str())
-        });
+        duplicates_in(
+            &mut out,
+            "access_groups",
+            ".id",
+            &self.access_groups,
+            |g| &g.id,
+            |g| id("access group id", g.id.as_str()),
+        );
         duplicates_in(&mut out, "roles", ".id", &self.roles, |r| &r.id, |r| id("role id", r.id.as_str()));
-        duplicates_in(&mut out, "partitions", ".id", &self.partitions, |p| &p.id, |p| {
-            id("partition id", p.id.as_str())
-        });
-        duplicates_in(&mut out, "objects", ".id", &self.objects, |o| (&o.kind, &o.id), |o| {
-            (format!("{} object id", o.kind), o.id.to_string())
-        });
-        duplicates_in(&mut out, "aces", "", &self.aces, |a| (&a.target, &a.subject), |a| {
-            id("entry for", &format!("{} and {}", target_label(&a.target), subject_label(&a.subject)))
-        });
+        duplicates_in(
+            &mut out,
+            "partitions",
+            ".id",
+            &self.partitions,
+            |p| &p.id,
+            |p| id("partition id", p.id.as_str()),
+        );
+        duplicates_in(
+            &mut out,
+            "objects",
+            ".id",
+            &self.objects,
+            |o| (&o.kind, &o.id),
+            |o| (format!("{} object id", o.kind), o.id.to_string()),
+        );
+        duplicates_in(
+            &mut out,
+            "aces",
+            "",
+            &self.aces,
+            |a| (&a.target, &a.subject),
+            |a| id("entry for", &format!("{} and {}", target_label(&a.target), subject_label(&a.subject))),
+        );
         out
     }
 

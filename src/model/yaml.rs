@@ -141,8 +141,16 @@ fn parent_path(p: &str) -> Option<&str> {
 
 /// Where the next node goes.
 enum Frame {
-    Mapping { path: String, keys: Vec<String>, seen: std::collections::HashMap<String, Pos>, key: Option<(String, Pos)> },
-    Sequence { path: String, len: usize },
+    Mapping {
+        path: String,
+        keys: Vec<String>,
+        seen: std::collections::HashMap<String, Pos>,
+        key: Option<(String, Pos)>,
+    },
+    Sequence {
+        path: String,
+        len: usize,
+    },
 }
 
 fn join_key(parent: &str, key: &str) -> String {
