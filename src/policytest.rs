@@ -337,11 +337,10 @@ pub fn run_text(text: &str, dir: &Path) -> Outcome {
                     pos: map.pos(&path),
                     path,
                     message: format!(
-                        "reason `{code}` is {} an allow, but `expect` is {}",
-                        if r.is_allowed() { "" } else { "not" },
+                        "reason `{code}` is {}, but `expect` is {}",
+                        if r.is_allowed() { "an allow" } else { "not an allow" },
                         expect_name(c.expect)
-                    )
-                    .replace("is  an", "is an"),
+                    ),
                 }),
                 Some(_) => {}
             }

@@ -897,6 +897,23 @@ async fn import_replace_and_export_round_trip() {
         status_of(a.import(pb::ImportRequest { yaml: "tenant: {id: x, name: [".into(), ..Default::default() }).await);
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("line"), "{}", s.message());
+    // Two persons with one id: refused naming both items (a file used to keep
+    // the last one silently), and nothing stored.
+    let mut dup = file.clone();
+    dup.persons.push(dup.persons[0].clone());
+    let last = dup.persons.len() - 1;
+    let s = status_of(
+        a.import(pb::ImportRequest { yaml: dup.to_yaml().unwrap(), replace: true, ..Default::default() }).await,
+    );
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let first = dup.persons[0].id.clone();
+    assert_eq!(
+        s.message(),
+        format!("persons[{last}].id: duplicate person id `{first}` (first defined at persons[0])"),
+        "{}",
+        s.message()
+    );
+    assert_eq!(export(&mut a).await.1, revision, "nothing was stored");
     r.stop().await;
 }
 

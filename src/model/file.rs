@@ -384,7 +384,7 @@ impl TenantFile {
         };
         if let Err(e) = config.apply(&create) {
             report(&e, &mut problems);
-            problems.sort_by(|a, b| a.pos.cmp(&b.pos));
+            problems.sort_by_key(|p| p.pos);
             return fail(problems);
         }
         if file.restricted_mode {
@@ -423,7 +423,7 @@ impl TenantFile {
         for e in super::validate::validate_all(&config) {
             report(&e, &mut problems);
         }
-        problems.sort_by(|a, b| a.pos.cmp(&b.pos));
+        problems.sort_by_key(|p| p.pos);
         if problems.is_empty() { FileCheck { config: Some(config), problems } } else { fail(problems) }
     }
 
@@ -531,6 +531,7 @@ fn locate(map: &SourceMap, index: &HashMap<String, String>, e: &ModelError) -> (
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
