@@ -2,6 +2,8 @@
 //! on the example assertion files (which must pass) and on fixtures that must
 //! fail with exactly the differences and positions written below.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Command, Output};
 
 fn authzd(args: &[&str]) -> Output {
