@@ -305,11 +305,11 @@ async fn entities_read_back_as_exported_and_filters_hold() {
     assert_eq!(p.username, model_p.username);
     assert_eq!(p.annex.len(), model_p.annex.len());
     assert!(!p.annex.is_empty());
-    let cat = c.get_entity(get(K::Catalog, "", "Workspace Web Callback")).await;
-    if let Ok(cat) = cat {
-        let Some(pb::entity::Kind::Catalog(cat)) = cat.into_inner().entity.unwrap().kind else { panic!("a catalog") };
-        assert!(cat.privileges.iter().any(|p| !p.requires.is_empty()), "requires are read back");
-    }
+    let cat = c.get_entity(get(K::Catalog, "", "WorkspaceWebCallback")).await;
+    let Some(pb::entity::Kind::Catalog(cat)) = cat.unwrap().into_inner().entity.unwrap().kind else {
+        panic!("a catalog")
+    };
+    assert!(cat.privileges.iter().any(|p| !p.requires.is_empty()), "requires are read back");
     for (app, cat) in config.catalogs.iter() {
         let got = c.get_entity(get(K::Catalog, "", app)).await.unwrap().into_inner();
         let Some(pb::entity::Kind::Catalog(g)) = got.entity.unwrap().kind else { panic!("a catalog") };
