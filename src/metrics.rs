@@ -252,6 +252,96 @@ impl Collector for Live {
     }
 }
 
+/// The process metrics of the Prometheus conventions, read from `/proc` at
+/// every scrape (Linux; elsewhere none are exported): CPU time, resident and
+/// virtual memory, open and maximum file descriptors, threads, start time.
+#[derive(Debug)]
+struct Process;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// every Linux architecture authzd builds for).
+const USER_HZ: f64 = 100.0;
+
+/// What `/proc` says of this process.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct ProcStat {
+    cpu_seconds: f64,
+    threads: i64,
+    start_time_seconds: i64,
+    virtual_bytes: i64,
+    resident_bytes: i64,
+    open_fds: i64,
+    max_fds: i64,
+}
+
+impl ProcStat {
+    /// Reads `/proc/self`; `None` where there is no `/proc` (not Linux).
+    fn read() -> Option<ProcStat> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+        ProcStat::parse(&stat, &status, &boot, &limits, open_fds)
+    }
+
+    fn parse(stat: &str, status: &str, boot: &str, limits: &str, open_fds: i64) -> Option<ProcStat> {
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): field n is f[n - 3].
+        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        let ticks = field(14)? + field(15)?;
+        let btime = boot.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<u64>().ok())?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        };
+        let max_fds = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        Some(ProcStat {
+            cpu_seconds: ticks as f64 / USER_HZ,
+            threads: field(20)? as i64,
+            start_time_seconds: (btime + field(22)? / USER_HZ as u64) as i64,
+            virtual_bytes: kib("VmSize:").unwrap_or(0) * 1024,
+            resident_bytes: kib("VmRSS:").unwrap_or(0) * 1024,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+impl Collector for Process {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcStat::read() else { return Ok(()) };
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        let m = e.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            cpu.metric_type(),
+        )?;
+        cpu.encode(m)?;
+        gauge(&mut e, "process_resident_memory_bytes", "Resident memory size in bytes.", p.resident_bytes)?;
+        gauge(&mut e, "process_virtual_memory_bytes", "Virtual memory size in bytes.", p.virtual_bytes)?;
+        gauge(&mut e, "process_open_fds", "Number of open file descriptors.", p.open_fds)?;
+        gauge(&mut e, "process_max_fds", "Maximum number of open file descriptors.", p.max_fds)?;
+        gauge(&mut e, "process_threads", "Number of OS threads of the process.", p.threads)?;
+        gauge(
+            &mut e,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds.",
+            p.start_time_seconds,
+        )
+    }
+}
+
 /// Whether the replica is ready, or why not.
 fn readiness(replica: &Replica, probe: &ProbeState) -> Result<(), &'static str> {
     if probe.stopping.load(Ordering::Acquire) {
@@ -306,7 +396,11 @@ fn reason_codes() -> Vec<(i32, &'static str)> {
 impl Metrics {
     /// A registry (prefix `authzd_`) for `replica`.
     pub fn new(replica: Arc<Replica>) -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("authzd");
+        // The process metrics keep their conventional names (`process_*`);
+        // everything of authzd's own is `authzd_*`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(Process));
+        let registry = root.sub_registry_with_prefix("authzd");
         let decision_family = Family::<[(&'static str, &'static str); 2], Counter>::default();
         let decisions = reason_codes()
             .into_iter()
@@ -351,7 +445,7 @@ impl Metrics {
             watch: Arc::clone(&watch),
         }));
         Arc::new(Metrics {
-            registry,
+            registry: root,
             replica,
             probe,
             watch,
@@ -852,6 +946,23 @@ mod tests {
             assert_eq!(*v as usize, i);
         }
         assert_eq!(codes[pb::Reason::ExplicitDeny as usize].1, "EXPLICIT_DENY");
+    }
+
+    #[test]
+    fn proc_stat_is_parsed() {
+        let stat = "4242 (authzd (x) y) S 1 4242 4242 0 -1 4194560 123 0 0 0 250 50 0 0 20 0 7 0 500 104857600 2560 18446744073709551615";
+        let status = "Name:\tauthzd\nVmSize:\t  102400 kB\nVmRSS:\t   10240 kB\nThreads:\t7\n";
+        let boot = "cpu  1 2 3\nbtime 1764600000\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
+        let p = ProcStat::parse(stat, status, boot, limits, 12).unwrap();
+        assert_eq!(p.cpu_seconds, 3.0);
+        assert_eq!(p.threads, 7);
+        assert_eq!(p.start_time_seconds, 1_764_600_005);
+        assert_eq!(p.virtual_bytes, 102_400 * 1024);
+        assert_eq!(p.resident_bytes, 10_240 * 1024);
+        assert_eq!((p.open_fds, p.max_fds), (12, 1024));
+        assert!(ProcStat::parse("garbage", status, boot, limits, 1).is_none());
+        assert!(ProcStat::read().is_some_and(|p| p.resident_bytes > 0), "this process's /proc is read");
     }
 
     #[test]

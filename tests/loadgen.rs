@@ -470,6 +470,19 @@ async fn the_metrics_format_is_negotiated() {
         assert!(classic.contains("# TYPE authzd_decisions_total counter"), "{accept}: {classic}");
         assert!(classic.contains("# HELP authzd_decisions_total "), "{accept}: {classic}");
         assert!(classic.contains("# TYPE authzd_build_info gauge"), "{accept}: {classic}");
+        // The process metrics, under their conventional names, with live values.
+        let value = |name: &str| -> f64 {
+            let line =
+                classic.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(value("process_resident_memory_bytes") > 1_000_000.0, "{classic}");
+        assert!(value("process_open_fds") >= 3.0 && value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_threads") >= 2.0);
+        assert!(value("process_cpu_seconds_total") > 0.0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(started <= now + 1.0 && started > now - 24.0 * 3600.0, "start {started}, now {now}");
         assert!(
             classic.contains(&format!("authzd_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
             "{classic}"
