@@ -109,7 +109,8 @@ function errorText(e: unknown): string {
           : e.code === Code.Unimplemented
             ? " — this server does not implement that call (an older authzd?)"
             : "";
-    return `${Code[e.code]}: ${e.rawMessage}${hint}`;
+    const code = (Code[e.code] ?? String(e.code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+    return `${code}: ${e.rawMessage || "(no message)"}${hint}`;
   }
   return e instanceof Error ? e.message : String(e);
 }
