@@ -20,10 +20,11 @@ use crate::metrics::{MeteredDecisions, Metrics, RpcMetricsLayer};
 use crate::model::TenantFile;
 use crate::proto::authzd::v1::admin_service_server::AdminServiceServer;
 use crate::proto::authzd::v1::decision_service_server::DecisionServiceServer;
+use crate::proto::authzd::v1::read_service_server::ReadServiceServer;
 use crate::proto::authzd::v1::watch_service_server::WatchServiceServer;
 use crate::service::auth::WatchAuth;
 use crate::service::replica::{Batch, WriteRequest};
-use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Replica, Watcher};
+use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Reads, Replica, Watcher};
 use crate::store::AnyStore;
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -202,6 +203,7 @@ impl Server {
         let health = HealthReporter::new();
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_serving::<DecisionServiceServer<Decisions>>().await;
+        health.set_serving::<ReadServiceServer<Reads>>().await;
         health.set_serving::<AdminServiceServer<Admin>>().await;
         health.set_serving::<WatchServiceServer<Watcher>>().await;
 
@@ -332,6 +334,12 @@ impl Server {
             .max_decoding_message_size(limit),
             decision_auth.clone(),
         );
+        // Reads reveal what decisions reveal (Explain gives entries, groups
+        // and roles): the same credential.
+        let reads = InterceptedService::new(
+            ReadServiceServer::new(Reads::new(Arc::clone(&self.replica))).max_decoding_message_size(limit),
+            decision_auth.clone(),
+        );
         let admin_auth =
             AdminAuth::with_client_certs(self.config.admin_token.as_deref(), self.config.client_cert_admin());
         let admin = InterceptedService::new(
@@ -380,6 +388,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(decisions)
+            .add_service(reads)
             .add_service(admin)
             .add_service(watch)
             .serve_with_incoming_shutdown(incoming, shutdown);
@@ -441,6 +450,7 @@ impl Server {
         }
         self.health.set_service_status("", ServingStatus::NotServing).await;
         self.health.set_not_serving::<DecisionServiceServer<Decisions>>().await;
+        self.health.set_not_serving::<ReadServiceServer<Reads>>().await;
         self.health.set_not_serving::<AdminServiceServer<Admin>>().await;
         self.health.set_not_serving::<WatchServiceServer<Watcher>>().await;
     }

@@ -8,6 +8,11 @@
 //! and non-existing ids and with every combination of optional fields:
 //! `check` reasons must be equal, effective privileges equal as sets, primary
 //! roles equal, and listings (followed page by page) equal to the reference's.
+//! The reverse lookups are checked against the reference asked person by
+//! person: `allowed_subjects` of every check question must be exactly the
+//! persons the reference allows (with the same reasons), and
+//! `privilege_holders` exactly those whose check of the privilege alone is
+//! allowed.
 //!
 //! The number of cases comes from `AUTHZD_DIFF_CASES` (default 10 000, a few
 //! tens of seconds in the dev profile). To run millions:
@@ -724,6 +729,19 @@ fn run_case(case: &RawCase) -> Result<(), TestCaseError> {
         );
     }
 
+    for (i, q) in case.checks.iter().enumerate() {
+        let owned = check_query(t, &c, &all, q);
+        reverse_subjects(&view, &c, &owned.request(), 1 + i % 3)?;
+    }
+
+    for &(s, a) in &case.privileges {
+        let (app, cat) = app_ref(t, a);
+        if let Some(rc) = cat {
+            let name = privilege_ref(rc, s % rc.privileges.len().max(1), s % 2 == 1);
+            reverse_holders(&view, &c, &app, &name, 1 + s % 3)?;
+        }
+    }
+
     for &(s, a) in &case.privileges {
         let person = subject_id(&c, s);
         let (app, _) = app_ref(t, a);
@@ -812,6 +830,124 @@ fn run_case(case: &RawCase) -> Result<(), TestCaseError> {
             yaml(&c)
         );
     }
+    Ok(())
+}
+
+/// Follows the pages of a reverse lookup to the end.
+fn all_pages<'v, T>(
+    mut page: impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<&'v str>), Reason>,
+    bound: usize,
+) -> Result<Vec<T>, Reason> {
+    let mut out = Vec::new();
+    let mut after: Option<&str> = None;
+    for _ in 0..=bound {
+        let (items, next) = page(after)?;
+        out.extend(items);
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+    panic!("paging did not end");
+}
+
+/// `allowed_subjects` of `req` against the reference evaluator asked person
+/// by person: the same persons, with the same reasons; an error only when
+/// the reference gives every enabled person that reason.
+fn reverse_subjects(
+    view: &TenantView,
+    c: &TenantConfig,
+    req: &CheckRequest<'_>,
+    limit: usize,
+) -> Result<(), TestCaseError> {
+    let fast = all_pages(
+        |after| {
+            view.allowed_subjects(req, after, limit).map(|p| {
+                assert!(p.items.len() <= limit, "page larger than the limit");
+                (p.items.iter().map(|s| (s.person.to_owned(), s.reason)).collect::<Vec<_>>(), p.next_after)
+            })
+        },
+        c.persons.len() + 1,
+    );
+    let slow: Vec<(String, Reason)> =
+        c.persons.keys().map(|p| (p.0.clone(), reference::check(c, &CheckRequest { subject: &p.0, ..*req }))).collect();
+    match &fast {
+        Ok(items) => {
+            let allowed: Vec<(String, Reason)> = slow.iter().filter(|(_, r)| r.is_allowed()).cloned().collect();
+            seen(format!("subjects {}", if allowed.is_empty() { "none" } else { "some" }));
+            prop_assert_eq!(
+                items,
+                &allowed,
+                "subjects of {:?} (left: fast engine, right: reference)\ntenant file:\n{}",
+                req,
+                yaml(c)
+            );
+        }
+        Err(reason) => {
+            seen(format!("subjects {}", reason.code()));
+            for (p, r) in &slow {
+                let enabled = c.persons.get(&PersonId(p.clone())).is_some_and(|x| x.enabled);
+                prop_assert!(
+                    !r.is_allowed() && (!enabled || r == reason),
+                    "subjects of {:?} failed with {:?} but the reference says {:?} for {}\ntenant file:\n{}",
+                    req,
+                    reason,
+                    r,
+                    p,
+                    yaml(c)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `privilege_holders` against the reference evaluator's check of the
+/// privilege alone, person by person.
+fn reverse_holders(
+    view: &TenantView,
+    c: &TenantConfig,
+    app: &str,
+    privilege: &str,
+    limit: usize,
+) -> Result<(), TestCaseError> {
+    let fast = all_pages(
+        |after| {
+            view.privilege_holders(app, privilege, after, limit)
+                .map(|p| (p.items.iter().map(|h| h.person.to_owned()).collect::<Vec<_>>(), p.next_after))
+        },
+        c.persons.len() + 1,
+    );
+    let slow: Vec<String> = c
+        .persons
+        .keys()
+        .filter(|p| {
+            let r = CheckRequest {
+                subject: &p.0,
+                application: Some(app),
+                privilege: Some(privilege),
+                ..Default::default()
+            };
+            reference::check(c, &r).is_allowed()
+        })
+        .map(|p| p.0.clone())
+        .collect();
+    seen(format!(
+        "holders {}",
+        match &fast {
+            Ok(v) if v.is_empty() => "none".to_owned(),
+            Ok(_) => "some".to_owned(),
+            Err(r) => r.code().to_owned(),
+        }
+    ));
+    prop_assert_eq!(
+        fast,
+        Ok(slow),
+        "holders of {} in {} (left: fast engine, right: reference)\ntenant file:\n{}",
+        privilege,
+        app,
+        yaml(c)
+    );
     Ok(())
 }
 

@@ -217,3 +217,63 @@ pub struct ListPageRef<'v> {
     /// Revision the page was computed at.
     pub revision: Revision,
 }
+
+/// One person a reverse lookup allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedSubject<'v> {
+    /// Person id.
+    pub person: &'v str,
+    /// `Allowed` or `OpenWhenUnconfigured`.
+    pub reason: Reason,
+}
+
+/// A page of the persons a check allows ([`crate::engine::TenantView::allowed_subjects`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectsPage<'v> {
+    /// Persons in id order.
+    pub items: Vec<AllowedSubject<'v>>,
+    /// Id to continue after, when more may follow.
+    pub next_after: Option<&'v str>,
+    /// Revision the page was computed at.
+    pub revision: Revision,
+}
+
+/// Where a holder's privileges in the application come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderSource<'v> {
+    /// A legacy annex `role` option decides alone.
+    LegacyAnnex {
+        /// Annex section that decided (`ges` or `gms`).
+        section: &'v str,
+        /// Legacy role name found there.
+        role: &'v str,
+    },
+    /// The union of readable assigned roles.
+    Roles,
+    /// The application's `open_when_unconfigured` rule.
+    OpenWhenUnconfigured,
+}
+
+/// One person for whom a privilege is effective.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder<'v> {
+    /// Person id.
+    pub person: &'v str,
+    /// Where the person's privileges in the application come from.
+    pub source: HolderSource<'v>,
+    /// With [`HolderSource::Roles`]: the applied roles granting the privilege, as (id, name).
+    pub roles: Vec<(&'v str, &'v str)>,
+}
+
+/// A page of a privilege's holders ([`crate::engine::TenantView::privilege_holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldersPage<'v> {
+    /// The privilege's canonical name.
+    pub privilege: &'v str,
+    /// Holders in person id order.
+    pub items: Vec<Holder<'v>>,
+    /// Id to continue after, when more may follow.
+    pub next_after: Option<&'v str>,
+    /// Revision the page was computed at.
+    pub revision: Revision,
+}

@@ -353,6 +353,25 @@ fn verdict(principals: &[u32], acl: &[AclEntry], b: Perm) -> AclVerdict {
     }
 }
 
+/// The person-independent parts of a check, looked up once ([`TenantView::resolve`]).
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    node: Option<u32>,
+    app: Option<u32>,
+    privilege: Option<u32>,
+    /// The property guard the request's property meets, if any.
+    property_guard: Option<u32>,
+    permission: Perm,
+}
+
+/// Whether a check request is malformed: a privilege without an application,
+/// nothing to check, or a property without an object.
+fn malformed(r: &CheckRequest<'_>) -> bool {
+    (r.privilege.is_some() && r.application.is_none())
+        || (r.object.is_none() && r.privilege.is_none())
+        || (r.property.is_some() && r.object.is_none())
+}
+
 struct GraphBuilder {
     kinds: Vec<KindC>,
     kind_ix: FxHashMap<String, u32>,
@@ -1156,15 +1175,6 @@ impl TenantView {
         self.node(kind, id).is_some()
     }
 
-    /// The ACL verdict for person `pi` on node `n` for permission `b`.
-    #[inline]
-    fn acl_verdict(&self, pi: u32, n: u32, b: Perm) -> AclVerdict {
-        match self.persons.get(pi as usize) {
-            Some(person) => verdict(&person.principals, self.acl.of(n), b),
-            None => AclVerdict::Nothing,
-        }
-    }
-
     /// A person's privilege row in one application (`effective` or granted).
     #[inline]
     fn row(&self, pi: u32, ai: u32, effective: bool) -> Option<&[u64]> {
@@ -1193,10 +1203,7 @@ impl TenantView {
     }
 
     fn evaluate(&self, r: &CheckRequest<'_>) -> Reason {
-        if (r.privilege.is_some() && r.application.is_none())
-            || (r.object.is_none() && r.privilege.is_none())
-            || (r.property.is_some() && r.object.is_none())
-        {
+        if malformed(r) {
             return Reason::InvalidRequest;
         }
         let Some(&pi) = self.graph.person_ix.get(r.subject) else { return Reason::UnknownSubject };
@@ -1204,41 +1211,63 @@ impl TenantView {
         if !person.enabled {
             return Reason::DisabledSubject;
         }
+        match self.resolve(r) {
+            Ok(q) => self.decide(person, &q),
+            Err(reason) => reason,
+        }
+    }
+
+    /// The parts of a check that do not depend on the person, looked up once
+    /// (SPEC §4 order: the object, the application, the privilege).
+    fn resolve(&self, r: &CheckRequest<'_>) -> Result<Resolved, Reason> {
+        if malformed(r) {
+            return Err(Reason::InvalidRequest);
+        }
         let node = match r.object {
             Some(o) => {
                 if o.tenant.is_some_and(|t| t != self.tenant) {
-                    return Reason::CrossTenant;
+                    return Err(Reason::CrossTenant);
                 }
-                match self.node(o.kind, o.id) {
-                    Some(n) => Some(n),
-                    None => return Reason::UnknownObject,
-                }
+                Some(self.node(o.kind, o.id).ok_or(Reason::UnknownObject)?)
             }
             None => None,
         };
         let app = match r.application {
-            Some(a) => match self.catalog.app_ix.get(a) {
-                Some(&ai) => Some(ai),
-                None => return Reason::UnknownApplication,
-            },
+            Some(a) => Some(*self.catalog.app_ix.get(a).ok_or(Reason::UnknownApplication)?),
             None => None,
         };
-        let app_c = app.and_then(|ai| self.catalog.apps.get(ai as usize));
-        let privilege = match (r.privilege, app_c) {
-            (Some(name), Some(a)) => match a.priv_ix.get(name) {
-                Some(&p) => Some(p),
-                None => return Reason::UnknownPrivilege,
-            },
+        let privilege = match (r.privilege, app.and_then(|ai| self.catalog.apps.get(ai as usize))) {
+            (Some(name), Some(a)) => Some(*a.priv_ix.get(name).ok_or(Reason::UnknownPrivilege)?),
             _ => None,
         };
-        let b = self.permission_of(r);
+        let property_guard = match (r.property, node, app.and_then(|ai| self.catalog.apps.get(ai as usize))) {
+            (Some(prop), Some(n), Some(a)) => {
+                let kind = self.graph.nodes.get(n as usize).ok_or(Reason::Internal)?.kind;
+                let b = self.permission_of(r);
+                a.property_guards.iter().find(|(k, name, acc, _)| *k == kind && *acc == b && name == prop).map(|g| g.3)
+            }
+            _ => None,
+        };
+        Ok(Resolved { node, app, privilege, property_guard, permission: self.permission_of(r) })
+    }
+
+    /// The person-dependent parts of a resolved check, in SPEC §4 order:
+    /// partitions, entries, type guard, property guard, the privilege asked
+    /// (and its requirements), restricted mode; then whether an allow came
+    /// from `open_when_unconfigured`.
+    #[inline]
+    fn decide(&self, person: &PersonC, q: &Resolved) -> Reason {
+        let app_c = q.app.and_then(|ai| self.catalog.apps.get(ai as usize));
+        let b = q.permission;
         let mut consulted = false;
-        if let Some(n) = node {
+        let mut kind = NONE;
+        if let Some(n) = q.node {
             let Some(nc) = self.graph.nodes.get(n as usize) else { return Reason::Internal };
+            kind = nc.kind;
             if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
                 return Reason::Partition;
             }
-            match self.acl_verdict(pi, n, b) {
+            match verdict(&person.principals, self.acl.of(n), b) {
                 AclVerdict::Deny => return Reason::ExplicitDeny,
                 AclVerdict::Nothing => return Reason::NoGrant,
                 AclVerdict::Allow => {}
@@ -1250,38 +1279,136 @@ impl TenantView {
                         return Reason::MissingPrivilege;
                     }
                 }
-                if let Some(prop) = r.property {
-                    if let Some(&(_, _, _, g)) =
-                        a.property_guards.iter().find(|(k, name, acc, _)| *k == nc.kind && *acc == b && name == prop)
-                    {
-                        consulted = true;
-                        if !holds(person, a, g, true) {
-                            return Reason::MissingPrivilege;
-                        }
+                if let Some(g) = q.property_guard {
+                    consulted = true;
+                    if !holds(person, a, g, true) {
+                        return Reason::MissingPrivilege;
                     }
                 }
             }
         }
-        if let (Some(p), Some(a)) = (privilege, app_c) {
+        if let (Some(p), Some(a)) = (q.privilege, app_c) {
             consulted = true;
             if !holds(person, a, p, true) {
                 return if holds(person, a, p, false) { Reason::UnmetDependency } else { Reason::MissingPrivilege };
             }
         }
-        if let Some(n) = node {
-            if self.restricted_mode && matches!(b, Perm::Create | Perm::Change | Perm::Delete) {
-                let kind = self.graph.nodes[n as usize].kind;
-                let locked = match app_c {
-                    Some(a) => a.restricted.contains(&kind),
-                    None => self.catalog.restricted_any.contains(&kind),
-                };
-                if locked {
-                    return Reason::RestrictedMode;
-                }
+        if q.node.is_some() && self.restricted_mode && matches!(b, Perm::Create | Perm::Change | Perm::Delete) {
+            let locked = match app_c {
+                Some(a) => a.restricted.contains(&kind),
+                None => self.catalog.restricted_any.contains(&kind),
+            };
+            if locked {
+                return Reason::RestrictedMode;
             }
         }
-        let open = consulted && app.and_then(|ai| self.person_app(pi, ai)).is_some_and(|pa| pa.source == Source::Open);
+        let open =
+            consulted && q.app.and_then(|ai| person.apps.get(ai as usize)).is_some_and(|pa| pa.source == Source::Open);
         if open { Reason::OpenWhenUnconfigured } else { Reason::Allowed }
+    }
+
+    /// The persons `r` allows (its `subject` is ignored), in id order, after
+    /// `after`, at most `limit`: exactly those for whom [`Self::check`] of `r`
+    /// with them as the subject is allowed (the same evaluation, the request's
+    /// parts looked up once). Disabled persons are never allowed. An error is
+    /// the reason no person can be asked: a malformed request, an unknown
+    /// object, application or privilege.
+    pub fn allowed_subjects<'v>(
+        &'v self,
+        r: &CheckRequest<'_>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SubjectsPage<'v>, Reason> {
+        let q = self.resolve(r)?;
+        let mut page = SubjectsPage { items: Vec::new(), next_after: None, revision: self.revision };
+        for person in self.persons_after(after).filter(|p| p.enabled) {
+            let reason = self.decide(person, &q);
+            if !reason.is_allowed() {
+                continue;
+            }
+            if page.items.len() == limit.max(1) {
+                page.next_after = page.items.last().map(|s| s.person);
+                break;
+            }
+            page.items.push(AllowedSubject { person: &person.id, reason });
+        }
+        Ok(page)
+    }
+
+    /// The persons for whom `privilege` (a name or an alias) of `app` is
+    /// effective, in id order, after `after`, at most `limit`, each with where
+    /// the person's privileges in `app` come from and, from roles, which
+    /// applied roles grant it. Exactly the persons for whom a check of the
+    /// privilege alone is allowed. Disabled persons hold nothing.
+    pub fn privilege_holders<'v>(
+        &'v self,
+        app: &str,
+        privilege: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<HoldersPage<'v>, Reason> {
+        let &ai = self.catalog.app_ix.get(app).ok_or(Reason::UnknownApplication)?;
+        let a = self.catalog.apps.get(ai as usize).ok_or(Reason::Internal)?;
+        let &p = a.priv_ix.get(privilege).ok_or(Reason::UnknownPrivilege)?;
+        let name = a.privs.get(p as usize).map_or("", |x| x.name.as_str());
+        let mut page = HoldersPage { privilege: name, items: Vec::new(), next_after: None, revision: self.revision };
+        for person in self.persons_after(after).filter(|x| x.enabled) {
+            if !holds(person, a, p, true) {
+                continue;
+            }
+            if page.items.len() == limit.max(1) {
+                page.next_after = page.items.last().map(|h| h.person);
+                break;
+            }
+            let Some(pa) = person.apps.get(ai as usize) else { return Err(Reason::Internal) };
+            let source = match &pa.source {
+                Source::Legacy { section, role, .. } => HolderSource::LegacyAnnex { section, role },
+                Source::Roles => HolderSource::Roles,
+                Source::Open => HolderSource::OpenWhenUnconfigured,
+            };
+            let roles = match pa.source {
+                Source::Roles => pa
+                    .applied
+                    .iter()
+                    .filter_map(|&r| self.roles.get(r as usize))
+                    .filter(|r| r.privs.get(&ai).is_some_and(|ps| ps.binary_search(&p).is_ok()))
+                    .map(|r| (self.graph.nodes.get(r.node as usize).map_or("", |n| n.id.as_str()), r.name.as_str()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            page.items.push(Holder { person: &person.id, source, roles });
+        }
+        Ok(page)
+    }
+
+    /// Persons in id order, from the first after `after`.
+    fn persons_after(&self, after: Option<&str>) -> impl Iterator<Item = &PersonC> {
+        let start = after.map_or(0, |a| self.persons.partition_point(|p| p.id.as_str() <= a));
+        self.persons.get(start..).unwrap_or_default().iter().map(|p| &**p)
+    }
+
+    /// The entries that apply to a node after inheritance (SPEC §2 rule 2):
+    /// per principal, its own entry on the node or the nearest propagating
+    /// one of a folder above, ordered by principal (everyone, groups by id,
+    /// persons by id). `None`: no such node.
+    pub fn effective_entries(&self, kind: &str, id: &str) -> Option<Vec<AceEvidence>> {
+        let n = self.node(kind, id)?;
+        Some(self.acl.of(n).iter().map(|e| self.ace_evidence(n, e)).collect())
+    }
+
+    fn ace_evidence(&self, n: u32, e: &AclEntry) -> AceEvidence {
+        let (principal_kind, principal_id) = self.principal_label(e.principal);
+        let origin = &self.graph.nodes[e.origin as usize];
+        AceEvidence {
+            principal_kind,
+            principal_id,
+            target_kind: self.graph.kinds[origin.kind as usize].name.clone(),
+            target_id: origin.id.clone(),
+            inherited: e.origin != n,
+            allow: PermSet(e.allow),
+            deny: PermSet(e.deny),
+            propagate: e.propagate,
+        }
     }
 
     /// The permission a check asks: the request's, else the privilege's
@@ -1526,22 +1653,13 @@ impl TenantView {
             .collect();
         if let Some(n) = r.object.and_then(|o| self.node(o.kind, o.id)) {
             let nc = &self.graph.nodes[n as usize];
-            {
-                for e in self.acl.of(n).iter().filter(|e| person.principals.binary_search(&e.principal).is_ok()) {
-                    let (pk, pid) = self.principal_label(e.principal);
-                    let origin = &self.graph.nodes[e.origin as usize];
-                    ex.entries.push(AceEvidence {
-                        principal_kind: pk,
-                        principal_id: pid,
-                        target_kind: self.graph.kinds[origin.kind as usize].name.clone(),
-                        target_id: origin.id.clone(),
-                        inherited: e.origin != n,
-                        allow: PermSet(e.allow),
-                        deny: PermSet(e.deny),
-                        propagate: e.propagate,
-                    });
-                }
-            }
+            ex.entries = self
+                .acl
+                .of(n)
+                .iter()
+                .filter(|e| person.principals.binary_search(&e.principal).is_ok())
+                .map(|e| self.ace_evidence(n, e))
+                .collect();
             ex.partitions = nc.partitions.iter().map(|&p| self.graph.partitions[p as usize].clone()).collect();
         }
         if let Some(a) = r.application {

@@ -15,8 +15,8 @@ use super::changes::PersonDelta;
 use super::replica::Precondition;
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{
-    self, CheckRequest, Decision, EffectivePrivileges, Explanation, ObjectRef, PrivilegeSource, Reason, VisibleObject,
-    VisibleRef,
+    self, AceEvidence, CheckRequest, Decision, EffectivePrivileges, Explanation, ObjectRef, PrivilegeSource, Reason,
+    VisibleObject, VisibleRef,
 };
 use crate::model::{
     self, AccessGroup, Ace, Catalog, Folder, FolderId, GroupId, Mutation, Object, ObjectId, ObjectKey, Partition,
@@ -169,7 +169,7 @@ pub fn reason_code(v: i32) -> &'static str {
 
 /// The parts of a check, borrowed from the message they came in.
 #[allow(clippy::too_many_arguments)]
-fn check_parts<'a>(
+pub fn check_parts<'a>(
     item: Option<usize>,
     person: &'a str,
     application: Option<&'a str>,
@@ -253,7 +253,7 @@ pub fn decode_page_token(token: &str) -> ServiceResult<Option<(Revision, String)
         return Ok(None);
     }
     let bad = || {
-        ServiceError::invalid("page_token", "not a token returned by `ListVisible`; start again with an empty token")
+        ServiceError::invalid("page_token", "not a page token this listing returned; start again with an empty token")
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -333,6 +333,18 @@ pub fn node_target_pb(kind: &str, id: &str) -> pb::Target {
     pb::Target { kind: Some(kind) }
 }
 
+/// An entry of the engine's evidence as sent.
+pub fn matched_ace_pb(e: &AceEvidence) -> pb::MatchedAce {
+    pb::MatchedAce {
+        principal: Some(principal_pb(&e.principal_kind, &e.principal_id)),
+        target: Some(node_target_pb(&e.target_kind, &e.target_id)),
+        inherited_from: if e.inherited { e.target_id.clone() } else { String::new() },
+        allow: perm_set_pb(e.allow),
+        deny: perm_set_pb(e.deny),
+        propagate: e.propagate,
+    }
+}
+
 /// Which privilege a check consults as its type guard, and which it asked for
 /// (canonical names), so evidence can say why each privilege was needed.
 fn privilege_needs<'c>(r: &CheckRequest<'_>, config: &'c TenantConfig) -> (Option<&'c str>, Option<&'c str>) {
@@ -357,18 +369,7 @@ pub fn evidence(
     config: &TenantConfig,
     source: Option<&PrivilegeSource>,
 ) -> pb::Evidence {
-    let aces = ex
-        .entries
-        .iter()
-        .map(|e| pb::MatchedAce {
-            principal: Some(principal_pb(&e.principal_kind, &e.principal_id)),
-            target: Some(node_target_pb(&e.target_kind, &e.target_id)),
-            inherited_from: if e.inherited { e.target_id.clone() } else { String::new() },
-            allow: perm_set_pb(e.allow),
-            deny: perm_set_pb(e.deny),
-            propagate: e.propagate,
-        })
-        .collect();
+    let aces = ex.entries.iter().map(matched_ace_pb).collect();
     let (guard, requested) = privilege_needs(r, config);
     let n = ex.privileges.len();
     let privileges = ex
@@ -798,7 +799,8 @@ fn ids<T: Into<String>>(v: impl IntoIterator<Item = T>) -> Vec<String> {
     v.into_iter().map(Into::into).collect()
 }
 
-fn catalog_pb(c: Catalog) -> pb::Catalog {
+/// A catalog as sent.
+pub fn catalog_pb(c: Catalog) -> pb::Catalog {
     pb::Catalog {
         name: c.name,
         description: c.description,
@@ -850,6 +852,74 @@ fn catalog_pb(c: Catalog) -> pb::Catalog {
     }
 }
 
+/// A person as sent.
+pub fn person_pb(p: Person) -> pb::Person {
+    pb::Person {
+        id: p.id.0,
+        username: p.username,
+        enabled: Some(p.enabled),
+        folder: p.folder.0,
+        annex: p.annex.into_iter().map(|(k, options)| (k, pb::AnnexSection { options })).collect(),
+        properties: p.properties,
+    }
+}
+
+/// An access group as sent.
+pub fn group_pb(g: AccessGroup) -> pb::AccessGroup {
+    pb::AccessGroup { id: g.id.0, name: g.name, folder: g.folder.0, members: ids(g.members.into_iter().map(|m| m.0)) }
+}
+
+/// A folder as sent.
+pub fn folder_pb(f: Folder) -> pb::Folder {
+    pb::Folder { id: f.id.0, name: f.name, parent: f.parent.map(|p| p.0) }
+}
+
+/// A role as sent.
+pub fn role_pb(r: Role) -> pb::Role {
+    pb::Role {
+        id: r.id.0,
+        name: r.name,
+        folder: r.folder.0,
+        privileges: r
+            .privileges
+            .into_iter()
+            .map(|(app, names)| (app, pb::RolePrivileges { names: names.into_iter().collect() }))
+            .collect(),
+        members: Some(pb::RoleMembers {
+            persons: ids(r.members.persons.into_iter().map(|m| m.0)),
+            groups: ids(r.members.groups.into_iter().map(|m| m.0)),
+        }),
+    }
+}
+
+/// A partition as sent.
+pub fn partition_pb(p: Partition) -> pb::Partition {
+    pb::Partition { id: p.id.0, name: p.name, members: ids(p.members.into_iter().map(|m| m.0)) }
+}
+
+/// A configuration object as sent.
+pub fn object_pb(o: Object) -> pb::Object {
+    pb::Object {
+        r#type: o.kind,
+        id: o.id.0,
+        name: o.name,
+        folder: o.folder.0,
+        partitions: ids(o.partitions.into_iter().map(|p| p.0)),
+        properties: o.properties,
+    }
+}
+
+/// An access control entry as sent.
+pub fn ace_pb(a: Ace) -> pb::Ace {
+    pb::Ace {
+        target: Some(target_pb(a.target)),
+        subject: Some(subject_pb(a.subject)),
+        allow: perm_set_pb(a.allow),
+        deny: perm_set_pb(a.deny),
+        propagate: a.propagate,
+    }
+}
+
 /// A model mutation as sent (the CLI's `write` command reads model YAML).
 pub fn mutation_pb(m: Mutation) -> pb::Mutation {
     use pb::mutation as pm;
@@ -862,23 +932,11 @@ pub fn mutation_pb(m: Mutation) -> pb::Mutation {
         Mutation::SetRestrictedMode { on } => Op::SetRestrictedMode(pm::SetRestrictedMode { on }),
         Mutation::PutCatalog(c) => Op::PutCatalog(catalog_pb(c)),
         Mutation::DeleteCatalog { name } => Op::DeleteCatalog(pm::DeleteCatalog { name }),
-        Mutation::PutFolder(f) => Op::PutFolder(pb::Folder { id: f.id.0, name: f.name, parent: f.parent.map(|p| p.0) }),
+        Mutation::PutFolder(f) => Op::PutFolder(folder_pb(f)),
         Mutation::DeleteFolder { id } => Op::DeleteFolder(pm::DeleteFolder { id: id.0 }),
-        Mutation::PutPerson(p) => Op::PutPerson(pb::Person {
-            id: p.id.0,
-            username: p.username,
-            enabled: Some(p.enabled),
-            folder: p.folder.0,
-            annex: p.annex.into_iter().map(|(k, options)| (k, pb::AnnexSection { options })).collect(),
-            properties: p.properties,
-        }),
+        Mutation::PutPerson(p) => Op::PutPerson(person_pb(p)),
         Mutation::DeletePerson { id } => Op::DeletePerson(pm::DeletePerson { id: id.0 }),
-        Mutation::PutGroup(g) => Op::PutGroup(pb::AccessGroup {
-            id: g.id.0,
-            name: g.name,
-            folder: g.folder.0,
-            members: ids(g.members.into_iter().map(|m| m.0)),
-        }),
+        Mutation::PutGroup(g) => Op::PutGroup(group_pb(g)),
         Mutation::DeleteGroup { id } => Op::DeleteGroup(pm::DeleteGroup { id: id.0 }),
         Mutation::AddGroupMember { group, person } => {
             Op::AddGroupMember(pm::AddGroupMember { group: group.0, person: person.0 })
@@ -886,50 +944,20 @@ pub fn mutation_pb(m: Mutation) -> pb::Mutation {
         Mutation::RemoveGroupMember { group, person } => {
             Op::RemoveGroupMember(pm::RemoveGroupMember { group: group.0, person: person.0 })
         }
-        Mutation::PutRole(r) => Op::PutRole(pb::Role {
-            id: r.id.0,
-            name: r.name,
-            folder: r.folder.0,
-            privileges: r
-                .privileges
-                .into_iter()
-                .map(|(app, names)| (app, pb::RolePrivileges { names: names.into_iter().collect() }))
-                .collect(),
-            members: Some(pb::RoleMembers {
-                persons: ids(r.members.persons.into_iter().map(|m| m.0)),
-                groups: ids(r.members.groups.into_iter().map(|m| m.0)),
-            }),
-        }),
+        Mutation::PutRole(r) => Op::PutRole(role_pb(r)),
         Mutation::DeleteRole { id } => Op::DeleteRole(pm::DeleteRole { id: id.0 }),
         Mutation::AssignRole { role, to } => Op::AssignRole(pm::AssignRole { role: role.0, to: Some(subject_pb(to)) }),
         Mutation::UnassignRole { role, from } => {
             Op::UnassignRole(pm::UnassignRole { role: role.0, holder: Some(subject_pb(from)) })
         }
-        Mutation::PutPartition(p) => Op::PutPartition(pb::Partition {
-            id: p.id.0,
-            name: p.name,
-            members: ids(p.members.into_iter().map(|m| m.0)),
-        }),
+        Mutation::PutPartition(p) => Op::PutPartition(partition_pb(p)),
         Mutation::DeletePartition { id } => Op::DeletePartition(pm::DeletePartition { id: id.0 }),
-        Mutation::PutObject(o) => Op::PutObject(pb::Object {
-            r#type: o.kind,
-            id: o.id.0,
-            name: o.name,
-            folder: o.folder.0,
-            partitions: ids(o.partitions.into_iter().map(|p| p.0)),
-            properties: o.properties,
-        }),
+        Mutation::PutObject(o) => Op::PutObject(object_pb(o)),
         Mutation::DeleteObject(k) => Op::DeleteObject(object_key_pb(k)),
         Mutation::MoveObject { target, folder } => {
             Op::MoveObject(pm::MoveObject { target: Some(target_pb(target)), folder: folder.0 })
         }
-        Mutation::PutAce(a) => Op::PutAce(pb::Ace {
-            target: Some(target_pb(a.target)),
-            subject: Some(subject_pb(a.subject)),
-            allow: perm_set_pb(a.allow),
-            deny: perm_set_pb(a.deny),
-            propagate: a.propagate,
-        }),
+        Mutation::PutAce(a) => Op::PutAce(ace_pb(a)),
         Mutation::DeleteAce { target, subject } => {
             Op::DeleteAce(pm::DeleteAce { target: Some(target_pb(target)), subject: Some(subject_pb(subject)) })
         }

@@ -46,7 +46,7 @@ impl Decisions {
 }
 
 /// The error of a non-decision answer for `reason`, naming the item.
-fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
+pub(crate) fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
     match reason {
         Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
         Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
@@ -70,7 +70,7 @@ fn source_of(state: &TenantState, r: &CheckRequest<'_>) -> Option<PrivilegeSourc
 }
 
 /// Decides `r` on `state` with evidence.
-fn explained(state: &TenantState, r: &CheckRequest<'_>) -> (Decision, pb::Evidence) {
+pub(crate) fn explained(state: &TenantState, r: &CheckRequest<'_>) -> (Decision, pb::Evidence) {
     let ex = state.view.explain(r);
     let evidence = convert::evidence(&ex, r, &state.config, source_of(state, r).as_ref());
     (ex.decision, evidence)

@@ -3,6 +3,9 @@
 //!
 //! - [`decision`]: `DecisionService` (Check, CheckBatch, ListVisible,
 //!   EffectivePrivileges, Explain), answered from the in-memory snapshot.
+//! - [`read`]: `ReadService` (GetEntity, ListEntities, ListEntries,
+//!   ListSubjects, ListHolders): the configuration read back and the reverse
+//!   lookups, from the same snapshot.
 //! - [`admin`]: `AdminService` (Write, Import, Export, ListTenants, virtual
 //!   queues, edit locks, restricted mode).
 //! - [`auth`]: who may call what: bearer tokens (admin, decisions) and mTLS
@@ -23,6 +26,7 @@ pub mod auth;
 pub mod changes;
 pub mod convert;
 pub mod decision;
+pub mod read;
 pub mod replace;
 pub mod replica;
 pub mod status;
@@ -32,6 +36,7 @@ pub mod wire;
 pub use admin::{Admin, LockSettings};
 pub use auth::{AdminAuth, ClientCertAdmin, DecisionAuth};
 pub use decision::Decisions;
+pub use read::Reads;
 pub use replica::{Limits, Replica};
 pub use status::{ServiceError, ServiceResult};
 pub use watch::{Fanout, WatchSettings, Watcher};
