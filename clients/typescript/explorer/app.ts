@@ -257,18 +257,26 @@ async function loadTenants(): Promise<TenantSummary[]> {
   }
 }
 
-async function openTenant(id: string): Promise<void> {
+async function openTenant(id: string, tenants: Promise<TenantSummary[]> = loadTenants()): Promise<void> {
   const err = $("settings-error");
   err.hidden = true;
   const info: TenantInfo = { id, catalogs: new Map(), applications: [], folders: new Map(), types: [] };
-  const summaries = await loadTenants();
-  info.applications = summaries.find((t) => t.id === id)?.applications ?? [];
-  const [catalogs, folders, objects, persons] = await Promise.allSettled([
+  const [summaries, catalogs, folders, objects, persons, groups, roles] = await Promise.allSettled([
     allPages((pageToken) => read.listEntities({ tenant: id, kind: EntityKind.CATALOG, pageSize: 1000, pageToken })),
     allPages((pageToken) => read.listEntities({ tenant: id, kind: EntityKind.FOLDER, pageSize: 1000, pageToken })),
     read.listEntities({ tenant: id, kind: EntityKind.OBJECT, pageSize: 1000 }),
     read.listEntities({ tenant: id, kind: EntityKind.PERSON, pageSize: 1000 }),
-  ]);
+    read.listEntities({ tenant: id, kind: EntityKind.ACCESS_GROUP, pageSize: 1000 }),
+    read.listEntities({ tenant: id, kind: EntityKind.ROLE, pageSize: 1000 }),
+  ]).then(async (r) => [await tenants, ...r] as const);
+  info.applications = summaries.find((t) => t.id === id)?.applications ?? [];
+  // Suggestions for the forms (the first 1,000 of each; any id may be typed).
+  if (groups.status === "fulfilled") {
+    fillDatalist("group-list", groups.value.entities.flatMap((e) => (e.kind.case === "group" ? [[e.kind.value.id, e.kind.value.name] as [string, string]] : [])));
+  }
+  if (roles.status === "fulfilled") {
+    fillDatalist("role-list", roles.value.entities.flatMap((e) => (e.kind.case === "role" ? [[e.kind.value.id, e.kind.value.name] as [string, string]] : [])));
+  }
   if (catalogs.status === "fulfilled") {
     for (const p of catalogs.value) {
       seen(p.revision);
@@ -305,6 +313,7 @@ async function openTenant(id: string): Promise<void> {
     );
   }
   tenant = info;
+  fillDatalist("folder-list", [...info.folders.values()].map((f) => [f.id, f.name]));
   fillDatalist("type-list", [...info.types, "Folder", "Person", "AccessGroup", "Role"].map((t) => [t]));
   fillDatalist("target-type-list", ["Folder", ...info.types].map((t) => [t]));
   fillSelect("object-app", applications(), "none");
@@ -1041,15 +1050,15 @@ function start(): void {
   }
   const tenantId = params.get("tenant");
   void (async () => {
-    const tenants = await loadTenants();
-    const only = tenants.length === 1 ? tenants[0]?.id : undefined;
+    const tenants = loadTenants();
+    const only = tenantId === null ? await tenants.then((ts) => (ts.length === 1 ? ts[0]?.id : undefined)) : undefined;
     const id = tenantId ?? only;
     if (id === undefined) {
       $("tenant").focus();
       return;
     }
     $<HTMLInputElement>("tenant").value = id;
-    await openTenant(id);
+    await openTenant(id, tenants);
     const app = params.get("app");
     if (app) {
       for (const s of ["object-app", "privilege-app"]) {
