@@ -86,7 +86,8 @@ function list(items: Kid[], cls = "names"): HTMLElement {
 /** A long list folded behind a summary ("12 privileges"). */
 function folded(label: string, items: Kid[], cls = "names", open = false): HTMLElement {
   if (items.length === 0) return h("span", { class: "none" }, `no ${label}`);
-  return h("details", { open }, h("summary", {}, `${items.length} ${label}`), list(items, cls));
+  const what = items.length === 1 ? label.replace(/s$/, "") : label;
+  return h("details", { open }, h("summary", {}, `${items.length} ${what}`), list(items, cls));
 }
 
 function table(caption: string, head: string[], rows: Kid[][], cls = ""): HTMLElement {
@@ -434,27 +435,31 @@ function folderTree(objects: VisibleObject[], type: string): HTMLElement {
   return h("ul", { class: "tree", "aria-label": `Folders with visible ${type} objects` }, ...roots.sort().map(node));
 }
 
-function privilegesBlock(app: string, e: EffectivePrivileges): HTMLElement {
+function privilegesRow(app: string, e: EffectivePrivileges): HTMLElement {
   return h(
-    "article",
+    "tr",
     { class: "app", "data-app": app },
-    h("h4", {}, app),
+    h("th", { scope: "row" }, app),
+    h("td", { "data-field": "source" }, sourceName(e.source), e.legacySection ? ` (${e.legacySection}.role = ${e.legacyRole ?? ""})` : ""),
+    h("td", { "data-field": "primary-role" }, e.primaryRole ?? "none"),
     h(
-      "dl",
+      "td",
       {},
-      h("dt", {}, "Source"),
-      h("dd", { "data-field": "source" }, sourceName(e.source), e.legacySection ? ` (${e.legacySection}.role = ${e.legacyRole ?? ""})` : ""),
-      h("dt", {}, "Primary role"),
-      h("dd", { "data-field": "primary-role" }, e.primaryRole ?? "none"),
-      h("dt", {}, "Roles applied"),
-      h("dd", {}, list(e.roles)),
-      e.unreadableRoles.length > 0 && h("dt", {}, "Roles not applied (not readable)"),
-      e.unreadableRoles.length > 0 && h("dd", {}, list(e.unreadableRoles)),
-      h("dt", {}, "Effective privileges"),
-      h("dd", { "data-field": "privileges" }, folded("privileges", e.privileges, "names privileges", e.privileges.length <= 12)),
-      e.unmet.length > 0 && h("dt", {}, "Granted but unmet (a required privilege is missing)"),
-      e.unmet.length > 0 && h("dd", { "data-field": "unmet" }, list(e.unmet)),
+      list(e.roles),
+      e.unreadableRoles.length > 0 ? h("p", { class: "none" }, `not applied (not readable): ${e.unreadableRoles.join(", ")}`) : null,
     ),
+    h("td", { "data-field": "privileges" }, folded("privileges", e.privileges, "names privileges", e.privileges.length <= 6)),
+    h("td", { "data-field": "unmet" }, e.unmet.length > 0 ? list(e.unmet) : ""),
+  );
+}
+
+function privilegesTable(rows: HTMLElement[]): HTMLElement {
+  return h(
+    "table",
+    { class: "apps" },
+    h("caption", {}, "Per application: where the privileges come from, the roles that applied, what is granted but unmet"),
+    h("thead", {}, h("tr", {}, ...["Application", "Source", "Primary role", "Roles applied", "Effective privileges", "Unmet"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, ...rows),
   );
 }
 
@@ -472,9 +477,9 @@ async function personView(atLeast = 0n): Promise<void> {
         decisions.effectivePrivileges({ tenant: t.id, person, application, atLeastRevision: atLeast }).then(
           (r) => {
             seen(r.revision);
-            return r.effective ? privilegesBlock(application, r.effective) : h("p", {}, application);
+            return r.effective ? privilegesRow(application, r.effective) : h("tr", {}, h("th", { scope: "row" }, application));
           },
-          (e: unknown) => h("article", { class: "app", "data-app": application }, h("h4", {}, application), errorBox(e)),
+          (e: unknown) => h("tr", { class: "app", "data-app": application }, h("th", { scope: "row" }, application), h("td", { colspan: "5" }, errorBox(e))),
         ),
       ),
     );
@@ -492,7 +497,14 @@ async function personView(atLeast = 0n): Promise<void> {
         }
       }),
     );
-    const [blocks, lists] = await Promise.all([privs, visible]);
+    const who = read.getEntity({ tenant: t.id, kind: EntityKind.PERSON, id: person, atLeastRevision: atLeast }).then(
+      (r) => (r.entity?.kind.case === "person" ? r.entity.kind.value : undefined),
+      (e: unknown) => {
+        if (e instanceof ConnectError && e.code === Code.NotFound) throw e;
+        return undefined;
+      },
+    );
+    const [p, blocks, lists] = await Promise.all([who, privs, visible]);
     const visibleRows = lists
       .filter((l) => l.objects === undefined || l.objects.length > 0)
       .map((l) =>
@@ -505,8 +517,17 @@ async function personView(atLeast = 0n): Promise<void> {
       );
     const hidden = lists.filter((l) => l.objects !== undefined && l.objects.length === 0).map((l) => l.type);
     return [
+      p
+        ? h(
+            "p",
+            { class: "who", "data-field": "person" },
+            h("b", {}, p.id),
+            ` — user name ${p.username}, in folder ${p.folder || "Persons"}, `,
+            p.enabled === false ? h("strong", { class: "bad" }, "disabled (denied everything)") : "enabled",
+          )
+        : null,
       h("h3", {}, `Effective privileges of ${person}`),
-      h("div", { class: "apps" }, ...blocks),
+      privilegesTable(blocks),
       h("h3", {}, `Objects ${person} may read`),
       ...visibleRows,
       hidden.length > 0 ? h("p", { class: "none" }, `Nothing visible of type ${hidden.join(", ")}.`) : null,

@@ -100,13 +100,13 @@ async function visibleCount(person: string, type: string): Promise<number> {
 
 /** The person view's answer compared with EffectivePrivileges and ListVisible. */
 async function checkPersonView(page: Page, person: string): Promise<number> {
-  const apps = await page.$$eval("#person-result article.app", (as) => as.map((a) => (a as HTMLElement).dataset.app!));
+  const apps = await page.$$eval("#person-result .app", (as) => as.map((a) => (a as HTMLElement).dataset.app!));
   const tenants = await api.admin.listTenants({});
   const expectedApps = tenants.tenants.find((t) => t.id === TENANT)!.applications;
   assert.deepEqual([...apps].sort(), [...expectedApps].sort(), "one block per application of the tenant");
   for (const app of apps) {
     const e = (await api.decisions.effectivePrivileges({ tenant: TENANT, person, application: app })).effective!;
-    const block = `#person-result article.app[data-app="${app}"]`;
+    const block = `#person-result .app[data-app="${app}"]`;
     assert.deepEqual(await texts(page, `${block} [data-field=privileges] li`), e.privileges, `${person} in ${app}: privileges`);
     assert.equal((await texts(page, `${block} [data-field=primary-role]`))[0], e.primaryRole ?? "none", `${person} in ${app}: primary role`);
     assert.deepEqual(await texts(page, `${block} [data-field=unmet] li`), e.unmet, `${person} in ${app}: unmet`);
@@ -202,11 +202,19 @@ test("person view: effective privileges with their sources and visible objects p
     // cb-annex-admin: the legacy annex decides (source and role shown).
     await page.fill("#person", "cb-annex-admin");
     await submitAndWait(page, "#person-form", "person");
-    assert.match((await texts(page, '#person-result article.app[data-app="Callback"] [data-field=source]'))[0]!, /legacy annex \(ges\.role = Administrator\)/);
-    await page.fill("#person", WCB_AGENT);
+    assert.match((await texts(page, '#person-result .app[data-app="Callback"] [data-field=source]'))[0]!, /legacy annex \(ges\.role = Administrator\)/);
+    // A disabled person is said to be.
+    await page.fill("#person", "dz-former");
     await submitAndWait(page, "#person-form", "person");
-    await page.screenshot({ path: join(SHOTS, "1-person.png"), fullPage: false });
-    await page.screenshot({ path: join(SHOTS, "person-small.png"), clip: { x: 0, y: 0, width: 1100, height: 760 } });
+    assert.match((await page.textContent("[data-field=person]")) ?? "", /disabled/);
+    await page.fill("#person", "no-such-person");
+    await submitAndWait(page, "#person-form", "person");
+    assert.match((await page.textContent("#person-result .error")) ?? "", /NOT_FOUND/);
+    await page.fill("#person", "sales-agent-1");
+    await submitAndWait(page, "#person-form", "person");
+    await page.screenshot({ path: join(SHOTS, "1-person.png"), fullPage: true });
+    await page.setViewportSize({ width: 1000, height: 860 });
+    await page.screenshot({ path: join(SHOTS, "person-readme.png") });
   } finally {
     await page.close();
   }
@@ -300,7 +308,7 @@ test("what-if: a dry run shows gains and losses per person as the API computes t
   const page = await openExplorer("&view=whatif");
   try {
     await watcher.waitForSelector('body[data-ready="person"]');
-    const before = await texts(watcher, `#person-result article.app[data-app="${WCB_APP}"] [data-field=privileges] li`);
+    const before = await texts(watcher, `#person-result .app[data-app="${WCB_APP}"] [data-field=privileges] li`);
     assert.ok(before.length > 0, "the agent holds Web Callback privileges before");
 
     // A refused edit: the server's message next to it.
@@ -337,7 +345,7 @@ test("what-if: a dry run shows gains and losses per person as the API computes t
     assert.deepEqual(await texts(page, `#whatif-result table.changes tbody tr:has(th:text-is("${WCB_AGENT}")) ul.lost li`), lost, "privileges lost");
     await page.screenshot({ path: join(SHOTS, "5-whatif-dry-run.png") });
     assert.deepEqual(
-      await texts(watcher, `#person-result article.app[data-app="${WCB_APP}"] [data-field=privileges] li`),
+      await texts(watcher, `#person-result .app[data-app="${WCB_APP}"] [data-field=privileges] li`),
       before,
       "a dry run changes nothing",
     );
@@ -350,7 +358,7 @@ test("what-if: a dry run shows gains and losses per person as the API computes t
       timeout: 5000,
     });
     const after = (await api.decisions.effectivePrivileges({ tenant: TENANT, person: WCB_AGENT, application: WCB_APP, atLeastRevision: applied })).effective!;
-    assert.deepEqual(await texts(watcher, `#person-result article.app[data-app="${WCB_APP}"] [data-field=privileges] li`), after.privileges);
+    assert.deepEqual(await texts(watcher, `#person-result .app[data-app="${WCB_APP}"] [data-field=privileges] li`), after.privileges);
     assert.ok(after.privileges.length < before.length, "the agent lost privileges");
     await checkPersonView(watcher, WCB_AGENT);
     await watcher.screenshot({ path: join(SHOTS, "6-person-live-after-apply.png") });
@@ -363,7 +371,7 @@ test("what-if: a dry run shows gains and losses per person as the API computes t
     await watcher.waitForFunction((r) => BigInt(document.body.dataset.revision ?? "0") >= BigInt(r) && document.body.dataset.ready === "person", String(back.revision), {
       timeout: 5000,
     });
-    assert.deepEqual(await texts(watcher, `#person-result article.app[data-app="${WCB_APP}"] [data-field=privileges] li`), before);
+    assert.deepEqual(await texts(watcher, `#person-result .app[data-app="${WCB_APP}"] [data-field=privileges] li`), before);
   } finally {
     await page.close();
     await watcher.close();
