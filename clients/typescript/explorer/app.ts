@@ -262,6 +262,7 @@ async function openTenant(id: string, tenants: Promise<TenantSummary[]> = loadTe
   const err = $("settings-error");
   err.hidden = true;
   const info: TenantInfo = { id, catalogs: new Map(), applications: [], folders: new Map(), types: [] };
+  preferredApp = "";
   const [summaries, catalogs, folders, objects, persons, groups, roles] = await Promise.allSettled([
     allPages((pageToken) => read.listEntities({ tenant: id, kind: EntityKind.CATALOG, pageSize: 1000, pageToken })),
     allPages((pageToken) => read.listEntities({ tenant: id, kind: EntityKind.FOLDER, pageSize: 1000, pageToken })),
@@ -505,6 +506,13 @@ async function personView(atLeast = 0n): Promise<void> {
       },
     );
     const [p, blocks, lists] = await Promise.all([who, privs, visible]);
+    const most = blocks
+      .map((b) => ({ app: b.dataset.app ?? "", n: b.querySelectorAll("[data-field=privileges] li").length }))
+      .sort((a, b) => b.n - a.n)[0];
+    if (most && most.n > 0 && most.app !== preferredApp) {
+      preferredApp = most.app;
+      watchPerson(person);
+    }
     const visibleRows = lists
       .filter((l) => l.objects === undefined || l.objects.length > 0)
       .map((l) =>
@@ -914,6 +922,9 @@ async function refresh(atLeast: bigint): Promise<void> {
 /** The raw change stream of the tenant (an admin subscription); without the admin credential, the person's privileges. */
 function startLive(): void {
   liveAbort?.abort();
+  clearInterval(followerTimer);
+  personFollower = undefined;
+  followedPerson = "";
   const ac = new AbortController();
   liveAbort = ac;
   rawLive = false;
@@ -948,7 +959,7 @@ function startLive(): void {
         rawLive = false;
         if (e instanceof ConnectError && (e.code === Code.PermissionDenied || e.code === Code.Unauthenticated)) {
           // No admin credential: follow the person shown instead (computed subscription, decision token).
-          liveStatus("partial", "live: the person's privileges only (the tenant's change stream needs the admin token)");
+          liveStatus("partial", "live through the shown person's privileges (the tenant's change stream needs the admin token)");
           watchPerson(inputValue("person"));
           return;
         }
@@ -962,16 +973,28 @@ function startLive(): void {
   void run();
 }
 
-/** Without the raw stream: the shown person's privileges in their first application, followed. */
+/** The application the shown person holds most privileges in (set by the person view). */
+let preferredApp = "";
+let followerTimer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Without the raw stream: the shown person's privileges in the application
+ * they hold most in, followed (a computed subscription, decision token). A
+ * difference answers the view again at once; the stream's checkpoints carry
+ * the server's revision, so any other write is picked up by the next one.
+ */
 function watchPerson(person: string): void {
-  if (rawLive || !tenant || person === "" || person === followedPerson || liveAbort === undefined) return;
-  if ($("live").dataset.state !== "partial") return;
-  personFollower?.close();
-  const application = applications()[0];
+  if (rawLive || !tenant || person === "" || liveAbort === undefined) return;
+  if ($("live").dataset.state !== "partial" && $("live").dataset.state !== "closed") return;
+  const application = preferredApp || applications()[0];
   if (application === undefined) return;
-  followedPerson = person;
+  const key = `${person}\u0000${application}`;
+  if (key === followedPerson) return;
+  personFollower?.close();
+  clearInterval(followerTimer);
+  followedPerson = key;
   const t = tenant;
-  personFollower = authz.followPrivileges(
+  const f = authz.followPrivileges(
     { tenant: t.id, person, application },
     {
       signal: liveAbort.signal,
@@ -979,10 +1002,16 @@ function watchPerson(person: string): void {
         if (u.kind !== "initial") changed(u.revision);
       },
       onStatus: (s) => {
+        if (s.state === "live") liveStatus("partial", `live: ${person}'s privileges in ${application}, and every change at the stream's checkpoints (the tenant's change stream needs the admin token)`);
         if (s.state === "closed" && s.error) liveStatus("closed", `not live: ${errorText(s.error)}`);
       },
     },
   );
+  personFollower = f;
+  followerTimer = setInterval(() => {
+    if (personFollower !== f) return clearInterval(followerTimer);
+    if (f.revision > revision) changed(f.revision);
+  }, 250);
 }
 
 // ---------------------------------------------------------------- wiring

@@ -378,6 +378,45 @@ test("what-if: a dry run shows gains and losses per person as the API computes t
   }
 });
 
+test("with the decision token only, the person view still updates live (followPrivileges instead of the raw stream)", async () => {
+  const page = await newPage();
+  try {
+    await page.goto(`${server.url}/explorer/?tenant=${TENANT}&view=person&person=${WCB_AGENT}`);
+    await page.fill("#decision-token", DECISION_TOKEN);
+    await page.click("#open-tenant");
+    await page.waitForSelector('#live[data-state="partial"]', { timeout: 10_000 });
+    await page.waitForSelector('body[data-ready="person"]');
+    const privileges = () => texts(page, `#person-result .app[data-app="${WCB_APP}"] [data-field=privileges] li`);
+    const before = await privileges();
+    assert.ok(before.length > 0);
+    const leave = await api.admin.write({
+      tenant: TENANT,
+      mutations: [{ op: { case: "removeGroupMember", value: { group: "web-callback-agents", person: WCB_AGENT } } } as Mutation],
+    });
+    await page.waitForFunction((r) => BigInt(document.body.dataset.revision ?? "0") >= BigInt(r) && document.body.dataset.ready === "person", String(leave.revision), {
+      timeout: 5000,
+    });
+    const after = (await api.decisions.effectivePrivileges({ tenant: TENANT, person: WCB_AGENT, application: WCB_APP, atLeastRevision: leave.revision })).effective!;
+    assert.deepEqual(await privileges(), after.privileges);
+    assert.ok(after.privileges.length < before.length);
+    // The what-if cannot apply without the admin token: the server's refusal is shown next to the edit.
+    await page.click('.tab[data-view="whatif"]');
+    await page.selectOption("#edit-kind", "join");
+    await page.fill("#edit-group", "web-callback-agents");
+    await page.fill("#edit-person", WCB_AGENT);
+    await page.click("#edit-add");
+    await page.click("#apply");
+    await page.waitForSelector('[data-outcome="rejected"]');
+    assert.match((await page.textContent("#batch li.edit.rejected .error")) ?? "", /UNAUTHENTICATED|PERMISSION_DENIED/);
+  } finally {
+    await api.admin.write({
+      tenant: TENANT,
+      mutations: [{ op: { case: "addGroupMember", value: { group: "web-callback-agents", person: WCB_AGENT } } } as Mutation],
+    });
+    await page.close();
+  }
+});
+
 test("every control is reached with the keyboard, has an accessible name and a visible focus", async () => {
   const page = await openExplorer(`&view=person&person=${WCB_AGENT}`);
   try {
