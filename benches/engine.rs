@@ -139,6 +139,37 @@ fn bench(c: &mut Criterion) {
     });
     eprintln!("list_visible: {} metrics visible per person on average", total / lists.max(1));
     g.finish();
+
+    // Reverse lookups over the 10,000 persons: every page at once (the
+    // worst case: the whole tenant is evaluated).
+    let mut g = c.benchmark_group("reverse");
+    g.sample_size(30);
+    let mut i = 0usize;
+    let mut allowed = 0usize;
+    let mut asked = 0usize;
+    g.bench_function("subjects_of_a_metric_all_persons", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            let r = CheckRequest {
+                permission: Some(Perm::Read),
+                object: Some(ObjectRef { kind: types::METRIC, id: &metrics[i], tenant: None }),
+                ..Default::default()
+            };
+            let n = view.allowed_subjects(&r, None, usize::MAX).map(|p| p.items.len()).unwrap_or(0);
+            allowed += n;
+            asked += 1;
+            black_box(n)
+        })
+    });
+    eprintln!("reverse: {} persons may read a metric on average", allowed / asked.max(1));
+    let mut i = 0usize;
+    g.bench_function("holders_of_a_privilege_all_persons", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            black_box(view.privilege_holders(synth::APP, &privs[i], None, usize::MAX).map(|p| p.items.len()))
+        })
+    });
+    g.finish();
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
     g.bench_function("view_from_config", |b| {

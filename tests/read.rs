@@ -534,3 +534,46 @@ async fn reverse_lookups_follow_writes_at_least_revision() {
     }
     s.stop().await;
 }
+
+/// One rule for malformed questions, kept by every RPC that asks one: a
+/// privilege without an application, a property without an object, or
+/// nothing to check is `INVALID_ARGUMENT` naming the field, never a denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_questions_are_refused_by_every_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = support::serve(support::demo_config(&dir.path().join("a.db"))).await;
+    let mut d = s.decisions().await;
+    let obj = || Some(pb::ObjectRef { r#type: "Folder".into(), id: "root".into(), tenant: None });
+    let check = |application: Option<&str>, object, privilege: Option<&str>, property: Option<&str>| pb::CheckRequest {
+        tenant: DEMO.into(),
+        person: "cb-admin".into(),
+        application: application.map(Into::into),
+        object,
+        privilege: privilege.map(Into::into),
+        property: property.map(Into::into),
+        ..Default::default()
+    };
+    expect(d.check(check(None, None, Some("Can Reschedule"), None)).await, Code::InvalidArgument, "application");
+    expect(d.check(check(None, None, None, Some("Name"))).await, Code::InvalidArgument, "object");
+    expect(d.check(check(Some("Callback"), None, None, None)).await, Code::InvalidArgument, "nothing to check");
+    let explain = pb::ExplainRequest {
+        tenant: DEMO.into(),
+        person: "cb-admin".into(),
+        privilege: Some("x".into()),
+        ..Default::default()
+    };
+    expect(d.explain(explain).await, Code::InvalidArgument, "application");
+    let batch = pb::CheckBatchRequest {
+        tenant: DEMO.into(),
+        person: "cb-admin".into(),
+        items: vec![
+            pb::CheckBatchItem { object: obj(), ..Default::default() },
+            pb::CheckBatchItem { privilege: Some("x".into()), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    expect(d.check_batch(batch).await, Code::InvalidArgument, "items[1].application");
+    // A well-formed question is still answered.
+    assert!(d.check(check(None, obj(), None, None)).await.unwrap().into_inner().allowed);
+    s.stop().await;
+}

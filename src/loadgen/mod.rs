@@ -12,6 +12,8 @@
 //!   different persons, privileges and objects;
 //! - `check-batch`: `CheckBatch` of `--batch-size` mixed questions;
 //! - `list-visible`: every visible object of a type for a person, all pages;
+//! - `list-subjects`, `list-holders`: the reverse lookups (who may read an
+//!   object of that type, who holds a privilege), all pages;
 //! - `watch`: `--watchers` privilege subscriptions, then role flips; the time
 //!   until every affected subscriber has its difference;
 //! - `check-http`, `watch-sse`: `Check` as HTTP/JSON, and `watch` with its
@@ -64,6 +66,10 @@ pub enum Workload {
     CheckBatch,
     /// `ListVisible`, following every page.
     ListVisible,
+    /// `ListSubjects` of an object (who may read it), every page, with evidence.
+    ListSubjects,
+    /// `ListHolders` of a privilege, every page.
+    ListHolders,
     /// `Watch` fan-out: privilege subscribers, then role flips.
     Watch,
     /// `Check` as HTTP/JSON (`POST /authzd.v1.DecisionService/Check`).
@@ -81,6 +87,8 @@ impl Workload {
             Workload::CheckObject => "check-object",
             Workload::CheckBatch => "check-batch",
             Workload::ListVisible => "list-visible",
+            Workload::ListSubjects => "list-subjects",
+            Workload::ListHolders => "list-holders",
             Workload::Watch => "watch",
             Workload::CheckHttp => "check-http",
             Workload::WatchSse => "watch-sse",

@@ -180,9 +180,18 @@ pub struct Pools {
     pub batch: Vec<(pb::CheckBatchRequest, Vec<Expect>)>,
     /// `list-visible` (first page; the runner follows the tokens).
     pub list: Vec<(pb::ListVisibleRequest, ListExpect)>,
+    /// `list-subjects` (first page; the runner follows the tokens).
+    pub subjects: Vec<(pb::ListSubjectsRequest, ListExpect)>,
+    /// `list-holders` (first page; the runner follows the tokens).
+    pub holders: Vec<(pb::ListHoldersRequest, ListExpect)>,
     /// Why a pool is empty, by workload name.
     pub empty: BTreeMap<&'static str, String>,
 }
+
+/// Questions prepared for each reverse-lookup workload.
+const REVERSE_QUESTIONS: usize = 64;
+/// Page size of the reverse-lookup workloads (the server's maximum).
+const REVERSE_PAGE: u32 = 1_000;
 
 /// Persons whose listings are prepared for `list-visible`.
 const LIST_PERSONS: usize = 512;
@@ -202,7 +211,8 @@ impl Pools {
         let mut d = Draw::new(&t.config, a.seed);
         let mut pools = Pools::default();
         if d.persons.is_empty() {
-            for w in ["check-privilege", "check-object", "check-batch", "list-visible"] {
+            for w in ["check-privilege", "check-object", "check-batch", "list-visible", "list-subjects", "list-holders"]
+            {
                 pools.empty.insert(w, "the tenant has no persons".into());
             }
             return pools;
@@ -295,7 +305,67 @@ impl Pools {
                 }
             }
         }
+        let kind = a.list_type.clone().or_else(|| most_common_type(&t.config));
+        pools.reverse(&mut d, t, kind.as_deref(), REVERSE_PAGE);
         pools
+    }
+
+    /// Draws the reverse lookups: who may read an object of the listed type,
+    /// who holds a privilege; each with the persons every page must list.
+    fn reverse(&mut self, d: &mut Draw<'_>, t: &Target, kind: Option<&str>, page_size: u32) {
+        let view = &t.view;
+        let objects: Vec<&(&str, &str)> = d.objects.iter().filter(|(k, _)| kind.is_none_or(|x| x == *k)).collect();
+        for _ in 0..REVERSE_QUESTIONS {
+            let Some(&&(kind, id)) = objects.get(d.rng.below(objects.len().max(1))) else { break };
+            let r = CheckRequest {
+                permission: Some(Perm::Read),
+                object: Some(ObjectRef { kind, id, tenant: None }),
+                ..Default::default()
+            };
+            let Ok(page) = view.allowed_subjects(&r, None, usize::MAX) else { continue };
+            let mut h = IdHash::default();
+            page.items.iter().for_each(|s| h.add(s.person));
+            self.subjects.push((
+                pb::ListSubjectsRequest {
+                    tenant: t.tenant.clone(),
+                    object: Some(pb::ObjectRef { r#type: kind.into(), id: id.into(), tenant: None }),
+                    permission: pb::Permission::Read as i32,
+                    page_size,
+                    ..Default::default()
+                },
+                h.finish(),
+            ));
+        }
+        for _ in 0..REVERSE_QUESTIONS {
+            let Some(&(app, privilege)) = d.privileges.get(d.rng.below(d.privileges.len().max(1))) else { break };
+            let Ok(page) = view.privilege_holders(app, privilege, None, usize::MAX) else { continue };
+            let mut h = IdHash::default();
+            page.items.iter().for_each(|x| h.add(x.person));
+            self.holders.push((
+                pb::ListHoldersRequest {
+                    tenant: t.tenant.clone(),
+                    application: app.into(),
+                    privilege: privilege.into(),
+                    page_size,
+                    ..Default::default()
+                },
+                h.finish(),
+            ));
+        }
+        if self.subjects.is_empty() {
+            self.empty.insert("list-subjects", "the tenant has no objects".into());
+        }
+        if self.holders.is_empty() {
+            self.empty.insert("list-holders", "the tenant's catalogs declare no privileges".into());
+        }
+    }
+
+    /// Mean persons per prepared reverse lookup (`list-subjects` or `list-holders`).
+    pub fn mean_persons(list: &[(impl Sized, ListExpect)]) -> f64 {
+        if list.is_empty() {
+            return 0.0;
+        }
+        list.iter().map(|(_, e)| e.count as f64).sum::<f64>() / list.len() as f64
     }
 
     /// Mean objects per prepared listing.

@@ -219,6 +219,11 @@ impl Report {
                     outln!("list-visible: {n:.0} objects per listing on average (decisions/s counts objects listed)");
                 }
             }
+            if matches!(r.name, "list-subjects" | "list-holders") {
+                if let Some(n) = r.extra.get("mean_persons").and_then(Value::as_f64) {
+                    outln!("{}: {n:.0} persons per lookup on average (decisions/s counts persons listed)", r.name);
+                }
+            }
             if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
                 outln!("{}: {}", r.name, r.extra);
             }

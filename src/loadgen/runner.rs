@@ -3,10 +3,11 @@
 //! `--duration`. Latencies go to one HDR histogram per task, merged at the
 //! end; every answer is checked against its expected one.
 
-use super::pools::{IdHash, Pools};
+use super::pools::{IdHash, ListExpect, Pools};
 use super::report::WorkloadResult;
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Workload};
 use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
+use crate::proto::authzd::v1::read_service_client::ReadServiceClient;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +149,21 @@ pub fn progress(
 
 struct Clients {
     decisions: DecisionServiceClient<Channel>,
+    reads: ReadServiceClient<Channel>,
     health: HealthClient<Channel>,
+}
+
+/// Compares the persons of every page of a reverse lookup with the expected ones.
+fn persons_sample(got: &IdHash, want: &ListExpect, what: String) -> Sample {
+    let got = got.finish();
+    if got == *want {
+        Sample::Ok(got.count as u64)
+    } else {
+        Sample::Mismatch(
+            got.count as u64,
+            format!("{what}: listed {} persons, want {} (or others)", got.count, want.count),
+        )
+    }
 }
 
 fn status_text(s: &tonic::Status) -> String {
@@ -254,6 +269,44 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
                 )
             }
         }
+        Workload::ListSubjects => {
+            let (first, want) = &p.subjects[seq % p.subjects.len()];
+            let mut req = first.clone();
+            let mut h = IdHash::default();
+            loop {
+                match c.reads.list_subjects(req.clone()).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        r.subjects.iter().for_each(|s| h.add(&s.person));
+                        if r.next_page_token.is_empty() {
+                            break;
+                        }
+                        req.page_token = r.next_page_token;
+                    }
+                    Err(s) => return Sample::Error(status_text(&s)),
+                }
+            }
+            persons_sample(&h, want, format!("subjects of {:?}", first.object.as_ref().map(|o| &o.id)))
+        }
+        Workload::ListHolders => {
+            let (first, want) = &p.holders[seq % p.holders.len()];
+            let mut req = first.clone();
+            let mut h = IdHash::default();
+            loop {
+                match c.reads.list_holders(req.clone()).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        r.holders.iter().for_each(|x| h.add(&x.person));
+                        if r.next_page_token.is_empty() {
+                            break;
+                        }
+                        req.page_token = r.next_page_token;
+                    }
+                    Err(s) => return Sample::Error(status_text(&s)),
+                }
+            }
+            persons_sample(&h, want, format!("holders of {}/{}", first.application, first.privilege))
+        }
         Workload::Watch | Workload::WatchSse => Sample::Error("the watch workloads are not a closed loop".into()),
         Workload::CheckHttp => Sample::Error("check-http runs in loadgen::httpjson".into()),
     }
@@ -267,6 +320,8 @@ pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<P
         Workload::CheckObject if pools.object.is_empty() => true,
         Workload::CheckBatch if pools.batch.is_empty() => true,
         Workload::ListVisible if pools.list.is_empty() => true,
+        Workload::ListSubjects if pools.subjects.is_empty() => true,
+        Workload::ListHolders if pools.holders.is_empty() => true,
         _ => false,
     };
     if empty {
@@ -289,6 +344,7 @@ pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<P
         tasks.push(tokio::spawn(async move {
             let mut c = Clients {
                 decisions: DecisionServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                reads: ReadServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
                 health: HealthClient::new(channel),
             };
             let mut t = Tally::new();
@@ -319,6 +375,12 @@ pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<P
     let mut r = WorkloadResult::from_tally(name, total, a.duration);
     if w == Workload::ListVisible {
         r.extra = serde_json::json!({ "mean_objects": pools.mean_listed(), "page_size": a.page_size });
+    }
+    if w == Workload::ListSubjects {
+        r.extra = serde_json::json!({ "mean_persons": Pools::mean_persons(&pools.subjects) });
+    }
+    if w == Workload::ListHolders {
+        r.extra = serde_json::json!({ "mean_persons": Pools::mean_persons(&pools.holders) });
     }
     r
 }

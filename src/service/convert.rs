@@ -178,6 +178,21 @@ pub fn check_parts<'a>(
     privilege: Option<&'a str>,
     property: Option<&'a str>,
 ) -> ServiceResult<CheckRequest<'a>> {
+    // Malformed questions are refused like every other malformed request
+    // (`INVALID_ARGUMENT` naming the field), never answered as a denial.
+    let field = |name: &str| match item {
+        Some(i) => format!("items[{i}].{name}"),
+        None => name.to_owned(),
+    };
+    if privilege.is_some() && application.is_none() {
+        return Err(ServiceError::invalid(field("application"), "must be set with `privilege` (the privilege's catalog)"));
+    }
+    if property.is_some() && object.is_none() {
+        return Err(ServiceError::invalid(field("object"), "must be set with `property` (the object the property is of)"));
+    }
+    if object.is_none() && privilege.is_none() {
+        return Err(ServiceError::invalid(field("object"), "nothing to check: give an object, a privilege, or both"));
+    }
     Ok(CheckRequest {
         subject: person,
         application,

@@ -161,13 +161,13 @@ impl Filter<'_> {
 
 /// One page of `map` from `lower` on, until `until` says stop, of at most
 /// `limit` kept values, and the key to continue after when more may follow.
-fn page_of<'c, K: Ord + Clone, V>(
-    map: &'c BTreeMap<K, V>,
+fn page_of<K: Ord + Clone, V>(
+    map: &BTreeMap<K, V>,
     lower: Bound<K>,
     until: impl Fn(&K) -> bool,
     keep: impl Fn(&V) -> bool,
     limit: usize,
-) -> (Vec<&'c V>, Option<K>) {
+) -> (Vec<&V>, Option<K>) {
     let mut out = Vec::new();
     let mut last: Option<&K> = None;
     for (k, v) in map.range((lower, Bound::Unbounded)).take_while(|(k, _)| !until(k)).filter(|(_, v)| keep(v)) {

@@ -925,8 +925,11 @@ export enum Reason {
   RESTRICTED_MODE = 16,
 
   /**
-   * The request is malformed (a privilege without an application, a property
-   * without an object, nothing to check).
+   * The question is malformed (a privilege without an application, a property
+   * without an object, nothing to check). The services refuse such requests
+   * with `INVALID_ARGUMENT` naming the field before any evaluation, so no
+   * answer carries this reason; the engine keeps it to fail closed for
+   * in-process callers.
    *
    * @generated from enum value: REASON_INVALID_REQUEST = 17;
    */
@@ -1038,9 +1041,11 @@ export const ListViewSchema: GenEnum<ListView> = /*@__PURE__*/
  * Decisions fail closed and never fail for model reasons: an unknown tenant,
  * person or object is a deny with its `Reason`. gRPC errors are reserved for
  * requests that cannot be evaluated at all:
- * - `INVALID_ARGUMENT`: a malformed request: a field out of its rules, or
- *   too many items (the message names the field and item), or bytes that do
- *   not decode as the request message (the message names its type);
+ * - `INVALID_ARGUMENT`: a malformed request: a field out of its rules, a
+ *   question that cannot be asked (a privilege without an application, a
+ *   property without an object, neither an object nor a privilege), or too
+ *   many items (the message names the field and item), or bytes that do not
+ *   decode as the request message (the message names its type);
  * - `RESOURCE_EXHAUSTED`: a request message larger than the server's
  *   `--max-message-bytes` (the message names the limit);
  * - `NOT_FOUND`: `ListVisible` / `EffectivePrivileges` for an unknown tenant,

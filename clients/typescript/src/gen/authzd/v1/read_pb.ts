@@ -334,7 +334,7 @@ export const ListEntriesRequestSchema: GenMessage<ListEntriesRequest> = /*@__PUR
 export type ListEntriesResponse = Message<"authzd.v1.ListEntriesResponse"> & {
   /**
    * The entries attached to the target itself, ordered by subject
-   * (everyone, then groups, then persons, each by id).
+   * (everyone, then persons, then groups, each by id).
    *
    * @generated from field: repeated authzd.v1.Ace entries = 1;
    */
@@ -343,7 +343,8 @@ export type ListEntriesResponse = Message<"authzd.v1.ListEntriesResponse"> & {
   /**
    * The entries that apply to the target after inheritance: per principal,
    * its own entry on the target, else the nearest propagating entry of a
-   * folder above it (with `inherited_from`). Same order.
+   * folder above it (with `inherited_from`); ordered by principal
+   * (everyone, then groups, then persons, each by id).
    *
    * @generated from field: repeated authzd.v1.MatchedAce effective = 2;
    */
