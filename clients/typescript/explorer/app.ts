@@ -643,6 +643,33 @@ function requiresChain(c: Catalog, name: string, seenNames = new Set<string>()):
   return h("span", {}, p.name, " requires", h("ul", { class: "chain" }, ...reqs.map((r) => h("li", {}, requiresChain(c, r, next)))));
 }
 
+/** Suggestions for the object id: the first 1,000 entities of the type typed. */
+async function updateObjectList(): Promise<void> {
+  const type = inputValue("object-type");
+  if (!tenant || type === "") return;
+  const kinds: Record<string, EntityKind> = {
+    Folder: EntityKind.FOLDER,
+    Person: EntityKind.PERSON,
+    AccessGroup: EntityKind.ACCESS_GROUP,
+    Role: EntityKind.ROLE,
+  };
+  const kind = kinds[type] ?? EntityKind.OBJECT;
+  try {
+    const r = await read.listEntities({ tenant: tenant.id, kind, type: kind === EntityKind.OBJECT ? type : "", pageSize: 1000 });
+    fillDatalist(
+      "object-list",
+      r.entities.map((e): [string, string?] => {
+        const v = e.kind.value;
+        if (v === undefined) return [""];
+        const name = "username" in v ? v.username : "name" in v ? v.name : "";
+        return ["id" in v ? v.id : name, name];
+      }),
+    );
+  } catch {
+    // Suggestions only: any id may be typed.
+  }
+}
+
 function updatePrivilegeList(): void {
   const app = $<HTMLSelectElement>("privilege-app").value;
   const c = tenant?.catalogs.get(app);
@@ -1059,6 +1086,7 @@ function start(): void {
   submit("object-form", () => objectView());
   submit("privilege-form", () => privilegeView());
   on("privilege-app", "change", updatePrivilegeList);
+  on("object-type", "change", () => void updateObjectList());
   on("edit-kind", "change", showEditFields);
   submit("edit-form", () => {
     try {

@@ -229,6 +229,8 @@ test("object view: who may do each permission on an object and why, and the entr
       { type: "Folder", id: "Scripts/Callback" },
     ]) {
       await page.fill("#object-type", object.type);
+      await page.dispatchEvent("#object-type", "change");
+      await page.waitForFunction((id) => [...document.querySelectorAll<HTMLOptionElement>("#object-list option")].some((o) => o.value === id), object.id);
       await page.fill("#object-id", object.id);
       await submitAndWait(page, "#object-form", "object");
       for (const [permission, name] of [
