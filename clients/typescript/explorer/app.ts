@@ -506,6 +506,7 @@ async function personView(atLeast = 0n): Promise<void> {
       },
     );
     const [p, blocks, lists] = await Promise.all([who, privs, visible]);
+    performance.mark("explorer-fetched", { detail: { view: "person" } });
     const most = blocks
       .map((b) => ({ app: b.dataset.app ?? "", n: b.querySelectorAll("[data-field=privileges] li").length }))
       .sort((a, b) => b.n - a.n)[0];
