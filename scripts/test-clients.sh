@@ -7,7 +7,8 @@
 # 2. npm ci in clients/typescript (package-lock.json pins every package).
 # 3. Regenerates the code from proto/ (buf from npm) and fails if the
 #    committed src/gen differs; type-checks and builds the package; bundles
-#    the demo page (esbuild).
+#    the demo page (esbuild); bundles the access explorer into src/http/explorer
+#    (compiled into authzd) and fails if the committed bundle differs.
 # 4. Chromium for the browser test: /usr/bin/chromium (or CHROMIUM_BIN); when
 #    missing it is installed with apt-get, saying so; without apt or root it
 #    stops with instructions.
@@ -58,6 +59,18 @@ say "build (dist/) and type-check (the tests import the built package too)"
 npm run --silent build >&2
 npm run --silent typecheck >&2
 npm run --silent bundle:demo >&2
+say "npm run bundle:explorer (the access explorer, compiled into authzd from src/http/explorer)"
+npm run --silent bundle:explorer >&2
+if command -v git >/dev/null 2>&1 && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  if ! git -C "$root" diff --quiet -- src/http/explorer ||
+     [ -n "$(git -C "$root" ls-files --others --exclude-standard -- src/http/explorer)" ]; then
+    git -C "$root" status --short -- src/http/explorer >&2
+    say "the committed explorer bundle (src/http/explorer) differs from what clients/typescript/explorer gives:"
+    say "run 'npm run bundle:explorer' in clients/typescript and commit src/http/explorer (then rebuild authzd)"
+    exit 1
+  fi
+  say "src/http/explorer is up to date with clients/typescript/explorer"
+fi
 
 # 4. Chromium for the browser test
 chromium="${CHROMIUM_BIN:-/usr/bin/chromium}"

@@ -248,6 +248,11 @@ pub struct ServeFlags {
     /// comment after this many milliseconds without an event (0: never).
     #[arg(long, env = "AUTHZD_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
     pub sse_heartbeat_ms: u64,
+    /// Serve the access explorer, a page for administrators ("who can see
+    /// this, and why?"), at `/explorer/` on the gRPC listener. Its calls
+    /// carry the tokens typed into it; off: `/explorer/` is 404.
+    #[arg(long, env = "AUTHZD_EXPLORER")]
+    pub explorer: bool,
 }
 
 /// `authzd serve`'s command line: its flags, and which of them the command

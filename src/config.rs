@@ -163,7 +163,7 @@ pub struct ServerConfig {
     /// At shutdown, once the Watch streams have ended, how long in-flight
     /// calls may take to finish before the connections still open are cut.
     pub shutdown_grace: Duration,
-    /// CORS origins and the event streams' heartbeat (`crate::http`).
+    /// CORS origins, the event streams' heartbeat and the access explorer (`crate::http`).
     pub http: HttpSettings,
 }
 
@@ -333,7 +333,11 @@ impl ServerConfig {
             metrics_listen: a.metrics_listen,
             otlp_endpoint: a.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
             shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
-            http: HttpSettings { cors_allowed_origins, sse_heartbeat: Duration::from_millis(a.sse_heartbeat_ms) },
+            http: HttpSettings {
+                cors_allowed_origins,
+                sse_heartbeat: Duration::from_millis(a.sse_heartbeat_ms),
+                explorer: a.explorer,
+            },
         })
     }
 
@@ -546,5 +550,36 @@ fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> ServeArgs {
+        let m = ServeArgs::command().mut_args(|a| a.env(None::<&'static str>)).try_get_matches_from(argv).unwrap();
+        ServeArgs::from_arg_matches(&m).unwrap()
+    }
+
+    #[test]
+    fn the_explorer_is_off_by_default_and_on_by_flag_or_configuration_file() {
+        assert!(!ServerConfig::from_args(&args(&["serve"])).unwrap().http.explorer);
+        assert!(ServerConfig::from_args(&args(&["serve", "--explorer"])).unwrap().http.explorer);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authzd.yaml");
+        for (text, on) in [("explorer: true\n", true), ("explorer: false\n", false)] {
+            std::fs::write(&file, text).unwrap();
+            let path = file.to_str().unwrap();
+            assert_eq!(
+                ServerConfig::from_args(&args(&["serve", "--config", path])).unwrap().http.explorer,
+                on,
+                "{text}"
+            );
+        }
+        std::fs::write(&file, "explorer: yes please\n").unwrap();
+        let e = ServerConfig::from_args(&args(&["serve", "--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("key `explorer`: must be true or false"), "{e}");
     }
 }

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `OPTIONS` with `Access-Control-Request-Method` (a CORS preflight) | answered here ([`cors`]) |
 //! | any `application/grpc…` content type (gRPC, gRPC-Web) | tonic, untouched |
+//! | `GET /explorer/…` (with `--explorer`; else `404`) | the access explorer's page and assets ([`explorer`]) |
 //! | `GET /openapi.json` | the document `build.rs` generated from `proto/` ([`OPENAPI_JSON`]) |
 //! | `POST /authzd.v1.WatchService/Watch` with a JSON body, or `GET` with `?request=<JSON>` | Server-Sent Events ([`sse`]) |
 //! | `POST /authzd.v1.<Service>/<Method>`, `content-type: application/json` | the JSON gateway ([`gateway`]) |
@@ -31,6 +32,7 @@
 
 pub mod cors;
 pub mod error;
+pub mod explorer;
 pub mod gateway;
 pub mod sse;
 
@@ -56,7 +58,7 @@ pub const DEFAULT_SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 /// The path of the watch RPC, served as Server-Sent Events.
 pub const WATCH_PATH: &str = "/authzd.v1.WatchService/Watch";
 
-/// HTTP settings of the server (`--cors-allowed-origin`, `--sse-heartbeat-ms`).
+/// HTTP settings of the server (`--cors-allowed-origin`, `--sse-heartbeat-ms`, `--explorer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Origins browsers may call from across origins (`https://desk.example.com`,
@@ -64,11 +66,13 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Idle time after which an event stream gets a `: keep-alive` comment; zero: never.
     pub sse_heartbeat: Duration,
+    /// Whether `GET /explorer/` serves the access explorer ([`explorer`]); off: `404`.
+    pub explorer: bool,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { cors_allowed_origins: Vec::new(), sse_heartbeat: DEFAULT_SSE_HEARTBEAT }
+        HttpSettings { cors_allowed_origins: Vec::new(), sse_heartbeat: DEFAULT_SSE_HEARTBEAT, explorer: false }
     }
 }
 
@@ -80,6 +84,8 @@ pub(crate) struct Shared {
     /// Largest request body (`--max-message-bytes`), JSON or not.
     pub(crate) limit: usize,
     pub(crate) heartbeat: Duration,
+    /// `--explorer`.
+    pub(crate) explorer: bool,
 }
 
 /// The outermost layer of the server (see the module documentation).
@@ -99,6 +105,7 @@ impl HttpLayer {
                 api: gateway::Api::new()?,
                 limit,
                 heartbeat: settings.sse_heartbeat,
+                explorer: settings.explorer,
             }),
         })
     }
@@ -180,7 +187,9 @@ where
         }
         let path = req.uri().path();
         let method = req.method().clone();
-        let resp: Result<BoxFuture, Response<Body>> = if path == "/openapi.json" {
+        let resp: Result<BoxFuture, Response<Body>> = if explorer::is_explorer_path(path) {
+            Err(explorer::serve(shared.explorer, &method, path, req.uri().query(), req.headers()))
+        } else if path == "/openapi.json" {
             match method {
                 Method::GET | Method::HEAD => Err(openapi()),
                 _ => Err(error::method_not_allowed("GET")),

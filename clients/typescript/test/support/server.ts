@@ -48,6 +48,8 @@ export interface ServerOptions {
   args?: string[];
   /** `--checkpoint-interval-ms` (default 1000, so idle detection can be tested quickly). */
   checkpointMs?: number;
+  /** Extra environment variables of the process (for example `AUTHZD_EXPLORER`). */
+  env?: Record<string, string>;
 }
 
 /** One authzd process; `restart()` starts it again on the same store and ports. */
@@ -59,13 +61,15 @@ export class AuthzdServer {
   readonly metricsPort: number;
   readonly args: string[];
   readonly logPath: string;
+  readonly env: Record<string, string>;
   private starts = 0;
 
-  private constructor(dir: string, port: number, metricsPort: number, args: string[]) {
+  private constructor(dir: string, port: number, metricsPort: number, args: string[], env: Record<string, string>) {
     this.dir = dir;
     this.port = port;
     this.metricsPort = metricsPort;
     this.args = args;
+    this.env = env;
     this.logPath = join(dir, "authzd.log");
   }
 
@@ -75,7 +79,7 @@ export class AuthzdServer {
     const port = o.port ?? (await freePort());
     const metricsPort = await freePort();
     const args = [...(o.args ?? []), "--checkpoint-interval-ms", String(o.checkpointMs ?? 1000)];
-    const s = new AuthzdServer(dir, port, metricsPort, args);
+    const s = new AuthzdServer(dir, port, metricsPort, args, o.env ?? {});
     await s.spawn();
     return s;
   }
@@ -111,7 +115,7 @@ export class AuthzdServer {
         "1000",
         ...this.args,
       ],
-      { stdio: ["ignore", log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } },
+      { stdio: ["ignore", log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", ...this.env } },
     );
     closeSync(log);
     this.child = child;
