@@ -246,6 +246,22 @@ pub struct ServeFlags {
     /// comment after this many milliseconds without an event (0: never).
     #[arg(long, env = "AUTHZD_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
     pub sse_heartbeat_ms: u64,
+    /// Write a decision log to this file (appended to), or to standard output
+    /// with `-`: one JSON line per decision of Check, CheckBatch (each item)
+    /// and Explain (off when absent).
+    #[arg(long, env = "AUTHZD_DECISION_LOG", value_name = "PATH|-")]
+    pub decision_log: Option<String>,
+    /// Fraction of decisions the decision log writes, 0 to 1 (decided by a
+    /// hash of the request id: every replica keeps the same requests).
+    #[arg(long, env = "AUTHZD_DECISION_LOG_SAMPLE", value_name = "FRACTION", default_value_t = 1.0)]
+    pub decision_log_sample: f64,
+    /// Which decisions the decision log writes.
+    #[arg(long, env = "AUTHZD_DECISION_LOG_FILTER", value_enum, default_value_t = crate::decision_log::Filter::All)]
+    pub decision_log_filter: crate::decision_log::Filter,
+    /// Lines buffered between the decisions and the decision log's writer;
+    /// when full, lines are dropped (and counted), decisions never wait.
+    #[arg(long, env = "AUTHZD_DECISION_LOG_BUFFER", value_name = "LINES", default_value_t = crate::decision_log::DEFAULT_BUFFER)]
+    pub decision_log_buffer: usize,
 }
 
 /// `authzd serve`'s command line: its flags, and which of them the command
