@@ -350,7 +350,7 @@ impl DecisionLog {
             std::thread::Builder::new().name("decision-log".into()).spawn(move || write_loop(&rx, out, &stats))?
         };
         let sample = settings.sample.clamp(0.0, 1.0);
-        let threshold = (sample < 1.0).then(|| (sample * u64::MAX as f64) as u64);
+        let threshold = (sample < 1.0).then_some((sample * u64::MAX as f64) as u64);
         let seed = std::hash::RandomState::new().hash_one(SystemTime::now());
         Ok(Arc::new(DecisionLog {
             tx,
