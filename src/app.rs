@@ -15,6 +15,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::config::{LogFormat, ServerConfig};
+use crate::decision_log::DecisionLog;
 use crate::engine::Reason;
 use crate::metrics::{MeteredDecisions, Metrics, RpcMetricsLayer};
 use crate::model::TenantFile;
@@ -163,6 +164,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tailer: Option<JoinHandle<()>>,
     metrics: Option<Arc<Metrics>>,
+    /// The decision log, when configured (closed, so flushed, by [`Server::close`]).
+    decision_log: Option<Arc<DecisionLog>>,
     watch: Arc<Fanout>,
     checkpoints: Option<JoinHandle<()>>,
     /// The changelog retention job (it ends at once when disabled).
@@ -214,6 +217,21 @@ impl Server {
         let checkpoints = (!config.watch.checkpoint_interval.is_zero())
             .then(|| tokio::spawn(Arc::clone(&watch).run_checkpoints(stopped.clone())));
         let metrics = config.metrics_listen.map(|_| Metrics::new(Arc::clone(&replica)));
+        let decision_log = match &config.decision_log {
+            None => None,
+            Some(settings) => {
+                let log = DecisionLog::open(settings).with_context(|| match &settings.target {
+                    crate::decision_log::Target::File(p) => {
+                        format!("cannot open the decision log `{}` (--decision-log)", p.display())
+                    }
+                    crate::decision_log::Target::Stdout => "cannot start the decision log (--decision-log)".to_owned(),
+                })?;
+                if let Some(m) = &metrics {
+                    m.observe_decision_log(Arc::clone(log.stats()));
+                }
+                Some(log)
+            }
+        };
         if let Some(m) = &metrics {
             let w = Arc::clone(&watch);
             m.observe_watch(move || {
@@ -247,6 +265,7 @@ impl Server {
             stop,
             tailer,
             metrics,
+            decision_log,
             watch,
             checkpoints,
             retention,
@@ -268,6 +287,11 @@ impl Server {
     /// The metrics registry, when `metrics_listen` is configured.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.as_ref()
+    }
+
+    /// The decision log, when `decision_log` is configured.
+    pub fn decision_log(&self) -> Option<&Arc<DecisionLog>> {
+        self.decision_log.as_ref()
     }
 
     /// How many connections shutdowns cut so far because they were still
@@ -330,10 +354,10 @@ impl Server {
         let decision_auth =
             DecisionAuth::new(self.config.decision_token.as_deref(), self.config.admin_token.as_deref());
         let decisions = InterceptedService::new(
-            DecisionServiceServer::new(MeteredDecisions::new(
-                Decisions::new(Arc::clone(&self.replica)),
-                self.metrics.clone(),
-            ))
+            DecisionServiceServer::new(
+                MeteredDecisions::new(Decisions::new(Arc::clone(&self.replica)), self.metrics.clone())
+                    .with_log(self.decision_log.clone()),
+            )
             .max_decoding_message_size(limit),
             decision_auth.clone(),
         );
@@ -474,6 +498,10 @@ impl Server {
         }
         self.replica.flush_checkpoints().await;
         self.replica.store().close().await;
+        // Every decision was answered: write and flush the log's last lines.
+        if let Some(log) = self.decision_log.take() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 

@@ -253,6 +253,22 @@ pub struct ServeFlags {
     /// carry the tokens typed into it; off: `/explorer/` is 404.
     #[arg(long, env = "AUTHZD_EXPLORER")]
     pub explorer: bool,
+    /// Write a decision log to this file (appended to), or to standard output
+    /// with `-`: one JSON line per decision of Check, CheckBatch (each item)
+    /// and Explain (off when absent).
+    #[arg(long, env = "AUTHZD_DECISION_LOG", value_name = "PATH|-")]
+    pub decision_log: Option<String>,
+    /// Fraction of decisions the decision log writes, 0 to 1 (decided by a
+    /// hash of the request id: every replica keeps the same requests).
+    #[arg(long, env = "AUTHZD_DECISION_LOG_SAMPLE", value_name = "FRACTION", default_value_t = 1.0)]
+    pub decision_log_sample: f64,
+    /// Which decisions the decision log writes.
+    #[arg(long, env = "AUTHZD_DECISION_LOG_FILTER", value_enum, default_value_t = crate::decision_log::Filter::All)]
+    pub decision_log_filter: crate::decision_log::Filter,
+    /// Lines buffered between the decisions and the decision log's writer;
+    /// when full, lines are dropped (and counted), decisions never wait.
+    #[arg(long, env = "AUTHZD_DECISION_LOG_BUFFER", value_name = "LINES", default_value_t = crate::decision_log::DEFAULT_BUFFER)]
+    pub decision_log_buffer: usize,
 }
 
 /// `authzd serve`'s command line: its flags, and which of them the command

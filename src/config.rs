@@ -165,6 +165,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// CORS origins, the event streams' heartbeat and the access explorer (`crate::http`).
     pub http: HttpSettings,
+    /// The decision log (`crate::decision_log`); `None`: off.
+    pub decision_log: Option<crate::decision_log::Settings>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -191,6 +193,7 @@ impl fmt::Debug for ServerConfig {
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("http", &self.http)
+            .field("decision_log", &self.decision_log)
             .finish()
     }
 }
@@ -221,6 +224,7 @@ impl ServerConfig {
             otlp_endpoint: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             http: HttpSettings::default(),
+            decision_log: None,
         }
     }
 
@@ -298,6 +302,7 @@ impl ServerConfig {
             .map(|o| crate::http::cors::parse_origin(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("cors-allowed-origin", &e))?;
+        let decision_log = decision_log_settings(a)?;
         Ok(ServerConfig {
             listen: a.listen,
             unix_socket: a.unix_socket.clone(),
@@ -338,6 +343,7 @@ impl ServerConfig {
                 sse_heartbeat: Duration::from_millis(a.sse_heartbeat_ms),
                 explorer: a.explorer,
             },
+            decision_log,
         })
     }
 
@@ -375,6 +381,47 @@ impl ServerConfig {
         }
         warnings
     }
+}
+
+/// The decision log of `--decision-log` and its `--decision-log-*` settings.
+fn decision_log_settings(a: &ServeFlags) -> Result<Option<crate::decision_log::Settings>, ConfigError> {
+    use crate::decision_log::{DEFAULT_BUFFER, Filter, Settings, Target};
+    let invalid = |flag, message: &str| ConfigError::Invalid { flag, message: message.to_owned() };
+    if !(0.0..=1.0).contains(&a.decision_log_sample) {
+        return Err(invalid("decision-log-sample", "must be a fraction from 0 to 1 (1: every decision)"));
+    }
+    if a.decision_log_buffer == 0 {
+        return Err(invalid("decision-log-buffer", "must be at least 1 line"));
+    }
+    let Some(path) = a.decision_log.as_deref() else {
+        for (flag, given) in [
+            ("decision-log-sample", a.decision_log_sample != 1.0),
+            ("decision-log-filter", a.decision_log_filter != Filter::All),
+            ("decision-log-buffer", a.decision_log_buffer != DEFAULT_BUFFER),
+        ] {
+            if given {
+                return Err(invalid(flag, "needs --decision-log (the file, or `-` for standard output)"));
+            }
+        }
+        return Ok(None);
+    };
+    let target = match path.trim() {
+        "" => return Err(invalid("decision-log", "must be a file path, or `-` for standard output")),
+        "-" => Target::Stdout,
+        p => {
+            let p = PathBuf::from(p);
+            if p.is_dir() {
+                return Err(invalid("decision-log", &format!("`{}` is a directory; give a file", p.display())));
+            }
+            Target::File(p)
+        }
+    };
+    Ok(Some(Settings {
+        target,
+        sample: a.decision_log_sample,
+        filter: a.decision_log_filter,
+        buffer: a.decision_log_buffer,
+    }))
 }
 
 /// The upstream of `--follow`, with its credentials.

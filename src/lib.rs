@@ -14,6 +14,7 @@
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
 //! - [`authority`]: the Unix socket's `:authority` fix, so that gRPC clients dialing a socket path are served.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
+//! - [`decision_log`]: the decision log (off by default): one JSON line per decision, a bounded non-blocking writer.
 //! - [`metrics`]: operations: Prometheus metrics, liveness/readiness probes, OTLP traces (feature `otel`).
 //! - [`http`]: HTTP on the gRPC listener: CORS, HTTP/JSON through the gRPC stack, Watch as Server-Sent Events, the OpenAPI document.
 //! - [`loadgen`]: `authzd bench`, the load generator that verifies every answer against a local view.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod authority;
 pub mod cli;
 pub mod config;
+pub mod decision_log;
 pub mod engine;
 pub mod http;
 pub mod loadgen;

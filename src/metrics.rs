@@ -25,6 +25,7 @@
 //! probe interval): failures count as `authzd_store_errors_total` and make
 //! the replica not ready.
 
+use crate::decision_log::{self, DecisionLog, Question, Record, Rpc};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::decision_service_server::DecisionService;
 use crate::service::{Decisions, Replica};
@@ -124,6 +125,7 @@ struct Live {
     replica: Arc<Replica>,
     probe: Arc<ProbeState>,
     watch: Arc<RwLock<Option<WatchSource>>>,
+    decision_log: Arc<RwLock<Option<Arc<decision_log::Stats>>>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -218,6 +220,23 @@ impl Collector for Live {
                 "watch_reloads",
                 "Reloads across a changelog compaction (every raw stream was told to resume).",
                 w.reloads,
+            )?;
+        }
+        let log = self.decision_log.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = log.as_ref() {
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            counter(&mut e, "decision_log_lines", "Lines written to the decision log.", load(&stats.lines))?;
+            counter(
+                &mut e,
+                "decision_log_dropped",
+                "Decision log lines dropped because its buffer was full (decisions never wait for the log).",
+                load(&stats.dropped),
+            )?;
+            counter(
+                &mut e,
+                "decision_log_errors",
+                "Failed writes and flushes of the decision log.",
+                load(&stats.errors),
             )?;
         }
         let r = self.replica.retention_stats();
@@ -368,6 +387,7 @@ pub struct Metrics {
     replica: Arc<Replica>,
     probe: Arc<ProbeState>,
     watch: Arc<RwLock<Option<WatchSource>>>,
+    decision_log: Arc<RwLock<Option<Arc<decision_log::Stats>>>>,
     /// Decision counters indexed by the proto reason value.
     decisions: Vec<Counter>,
     /// Per-method histograms by path, so the hot path does not allocate.
@@ -439,16 +459,19 @@ impl Metrics {
         );
         let probe = Arc::new(ProbeState::default());
         let watch: Arc<RwLock<Option<WatchSource>>> = Arc::new(RwLock::new(None));
+        let decision_log = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(Live {
             replica: Arc::clone(&replica),
             probe: Arc::clone(&probe),
             watch: Arc::clone(&watch),
+            decision_log: Arc::clone(&decision_log),
         }));
         Arc::new(Metrics {
             registry: root,
             replica,
             probe,
             watch,
+            decision_log,
             decisions,
             methods: served_methods()
                 .into_iter()
@@ -466,6 +489,11 @@ impl Metrics {
     /// Reads the watch hub's counters at every scrape (`authzd_watch_*`).
     pub fn observe_watch(&self, f: impl Fn() -> WatchGauges + Send + Sync + 'static) {
         *self.watch.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// Reads the decision log's counters at every scrape (`authzd_decision_log_*`).
+    pub fn observe_decision_log(&self, stats: Arc<decision_log::Stats>) {
+        *self.decision_log.write().unwrap_or_else(|p| p.into_inner()) = Some(stats);
     }
 
     /// Counts one decision (a proto reason value).
@@ -673,26 +701,87 @@ where
 
 // ------------------------------------------------------------------ decision counting
 
-/// The decision service, counting every decision by result and reason.
+/// The decision service, counting every decision by result and reason, and
+/// writing the decision log (when configured): the one place that sees each
+/// request (its question and `x-request-id`) and its answer.
 #[derive(Debug, Clone)]
 pub struct MeteredDecisions {
     inner: Decisions,
     metrics: Option<Arc<Metrics>>,
+    log: Option<Arc<DecisionLog>>,
 }
 
 impl MeteredDecisions {
     /// Wraps `inner`; with `None` it only delegates.
     pub fn new(inner: Decisions, metrics: Option<Arc<Metrics>>) -> Self {
-        MeteredDecisions { inner, metrics }
+        MeteredDecisions { inner, metrics, log: None }
     }
+
+    /// Writes every decision to `log` as well (`None`: no decision log).
+    pub fn with_log(mut self, log: Option<Arc<DecisionLog>>) -> Self {
+        self.log = log;
+        self
+    }
+}
+
+/// What the decision log needs of a request before it is handed on: its key,
+/// who asked, and the sampled questions with their item index.
+struct Pending {
+    key: decision_log::RequestKey,
+    tenant: String,
+    person: String,
+    questions: Vec<(usize, Question)>,
+}
+
+impl Pending {
+    /// Hands each sampled question's answer the filter wants to `log`.
+    fn submit(
+        self,
+        log: &DecisionLog,
+        rpc: impl Fn(usize) -> Rpc,
+        answers: impl Fn(usize) -> Option<(bool, i32)>,
+        revision: u64,
+    ) {
+        let time = std::time::SystemTime::now();
+        let mut asker = None;
+        for (i, question) in self.questions {
+            let Some((allowed, reason)) = answers(i) else { continue };
+            if !log.wants(allowed) {
+                continue;
+            }
+            let asker = asker.get_or_insert_with(|| log.asker(&self.key, &self.tenant, &self.person)).clone();
+            log.submit(Record { time, asker, rpc: rpc(i), question, allowed, reason, revision });
+        }
+    }
+}
+
+/// The pending log entry of a single-question request, when it is sampled.
+fn pending_one<T>(
+    log: Option<&Arc<DecisionLog>>,
+    request: &Request<T>,
+    ask: impl FnOnce(&T) -> (&str, &str, Question),
+) -> Option<Pending> {
+    let log = log?;
+    let key = log.key(request.metadata());
+    if !log.sampled(&key, 0) {
+        return None;
+    }
+    let (tenant, person, question) = ask(request.get_ref());
+    Some(Pending { key, tenant: tenant.to_owned(), person: person.to_owned(), questions: vec![(0, question)] })
 }
 
 #[tonic::async_trait]
 impl DecisionService for MeteredDecisions {
     async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let pending =
+            pending_one(self.log.as_ref(), &request, |r| (r.tenant.as_str(), r.person.as_str(), Question::of_check(r)));
         let r = self.inner.check(request).await?;
+        let answer = r.get_ref();
         if let Some(m) = &self.metrics {
-            m.decision(r.get_ref().reason);
+            m.decision(answer.reason);
+        }
+        if let (Some(log), Some(p)) = (&self.log, pending) {
+            p.submit(log, |_| Rpc::Check, |_| Some((answer.allowed, answer.reason)), answer.revision);
         }
         Ok(r)
     }
@@ -701,11 +790,32 @@ impl DecisionService for MeteredDecisions {
         &self,
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let pending = self.log.as_ref().and_then(|log| {
+            let key = log.key(request.metadata());
+            let req = request.get_ref();
+            let questions: Vec<(usize, Question)> = req
+                .items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| log.sampled(&key, *i))
+                .map(|(i, item)| (i, Question::of_item(item)))
+                .collect();
+            (!questions.is_empty()).then(|| Pending {
+                key,
+                tenant: req.tenant.clone(),
+                person: req.person.clone(),
+                questions,
+            })
+        });
         let r = self.inner.check_batch(request).await?;
+        let answer = r.get_ref();
         if let Some(m) = &self.metrics {
-            for item in &r.get_ref().results {
+            for item in &answer.results {
                 m.decision(item.reason);
             }
+        }
+        if let (Some(log), Some(p)) = (&self.log, pending) {
+            p.submit(log, Rpc::CheckBatch, |i| answer.results.get(i).map(|a| (a.allowed, a.reason)), answer.revision);
         }
         Ok(r)
     }
@@ -725,9 +835,16 @@ impl DecisionService for MeteredDecisions {
     }
 
     async fn explain(&self, request: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let pending = pending_one(self.log.as_ref(), &request, |r| {
+            (r.tenant.as_str(), r.person.as_str(), Question::of_explain(r))
+        });
         let r = self.inner.explain(request).await?;
+        let answer = r.get_ref();
         if let Some(m) = &self.metrics {
-            m.decision(r.get_ref().reason);
+            m.decision(answer.reason);
+        }
+        if let (Some(log), Some(p)) = (&self.log, pending) {
+            p.submit(log, |_| Rpc::Explain, |_| Some((answer.allowed, answer.reason)), answer.revision);
         }
         Ok(r)
     }
