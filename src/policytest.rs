@@ -187,31 +187,9 @@ pub struct HoldersCase {
     pub expect: Vec<String>,
 }
 
-/// Every reason, to read codes back.
-const REASONS: [Reason; 18] = [
-    Reason::Allowed,
-    Reason::OpenWhenUnconfigured,
-    Reason::UnknownTenant,
-    Reason::NotLoaded,
-    Reason::UnknownSubject,
-    Reason::DisabledSubject,
-    Reason::UnknownObject,
-    Reason::CrossTenant,
-    Reason::UnknownApplication,
-    Reason::UnknownPrivilege,
-    Reason::Partition,
-    Reason::ExplicitDeny,
-    Reason::NoGrant,
-    Reason::MissingPrivilege,
-    Reason::UnmetDependency,
-    Reason::RestrictedMode,
-    Reason::InvalidRequest,
-    Reason::Internal,
-];
-
 /// The reason whose code (as the server logs it: `NO_GRANT`) is `code`.
 pub fn reason_of_code(code: &str) -> Option<Reason> {
-    REASONS.iter().copied().find(|r| r.code() == code)
+    Reason::ALL.iter().copied().find(|r| r.code() == code)
 }
 
 /// One failed assertion, or a problem of the file.
@@ -330,7 +308,7 @@ pub fn run_text(text: &str, dir: &Path) -> Outcome {
                     path,
                     message: format!(
                         "unknown reason `{code}` (expected one of {})",
-                        REASONS.iter().map(|r| r.code()).collect::<Vec<_>>().join(", ")
+                        Reason::ALL.iter().map(|r| r.code()).collect::<Vec<_>>().join(", ")
                     ),
                 }),
                 Some(r) if r.is_allowed() != (c.expect == Expect::Allow) => out.errors.push(Failure {

@@ -47,6 +47,28 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of their codes (the proto enum's values 1..=18).
+    pub const ALL: [Reason; 18] = [
+        Reason::Allowed,
+        Reason::OpenWhenUnconfigured,
+        Reason::UnknownTenant,
+        Reason::NotLoaded,
+        Reason::UnknownSubject,
+        Reason::DisabledSubject,
+        Reason::UnknownObject,
+        Reason::CrossTenant,
+        Reason::UnknownApplication,
+        Reason::UnknownPrivilege,
+        Reason::Partition,
+        Reason::ExplicitDeny,
+        Reason::NoGrant,
+        Reason::MissingPrivilege,
+        Reason::UnmetDependency,
+        Reason::RestrictedMode,
+        Reason::InvalidRequest,
+        Reason::Internal,
+    ];
+
     /// Whether the decision is an allow.
     pub const fn is_allowed(self) -> bool {
         matches!(self, Reason::Allowed | Reason::OpenWhenUnconfigured)

@@ -1002,26 +1002,7 @@ mod tests {
 
     #[test]
     fn reasons_map_to_the_proto_value_named_after_their_code() {
-        let all = [
-            Reason::Allowed,
-            Reason::OpenWhenUnconfigured,
-            Reason::UnknownTenant,
-            Reason::NotLoaded,
-            Reason::UnknownSubject,
-            Reason::DisabledSubject,
-            Reason::UnknownObject,
-            Reason::CrossTenant,
-            Reason::UnknownApplication,
-            Reason::UnknownPrivilege,
-            Reason::Partition,
-            Reason::ExplicitDeny,
-            Reason::NoGrant,
-            Reason::MissingPrivilege,
-            Reason::UnmetDependency,
-            Reason::RestrictedMode,
-            Reason::InvalidRequest,
-            Reason::Internal,
-        ];
+        let all = Reason::ALL;
         for (i, r) in all.into_iter().enumerate() {
             let p = reason(r);
             assert_eq!(p.as_str_name(), format!("REASON_{}", r.code()));
