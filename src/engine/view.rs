@@ -364,6 +364,11 @@ struct Resolved {
     permission: Perm,
 }
 
+/// Privilege `p` of application `a`, when both are known.
+fn privilege_def(a: Option<&AppC>, p: Option<u32>) -> Option<&PrivC> {
+    a?.privs.get(p? as usize)
+}
+
 /// Whether a check request is malformed: a privilege without an application,
 /// nothing to check, or a property without an object.
 fn malformed(r: &CheckRequest<'_>) -> bool {
@@ -1236,19 +1241,25 @@ impl TenantView {
             Some(a) => Some(*self.catalog.app_ix.get(a).ok_or(Reason::UnknownApplication)?),
             None => None,
         };
-        let privilege = match (r.privilege, app.and_then(|ai| self.catalog.apps.get(ai as usize))) {
+        let app_c = app.and_then(|ai| self.catalog.apps.get(ai as usize));
+        let privilege = match (r.privilege, app_c) {
             (Some(name), Some(a)) => Some(*a.priv_ix.get(name).ok_or(Reason::UnknownPrivilege)?),
             _ => None,
         };
-        let property_guard = match (r.property, node, app.and_then(|ai| self.catalog.apps.get(ai as usize))) {
+        // What `permission_of` says, from the privilege already looked up.
+        let permission =
+            r.permission.or_else(|| privilege_def(app_c, privilege).and_then(|p| p.permission)).unwrap_or(Perm::Read);
+        let property_guard = match (r.property, node, app_c) {
             (Some(prop), Some(n), Some(a)) => {
                 let kind = self.graph.nodes.get(n as usize).ok_or(Reason::Internal)?.kind;
-                let b = self.permission_of(r);
-                a.property_guards.iter().find(|(k, name, acc, _)| *k == kind && *acc == b && name == prop).map(|g| g.3)
+                a.property_guards
+                    .iter()
+                    .find(|(k, name, acc, _)| *k == kind && *acc == permission && name == prop)
+                    .map(|g| g.3)
             }
             _ => None,
         };
-        Ok(Resolved { node, app, privilege, property_guard, permission: self.permission_of(r) })
+        Ok(Resolved { node, app, privilege, property_guard, permission })
     }
 
     /// The person-dependent parts of a resolved check, in SPEC §4 order:

@@ -292,14 +292,11 @@ fn target_node(c: &TenantConfig, t: &model::Target) -> (String, String, bool) {
     }
 }
 
-/// The error of a reverse lookup that cannot ask any person.
+/// The error of a reverse lookup that cannot ask any person. (Malformed
+/// questions never get here: `convert::check_parts` refuses them first.)
 fn lookup_error(reason: Reason, tenant: &str, r: &CheckRequest<'_>) -> ServiceError {
     let object = r.object.map_or(String::new(), |o| format!("{} `{}`", o.kind, o.id));
     match reason {
-        Reason::InvalidRequest if r.privilege.is_some() && r.application.is_none() => {
-            ServiceError::invalid("application", "must be set with `privilege`")
-        }
-        Reason::InvalidRequest => ServiceError::invalid("object", "must be set"),
         Reason::CrossTenant => ServiceError::invalid("object.tenant", format!("names another tenant than `{tenant}`")),
         Reason::UnknownObject => {
             ServiceError::NotFound(format!("object: unknown object {object} in tenant `{tenant}`"))
