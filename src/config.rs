@@ -12,6 +12,7 @@ use crate::cli::{ServeArgs, ServeFlags};
 use crate::http::HttpSettings;
 use crate::service::replica::Retention;
 use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
+use crate::snapshot::PageRetention;
 use crate::store::UpstreamSettings;
 use clap::FromArgMatches as _;
 use std::ffi::OsString;
@@ -319,6 +320,10 @@ impl ServerConfig {
                 max_batch: a.max_batch,
                 checkpoint_every: a.checkpoint_every,
                 revision_wait: Duration::from_millis(a.revision_wait_ms),
+                page_retention: PageRetention {
+                    revisions: a.page_retain_revisions,
+                    ttl: Duration::from_secs(a.page_retain_secs),
+                },
                 ..Limits::default()
             },
             locks: LockSettings {

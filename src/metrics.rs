@@ -163,6 +163,12 @@ impl Collector for Live {
             i64::from(snapshot.is_loaded()),
         )?;
         gauge(&mut e, "snapshot_tenants", "Tenants in the snapshot.", clamp(snapshot.tenant_ids().len() as u64))?;
+        gauge(
+            &mut e,
+            "snapshot_page_states_kept",
+            "Replaced tenant states kept for the continuations of paged listings.",
+            clamp(snapshot.kept_states() as u64),
+        )?;
         gauge(&mut e, "store_head_revision", "The store's head revision at the last probe.", clamp(head))?;
         gauge(
             &mut e,

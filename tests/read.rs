@@ -44,9 +44,7 @@ async fn load_synth(s: &support::Serving) {
         denies: 9,
         seed: 20261201,
     };
-    let mutations = authzd::synth::mutations(&p).into_iter().map(convert::mutation_pb).collect();
-    let req = pb::WriteRequest { tenant: SYNTH.into(), mutations, ..Default::default() };
-    s.admin().await.write(req).await.unwrap();
+    support::load_synth(s, SYNTH, &p).await;
 }
 
 async fn export(s: &support::Serving, tenant: &str) -> TenantFile {

@@ -260,7 +260,7 @@ pub fn check_response(d: Decision, evidence: Option<pb::Evidence>) -> pb::CheckR
 }
 
 /// The opaque continuation token of a listing: base64 of `<revision>:<last id>`,
-/// so the next page is answered at least at the revision of this one.
+/// so the next page is answered from the same revision as this one.
 pub fn encode_page_token(revision: Revision, last_id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{revision}:{last_id}"))
 }

@@ -11,6 +11,7 @@ use super::convert;
 use super::replica::Replica;
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
+use crate::model::Revision;
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::decision_service_server::DecisionService;
 use crate::snapshot::TenantState;
@@ -42,6 +43,45 @@ impl Decisions {
     /// tenants are `NOT_FOUND`, an unloaded replica `UNAVAILABLE`.
     fn state(&self, tenant: &str) -> ServiceResult<TenantState> {
         self.replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""))
+    }
+}
+
+/// The state one page of a listing is answered from. A first page (no token)
+/// reads the tenant's current state once `at_least` is reached; a continuation
+/// reads the very state its first page was read from, the one at the token's
+/// revision, so the pages of one listing never mix revisions. When that state
+/// is no longer kept ([`crate::snapshot::PageRetention`]) the continuation is
+/// refused with `FAILED_PRECONDITION`, never answered from another revision.
+pub(crate) async fn page_state(
+    replica: &Replica,
+    tenant: &str,
+    at_least: Revision,
+    token: Option<Revision>,
+) -> ServiceResult<TenantState> {
+    let Some(pinned) = token else {
+        replica.wait_for(at_least).await?;
+        return replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""));
+    };
+    if at_least > pinned {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "page_token: the listing began at revision `{pinned}`, older than at_least_revision `{at_least}`; \
+             start the listing again with an empty page_token"
+        )));
+    }
+    replica.wait_for(pinned).await?;
+    match replica.snapshot().state_at(tenant, pinned) {
+        Ok(Some(state)) => Ok(state),
+        Ok(None) => {
+            let keep = replica.snapshot().page_retention();
+            Err(ServiceError::FailedPrecondition(format!(
+                "page_token: the listing began at revision `{pinned}`, which this replica no longer keeps (it keeps \
+                 a tenant's last {} replaced revisions, each for {} s); start the listing again with an empty \
+                 page_token",
+                keep.revisions,
+                keep.ttl.as_secs_f64()
+            )))
+        }
+        Err(r) => Err(not_found(r, tenant, "", "")),
     }
 }
 
@@ -158,8 +198,6 @@ impl DecisionService for Decisions {
     ) -> Result<Response<pb::ListVisibleResponse>, Status> {
         let req = request.into_inner();
         let token = convert::decode_page_token(&req.page_token)?;
-        let at_least = token.as_ref().map_or(req.at_least_revision, |(r, _)| (*r).max(req.at_least_revision));
-        self.replica.wait_for(at_least).await?;
         if req.r#type.is_empty() {
             return Err(ServiceError::invalid("type", "must not be empty").into());
         }
@@ -174,7 +212,7 @@ impl DecisionService for Decisions {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(max),
         };
-        let state = self.state(&req.tenant)?;
+        let state = page_state(&self.replica, &req.tenant, req.at_least_revision, token.as_ref().map(|t| t.0)).await?;
         let list = ListRequest {
             subject: &req.person,
             kind: &req.r#type,

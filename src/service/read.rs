@@ -6,10 +6,11 @@
 //! request's parts looked up once, [`crate::engine::TenantView::allowed_subjects`]),
 //! so its answer is by construction the set of persons `Check` allows;
 //! `ListHolders` reads the same privilege rows `Check` reads. Paged answers
-//! continue after the last key of the page before, at least at its revision.
+//! continue after the last key of the page before, from the very state the
+//! first page was read from (or are refused when it is no longer kept).
 
 use super::convert;
-use super::decision::{explained, not_found};
+use super::decision::{explained, not_found, page_state};
 use super::replica::Replica;
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, HolderSource, Reason};
@@ -39,13 +40,13 @@ impl Reads {
         Reads { replica }
     }
 
-    /// Waits for the revision asked (and the page token's), then the tenant's state.
+    /// The tenant's state once the revision asked is reached; for a
+    /// continuation, the state its first page was read from ([`page_state`]).
     async fn state(&self, tenant: &str, at_least: u64, token: Option<&(u64, String)>) -> ServiceResult<TenantState> {
-        self.replica.wait_for(token.map_or(at_least, |(r, _)| (*r).max(at_least))).await?;
         if tenant.is_empty() {
             return Err(ServiceError::invalid("tenant", "must not be empty"));
         }
-        self.replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""))
+        page_state(&self.replica, tenant, at_least, token.map(|t| t.0)).await
     }
 }
 

@@ -57,7 +57,7 @@ use super::status::{ServiceError, ServiceResult};
 use super::{actor, replace};
 use crate::engine::{Reason, TenantView};
 use crate::model::{self, Mutation, Revision, Target, TenantConfig, TenantId};
-use crate::snapshot::{Snapshot, TenantState};
+use crate::snapshot::{PageRetention, Snapshot, TenantState};
 use crate::store::{
     AnyStore, ChangeRecord, Compaction, EncodedConfig, LOCK_EVENT_RETENTION, LockEvent, LockEventKind, LockInfo,
     Notice, Store, StoreError,
@@ -92,6 +92,8 @@ pub struct Limits {
     pub changes_budget: u64,
     /// Most persons in a change report.
     pub max_changes: usize,
+    /// How long replaced states stay readable by listing continuations.
+    pub page_retention: PageRetention,
 }
 
 impl Default for Limits {
@@ -102,6 +104,7 @@ impl Default for Limits {
             revision_wait: Duration::from_secs(5),
             changes_budget: 5_000_000,
             max_changes: 10_000,
+            page_retention: PageRetention::default(),
         }
     }
 }
@@ -639,7 +642,7 @@ impl Replica {
     pub async fn open(store: AnyStore, limits: Limits) -> ServiceResult<Replica> {
         let (revision, _) = watch::channel(0);
         let replica = Replica {
-            snapshot: Arc::new(Snapshot::new()),
+            snapshot: Arc::new(Snapshot::with_page_retention(limits.page_retention)),
             store: store.clone(),
             writer: Mutex::new(WriterState::default()),
             revision,

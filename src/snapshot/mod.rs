@@ -9,12 +9,20 @@
 //!
 //! Writers are serialized by one mutex (writes are rare); the configuration
 //! each view was built from is kept beside it so the next batch applies to it.
+//!
+//! A replaced state is kept a little longer, for paged listings: a listing's
+//! continuation token names the revision of its first page, and every later
+//! page is answered from that same state ([`Snapshot::state_at`]) for as long
+//! as [`PageRetention`] keeps it. Kept states share all but what their batch
+//! changed with the current one (the incremental views' layers are `Arc`s).
 
 use crate::engine::{CheckRequest, Decision, Reason, TenantView};
 use crate::model::{ModelResult, Mutation, Revision, TenantConfig, TenantId};
 use dashmap::DashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
 /// What the graveyard frees.
 type Corpse = Box<dyn Send>;
@@ -58,6 +66,31 @@ pub struct TenantState {
     pub view: Arc<TenantView>,
 }
 
+/// How long a replaced tenant state stays readable by the continuations of
+/// listings that began on it: the last `revisions` states of each tenant, each
+/// for `ttl` after it was replaced, whichever ends first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRetention {
+    /// Replaced states kept per tenant (0: none; a continuation then needs the
+    /// current revision).
+    pub revisions: usize,
+    /// How long a replaced state is kept.
+    pub ttl: Duration,
+}
+
+impl Default for PageRetention {
+    fn default() -> Self {
+        PageRetention { revisions: 16, ttl: Duration::from_secs(60) }
+    }
+}
+
+/// A replaced state, kept for listing continuations.
+#[derive(Debug)]
+struct Kept {
+    state: TenantState,
+    replaced: Instant,
+}
+
 /// Every tenant's current state.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -65,12 +98,79 @@ pub struct Snapshot {
     loaded: AtomicBool,
     revision: AtomicU64,
     writer: Mutex<()>,
+    retention: PageRetention,
+    /// Replaced states by tenant, newest first (written under the writer lock).
+    kept: Mutex<HashMap<String, VecDeque<Kept>>>,
 }
 
 impl Snapshot {
     /// An empty snapshot, not yet loaded: every decision is `NOT_LOADED`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty snapshot that keeps replaced states as `retention` says.
+    pub fn with_page_retention(retention: PageRetention) -> Self {
+        Snapshot { retention, ..Self::default() }
+    }
+
+    /// How replaced states are kept for listing continuations.
+    pub fn page_retention(&self) -> PageRetention {
+        self.retention
+    }
+
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, VecDeque<Kept>>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tenant's state whose view is at exactly `revision`: the current one,
+    /// or a replaced one still kept. `Ok(None)`: no longer kept (or never
+    /// existed here), so a listing begun there cannot continue.
+    pub fn state_at(&self, tenant: &str, revision: Revision) -> Result<Option<TenantState>, Reason> {
+        if !self.is_loaded() {
+            return Err(Reason::NotLoaded);
+        }
+        let current = self.state(tenant).ok_or(Reason::UnknownTenant)?;
+        if current.view.revision() == revision {
+            return Ok(Some(current));
+        }
+        let mut kept = self.kept();
+        let Some(states) = kept.get_mut(tenant) else { return Ok(None) };
+        self.expire(states, Instant::now());
+        Ok(states.iter().find(|k| k.state.view.revision() == revision).map(|k| k.state.clone()))
+    }
+
+    /// Drops the kept states past their time (oldest last).
+    fn expire(&self, states: &mut VecDeque<Kept>, now: Instant) {
+        while states.back().is_some_and(|k| now.saturating_duration_since(k.replaced) >= self.retention.ttl) {
+            if let Some(k) = states.pop_back() {
+                retire(k.state);
+            }
+        }
+    }
+
+    /// Replaced states kept for listing continuations, over every tenant
+    /// (those past their time included until the next write or lookup drops them).
+    pub fn kept_states(&self) -> usize {
+        self.kept().values().map(VecDeque::len).sum()
+    }
+
+    /// Keeps `old`, the state just replaced, for continuations.
+    fn keep(&self, old: TenantState) {
+        if self.retention.revisions == 0 || self.retention.ttl.is_zero() {
+            retire(old);
+            return;
+        }
+        let now = Instant::now();
+        let mut kept = self.kept();
+        let states = kept.entry(old.view.tenant().to_owned()).or_default();
+        states.push_front(Kept { state: old, replaced: now });
+        while states.len() > self.retention.revisions {
+            if let Some(k) = states.pop_back() {
+                retire(k.state);
+            }
+        }
+        self.expire(states, now);
     }
 
     /// Marks the snapshot as loaded (after the store was read at start-up).
@@ -148,7 +248,7 @@ impl Snapshot {
         let old = self.tenants.insert(state.view.tenant().to_owned(), state.clone());
         self.revision.fetch_max(revision, Ordering::AcqRel);
         if let Some(old) = old {
-            retire(old);
+            self.keep(old);
         }
         state
     }
@@ -162,6 +262,9 @@ impl Snapshot {
     /// Removes a tenant.
     pub fn remove(&self, tenant: &str, revision: Revision) {
         self.tenants.remove(tenant);
+        if let Some(states) = self.kept().remove(tenant) {
+            retire(states);
+        }
         self.advance(revision);
     }
 

@@ -124,6 +124,13 @@ pub fn acme_write(yaml: &str) -> authzd::proto::authzd::v1::WriteRequest {
     }
 }
 
+/// Creates the generated tenant `params` describes as `tenant` (one admin write).
+pub async fn load_synth(s: &Serving, tenant: &str, params: &authzd::synth::SynthParams) {
+    let mutations = authzd::synth::mutations(params).into_iter().map(authzd::service::convert::mutation_pb).collect();
+    let req = authzd::proto::authzd::v1::WriteRequest { tenant: tenant.into(), mutations, ..Default::default() };
+    s.admin().await.write(req).await.unwrap();
+}
+
 /// A subscription to `person`'s effective privileges in `application` in the demo tenant `acme`.
 pub fn acme_privileges_sub(person: &str, application: &str) -> authzd::proto::authzd::v1::WatchRequest {
     use authzd::proto::authzd::v1 as pb;

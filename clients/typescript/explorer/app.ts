@@ -193,15 +193,29 @@ function matchedAce(m: MatchedAce): string {
 
 // ---------------------------------------------------------------- paging
 
+/**
+ * Every page of a listing. All pages of one listing are read at its first
+ * page's revision; when the server no longer keeps that revision (writes went
+ * on for longer than it keeps replaced ones) it refuses the continuation with
+ * FAILED_PRECONDITION, and the listing starts again from the first page (a
+ * few times at most).
+ */
 async function allPages<R extends { nextPageToken: string }>(page: (token: string) => Promise<R>, max = 1000): Promise<R[]> {
-  const out: R[] = [];
-  let token = "";
-  do {
-    const r = await page(token);
-    out.push(r);
-    token = r.nextPageToken;
-  } while (token !== "" && out.length < max);
-  return out;
+  for (let attempt = 0; ; attempt++) {
+    const out: R[] = [];
+    let token = "";
+    try {
+      do {
+        const r = await page(token);
+        out.push(r);
+        token = r.nextPageToken;
+      } while (token !== "" && out.length < max);
+      return out;
+    } catch (e) {
+      const expired = e instanceof ConnectError && e.code === Code.FailedPrecondition && token !== "";
+      if (!expired || attempt >= 3) throw e;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- tenant state

@@ -547,15 +547,22 @@ export type ListVisibleRequest = Message<"authzd.v1.ListVisibleRequest"> & {
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page; empty for the first page. Every
+   * page of one listing is answered at the revision of its first page, so a
+   * listing never mixes revisions. The replica keeps a replaced revision for
+   * continuations for a bounded time and number of revisions
+   * (`--page-retain-revisions`, `--page-retain-secs`); after that a
+   * continuation is refused with `FAILED_PRECONDITION`: start the listing
+   * again with an empty token.
    *
    * @generated from field: string page_token = 8;
    */
   pageToken: string;
 
   /**
-   * Answer at a snapshot revision at least this one (0: any). Later pages
-   * are answered at least at the revision of the page before.
+   * Answer at a snapshot revision at least this one (0: any). On a
+   * continuation it must not exceed the listing's revision
+   * (`FAILED_PRECONDITION`).
    *
    * @generated from field: uint64 at_least_revision = 9;
    */
@@ -599,7 +606,8 @@ export type ListVisibleResponse = Message<"authzd.v1.ListVisibleResponse"> & {
   nextPageToken: string;
 
   /**
-   * Snapshot revision this page was computed at.
+   * Snapshot revision this page was computed at: the same on every page of
+   * one listing.
    *
    * @generated from field: uint64 revision = 3;
    */

@@ -779,8 +779,11 @@ export const EntityKindSchema: GenEnum<EntityKind> = /*@__PURE__*/
  *
  * Every answer carries the revision it was computed at and every request
  * takes `at_least_revision`. Paged answers are in a stable order (by id) and
- * never silently truncated: `next_page_token` is set while more may follow,
- * and the next page is answered at least at the revision of the page before.
+ * never silently truncated: `next_page_token` is set while more may follow.
+ * Every page of one listing is answered at the revision of its first page, so
+ * a listing never mixes revisions; the replica keeps a replaced revision for
+ * continuations for a bounded time and number of revisions
+ * (`--page-retain-revisions`, `--page-retain-secs`).
  *
  * Errors:
  * - `NOT_FOUND`: an unknown tenant, entity, object, application or
@@ -788,6 +791,9 @@ export const EntityKindSchema: GenEnum<EntityKind> = /*@__PURE__*/
  * - `INVALID_ARGUMENT`: a malformed request (a bad page token, a filter that
  *   does not apply to the kind listed, a missing field); the message names
  *   the field;
+ * - `FAILED_PRECONDITION`: a continuation whose listing began at a revision
+ *   this replica no longer keeps (or older than `at_least_revision`); start
+ *   the listing again with an empty page token;
  * - `UNAVAILABLE`: the replica is still loading, or did not reach
  *   `at_least_revision` within its bounded wait.
  *
