@@ -170,7 +170,8 @@ pub struct Server {
     checkpoints: Option<JoinHandle<()>>,
     /// The changelog retention job (it ends at once when disabled).
     retention: Option<JoinHandle<()>>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The TCP listener's TLS settings (handshakes are done by `crate::tls::accept`).
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Connections cut at the end of a shutdown grace period, every listener.
     cut: AtomicU64,
 }
@@ -185,10 +186,12 @@ impl Server {
     /// Opens the store, loads every tenant (and the demo tenant when asked
     /// and absent), starts tailing the store, and reports `SERVING`.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        if let Some(tls) = &config.tls {
-            tls.check().map_err(|e| anyhow::anyhow!("cannot use the TLS certificate, key and client CA: {e}"))?;
-        }
-        let tls = config.tls.as_ref().map(crate::config::TlsConfig::server_tls_config);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("cannot use the TLS certificate, key and client CA: {e}"))?;
         let replica = Arc::new(match &config.follow {
             None => {
                 let store =
@@ -305,15 +308,20 @@ impl Server {
     /// when the configuration has a certificate — until `shutdown`
     /// completes, then ends every change stream (`UNAVAILABLE`: reconnect),
     /// lets in-flight calls finish for at most the shutdown grace period,
-    /// and cuts the connections still open after it.
+    /// and cuts the connections still open after it. Over TLS, each
+    /// handshake is done by [`crate::tls::accept`], which logs a refused one
+    /// with the peer's address and the reason.
     pub async fn serve_with_incoming_shutdown<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
     where
-        I: Stream<Item = Result<IO, IE>>,
-        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + crate::tls::PeerAddr + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
         F: Future<Output = ()>,
     {
-        self.serve_inner(incoming, shutdown, self.tls.clone()).await
+        match &self.tls {
+            Some(tls) => self.serve_inner(crate::tls::accept(incoming, Arc::clone(tls)), shutdown).await,
+            None => self.serve_inner(incoming, shutdown).await,
+        }
     }
 
     /// As [`Server::serve_with_incoming_shutdown`], never over TLS: for the
@@ -325,15 +333,10 @@ impl Server {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
         F: Future<Output = ()>,
     {
-        self.serve_inner(incoming, shutdown, None).await
+        self.serve_inner(incoming, shutdown).await
     }
 
-    async fn serve_inner<I, IO, IE, F>(
-        &self,
-        incoming: I,
-        shutdown: F,
-        tls: Option<tonic::transport::ServerTlsConfig>,
-    ) -> anyhow::Result<()>
+    async fn serve_inner<I, IO, IE, F>(&self, incoming: I, shutdown: F) -> anyhow::Result<()>
     where
         I: Stream<Item = Result<IO, IE>>,
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -393,10 +396,8 @@ impl Server {
         };
         let connections = Connections::default();
         let incoming = connections.track(incoming);
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
         let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).context("cannot configure TLS")?;
-        }
         #[cfg(feature = "otel")]
         if self.config.otlp_endpoint.is_some() {
             builder = builder.trace_fn(crate::metrics::otel::request_span);

@@ -716,8 +716,9 @@ pub enum CliError {
         /// Why.
         message: String,
     },
-    /// The server refused the call.
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    /// The server refused the call (or the connection failed under it: a
+    /// TLS refusal is then explained in words).
+    #[error("{}", rpc_message(.0))]
     Rpc(#[from] tonic::Status),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -802,8 +803,19 @@ fn client_tls(c: &ClientArgs) -> Result<Option<tonic::transport::ClientTlsConfig
     Ok(Some(tls))
 }
 
-/// An error and its causes on one line (a TLS refusal is a cause of a cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// A refused call as printed: the code and message, and when a TLS problem
+/// is among its causes (TLS 1.3 reports a refused client certificate on the
+/// first call, not at the handshake), that problem in words.
+fn rpc_message(s: &tonic::Status) -> String {
+    match crate::tls::explain_chain(s, crate::tls::Side::Client) {
+        Some(words) => format!("{:?}: {}: {words}", s.code(), s.message()),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+/// An error and its causes on one line (a TLS refusal is a cause of a cause),
+/// a TLS problem explained in words.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -813,7 +825,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    message
+    match crate::tls::explain_chain(e, crate::tls::Side::Client) {
+        Some(words) => format!("{words}; {message}"),
+        None => message,
+    }
 }
 
 /// The socket path of a `unix:///path` or `unix:/path` server, if it is one.
@@ -1711,26 +1726,54 @@ async fn watch(a: WatchArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// The connection settings of a client command.
+fn client_args(command: &Command) -> Option<&ClientArgs> {
+    Some(match command {
+        Command::Check(a) | Command::Explain(a) => &a.client,
+        Command::List(a) => &a.client,
+        Command::Privileges(a) => &a.client,
+        Command::Tenants(a) => a,
+        Command::Import(a) => &a.client,
+        Command::Export(a) => &a.client,
+        Command::Write(a) => &a.client,
+        Command::Lock(a) => match &a.action {
+            LockAction::Acquire(a) => &a.client,
+            LockAction::Renew(a) | LockAction::Release(a) => &a.client,
+        },
+        Command::Watch(a) => &a.subscription.common().client,
+        Command::Validate(_) | Command::Test(_) | Command::Bench(_) | Command::Serve(_) => return None,
+    })
+}
+
+/// Whether a call failed for want of a connection rather than by the
+/// server's answer (a TLS refusal of the client certificate looks so).
+fn connection_failed(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown)
+}
+
+/// What the client's TLS settings meet at the server, in words, if anything
+/// is wrong ([`crate::tls::probe`]).
+async fn tls_problem(c: &ClientArgs) -> Option<String> {
+    let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+    let ca = read(&c.ca)?;
+    let identity = match (read(&c.cert), read(&c.key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
+    let identity = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    crate::tls::probe(&c.server, c.tls_server_name.as_deref(), &ca, identity).await
+}
+
 /// Runs a client command (everything but `serve` and `validate`).
 pub async fn run_client(command: Command) -> ExitCode {
     let json = match &command {
-        Command::Check(a) | Command::Explain(a) => a.client.json,
-        Command::List(a) => a.client.json,
-        Command::Privileges(a) => a.client.json,
-        Command::Tenants(a) => a.json,
-        Command::Import(a) => a.client.json,
-        Command::Export(a) => a.client.json,
-        Command::Write(a) => a.client.json,
         Command::Validate(a) => a.json,
         Command::Test(a) => a.json,
         Command::Bench(a) => a.json,
-        Command::Lock(a) => match &a.action {
-            LockAction::Acquire(a) => a.client.json,
-            LockAction::Renew(a) | LockAction::Release(a) => a.client.json,
-        },
-        Command::Watch(a) => a.subscription.common().client.json,
-        Command::Serve(_) => false,
+        other => client_args(other).is_some_and(|c| c.json),
     };
+    let client = client_args(&command).cloned();
+    let client = client.as_ref();
     let result = match command {
         Command::Check(a) => check(a, false).await,
         Command::Explain(a) => check(a, true).await,
@@ -1746,6 +1789,21 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Lock(a) => lock(a).await,
         Command::Watch(a) => watch(a).await,
         Command::Serve(_) => Err(CliError::Input("`serve` is not a client command".into())),
+    };
+    let result = match result {
+        Err(CliError::Rpc(s)) if client.is_some_and(|c| c.ca.is_some()) && connection_failed(&s) => {
+            match client.map(tls_problem) {
+                Some(problem) => match problem.await {
+                    Some(words) => Err(CliError::Connect {
+                        server: client.map(|c| c.server.clone()).unwrap_or_default(),
+                        message: format!("{words}; {}", rpc_message(&s)),
+                    }),
+                    None => Err(CliError::Rpc(s)),
+                },
+                None => Err(CliError::Rpc(s)),
+            }
+        }
+        other => other,
     };
     match result {
         Ok(code) => code,

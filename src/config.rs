@@ -88,31 +88,10 @@ impl fmt::Debug for TlsConfig {
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsConfig {
-    /// tonic's server TLS settings: client certificates are required (never
-    /// optional) when a client CA is set.
-    pub fn server_tls_config(&self) -> tonic::transport::ServerTlsConfig {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .timeout(TLS_HANDSHAKE_TIMEOUT);
-        if let Some(ca) = &self.client_ca_pem {
-            tls = tls.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(false);
-        }
-        tls
-    }
-
-    /// Checks that the certificate, key and CA are usable (parse, and the key
-    /// is the certificate's).
+    /// Checks that the certificate, key and CA are usable (they parse, and the
+    /// key is the certificate's): the listener's own settings are built.
     pub fn check(&self) -> Result<(), String> {
-        tonic::transport::Server::builder().tls_config(self.server_tls_config()).map(|_| ()).map_err(|e| {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message = format!("{message}: {s}");
-                source = s.source();
-            }
-            message
-        })
+        crate::tls::server_config(self).map(|_| ())
     }
 }
 

@@ -36,4 +36,5 @@ pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod synth;
+pub mod tls;
 pub mod watch;

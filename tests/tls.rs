@@ -625,10 +625,10 @@ fn environment_overrides_the_file_and_flags_override_both() {
 // ------------------------------------------------------------------ the CLI over mTLS
 
 /// Client flags of the binary for an mTLS connection to `r`.
-fn client_flags(r: &Running, f: &Files) -> Vec<String> {
+fn client_flags(addr: std::net::SocketAddr, f: &Files) -> Vec<String> {
     vec![
         "--server".into(),
-        format!("https://{}", r.addr),
+        format!("https://{addr}"),
         "--tls-server-name".into(),
         "localhost".into(),
         "--ca".into(),
@@ -662,7 +662,7 @@ async fn cli_lock_and_watch_over_mtls() {
     c.tls = Some(tls_config(&ca, &ca.server(), true));
     c.admin_client_cns = vec!["ops-console".into()];
     let r = start(c).await;
-    let client = client_flags(&r, &f);
+    let client = client_flags(r.addr, &f);
     let object = ["--tenant", TENANT, "--object", "Application/app-main-ivr", "--app", "Designer"];
 
     // Acquire, as one developer.
@@ -787,7 +787,167 @@ async fn cli_lock_and_watch_over_mtls() {
     let (code, _, err) = run_async(args(&["tenants"], &plain_tls)).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("error:"), "{err}");
+    assert!(err.contains("the server requires a client certificate: give --cert and --key"), "{err}");
     r.stop().await;
+}
+
+/// The server binary as an operator runs it, its log (standard error) read
+/// line by line into a buffer.
+struct ServerProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServerProcess {
+    fn start(args: &[String]) -> ServerProcess {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &addr.to_string()])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let p = ServerProcess { child, addr, log };
+        p.wait_for_log_line(&["listening"]);
+        p
+    }
+
+    /// Waits (at most 20 s) until the log has a line containing every one of
+    /// `parts`, and returns it.
+    fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) =
+                self.log.lock().unwrap().lines().find(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned)
+            {
+                return line;
+            }
+            assert!(std::time::Instant::now() < deadline, "no log line with {parts:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshakes_and_admin_calls_are_logged_and_the_cli_explains_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("authzd test CA");
+    let f = files(dir.path(), &ca);
+    let stranger = Ca::new("a CA nobody trusts");
+    let desk = ca.client("desk-7");
+    let desk_cert = write(dir.path(), "desk.crt", &desk.cert);
+    let desk_key = write(dir.path(), "desk.key", &desk.key);
+    let forged = stranger.client("ops-console");
+    let forged_cert = write(dir.path(), "forged.crt", &forged.cert);
+    let forged_key = write(dir.path(), "forged.key", &forged.key);
+    let stranger_ca = write(dir.path(), "stranger.crt", &stranger.pem());
+    let secret = "admin-secret-4f1c9a";
+    let path = |p: &Path| p.display().to_string();
+    let server = ServerProcess::start(&[
+        "--demo".into(),
+        "--store".into(),
+        format!("sqlite://{}", dir.path().join("authzd.db").display()),
+        "--tls-cert".into(),
+        path(&f.cert),
+        "--tls-key".into(),
+        path(&f.key),
+        "--tls-client-ca".into(),
+        path(&f.ca),
+        "--admin-client-cn".into(),
+        "ops-console".into(),
+        "--admin-token".into(),
+        secret.into(),
+    ]);
+    let url = format!("https://{}", server.addr);
+    let cli = |extra: &[&str]| {
+        let mut v: Vec<String> = vec!["--server".into(), url.clone(), "--tls-server-name".into(), "localhost".into()];
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let ca_path = path(&f.ca);
+
+    // No client certificate: the CLI says what to give; the server logs the peer and why.
+    let (code, _, err) = run_async(args(&["tenants"], &cli(&["--ca", &ca_path]))).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the server requires a client certificate: give --cert and --key"), "{err}");
+    let line = server.wait_for_log_line(&["refused a TLS handshake", "the client sent no certificate"]);
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+
+    // A certificate of another CA.
+    let (code, _, err) = run_async(args(
+        &["tenants"],
+        &cli(&["--ca", &ca_path, "--cert", &path(&forged_cert), "--key", &path(&forged_key)]),
+    ))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the server does not trust the CA that signed this client's certificate"), "{err}");
+    server.wait_for_log_line(&["refused a TLS handshake", "the client's certificate is not signed by the client CA"]);
+
+    // The CLI trusts another CA than the server's: it says so, and the server hears the client's refusal.
+    let (code, _, err) = run_async(args(
+        &["tenants"],
+        &cli(&["--ca", &path(&stranger_ca), "--cert", &path(&desk_cert), "--key", &path(&desk_key)]),
+    ))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the server's certificate is not signed by the CA given with --ca"), "{err}");
+    server.wait_for_log_line(&["refused a TLS handshake", "the client refused the server's certificate"]);
+
+    // Plaintext on the TLS port.
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut tcp, &mut [0; 64])).await;
+    }
+    server.wait_for_log_line(&["refused a TLS handshake", "the client did not speak TLS"]);
+
+    // An admin call with a valid certificate the server does not let administer, and a wrong token.
+    let desk_client = cli(&["--ca", &ca_path, "--cert", &path(&desk_cert), "--key", &path(&desk_key)]);
+    let wrong = format!("{secret}-not");
+    let mut export = args(&["export", TENANT], &desk_client);
+    export.extend(["--token".to_owned(), wrong.clone()]);
+    let (code, _, err) = run_async(export).await;
+    assert_ne!(code, 0, "{err}");
+    let line = server.wait_for_log_line(&["refused an admin call", "a bearer token that is not the admin token"]);
+    assert!(line.contains("peer=127.0.0.1:") && line.contains("PermissionDenied"), "{line}");
+    let (code, _, err) = run_async(args(&["export", TENANT], &desk_client)).await;
+    assert_ne!(code, 0, "{err}");
+    let line = server.wait_for_log_line(&["refused an admin call", "common name `desk-7`"]);
+    assert!(line.contains("PermissionDenied") && line.contains("--admin-client-cn"), "{line}");
+    // The allowed certificate still works, and no secret reached the log.
+    let (code, out, err) = run_async(args(&["tenants"], &client_flags(server.addr, &f))).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let log = server.log();
+    assert!(!log.contains(secret), "a token reached the log:\n{log}");
 }
 
 /// One HTTP/JSON call over TLS (HTTP/2 by ALPN) presenting `client`: (HTTP status, body).

@@ -88,6 +88,14 @@ impl AdminAuth {
     }
 
     fn check_for<T>(&self, request: &Request<T>, scope: AdminScope) -> Result<(), ServiceError> {
+        let verdict = self.verdict(request, scope);
+        if let Err(e) = &verdict {
+            log_refusal(request, scope, e);
+        }
+        verdict
+    }
+
+    fn verdict<T>(&self, request: &Request<T>, scope: AdminScope) -> Result<(), ServiceError> {
         if self.is_open() {
             return Ok(());
         }
@@ -218,6 +226,21 @@ impl WatchAuth {
             r => r,
         }
     }
+}
+
+/// Logs a refused admin-level call: the peer, what it presented (never the
+/// secret itself: a token is only said to be there) and why it was refused.
+fn log_refusal<T>(request: &Request<T>, scope: AdminScope, e: &ServiceError) {
+    let peer = request.remote_addr().map_or_else(|| "unix socket".to_owned(), |a| a.to_string());
+    let presented = match (bearer(request).is_some(), leaf_certificate(request)) {
+        (true, _) => "a bearer token that is not the admin token".to_owned(),
+        (false, Some(leaf)) => match common_name(&leaf) {
+            Some(cn) => format!("a client certificate with common name `{cn}`"),
+            None => "a client certificate without a single common name".to_owned(),
+        },
+        (false, None) => "no credential".to_owned(),
+    };
+    tracing::warn!(peer = %peer, calls = scope.name(), presented = %presented, code = ?e.code(), reason = %e, "refused an admin call");
 }
 
 /// What an admin-level check is for, in its messages.
