@@ -257,7 +257,17 @@ async fn expected_head_conflict_writes_nothing(h: &Harness) {
     let records = s.read_since(0, 10).await.unwrap();
     assert_eq!(revisions(&records), vec![1]);
     assert_eq!(records[0].mutations, rename("one"));
-    assert_eq!(s.append(&t("a"), &rename("two"), None, Some(1)).await.unwrap(), 2);
+    // The conflicts gave the store's write lock back at once: another
+    // replica's store writes without waiting. (The conflict path rolls back
+    // explicitly; before, it dropped the transaction and relied on sqlx
+    // queueing the rollback, which this check did not catch failing.)
+    let other = h.reopen().await;
+    let (tenant, batch) = (t("a"), rename("elsewhere"));
+    let elsewhere = other.append(&tenant, &batch, None, None);
+    let written = tokio::time::timeout(std::time::Duration::from_secs(5), elsewhere).await;
+    assert_eq!(written.expect("another store writes while this one is idle after its conflicts").unwrap(), 2);
+    other.close().await;
+    assert_eq!(s.append(&t("a"), &rename("two"), None, Some(2)).await.unwrap(), 3);
 }
 
 async fn concurrent_appends_are_gap_free(h: &Harness) {

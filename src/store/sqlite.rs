@@ -221,31 +221,48 @@ impl Store for SqliteStore {
         let json = encode_mutations(mutations)?;
         let e = self.err();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
-        let head: i64 =
-            sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1").fetch_one(&mut *tx).await.map_err(&e)?;
-        let head = rev_from_db(head)?;
-        if let Some(expected) = expected_head {
-            if expected != head {
-                return Err(StoreError::Conflict { expected, actual: head });
+        // Every failure, a conflict included, rolls back at once: a dropped
+        // transaction would keep its lock until the connection is next used.
+        let result = async {
+            let head: i64 = sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&e)?;
+            let head = rev_from_db(head)?;
+            if let Some(expected) = expected_head {
+                if expected != head {
+                    return Err(StoreError::Conflict { expected, actual: head });
+                }
             }
+            let revision = head + 1;
+            let rev = rev_to_db(revision)?;
+            sqlx::query(
+                "INSERT INTO authzd_changelog (revision, tenant, mutations, actor, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(rev)
+            .bind(tenant.as_str())
+            .bind(&json)
+            .bind(actor)
+            .bind(to_millis(SystemTime::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(&e)?;
+            sqlx::query("UPDATE authzd_meta SET head = ?1 WHERE id = 1")
+                .bind(rev)
+                .execute(&mut *tx)
+                .await
+                .map_err(&e)?;
+            Ok(revision)
         }
-        let revision = head + 1;
-        let rev = rev_to_db(revision)?;
-        sqlx::query(
-            "INSERT INTO authzd_changelog (revision, tenant, mutations, actor, committed_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(rev)
-        .bind(tenant.as_str())
-        .bind(&json)
-        .bind(actor)
-        .bind(to_millis(SystemTime::now()))
-        .execute(&mut *tx)
-        .await
-        .map_err(&e)?;
-        sqlx::query("UPDATE authzd_meta SET head = ?1 WHERE id = 1").bind(rev).execute(&mut *tx).await.map_err(&e)?;
-        tx.commit().await.map_err(&e)?;
-        Ok(revision)
+        .await;
+        match result {
+            Ok(revision) => {
+                tx.commit().await.map_err(&e)?;
+                Ok(revision)
+            }
+            Err(err) => super::rollback(tx, err).await,
+        }
     }
 
     async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
