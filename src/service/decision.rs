@@ -8,7 +8,7 @@
 //! since an empty answer would hide the typo.
 
 use super::convert;
-use super::replica::Replica;
+use super::replica::{Replica, cpu};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
 use crate::model::Revision;
@@ -45,6 +45,9 @@ impl Decisions {
         self.replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""))
     }
 }
+
+/// Pages larger than this are listed off the async workers.
+const LARGE_PAGE: usize = 1_000;
 
 /// The state one page of a listing is answered from. A first page (no token)
 /// reads the tenant's current state once `at_least` is reached; a continuation
@@ -222,33 +225,37 @@ impl DecisionService for Decisions {
             after: token.as_ref().map(|(_, id)| id.as_str()),
             limit,
         };
-        let page = match state.view.list_visible_refs(&list) {
-            Ok(page) => page,
-            Err(Reason::DisabledSubject) => {
-                return Ok(Response::new(pb::ListVisibleResponse {
-                    objects: Vec::new(),
-                    next_page_token: String::new(),
-                    revision: state.view.revision(),
-                }));
-            }
-            Err(Reason::UnknownApplication) => {
-                return Err(not_found(
-                    Reason::UnknownApplication,
-                    &req.tenant,
-                    &req.person,
-                    list.application.unwrap_or_default(),
-                )
-                .into());
-            }
-            Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default()).into()),
+        let answer = || -> ServiceResult<pb::ListVisibleResponse> {
+            let page = match state.view.list_visible_refs(&list) {
+                Ok(page) => page,
+                Err(Reason::DisabledSubject) => {
+                    return Ok(pb::ListVisibleResponse {
+                        objects: Vec::new(),
+                        next_page_token: String::new(),
+                        revision: state.view.revision(),
+                    });
+                }
+                Err(Reason::UnknownApplication) => {
+                    return Err(not_found(
+                        Reason::UnknownApplication,
+                        &req.tenant,
+                        &req.person,
+                        list.application.unwrap_or_default(),
+                    ));
+                }
+                Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default())),
+            };
+            let next_page_token =
+                page.next_after.map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
+            Ok(pb::ListVisibleResponse {
+                objects: page.items.iter().map(|v| convert::visible_ref(v, view)).collect(),
+                next_page_token,
+                revision: page.revision,
+            })
         };
-        let next_page_token =
-            page.next_after.map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
-        Ok(Response::new(pb::ListVisibleResponse {
-            objects: page.items.iter().map(|v| convert::visible_ref(v, view)).collect(),
-            next_page_token,
-            revision: page.revision,
-        }))
+        // A large page takes a millisecond or more to list and encode: off the async workers.
+        let answer = if limit > LARGE_PAGE { cpu(answer) } else { answer() };
+        Ok(Response::new(answer?))
     }
 
     async fn effective_privileges(

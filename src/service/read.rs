@@ -11,7 +11,7 @@
 
 use super::convert;
 use super::decision::{explained, not_found, page_state};
-use super::replica::Replica;
+use super::replica::{Replica, cpu};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, HolderSource, Reason};
 use crate::model::{self, FolderId, GroupId, ObjectId, ObjectKey, PartitionId, PersonId, RoleId, TenantConfig};
@@ -443,28 +443,32 @@ impl ReadService for Reads {
             req.property.as_deref(),
         )?;
         let state = self.state(&req.tenant, req.at_least_revision, token.as_ref()).await?;
-        let page = state
-            .view
-            .allowed_subjects(&r, token.as_ref().map(|(_, id)| id.as_str()), page_size(req.page_size))
-            .map_err(|reason| lookup_error(reason, &req.tenant, &r))?;
-        let subjects = page
-            .items
-            .iter()
-            .map(|s| {
-                r.subject = s.person;
-                let (_, evidence) = explained(&state, &r);
-                pb::AllowedSubject {
-                    person: s.person.to_owned(),
-                    reason: convert::reason(s.reason) as i32,
-                    evidence: Some(evidence),
-                }
+        // A page asks every person (milliseconds on a large tenant): off the async workers.
+        let answer = cpu(|| {
+            let page = state
+                .view
+                .allowed_subjects(&r, token.as_ref().map(|(_, id)| id.as_str()), page_size(req.page_size))
+                .map_err(|reason| lookup_error(reason, &req.tenant, &r))?;
+            let subjects = page
+                .items
+                .iter()
+                .map(|s| {
+                    r.subject = s.person;
+                    let (_, evidence) = explained(&state, &r);
+                    pb::AllowedSubject {
+                        person: s.person.to_owned(),
+                        reason: convert::reason(s.reason) as i32,
+                        evidence: Some(evidence),
+                    }
+                })
+                .collect();
+            Ok::<_, ServiceError>(pb::ListSubjectsResponse {
+                subjects,
+                next_page_token: next_token(page.revision, page.next_after),
+                revision: page.revision,
             })
-            .collect();
-        Ok(Response::new(pb::ListSubjectsResponse {
-            subjects,
-            next_page_token: next_token(page.revision, page.next_after),
-            revision: page.revision,
-        }))
+        })?;
+        Ok(Response::new(answer))
     }
 
     async fn list_holders(
@@ -480,27 +484,30 @@ impl ReadService for Reads {
             return Err(ServiceError::invalid("privilege", "must not be empty").into());
         }
         let state = self.state(&req.tenant, req.at_least_revision, token.as_ref()).await?;
-        let page = state
-            .view
-            .privilege_holders(
-                &req.application,
-                &req.privilege,
-                token.as_ref().map(|(_, id)| id.as_str()),
-                page_size(req.page_size),
-            )
-            .map_err(|reason| {
-                let r = CheckRequest {
-                    application: Some(&req.application),
-                    privilege: Some(&req.privilege),
-                    ..Default::default()
-                };
-                lookup_error(reason, &req.tenant, &r)
-            })?;
-        Ok(Response::new(pb::ListHoldersResponse {
-            holders: page.items.iter().map(|h| holder_pb(&state.config, h)).collect(),
-            next_page_token: next_token(page.revision, page.next_after),
-            revision: page.revision,
-            privilege: page.privilege.to_owned(),
-        }))
+        let answer = cpu(|| {
+            let page = state
+                .view
+                .privilege_holders(
+                    &req.application,
+                    &req.privilege,
+                    token.as_ref().map(|(_, id)| id.as_str()),
+                    page_size(req.page_size),
+                )
+                .map_err(|reason| {
+                    let r = CheckRequest {
+                        application: Some(&req.application),
+                        privilege: Some(&req.privilege),
+                        ..Default::default()
+                    };
+                    lookup_error(reason, &req.tenant, &r)
+                })?;
+            Ok::<_, ServiceError>(pb::ListHoldersResponse {
+                holders: page.items.iter().map(|h| holder_pb(&state.config, h)).collect(),
+                next_page_token: next_token(page.revision, page.next_after),
+                revision: page.revision,
+                privilege: page.privilege.to_owned(),
+            })
+        })?;
+        Ok(Response::new(answer))
     }
 }

@@ -553,11 +553,12 @@ async fn write_checkpoint(store: &AnyStore, tenant: &TenantId, revision: Revisio
 }
 
 /// Runs CPU-heavy work that borrows the replica (validating and compiling
-/// the views of batches it tails or loads) without stalling the async
+/// the views of batches it tails or loads, reverse lookups and large
+/// listings) without stalling the async
 /// workers: on a multi-threaded runtime the worker first hands its other
 /// tasks to another thread (`block_in_place`), so checks keep being answered
 /// meanwhile; on a current-thread runtime (some tests, the CLI) it runs inline.
-fn cpu<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn cpu<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
