@@ -405,7 +405,7 @@ fn run_check(view: &TenantView, c: &CheckCase) -> Result<(), String> {
         privilege: c.privilege.as_deref(),
         property: c.property.as_deref(),
     });
-    let got = if d.allowed { Expect::Allow } else { Expect::Deny };
+    let got = if d.allowed() { Expect::Allow } else { Expect::Deny };
     let reason_ok = c.reason.as_deref().is_none_or(|r| r == d.reason.code());
     if got == c.expect && reason_ok {
         return Ok(());

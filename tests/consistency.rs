@@ -87,7 +87,7 @@ fn concurrent_batches_are_seen_whole() {
                     let d = snap.check("t", &req);
                     let expected = if d.revision % 2 == 0 { Reason::NoGrant } else { Reason::ExplicitDeny };
                     assert_eq!(d.reason, expected, "torn read at revision {}", d.revision);
-                    assert!(!d.allowed);
+                    assert!(!d.allowed());
                     seen.insert(d.revision);
                     checks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -121,5 +121,5 @@ fn unloaded_snapshot_and_unknown_tenant_deny() {
     assert_eq!(snap.check("t", &req).reason, Reason::NotLoaded);
     snap.mark_loaded();
     let d = snap.check("t", &req);
-    assert_eq!((d.allowed, d.reason), (false, Reason::UnknownTenant));
+    assert_eq!((d.allowed(), d.reason), (false, Reason::UnknownTenant));
 }

@@ -717,7 +717,6 @@ fn run_case(case: &RawCase) -> Result<(), TestCaseError> {
         let fast = view.check(&req);
         let slow = reference::check(&c, &req);
         seen(format!("check {}", slow.code()));
-        prop_assert_eq!(fast.allowed, fast.reason.is_allowed(), "allowed and reason disagree for {:?}", req);
         prop_assert_eq!(
             fast.reason,
             slow,

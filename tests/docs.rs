@@ -467,7 +467,7 @@ fn run_example(tenant: &str, view: &TenantView, line: &str, at: &str) {
             let got = if d.reason == authzd::engine::Reason::InvalidRequest {
                 "refused (INVALID_ARGUMENT)".to_owned()
             } else {
-                format!("{} ({})", if d.allowed { "ALLOWED" } else { "DENIED" }, d.reason.code())
+                format!("{} ({})", if d.allowed() { "ALLOWED" } else { "DENIED" }, d.reason.code())
             };
             assert_eq!(got, expected, "{at}: `{cmd}`");
         }

@@ -60,7 +60,7 @@ fn checks_do_not_allocate() {
             ..Default::default()
         };
         for r in [&by_privilege, &by_object] {
-            if view.check(r).allowed {
+            if view.check(r).allowed() {
                 allowed += 1;
             } else {
                 denied += 1;

@@ -132,12 +132,23 @@ pub struct CheckRequest<'a> {
 /// A decision: allowed or not, why, and at which revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Whether every part holds.
-    pub allowed: bool,
-    /// The first failing part, or why it was allowed.
+    /// The first failing part, or why it was allowed: whether the check is
+    /// allowed follows from it ([`Decision::allowed`]), so the two cannot disagree.
     pub reason: Reason,
     /// Snapshot revision the decision was made at.
     pub revision: Revision,
+}
+
+impl Decision {
+    /// A decision for `reason` at `revision`.
+    pub const fn new(reason: Reason, revision: Revision) -> Self {
+        Decision { reason, revision }
+    }
+
+    /// Whether every part holds (the reason is an allowing one).
+    pub const fn allowed(&self) -> bool {
+        self.reason.is_allowed()
+    }
 }
 
 /// Where a person's privileges in an application come from (SPEC §3).

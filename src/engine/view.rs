@@ -1204,7 +1204,7 @@ impl TenantView {
     /// Decides one check (SPEC §4). Allocates nothing.
     pub fn check(&self, r: &CheckRequest<'_>) -> Decision {
         let reason = self.evaluate(r);
-        Decision { allowed: reason.is_allowed(), reason, revision: self.revision }
+        Decision::new(reason, self.revision)
     }
 
     fn evaluate(&self, r: &CheckRequest<'_>) -> Reason {
@@ -1799,7 +1799,7 @@ pub struct Explanation {
 impl Default for Explanation {
     fn default() -> Self {
         Explanation {
-            decision: Decision { allowed: false, reason: Reason::Internal, revision: 0 },
+            decision: Decision::new(Reason::Internal, 0),
             entries: Vec::new(),
             groups: Vec::new(),
             roles: Vec::new(),

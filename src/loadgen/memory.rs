@@ -66,7 +66,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode, CliError> {
             object: Some(ObjectRef { kind: crate::model::types::METRIC, id: metric, tenant: None }),
             ..Default::default()
         });
-        allowed += u64::from(d.allowed);
+        allowed += u64::from(d.allowed());
     }
     let check_ns = t3.elapsed().as_nanos() as f64 / checks as f64;
     let lists = 20;

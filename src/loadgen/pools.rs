@@ -72,7 +72,7 @@ impl Question {
             privilege: self.privilege.as_deref(),
             property: None,
         });
-        Expect { allowed: d.allowed, reason: convert::reason(d.reason) as i32 }
+        Expect { allowed: d.allowed(), reason: convert::reason(d.reason) as i32 }
     }
 
     fn permission_pb(&self) -> i32 {

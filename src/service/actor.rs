@@ -290,7 +290,7 @@ impl Ctx<'_> {
             ),
         };
         let d = view.check(&req);
-        if !d.allowed {
+        if !d.allowed() {
             let mut why = format!("{what}: {}", d.reason.code());
             if matches!(d.reason, Reason::MissingPrivilege | Reason::UnmetDependency) {
                 let ex = view.explain(&req);

@@ -275,7 +275,7 @@ impl AdminService for Admin {
             property: None,
         };
         let d = state.view.check(&check);
-        if !d.allowed {
+        if !d.allowed() {
             return Err(ServiceError::PermissionDenied(format!(
                 "person `{}` may not edit {} `{}`: {}",
                 req.person,

@@ -256,7 +256,7 @@ pub fn list_permission(v: i32) -> ServiceResult<Perm> {
 
 /// A decision as a `CheckResponse` (evidence added by the caller).
 pub fn check_response(d: Decision, evidence: Option<pb::Evidence>) -> pb::CheckResponse {
-    pb::CheckResponse { allowed: d.allowed, reason: reason(d.reason) as i32, revision: d.revision, evidence }
+    pb::CheckResponse { allowed: d.allowed(), reason: reason(d.reason) as i32, revision: d.revision, evidence }
 }
 
 /// The opaque continuation token of a listing: base64 of `<revision>:<last id>`,

@@ -132,10 +132,9 @@ impl DecisionService for Decisions {
                     let (d, evidence) = explained(&state, &check);
                     convert::check_response(d, Some(evidence))
                 }
-                Err(reason) => convert::check_response(
-                    Decision { allowed: false, reason, revision: snapshot.revision() },
-                    Some(pb::Evidence::default()),
-                ),
+                Err(reason) => {
+                    convert::check_response(Decision::new(reason, snapshot.revision()), Some(pb::Evidence::default()))
+                }
             }
         } else {
             convert::check_response(snapshot.check(&req.tenant, &check), None)
@@ -176,7 +175,11 @@ impl DecisionService for Decisions {
                         } else {
                             (state.view.check(c), None)
                         };
-                        pb::CheckBatchResult { allowed: d.allowed, reason: convert::reason(d.reason) as i32, evidence }
+                        pb::CheckBatchResult {
+                            allowed: d.allowed(),
+                            reason: convert::reason(d.reason) as i32,
+                            evidence,
+                        }
                     })
                     .collect(),
             },
@@ -284,13 +287,10 @@ impl DecisionService for Decisions {
         let check = convert::explain_request(&req)?;
         let (d, evidence) = match self.replica.state(&req.tenant) {
             Ok(state) => explained(&state, &check),
-            Err(reason) => (
-                Decision { allowed: false, reason, revision: self.replica.snapshot().revision() },
-                pb::Evidence::default(),
-            ),
+            Err(reason) => (Decision::new(reason, self.replica.snapshot().revision()), pb::Evidence::default()),
         };
         Ok(Response::new(pb::ExplainResponse {
-            allowed: d.allowed,
+            allowed: d.allowed(),
             reason: convert::reason(d.reason) as i32,
             revision: d.revision,
             evidence: Some(evidence),

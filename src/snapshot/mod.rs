@@ -219,7 +219,7 @@ impl Snapshot {
     /// Decides one check; an unknown tenant or unloaded snapshot denies with its reason.
     pub fn check(&self, tenant: &str, r: &CheckRequest<'_>) -> Decision {
         let revision = self.revision();
-        self.with_view(tenant, |v| v.check(r)).unwrap_or_else(|reason| Decision { allowed: false, reason, revision })
+        self.with_view(tenant, |v| v.check(r)).unwrap_or_else(|reason| Decision::new(reason, revision))
     }
 
     /// Tenant ids, sorted.
