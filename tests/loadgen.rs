@@ -479,6 +479,7 @@ async fn the_metrics_format_is_negotiated() {
         assert!(value("process_resident_memory_bytes") > 1_000_000.0, "{classic}");
         assert!(value("process_open_fds") >= 3.0 && value("process_max_fds") >= value("process_open_fds"));
         assert!(value("process_threads") >= 2.0);
+        assert!(value("authzd_runtime_alive_tasks") >= 1.0, "{classic}");
         assert!(value("process_cpu_seconds_total") > 0.0);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value("process_start_time_seconds");
