@@ -398,6 +398,101 @@ async fn http_json_checks_and_sse_fan_out_are_verified_over_http1_and_http2() {
     r.stop().await;
 }
 
+/// The soak for a few seconds: every kind of load happened, every answer was
+/// right, and the report has its samples and a verdict with start and end
+/// figures. Flatness is not asserted (the tolerances are opened wide): five
+/// seconds say nothing about it, and the process metrics are those of this
+/// test process, which runs other tests' servers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_applies_every_kind_of_load_and_samples_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true).await;
+    let server = format!("http://{}", r.addr);
+    let metrics = format!("http://{}", r.metrics.unwrap());
+    let (ok, report) = bench(args(&[
+        "--server",
+        &server,
+        "--workloads",
+        "soak",
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+        "--sample-interval",
+        "1s",
+        "--write-interval",
+        "300ms",
+        "--metrics-url",
+        &metrics,
+        "--concurrency",
+        "4",
+        "--soak-subscribers",
+        "3",
+        "--soak-listers",
+        "1",
+        "--page-size",
+        "100",
+        "--flat-rss-percent",
+        "100000",
+        "--flat-rss-mib",
+        "100000",
+        "--flat-fds",
+        "100000",
+        "--flat-tasks",
+        "100000",
+    ]))
+    .await;
+    assert!(ok, "{report:#}");
+    let w = workload(&report, "soak");
+    assert_eq!((w["errors"].as_u64(), w["mismatches"].as_u64()), (Some(0), Some(0)), "{w:#}");
+    let x = &w["extra"];
+    let load = &x["load"];
+    for key in ["checks", "writes", "subscriptions_opened", "subscriptions_closed", "differences_verified", "listings"]
+    {
+        assert!(load[key].as_u64().unwrap() > 0, "no {key}: {load:#}");
+    }
+    assert!(load["writes"].as_u64().unwrap() >= 3, "{load:#}");
+    assert_eq!(load["failed_samples"], 0);
+    assert!(load["pooled_checks_changed_by_the_flip"].as_u64().unwrap() > 0, "the flip changes no answer: {load:#}");
+    // A sample at the start, one a second, one at the end.
+    let samples = x["samples"].as_array().unwrap();
+    assert!(samples.len() >= 4, "{samples:#?}");
+    for s in samples {
+        assert!(s["rss_bytes"].as_f64().unwrap() > 1_000_000.0, "{s}");
+        assert!(s["open_fds"].as_f64().unwrap() >= 3.0, "{s}");
+        assert!(s["tasks"].as_f64().unwrap() >= 1.0, "{s}");
+    }
+    let v = &x["verdict"];
+    assert!(v["start_t_s"].as_f64().unwrap() >= 1.0, "the start figures come after the warm-up: {v:#}");
+    assert!(v["end_t_s"].as_f64().unwrap() >= 4.5, "{v:#}");
+    for key in ["rss_bytes", "open_fds", "tasks"] {
+        for field in ["start", "end", "growth"] {
+            assert!(v[key][field].as_f64().is_some(), "{key}.{field}: {v:#}");
+        }
+        assert_eq!(v[key]["flat"], true, "{key}: {v:#}");
+    }
+    assert_eq!(v["flat"], true);
+    assert_eq!(v["tolerance"]["tasks"], 100000);
+    // The role is restored: the flip's writes are even, plus the first one.
+    assert_eq!(load["writes"].as_u64().unwrap() % 2, 0, "the role is left as it was: {load:#}");
+
+    // Bad input names the flag.
+    for (extra, flag) in [
+        (&["--workloads", "soak"][..], "--metrics-url"),
+        (&["--workloads", "soak", "--metrics-url", "https://x:1"], "--metrics-url"),
+        (&["--workloads", "soak", "--metrics-url", &metrics, "--duration", "1s", "--warmup", "2s"], "--warmup"),
+        (&["--workloads", "soak", "--metrics-url", &metrics, "--sample-interval", "0s"], "--sample-interval"),
+    ] {
+        let mut a = args(extra);
+        a.extend(["--server".to_owned(), server.clone()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd")).arg("bench").args(&a).output().unwrap();
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{extra:?}: {err}");
+    }
+    r.stop().await;
+}
+
 #[test]
 fn memory_only_reports_load_time_and_memory() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
