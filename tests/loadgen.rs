@@ -493,6 +493,45 @@ async fn soak_applies_every_kind_of_load_and_samples_the_server() {
     r.stop().await;
 }
 
+/// `--decision-log-cost` starts its own servers (this binary) with the log
+/// off, to a file and to /dev/null, and verifies the checks and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_log_cost_runs_the_checks_with_the_log_off_and_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cost_dir = dir.path().display().to_string();
+    let (ok, report) = bench(args(&[
+        "--decision-log-cost",
+        "--cost-dir",
+        &cost_dir,
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+    ]))
+    .await;
+    assert!(ok, "{report:#}");
+    let names: Vec<&str> =
+        report["workloads"].as_array().unwrap().iter().map(|w| w["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["check-privilege/log-off", "check-privilege/log-file", "check-privilege/log-null"]);
+    for name in &names {
+        let w = workload(&report, name);
+        assert_eq!((w["errors"].as_u64(), w["mismatches"].as_u64()), (Some(0), Some(0)), "{w:#}");
+        assert!(w["calls"].as_u64().unwrap() > 0, "{w:#}");
+        assert!(w["extra"]["vs_off"].as_f64().unwrap() > 0.0, "{w:#}");
+    }
+    assert_eq!(workload(&report, "check-privilege/log-off")["extra"]["log"], "off");
+    for name in ["check-privilege/log-file", "check-privilege/log-null"] {
+        let x = &workload(&report, name)["extra"];
+        assert!(x["decisions"].as_f64().unwrap() > 0.0, "{x:#}");
+        assert_eq!(x["lines"].as_f64().unwrap() + x["dropped"].as_f64().unwrap(), x["decisions"].as_f64().unwrap());
+    }
+    let file = &workload(&report, "check-privilege/log-file")["extra"];
+    assert_eq!(file["file_lines"].as_f64().unwrap(), file["lines"].as_f64().unwrap(), "{file:#}");
+    assert_eq!(workload(&report, "check-privilege/log-null")["extra"]["log"], "/dev/null");
+}
+
 #[test]
 fn memory_only_reports_load_time_and_memory() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))

@@ -22,6 +22,9 @@
 //!   descriptors and tasks sampled from its metrics ([`soak`]; not in the
 //!   default list).
 //!
+//! `--decision-log-cost` ([`dlog`]) starts the servers itself, with the
+//! decision log off and on, and runs `check-privilege` against each.
+//!
 //! Every answer is compared with the local view (allowed and reason; the
 //! listed ids; the privileges gained and lost). An error or a mismatch is
 //! counted and makes the exit code 1, so a server that fails fast, or answers
@@ -31,6 +34,7 @@
 //! [`memory`] (`--memory-only`: resident memory and load time of a tenant
 //! built in-process).
 
+pub mod dlog;
 pub mod fanout;
 pub mod httpjson;
 pub mod memory;
@@ -272,6 +276,25 @@ pub struct BenchArgs {
     /// subscriptions being opened or closed at the moment of a sample can hold).
     #[arg(long)]
     pub flat_tasks: Option<i64>,
+    /// Measure the decision log's cost: start `authzd serve` (this binary)
+    /// three times on one fresh store — the log off, writing every decision
+    /// to a file, and to /dev/null — and run `check-privilege` against each;
+    /// calls/s of each against the log-off run. `--server`, `--unix-socket`
+    /// and `--workloads` are not used.
+    #[arg(long, conflicts_with_all = ["memory_only", "no_import", "unix_socket"])]
+    pub decision_log_cost: bool,
+    /// `--decision-log-cost`: directory of the spawned servers' store, logs
+    /// and decision log (default: a new directory under the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub cost_dir: Option<PathBuf>,
+    /// `--decision-log-cost`: run the spawned servers under `taskset -c CPUS`
+    /// (`0`: the server on core 0; run the bench itself under `taskset -c 1`).
+    #[arg(long, value_name = "CPUS")]
+    pub serve_cpus: Option<String>,
+    /// `--decision-log-cost`: one more flag for the spawned servers (repeat;
+    /// `--serve-arg=--decision-log-buffer=1000000`).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub serve_arg: Vec<String>,
 }
 
 impl BenchArgs {
@@ -485,6 +508,9 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
     }
     if a.concurrency == 0 || a.batch_size == 0 || a.pool == 0 {
         return Err(CliError::Input("--concurrency, --batch-size and --pool must be at least 1".into()));
+    }
+    if a.decision_log_cost {
+        return dlog::run(a).await;
     }
     if a.workloads.contains(&Workload::Soak) {
         soak::check_args(&a).map_err(CliError::Input)?;

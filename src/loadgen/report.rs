@@ -240,6 +240,15 @@ impl Report {
                     outln!("{line}");
                 }
             }
+            if let Some(x) = r.extra.get("vs_off").and_then(Value::as_f64).filter(|_| r.extra["log"] != "off") {
+                outln!(
+                    "{}: {x:.3} × the calls/s with the decision log off (log {}; {} lines written, {} dropped)",
+                    r.name,
+                    r.extra["log"].as_str().unwrap_or(""),
+                    thousands(r.extra["lines"].as_f64().unwrap_or(0.0)),
+                    thousands(r.extra["dropped"].as_f64().unwrap_or(0.0))
+                );
+            }
             if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
                 outln!("{}: {}", r.name, r.extra);
             }
