@@ -463,8 +463,11 @@ async fn soak_applies_every_kind_of_load_and_samples_the_server() {
         assert!(s["tasks"].as_f64().unwrap() >= 1.0, "{s}");
     }
     let v = &x["verdict"];
-    assert!(v["start_t_s"].as_f64().unwrap() >= 1.0, "the start figures come after the warm-up: {v:#}");
-    assert!(v["end_t_s"].as_f64().unwrap() >= 4.5, "{v:#}");
+    let times = |k: &str| -> Vec<f64> { v[k].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
+    let (first, last) = (times("start_samples_t_s"), times("end_samples_t_s"));
+    assert_eq!((first.len(), last.len()), (3, 3), "{v:#}");
+    assert!(first[0] >= 1.0, "the start figures come after the warm-up: {v:#}");
+    assert!(last[2] >= 4.5 && last[2] > first[0], "the end figures come from the end: {v:#}");
     for key in ["rss_bytes", "open_fds", "tasks"] {
         for field in ["start", "end", "growth"] {
             assert!(v[key][field].as_f64().is_some(), "{key}.{field}: {v:#}");

@@ -22,8 +22,9 @@
 //! written yet is a mismatch.
 //!
 //! Samples: at the start, every `--sample-interval`, and at the end (the load
-//! still running). The start figures are those of the first sample at or
-//! after `--warmup` (default 2 minutes); the end figures, the last sample.
+//! still running). The start figures are the medians of the first three
+//! samples at or after `--warmup` (default 2 minutes); the end figures, of the
+//! last three (one sample at a peak neither makes nor hides a trend).
 //! Flat: resident memory grew by at most `--flat-rss-percent` of its start and
 //! at most `--flat-rss-mib`; descriptors and tasks by at most `--flat-fds` and
 //! `--flat-tasks`. Not flat is a failure (exit code 1), as errors and
@@ -535,7 +536,35 @@ pub fn table(extra: &Value) -> Vec<String> {
     points.iter().enumerate().map(|(i, p)| row(p, i.checked_sub(1).map(|j| &points[j]), p.t < warm)).collect()
 }
 
-/// Start against end, and whether each stayed within its tolerance.
+/// Samples whose median is a start or end figure.
+const WINDOW: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The medians of a window of samples (its time too).
+fn window(w: &[&Point]) -> Point {
+    let m = |f: fn(&Point) -> f64| median(w.iter().map(|p| f(p)).collect());
+    Point {
+        t: m(|p| p.t),
+        rss: m(|p| p.rss),
+        fds: m(|p| p.fds),
+        tasks: m(|p| p.tasks),
+        threads: m(|p| p.threads),
+        streams: m(|p| p.streams),
+        ..Point::default()
+    }
+}
+
+/// Start against end, and whether each stayed within its tolerance: the
+/// start figures are the medians of the first [`WINDOW`] samples at or after
+/// the warm-up, the end figures those of the last [`WINDOW`].
 fn verdict(a: &BenchArgs, points: &[Point], warmup: Duration) -> Value {
     let fd_slack = a.flat_fds.unwrap_or(a.soak_subscribers as i64 + 16);
     let task_slack = a.flat_tasks.unwrap_or((a.concurrency + a.soak_listers + 4 * a.soak_subscribers) as i64 + 32);
@@ -545,21 +574,25 @@ fn verdict(a: &BenchArgs, points: &[Point], warmup: Duration) -> Value {
         "open_fds": fd_slack,
         "tasks": task_slack,
     });
-    let start = points.iter().find(|p| p.t >= warmup.as_secs_f64());
-    let (Some(start), Some(end)) = (start, points.last()) else {
+    let after: Vec<&Point> = points.iter().filter(|p| p.t >= warmup.as_secs_f64()).collect();
+    if after.is_empty() {
         return json!({
             "tolerance": tolerance,
             "flat": false,
             "failed": "no sample after the warm-up: nothing to compare",
         });
-    };
+    }
+    // The median of the first and of the last samples: one sample taken at a
+    // peak (a listing's pages in memory) neither makes nor hides a trend.
+    let first = &after[..after.len().min(WINDOW)];
+    let last = &after[after.len().saturating_sub(WINDOW)..];
+    let (start, end) = (window(first), window(last));
     let rss_growth = end.rss - start.rss;
     let rss_limit = (start.rss * a.flat_rss_percent / 100.0).min(a.flat_rss_mib * 1_048_576.0);
     let figure = |s: f64, e: f64, ok: bool| json!({ "start": s, "end": e, "growth": e - s, "flat": ok });
     let rss_ok = rss_growth.is_finite() && rss_growth <= rss_limit;
     let fds_ok = (end.fds - start.fds).is_finite() && end.fds - start.fds <= fd_slack as f64;
     let tasks_ok = (end.tasks - start.tasks).is_finite() && end.tasks - start.tasks <= task_slack as f64;
-    let after: Vec<&Point> = points.iter().filter(|p| p.t >= start.t).collect();
     let max = |f: fn(&Point) -> f64| after.iter().map(|p| f(p)).fold(f64::NAN, f64::max);
     let mut bad = Vec::new();
     if !rss_ok {
@@ -580,6 +613,8 @@ fn verdict(a: &BenchArgs, points: &[Point], warmup: Duration) -> Value {
         "tolerance": tolerance,
         "start_t_s": start.t,
         "end_t_s": end.t,
+        "start_samples_t_s": first.iter().map(|p| p.t).collect::<Vec<_>>(),
+        "end_samples_t_s": last.iter().map(|p| p.t).collect::<Vec<_>>(),
         "rss_bytes": figure(start.rss, end.rss, rss_ok),
         "rss_limit_bytes": rss_limit,
         "open_fds": figure(start.fds, end.fds, fds_ok),
@@ -616,10 +651,15 @@ pub fn verdict_lines(extra: &Value) -> Vec<String> {
     if v.get("rss_bytes").is_some() {
         let mib = |x: &Value| x.as_f64().unwrap_or(f64::NAN) / 1_048_576.0;
         let mark = |x: &Value| if x["flat"] == true { "flat" } else { "NOT FLAT" };
+        let at = |k: &str| {
+            v[k].as_array()
+                .map(|t| t.iter().map(|x| format!("{:.0}", x.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        };
         out.push(format!(
-            "soak start (at {:.0} s, after the warm-up) → end (at {:.0} s):",
-            v["start_t_s"].as_f64().unwrap_or(0.0),
-            v["end_t_s"].as_f64().unwrap_or(0.0)
+            "soak start (median of the samples at {} s, after the warm-up) → end (median of the samples at {} s):",
+            at("start_samples_t_s"),
+            at("end_samples_t_s")
         ));
         let r = &v["rss_bytes"];
         out.push(format!(
@@ -932,30 +972,57 @@ mod tests {
     }
 
     #[test]
-    fn the_verdict_compares_the_end_with_the_first_sample_after_the_warm_up() {
+    fn the_verdict_compares_the_last_samples_with_the_first_after_the_warm_up() {
         let a = args(&["--concurrency", "4", "--soak-subscribers", "2", "--soak-listers", "1"]);
         let warmup = Duration::from_secs(60);
-        // A big warm-up growth does not count; 5 % and 5 MiB after it are flat.
-        let flat = [point(0.0, 10.0, 5.0, 1.0), point(60.0, 100.0, 30.0, 50.0), point(120.0, 105.0, 45.0, 90.0)];
+        let run = |after: &[(f64, f64, f64)]| {
+            let mut v = vec![point(0.0, 10.0, 5.0, 1.0), point(30.0, 20.0, 6.0, 2.0)];
+            v.extend(after.iter().enumerate().map(|(i, &(m, f, t))| point(60.0 + 10.0 * i as f64, m, f, t)));
+            v
+        };
+        // The warm-up's growth does not count; 5 % and 5 MiB after it are flat.
+        let flat = run(&[
+            (100.0, 30.0, 50.0),
+            (99.0, 31.0, 52.0),
+            (101.0, 30.0, 51.0),
+            (104.0, 45.0, 90.0),
+            (105.0, 44.0, 89.0),
+            (106.0, 45.0, 92.0),
+        ]);
         let v = verdict(&a, &flat, warmup);
         assert_eq!(v["flat"], true, "{v:#}");
-        assert_eq!(v["start_t_s"], 60.0);
+        assert_eq!(v["start_samples_t_s"], json!([60.0, 70.0, 80.0]));
+        assert_eq!(v["end_samples_t_s"], json!([90.0, 100.0, 110.0]));
+        assert_eq!(v["open_fds"]["start"], 30.0);
         assert_eq!(v["open_fds"]["growth"], 15.0);
+        assert_eq!(v["tasks"]["growth"], 39.0);
+        assert_eq!(v["rss_bytes"]["growth"], 5.0 * 1_048_576.0);
         // Default slack: fds 2 + 16, tasks 4 + 1 + 4 × 2 + 32.
         assert_eq!(v["tolerance"]["open_fds"], 18);
         assert_eq!(v["tolerance"]["tasks"], 45);
         assert!(v.get("failed").is_none());
-        // 11 % is not, nor 19 more descriptors, nor 46 more tasks.
-        let grown = [point(60.0, 100.0, 30.0, 50.0), point(120.0, 111.0, 49.0, 96.0)];
+        // One peak at the end is not a trend.
+        let peak = run(&[
+            (100.0, 30.0, 50.0),
+            (100.0, 30.0, 50.0),
+            (100.0, 30.0, 50.0),
+            (100.0, 30.0, 50.0),
+            (180.0, 80.0, 200.0),
+        ]);
+        assert_eq!(verdict(&a, &peak, warmup)["flat"], true);
+        // 11 % is not flat, nor 19 more descriptors, nor 46 more tasks.
+        let grown = run(&[(100.0, 30.0, 50.0); 3].into_iter().chain([(111.0, 49.0, 96.0); 3]).collect::<Vec<_>>());
         let v = verdict(&a, &grown, warmup);
-        assert_eq!(v["flat"], false);
+        assert_eq!(v["flat"], false, "{v:#}");
         let why = v["failed"].as_str().unwrap();
         assert!(why.contains("resident memory") && why.contains("descriptors") && why.contains("tasks"), "{why}");
         // 10 % of 1 GiB is more than 32 MiB: the MiB bound holds.
-        let big = [point(60.0, 1024.0, 30.0, 50.0), point(120.0, 1024.0 + 40.0, 30.0, 50.0)];
-        assert_eq!(verdict(&a, &big, warmup)["rss_bytes"]["flat"], false);
+        let big =
+            run(&[(1024.0, 30.0, 50.0); 3].into_iter().chain([(1024.0 + 40.0, 30.0, 50.0); 3]).collect::<Vec<_>>());
+        let v = verdict(&a, &big, warmup);
+        assert_eq!(v["rss_bytes"]["flat"], false, "{v:#}");
         // No sample after the warm-up: no verdict, a failure.
-        let v = verdict(&a, &flat[..1], warmup);
+        let v = verdict(&a, &flat[..2], warmup);
         assert!(v["failed"].as_str().unwrap().contains("no sample after the warm-up"));
     }
 
