@@ -126,6 +126,8 @@ struct Live {
     probe: Arc<ProbeState>,
     watch: Arc<RwLock<Option<WatchSource>>>,
     decision_log: Arc<RwLock<Option<Arc<decision_log::Stats>>>>,
+    /// The runtime the registry was made on (the server's), for its task count.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Live {
@@ -243,6 +245,14 @@ impl Collector for Live {
                 "decision_log_errors",
                 "Failed writes and flushes of the decision log.",
                 load(&stats.errors),
+            )?;
+        }
+        if let Some(rt) = &self.runtime {
+            gauge(
+                &mut e,
+                "runtime_alive_tasks",
+                "Tasks alive on the server's async runtime (spawned and not yet finished).",
+                clamp(rt.metrics().num_alive_tasks() as u64),
             )?;
         }
         let r = self.replica.retention_stats();
@@ -471,6 +481,7 @@ impl Metrics {
             probe: Arc::clone(&probe),
             watch: Arc::clone(&watch),
             decision_log: Arc::clone(&decision_log),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }));
         Arc::new(Metrics {
             registry: root,

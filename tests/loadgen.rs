@@ -398,6 +398,143 @@ async fn http_json_checks_and_sse_fan_out_are_verified_over_http1_and_http2() {
     r.stop().await;
 }
 
+/// The soak for a few seconds: every kind of load happened, every answer was
+/// right, and the report has its samples and a verdict with start and end
+/// figures. Flatness is not asserted (the tolerances are opened wide): five
+/// seconds say nothing about it, and the process metrics are those of this
+/// test process, which runs other tests' servers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_applies_every_kind_of_load_and_samples_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true).await;
+    let server = format!("http://{}", r.addr);
+    let metrics = format!("http://{}", r.metrics.unwrap());
+    let (ok, report) = bench(args(&[
+        "--server",
+        &server,
+        "--workloads",
+        "soak",
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+        "--sample-interval",
+        "1s",
+        "--write-interval",
+        "300ms",
+        "--metrics-url",
+        &metrics,
+        "--concurrency",
+        "4",
+        "--soak-subscribers",
+        "3",
+        "--soak-listers",
+        "1",
+        "--page-size",
+        "100",
+        "--flat-rss-percent",
+        "100000",
+        "--flat-rss-mib",
+        "100000",
+        "--flat-fds",
+        "100000",
+        "--flat-tasks",
+        "100000",
+    ]))
+    .await;
+    assert!(ok, "{report:#}");
+    let w = workload(&report, "soak");
+    assert_eq!((w["errors"].as_u64(), w["mismatches"].as_u64()), (Some(0), Some(0)), "{w:#}");
+    let x = &w["extra"];
+    let load = &x["load"];
+    for key in ["checks", "writes", "subscriptions_opened", "subscriptions_closed", "differences_verified", "listings"]
+    {
+        assert!(load[key].as_u64().unwrap() > 0, "no {key}: {load:#}");
+    }
+    assert!(load["writes"].as_u64().unwrap() >= 3, "{load:#}");
+    assert_eq!(load["failed_samples"], 0);
+    assert!(load["pooled_checks_changed_by_the_flip"].as_u64().unwrap() > 0, "the flip changes no answer: {load:#}");
+    // A sample at the start, one a second, one at the end.
+    let samples = x["samples"].as_array().unwrap();
+    assert!(samples.len() >= 4, "{samples:#?}");
+    for s in samples {
+        assert!(s["rss_bytes"].as_f64().unwrap() > 1_000_000.0, "{s}");
+        assert!(s["open_fds"].as_f64().unwrap() >= 3.0, "{s}");
+        assert!(s["tasks"].as_f64().unwrap() >= 1.0, "{s}");
+    }
+    let v = &x["verdict"];
+    let times = |k: &str| -> Vec<f64> { v[k].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
+    let (first, last) = (times("start_samples_t_s"), times("end_samples_t_s"));
+    assert_eq!((first.len(), last.len()), (3, 3), "{v:#}");
+    assert!(first[0] >= 1.0, "the start figures come after the warm-up: {v:#}");
+    assert!(last[2] >= 4.5 && last[2] > first[0], "the end figures come from the end: {v:#}");
+    for key in ["rss_bytes", "open_fds", "tasks"] {
+        for field in ["start", "end", "growth"] {
+            assert!(v[key][field].as_f64().is_some(), "{key}.{field}: {v:#}");
+        }
+        assert_eq!(v[key]["flat"], true, "{key}: {v:#}");
+    }
+    assert_eq!(v["flat"], true);
+    assert_eq!(v["tolerance"]["tasks"], 100000);
+    // The role is restored: the flip's writes are even, plus the first one.
+    assert_eq!(load["writes"].as_u64().unwrap() % 2, 0, "the role is left as it was: {load:#}");
+
+    // Bad input names the flag.
+    for (extra, flag) in [
+        (&["--workloads", "soak"][..], "--metrics-url"),
+        (&["--workloads", "soak", "--metrics-url", "https://x:1"], "--metrics-url"),
+        (&["--workloads", "soak", "--metrics-url", &metrics, "--duration", "1s", "--warmup", "2s"], "--warmup"),
+        (&["--workloads", "soak", "--metrics-url", &metrics, "--sample-interval", "0s"], "--sample-interval"),
+    ] {
+        let mut a = args(extra);
+        a.extend(["--server".to_owned(), server.clone()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd")).arg("bench").args(&a).output().unwrap();
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{extra:?}: {err}");
+    }
+    r.stop().await;
+}
+
+/// `--decision-log-cost` starts its own servers (this binary) with the log
+/// off, to a file and to /dev/null, and verifies the checks and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_log_cost_runs_the_checks_with_the_log_off_and_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cost_dir = dir.path().display().to_string();
+    let (ok, report) = bench(args(&[
+        "--decision-log-cost",
+        "--cost-dir",
+        &cost_dir,
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+    ]))
+    .await;
+    assert!(ok, "{report:#}");
+    let names: Vec<&str> =
+        report["workloads"].as_array().unwrap().iter().map(|w| w["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["check-privilege/log-off", "check-privilege/log-file", "check-privilege/log-null"]);
+    for name in &names {
+        let w = workload(&report, name);
+        assert_eq!((w["errors"].as_u64(), w["mismatches"].as_u64()), (Some(0), Some(0)), "{w:#}");
+        assert!(w["calls"].as_u64().unwrap() > 0, "{w:#}");
+        assert!(w["extra"]["vs_off"].as_f64().unwrap() > 0.0, "{w:#}");
+    }
+    assert_eq!(workload(&report, "check-privilege/log-off")["extra"]["log"], "off");
+    for name in ["check-privilege/log-file", "check-privilege/log-null"] {
+        let x = &workload(&report, name)["extra"];
+        assert!(x["decisions"].as_f64().unwrap() > 0.0, "{x:#}");
+        assert_eq!(x["lines"].as_f64().unwrap() + x["dropped"].as_f64().unwrap(), x["decisions"].as_f64().unwrap());
+    }
+    let file = &workload(&report, "check-privilege/log-file")["extra"];
+    assert_eq!(file["file_lines"].as_f64().unwrap(), file["lines"].as_f64().unwrap(), "{file:#}");
+    assert_eq!(workload(&report, "check-privilege/log-null")["extra"]["log"], "/dev/null");
+}
+
 #[test]
 fn memory_only_reports_load_time_and_memory() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authzd"))
@@ -479,6 +616,7 @@ async fn the_metrics_format_is_negotiated() {
         assert!(value("process_resident_memory_bytes") > 1_000_000.0, "{classic}");
         assert!(value("process_open_fds") >= 3.0 && value("process_max_fds") >= value("process_open_fds"));
         assert!(value("process_threads") >= 2.0);
+        assert!(value("authzd_runtime_alive_tasks") >= 1.0, "{classic}");
         assert!(value("process_cpu_seconds_total") > 0.0);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value("process_start_time_seconds");

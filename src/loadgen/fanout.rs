@@ -76,7 +76,7 @@ fn desk_role(t: &Target, app: &str) -> Result<Role, String> {
 }
 
 /// Writes one mutation.
-async fn write(admin: &mut super::Admin, tenant: &str, m: &Mutation) -> Result<u64, String> {
+pub(super) async fn write(admin: &mut super::Admin, tenant: &str, m: &Mutation) -> Result<u64, String> {
     admin
         .write(pb::WriteRequest {
             tenant: tenant.to_owned(),
@@ -103,7 +103,7 @@ pub async fn run(a: &BenchArgs, t: &Target, token: &Token, sse: bool) -> Workloa
 }
 
 /// Persons holding `role` directly or through a group.
-fn holders(t: &Target, role: &Role) -> BTreeSet<PersonId> {
+pub(super) fn holders(t: &Target, role: &Role) -> BTreeSet<PersonId> {
     let mut out = role.members.persons.clone();
     for g in &role.members.groups {
         if let Some(group) = t.config.groups.get(g) {
@@ -314,7 +314,7 @@ async fn run_inner(
 
     // The flips.
     let begin = Instant::now();
-    let end = begin + a.duration;
+    let end = begin + a.duration();
     let ticker = progress(name, Arc::clone(&live), begin, end, a.quiet);
     let mut is_on = true;
     let mut flips = 0u64;

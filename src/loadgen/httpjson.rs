@@ -204,8 +204,8 @@ pub async fn run_check(a: &BenchArgs, pools: &Arc<Pools>) -> WorkloadResult {
         }
     }
     let start = Instant::now();
-    let warm_end = start + a.warmup;
-    let end = warm_end + a.duration;
+    let warm_end = start + a.warmup();
+    let end = warm_end + a.duration();
     let live = Arc::new(Live::default());
     let seq = Arc::new(AtomicU64::new(0));
     let ticker = progress(name, Arc::clone(&live), start, end, a.quiet);
@@ -241,7 +241,7 @@ pub async fn run_check(a: &BenchArgs, pools: &Arc<Pools>) -> WorkloadResult {
         }
     }
     ticker.abort();
-    let mut r = WorkloadResult::from_tally(name, total, a.duration);
+    let mut r = WorkloadResult::from_tally(name, total, a.duration());
     r.extra = serde_json::json!({ "http": if a.http2 { "HTTP/2" } else { "HTTP/1.1" }, "connections": conns.len() });
     r
 }

@@ -18,6 +18,12 @@
 //!   until every affected subscriber has its difference;
 //! - `check-http`, `watch-sse`: `Check` as HTTP/JSON, and `watch` with its
 //!   subscribers on Server-Sent Events ([`httpjson`]; not in the default list).
+//! - `soak`: all of it at once for a long time, the server's memory,
+//!   descriptors and tasks sampled from its metrics ([`soak`]; not in the
+//!   default list).
+//!
+//! `--decision-log-cost` ([`dlog`]) starts the servers itself, with the
+//! decision log off and on, and runs `check-privilege` against each.
 //!
 //! Every answer is compared with the local view (allowed and reason; the
 //! listed ids; the privileges gained and lost). An error or a mismatch is
@@ -28,12 +34,14 @@
 //! [`memory`] (`--memory-only`: resident memory and load time of a tenant
 //! built in-process).
 
+pub mod dlog;
 pub mod fanout;
 pub mod httpjson;
 pub mod memory;
 pub mod pools;
 pub mod report;
 pub mod runner;
+pub mod soak;
 
 use crate::cli::CliError;
 use crate::engine::TenantView;
@@ -76,6 +84,9 @@ pub enum Workload {
     CheckHttp,
     /// The `watch` fan-out with its subscribers on Server-Sent Events.
     WatchSse,
+    /// Mixed load for a long time (checks, writes, subscribers coming and
+    /// going, listings), the server's memory, descriptors and tasks sampled.
+    Soak,
 }
 
 impl Workload {
@@ -92,6 +103,7 @@ impl Workload {
             Workload::Watch => "watch",
             Workload::CheckHttp => "check-http",
             Workload::WatchSse => "watch-sse",
+            Workload::Soak => "soak",
         }
     }
 }
@@ -170,12 +182,13 @@ pub struct BenchArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Measured time per workload (`10s`, `500ms`).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Unmeasured time before each workload.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub warmup: Duration,
+    /// Measured time per workload (`10s`, `500ms`, `30m`; default 10 s, for `soak` 30 min).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Unmeasured time before each workload (default 1 s; for `soak`, 2 min
+    /// at the start of its `--duration`, after which its start figures are taken).
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
     /// HTTP/2 connections the requests are spread over.
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
@@ -227,6 +240,61 @@ pub struct BenchArgs {
     /// No progress lines on standard error.
     #[arg(long)]
     pub quiet: bool,
+    /// `soak`: the server's metrics endpoint (`http://127.0.0.1:9090`, the
+    /// address of `serve --metrics-listen`; `/metrics` unless a path is given),
+    /// sampled for resident memory, open file descriptors and live tasks.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+    /// `soak`: time between two samples of the server's metrics.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+    /// `soak`: time between two write batches (each flips a role, the next flips it back).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub write_interval: Duration,
+    /// `soak`: privilege subscribers, each on its own connection, connecting,
+    /// reading `--soak-changes` differences, disconnecting, and again.
+    #[arg(long, default_value_t = 32)]
+    pub soak_subscribers: usize,
+    /// `soak`: differences each subscription reads before it disconnects.
+    #[arg(long, default_value_t = 2)]
+    pub soak_changes: usize,
+    /// `soak`: tasks listing (`ListVisible`, every page) in a loop.
+    #[arg(long, default_value_t = 2)]
+    pub soak_listers: usize,
+    /// `soak`: resident memory is flat when it grew by at most this percentage of its start figure...
+    #[arg(long, default_value_t = 10.0)]
+    pub flat_rss_percent: f64,
+    /// ...and by at most this many MiB.
+    #[arg(long, default_value_t = 32.0)]
+    pub flat_rss_mib: f64,
+    /// `soak`: open file descriptors are flat when they grew by at most this
+    /// many (default: `--soak-subscribers` + 16, as each subscriber has its own connection).
+    #[arg(long)]
+    pub flat_fds: Option<i64>,
+    /// `soak`: live tasks are flat when they grew by at most this many (default:
+    /// `--concurrency` + `--soak-listers` + 4 × `--soak-subscribers` + 32, what in-flight calls and
+    /// subscriptions being opened or closed at the moment of a sample can hold).
+    #[arg(long)]
+    pub flat_tasks: Option<i64>,
+    /// Measure the decision log's cost: start `authzd serve` (this binary)
+    /// three times on one fresh store — the log off, writing every decision
+    /// to a file, and to /dev/null — and run `check-privilege` against each;
+    /// calls/s of each against the log-off run. `--server`, `--unix-socket`
+    /// and `--workloads` are not used.
+    #[arg(long, conflicts_with_all = ["memory_only", "no_import", "unix_socket"])]
+    pub decision_log_cost: bool,
+    /// `--decision-log-cost`: directory of the spawned servers' store, logs
+    /// and decision log (default: a new directory under the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub cost_dir: Option<PathBuf>,
+    /// `--decision-log-cost`: run the spawned servers under `taskset -c CPUS`
+    /// (`0`: the server on core 0; run the bench itself under `taskset -c 1`).
+    #[arg(long, value_name = "CPUS")]
+    pub serve_cpus: Option<String>,
+    /// `--decision-log-cost`: one more flag for the spawned servers (repeat;
+    /// `--serve-arg=--decision-log-buffer=1000000`).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub serve_arg: Vec<String>,
 }
 
 impl BenchArgs {
@@ -241,6 +309,16 @@ impl BenchArgs {
             denies: self.denies,
             seed: self.seed,
         }
+    }
+
+    /// Measured time of a workload: `--duration`, else 10 s (30 min for `soak`).
+    pub fn duration(&self) -> Duration {
+        self.duration.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// Unmeasured time before a workload: `--warmup`, else 1 s (2 min for `soak`).
+    pub fn warmup(&self) -> Duration {
+        self.warmup.unwrap_or(Duration::from_secs(1))
     }
 
     fn progress(&self, msg: impl std::fmt::Display) {
@@ -431,6 +509,12 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
     if a.concurrency == 0 || a.batch_size == 0 || a.pool == 0 {
         return Err(CliError::Input("--concurrency, --batch-size and --pool must be at least 1".into()));
     }
+    if a.decision_log_cost {
+        return dlog::run(a).await;
+    }
+    if a.workloads.contains(&Workload::Soak) {
+        soak::check_args(&a).map_err(CliError::Input)?;
+    }
     let started = Instant::now();
     let mut t = target(&a)?;
     let (persons, nodes, _) = t.view.stats();
@@ -452,11 +536,14 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
     let mut results = Vec::new();
     let mut health_rps = None;
     for w in &a.workloads {
-        a.progress(format_args!("{}: running for {:?} (+{:?} warm-up)", w.name(), a.duration, a.warmup));
+        if *w != Workload::Soak {
+            a.progress(format_args!("{}: running for {:?} (+{:?} warm-up)", w.name(), a.duration(), a.warmup()));
+        }
         let r = match w {
             Workload::Watch => fanout::run(&a, &t, &token, false).await,
             Workload::WatchSse => fanout::run(&a, &t, &token, true).await,
             Workload::CheckHttp => httpjson::run_check(&a, &pools).await,
+            Workload::Soak => soak::run(&a, &t, &token, &channels, Arc::clone(&pools)).await,
             w => runner::run(&a, *w, &channels, &pools).await,
         };
         if *w == Workload::Health && r.errors == 0 {

@@ -37,6 +37,8 @@ pub struct WorkloadResult {
     pub messages: Vec<String>,
     /// Workload-specific figures.
     pub extra: Value,
+    /// Why the workload failed although every answer was right (a soak that was not flat).
+    pub failed: Option<String>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -64,12 +66,13 @@ impl WorkloadResult {
             max_us: if t.latency.is_empty() { 0.0 } else { us(t.latency.max()) },
             messages: t.messages,
             extra: Value::Null,
+            failed: None,
         }
     }
 
     /// Whether it ran and every answer was right.
     pub fn ok(&self) -> bool {
-        self.errors == 0 && self.mismatches == 0 && self.calls > 0
+        self.errors == 0 && self.mismatches == 0 && self.calls > 0 && self.failed.is_none()
     }
 }
 
@@ -113,8 +116,8 @@ impl Report {
             "objects": t.config.objects.len(),
             "concurrency": a.concurrency,
             "connections": a.connections,
-            "duration_s": a.duration.as_secs_f64(),
-            "warmup_s": a.warmup.as_secs_f64(),
+            "duration_s": if a.workloads == [super::Workload::Soak] { super::soak::durations(a).0 } else { a.duration() }.as_secs_f64(),
+            "warmup_s": if a.workloads == [super::Workload::Soak] { super::soak::durations(a).1 } else { a.warmup() }.as_secs_f64(),
             "batch_size": a.batch_size,
             "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         });
@@ -153,6 +156,7 @@ impl Report {
                 "calls_vs_health": ratio(r.calls_per_sec, self.health_rps),
                 "decisions_vs_check": if r.name == "check-batch" { ratio(r.decisions_per_sec, check) } else { None },
                 "messages": r.messages,
+                "failed": r.failed,
                 "extra": r.extra,
             })).collect::<Vec<_>>(),
         })
@@ -179,8 +183,9 @@ impl Report {
             h["connections"],
             h["duration_s"]
         );
+        let width = self.results.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(16);
         outln!(
-            "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
+            "{:<w$} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
             "workload",
             "calls/s",
             "decisions/s",
@@ -189,14 +194,15 @@ impl Report {
             "p99.9",
             "errors",
             "mismatches",
-            "× health"
+            "× health",
+            w = width
         );
         let check = self.check_dps();
         for r in &self.results {
             let x = ratio(r.calls_per_sec, self.health_rps).map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
             let d = if r.name == "health" { "-".to_owned() } else { thousands(r.decisions_per_sec) };
             outln!(
-                "{:<16} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
+                "{:<w$} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}",
                 r.name,
                 thousands(r.calls_per_sec),
                 d,
@@ -205,7 +211,8 @@ impl Report {
                 latency(r.p999_us),
                 r.errors,
                 r.mismatches,
-                x
+                x,
+                w = width
             );
         }
         for r in &self.results {
@@ -224,6 +231,24 @@ impl Report {
                     outln!("{}: {n:.0} persons per lookup on average (decisions/s counts persons listed)", r.name);
                 }
             }
+            if r.name == "soak" && !r.extra.is_null() {
+                outln!("soak: samples of {}:", r.extra["metrics_url"].as_str().unwrap_or("the server"));
+                for line in super::soak::table(&r.extra) {
+                    outln!("  {line}");
+                }
+                for line in super::soak::verdict_lines(&r.extra) {
+                    outln!("{line}");
+                }
+            }
+            if let Some(x) = r.extra.get("vs_off").and_then(Value::as_f64).filter(|_| r.extra["log"] != "off") {
+                outln!(
+                    "{}: {x:.3} × the calls/s with the decision log off (log {}; {} lines written, {} dropped)",
+                    r.name,
+                    r.extra["log"].as_str().unwrap_or(""),
+                    thousands(r.extra["lines"].as_f64().unwrap_or(0.0)),
+                    thousands(r.extra["dropped"].as_f64().unwrap_or(0.0))
+                );
+            }
             if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
                 outln!("{}: {}", r.name, r.extra);
             }
@@ -234,7 +259,19 @@ impl Report {
                 outln!("{}: no call completed in the measured time", r.name);
             }
         }
-        outln!("{}", if self.ok() { "OK: every answer verified" } else { "FAILED: errors or mismatches (see above)" });
+        for r in &self.results {
+            if let Some(why) = &r.failed {
+                outln!("{}: FAILED: {why}", r.name);
+            }
+        }
+        outln!(
+            "{}",
+            if self.ok() {
+                "OK: every answer verified"
+            } else {
+                "FAILED: errors, mismatches or a failed verdict (see above)"
+            }
+        );
     }
 }
 

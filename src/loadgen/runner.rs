@@ -309,6 +309,7 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
         }
         Workload::Watch | Workload::WatchSse => Sample::Error("the watch workloads are not a closed loop".into()),
         Workload::CheckHttp => Sample::Error("check-http runs in loadgen::httpjson".into()),
+        Workload::Soak => Sample::Error("the soak is not one closed loop".into()),
     }
 }
 
@@ -332,8 +333,8 @@ pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<P
         return WorkloadResult::from_tally(name, t, Duration::ZERO);
     }
     let start = Instant::now();
-    let warm_end = start + a.warmup;
-    let end = warm_end + a.duration;
+    let warm_end = start + a.warmup();
+    let end = warm_end + a.duration();
     let live = Arc::new(Live::default());
     let seq = Arc::new(AtomicU64::new(0));
     let ticker = progress(name, Arc::clone(&live), start, end, a.quiet);
@@ -372,7 +373,7 @@ pub async fn run(a: &BenchArgs, w: Workload, channels: &[Channel], pools: &Arc<P
         }
     }
     ticker.abort();
-    let mut r = WorkloadResult::from_tally(name, total, a.duration);
+    let mut r = WorkloadResult::from_tally(name, total, a.duration());
     if w == Workload::ListVisible {
         r.extra = serde_json::json!({ "mean_objects": pools.mean_listed(), "page_size": a.page_size });
     }
