@@ -196,9 +196,9 @@ pub struct ServeFlags {
     /// Longest wait for a request's `at_least_revision`, in milliseconds.
     #[arg(long, env = "AUTHZD_REVISION_WAIT_MS", default_value_t = 5_000)]
     pub revision_wait_ms: u64,
-    /// Replaced revisions of each tenant kept for the continuations of paged
-    /// listings (every page of a listing is read at its first page's
-    /// revision; past this a continuation is refused). 0: none.
+    /// Replaced states of each tenant kept for the continuations of paged
+    /// listings begun on them (every page of a listing is read at its first
+    /// page's revision; past this a continuation is refused). 0: none.
     #[arg(long, env = "AUTHZD_PAGE_RETAIN_REVISIONS", default_value_t = 16)]
     pub page_retain_revisions: usize,
     /// How long a replaced revision stays readable by listing continuations, in seconds.

@@ -317,22 +317,28 @@ async fn a_continuation_past_the_kept_revisions_is_refused() {
     let s = server(&dir, PageRetention { revisions: 2, ttl: Duration::from_secs(3_600) }).await;
     let mut c = Clients::new(&s).await;
     let q = question(&s, &mut c).await;
-    for (i, l) in LISTINGS.into_iter().enumerate() {
-        // Two writes later the first page's state is the second kept one: it continues.
-        let first = c.page(l, &q, "", SMALL, 0).await.unwrap();
-        let kept = c.page(l, &q, &first.next, SMALL, 0).await.unwrap();
+    for l in LISTINGS {
+        // Three listings begun on three successive states; two are kept.
+        let a = c.page(l, &q, "", SMALL, 0).await.unwrap();
         touch(&s, &q, 1).await;
+        let b = c.page(l, &q, "", SMALL, 0).await.unwrap();
         touch(&s, &q, 2).await;
-        // Writes to another tenant do not change this tenant's state.
+        // Writes to another tenant do not replace this tenant's state, and a
+        // state no listing began on is not kept.
         write(&s, "acme", vec![Mutation::SetRestrictedMode { on: false }]).await;
-        let again = c.page(l, &q, &kept.next, SMALL, 0).await.unwrap();
-        assert_eq!(again.revision, first.revision, "{l:?}");
-        assert_eq!(s.replica.snapshot().kept_states(), 2 + (i + 1).min(2), "{l:?}: two of this tenant, acme's");
-        // A third write drops it.
         touch(&s, &q, 3).await;
-        let e = c.page(l, &q, &again.next, SMALL, 0).await.unwrap_err();
-        assert_restart(&e, &format!("{l:?} after 3 writes"));
-        assert!(e.message().contains(&format!("revision `{}`", first.revision)), "{}", e.message());
+        let a = c.page(l, &q, &a.next, SMALL, 0).await.unwrap();
+        let b = c.page(l, &q, &b.next, SMALL, 0).await.unwrap();
+        assert_eq!(s.replica.snapshot().kept_states(), 2, "{l:?}: the states of a and b, nothing else");
+        let third = c.page(l, &q, "", SMALL, 0).await.unwrap();
+        touch(&s, &q, 4).await;
+        // The third listing's state is kept, the oldest (a's) dropped.
+        let e = c.page(l, &q, &a.next, SMALL, 0).await.unwrap_err();
+        assert_restart(&e, &format!("{l:?}: a, after 3 kept states"));
+        assert!(e.message().contains(&format!("revision `{}`", a.revision)), "{}", e.message());
+        assert_eq!(c.page(l, &q, &b.next, SMALL, 0).await.unwrap().revision, b.revision, "{l:?}");
+        assert_eq!(c.page(l, &q, &third.next, SMALL, 0).await.unwrap().revision, third.revision, "{l:?}");
+        assert!(a.revision < b.revision && b.revision < third.revision);
         // A token never pins a revision newer than the one asked at least.
         let fresh = c.page(l, &q, "", SMALL, 0).await.unwrap();
         let e = c.page(l, &q, &fresh.next, SMALL, fresh.revision + 1).await.unwrap_err();

@@ -8,6 +8,7 @@
 //! since an empty answer would hide the typo.
 
 use super::convert;
+use super::read::next_token;
 use super::replica::{Replica, cpu};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
@@ -78,8 +79,8 @@ pub(crate) async fn page_state(
             let keep = replica.snapshot().page_retention();
             Err(ServiceError::FailedPrecondition(format!(
                 "page_token: the listing began at revision `{pinned}`, which this replica no longer keeps (it keeps \
-                 a tenant's last {} replaced revisions, each for {} s); start the listing again with an empty \
-                 page_token",
+                 the last {} replaced states of a tenant that listings began on, each for {} s); start the listing \
+                 again with an empty page_token",
                 keep.revisions,
                 keep.ttl.as_secs_f64()
             )))
@@ -248,8 +249,7 @@ impl DecisionService for Decisions {
                 }
                 Err(r) => return Err(not_found(r, &req.tenant, &req.person, list.folder.unwrap_or_default())),
             };
-            let next_page_token =
-                page.next_after.map(|id| convert::encode_page_token(page.revision, id)).unwrap_or_default();
+            let next_page_token = next_token(&state, page.revision, page.next_after);
             Ok(pb::ListVisibleResponse {
                 objects: page.items.iter().map(|v| convert::visible_ref(v, view)).collect(),
                 next_page_token,

@@ -311,8 +311,14 @@ fn lookup_error(reason: Reason, tenant: &str, r: &CheckRequest<'_>) -> ServiceEr
     }
 }
 
-fn next_token(revision: u64, next: Option<&str>) -> String {
-    next.map(|id| convert::encode_page_token(revision, id)).unwrap_or_default()
+/// The continuation token of a page read from `state` (empty at the end);
+/// a continuation marks the state as listed, so it is kept for the next pages.
+pub(crate) fn next_token(state: &TenantState, revision: u64, next: Option<&str>) -> String {
+    next.map(|id| {
+        state.mark_listed();
+        convert::encode_page_token(revision, id)
+    })
+    .unwrap_or_default()
 }
 
 /// The holder of a privilege as sent: its roles with how it holds each
@@ -391,8 +397,7 @@ impl ReadService for Reads {
         let state = self.state(&req.tenant, req.at_least_revision, token.as_ref()).await?;
         let revision = state.view.revision();
         let (entities, next) = list(&state.config, &req, kind, from)?;
-        let next_page_token =
-            next.map(|k| convert::encode_page_token(revision, &token_key(kind, &k))).unwrap_or_default();
+        let next_page_token = next_token(&state, revision, next.map(|k| token_key(kind, &k)).as_deref());
         Ok(Response::new(pb::ListEntitiesResponse { entities, next_page_token, revision }))
     }
 
@@ -464,7 +469,7 @@ impl ReadService for Reads {
                 .collect();
             Ok::<_, ServiceError>(pb::ListSubjectsResponse {
                 subjects,
-                next_page_token: next_token(page.revision, page.next_after),
+                next_page_token: next_token(&state, page.revision, page.next_after),
                 revision: page.revision,
             })
         })?;
@@ -503,7 +508,7 @@ impl ReadService for Reads {
                 })?;
             Ok::<_, ServiceError>(pb::ListHoldersResponse {
                 holders: page.items.iter().map(|h| holder_pb(&state.config, h)).collect(),
-                next_page_token: next_token(page.revision, page.next_after),
+                next_page_token: next_token(&state, page.revision, page.next_after),
                 revision: page.revision,
                 privilege: page.privilege.to_owned(),
             })

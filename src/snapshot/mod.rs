@@ -10,11 +10,13 @@
 //! Writers are serialized by one mutex (writes are rare); the configuration
 //! each view was built from is kept beside it so the next batch applies to it.
 //!
-//! A replaced state is kept a little longer, for paged listings: a listing's
-//! continuation token names the revision of its first page, and every later
-//! page is answered from that same state ([`Snapshot::state_at`]) for as long
-//! as [`PageRetention`] keeps it. Kept states share all but what their batch
-//! changed with the current one (the incremental views' layers are `Arc`s).
+//! A replaced state is kept a little longer when a paged listing began on it
+//! ([`TenantState::mark_listed`]): a listing's continuation token names the
+//! revision of its first page, and every later page is answered from that
+//! same state ([`Snapshot::state_at`]) for as long as [`PageRetention`] keeps
+//! it. Kept states share all but what their batch changed with the current
+//! one (the incremental views' layers are `Arc`s); a batch that rebuilds the
+//! view (objects, folders, catalogs) leaves a kept state sharing nothing.
 
 use crate::engine::{CheckRequest, Decision, Reason, TenantView};
 use crate::model::{ModelResult, Mutation, Revision, TenantConfig, TenantId};
@@ -64,11 +66,30 @@ pub struct TenantState {
     pub config: Arc<TenantConfig>,
     /// The compiled view (what decisions read).
     pub view: Arc<TenantView>,
+    /// Whether a paged listing began on this state and may continue: only
+    /// such a state is kept for continuations once it is replaced.
+    listed: Arc<AtomicBool>,
+}
+
+impl TenantState {
+    /// Notes that a listing's first page was read from this state and more
+    /// pages follow: once replaced, it is kept for their continuations
+    /// ([`PageRetention`]). A state no listing needs is freed when replaced.
+    pub fn mark_listed(&self) {
+        if !self.listed.load(Ordering::Relaxed) {
+            self.listed.store(true, Ordering::Release);
+        }
+    }
+
+    fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
 }
 
 /// How long a replaced tenant state stays readable by the continuations of
-/// listings that began on it: the last `revisions` states of each tenant, each
-/// for `ttl` after it was replaced, whichever ends first.
+/// listings that began on it: of each tenant, the last `revisions` replaced
+/// states that a listing began on, each for `ttl` after it was replaced,
+/// whichever ends first. States no listing began on are freed when replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRetention {
     /// Replaced states kept per tenant (0: none; a continuation then needs the
@@ -155,9 +176,10 @@ impl Snapshot {
         self.kept().values().map(VecDeque::len).sum()
     }
 
-    /// Keeps `old`, the state just replaced, for continuations.
+    /// Keeps `old`, the state just replaced, for continuations, if a listing
+    /// began on it (a burst of writes, an import, keeps nothing).
     fn keep(&self, old: TenantState) {
-        if self.retention.revisions == 0 || self.retention.ttl.is_zero() {
+        if self.retention.revisions == 0 || self.retention.ttl.is_zero() || !old.is_listed() {
             retire(old);
             return;
         }
@@ -244,7 +266,7 @@ impl Snapshot {
     pub fn install(&self, config: TenantConfig, revision: Revision) -> TenantState {
         let prev = self.tenants.get(config.id.as_str()).map(|s| s.clone());
         let view = Arc::new(TenantView::build_next(prev.as_ref().map(|s| (&*s.view, &*s.config)), &config, revision));
-        let state = TenantState { config: Arc::new(config), view };
+        let state = TenantState { config: Arc::new(config), view, listed: Arc::default() };
         let old = self.tenants.insert(state.view.tenant().to_owned(), state.clone());
         self.revision.fetch_max(revision, Ordering::AcqRel);
         if let Some(old) = old {

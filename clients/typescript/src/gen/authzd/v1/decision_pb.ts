@@ -549,8 +549,8 @@ export type ListVisibleRequest = Message<"authzd.v1.ListVisibleRequest"> & {
   /**
    * `next_page_token` of the previous page; empty for the first page. Every
    * page of one listing is answered at the revision of its first page, so a
-   * listing never mixes revisions. The replica keeps a replaced revision for
-   * continuations for a bounded time and number of revisions
+   * listing never mixes revisions. The replica keeps the revision a listing
+   * began at for its continuations for a bounded time and number of states
    * (`--page-retain-revisions`, `--page-retain-secs`); after that a
    * continuation is refused with `FAILED_PRECONDITION`: start the listing
    * again with an empty token.

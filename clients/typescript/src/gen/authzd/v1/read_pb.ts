@@ -781,8 +781,8 @@ export const EntityKindSchema: GenEnum<EntityKind> = /*@__PURE__*/
  * takes `at_least_revision`. Paged answers are in a stable order (by id) and
  * never silently truncated: `next_page_token` is set while more may follow.
  * Every page of one listing is answered at the revision of its first page, so
- * a listing never mixes revisions; the replica keeps a replaced revision for
- * continuations for a bounded time and number of revisions
+ * a listing never mixes revisions; the replica keeps the revision a listing
+ * began at for its continuations for a bounded time and number of states
  * (`--page-retain-revisions`, `--page-retain-secs`).
  *
  * Errors:
