@@ -7,7 +7,8 @@
 //! asserting what the body asserts: no panic, and the target's invariants.
 //! The same seeds give the same inputs on every run; a failing input is
 //! printed and written to `<target tmp dir>/fuzz-failure-<target>`, ready to
-//! be minimized and committed to the corpus.
+//! be minimized and committed to the corpus. `AUTHZD_FUZZ_REPLAY=<dir>`
+//! also replays the corpus libFuzzer grew in `<dir>/<target>/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -128,6 +129,17 @@ fn exercise(target: &str, run: fn(&[u8]) -> Outcome, mutations: usize, tokens: &
         seeds.len()
     );
     assert!(accepted_seeds > 0, "{target}: no corpus file reaches the target's checks");
+    // A corpus libFuzzer grew (`AUTHZD_FUZZ_REPLAY=/tmp/fuzz-corpus`: its `<target>/` files), replayed in this build.
+    if let Some(dir) = std::env::var_os("AUTHZD_FUZZ_REPLAY") {
+        let dir = PathBuf::from(dir).join(target);
+        let (mut n, mut ok) = (0, 0);
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = e.unwrap().path();
+            n += 1;
+            ok += usize::from(one(&path.display().to_string(), &std::fs::read(&path).unwrap()) == Outcome::Accepted);
+        }
+        eprintln!("{target}: {ok} of {n} files of {} accepted", dir.display());
+    }
     assert!(
         accepted_mutations > 0 && accepted_mutations < mutations,
         "{target}: {accepted_mutations} of {mutations} mutations accepted: they do not exercise both outcomes"
