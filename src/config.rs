@@ -212,11 +212,33 @@ impl ServerConfig {
     /// flags and environment, and validates the result.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let Some(path) = &args.flags.config else { return Self::from_flags(&args.flags) };
-        let (flags, from_file) = merge_file(args, path)?;
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: shown.clone(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Self::from_given_and_file(&args.given, &args.given_names, &shown, &text)
+    }
+
+    /// The configuration of `authzd serve --config <shown>` whose file holds
+    /// `text`, with no flag or environment variable given: what the
+    /// configuration file alone configures (the fuzz targets and tests).
+    pub fn from_file_text(shown: &str, text: &str) -> Result<Self, ConfigError> {
+        Self::from_given_and_file(&[], &Default::default(), shown, text)
+    }
+
+    /// The flags given (`given`, named `given_names`) merged over the file's settings, validated.
+    fn from_given_and_file(
+        given: &[OsString],
+        given_names: &std::collections::BTreeSet<String>,
+        shown: &str,
+        text: &str,
+    ) -> Result<Self, ConfigError> {
+        let (flags, from_file) = merge_file(given, given_names, shown, text)?;
         Self::from_flags(&flags).map_err(|e| match e {
             // A value the file gave: name the file and the key.
             ConfigError::Invalid { flag, message } if from_file.iter().any(|k| k == flag) => {
-                ConfigError::File { path: path.display().to_string(), message: format!("key `{flag}`: {message}") }
+                ConfigError::File { path: shown.to_owned(), message: format!("key `{flag}`: {message}") }
             }
             e => e,
         })
@@ -484,17 +506,20 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 /// the flag does. Unknown keys, and values a flag refuses, are errors naming
 /// the key and the file. Relative paths are relative to the working
 /// directory, as on the command line.
-/// Also returns the keys whose file value was used.
-fn merge_file(args: &ServeArgs, path: &Path) -> Result<(ServeFlags, Vec<String>), ConfigError> {
-    let shown = path.display().to_string();
-    let file_error = |message: String| ConfigError::File { path: shown.clone(), message };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the configuration file: {e}")))?;
-    let settings = file_settings(&text).map_err(file_error)?;
-    let mut argv = args.given.clone();
+/// Also returns the keys whose file value was used. `shown` is the file as
+/// named in errors, `text` what it holds.
+fn merge_file(
+    given: &[OsString],
+    given_names: &std::collections::BTreeSet<String>,
+    shown: &str,
+    text: &str,
+) -> Result<(ServeFlags, Vec<String>), ConfigError> {
+    let file_error = |message: String| ConfigError::File { path: shown.to_owned(), message };
+    let settings = file_settings(text).map_err(file_error)?;
+    let mut argv = given.to_vec();
     let mut used = Vec::new();
     for (key, values) in settings {
-        if !args.given_names.contains(&key) {
+        if !given_names.contains(&key) {
             argv.extend(values);
             used.push(key);
         }
