@@ -39,7 +39,7 @@ pub fn base() -> &'static TenantState {
             .and_then(|f| f.to_config())
             .unwrap_or_else(|e| panic!("fuzz/targets/base.yaml does not load: {e}"));
         let view = Arc::new(TenantView::build(&config, 1));
-        TenantState { config: Arc::new(config), view }
+        TenantState::new(Arc::new(config), view)
     });
     &BASE
 }
@@ -82,7 +82,6 @@ pub fn probe(c: &TenantConfig, view: &TenantView) {
                     let fast = view.check(&req);
                     let slow = reference::check(c, &req);
                     assert_eq!(fast.reason, slow, "engine and reference disagree on {req:?}");
-                    assert_eq!(fast.allowed, fast.reason.is_allowed(), "allowed and reason disagree on {req:?}");
                     let ex = view.explain(&req);
                     assert_eq!(ex.decision.reason, fast.reason, "explain and check disagree on {req:?}");
                 }

@@ -72,6 +72,11 @@ pub struct TenantState {
 }
 
 impl TenantState {
+    /// A state of `config` and the view compiled from it (no listing began on it).
+    pub fn new(config: Arc<TenantConfig>, view: Arc<TenantView>) -> Self {
+        TenantState { config, view, listed: Arc::default() }
+    }
+
     /// Notes that a listing's first page was read from this state and more
     /// pages follow: once replaced, it is kept for their continuations
     /// ([`PageRetention`]). A state no listing needs is freed when replaced.
@@ -266,7 +271,7 @@ impl Snapshot {
     pub fn install(&self, config: TenantConfig, revision: Revision) -> TenantState {
         let prev = self.tenants.get(config.id.as_str()).map(|s| s.clone());
         let view = Arc::new(TenantView::build_next(prev.as_ref().map(|s| (&*s.view, &*s.config)), &config, revision));
-        let state = TenantState { config: Arc::new(config), view, listed: Arc::default() };
+        let state = TenantState::new(Arc::new(config), view);
         let old = self.tenants.insert(state.view.tenant().to_owned(), state.clone());
         self.revision.fetch_max(revision, Ordering::AcqRel);
         if let Some(old) = old {
