@@ -273,6 +273,10 @@ async function loadTenants(): Promise<TenantSummary[]> {
 }
 
 async function openTenant(id: string, tenants: Promise<TenantSummary[]> = loadTenants()): Promise<void> {
+  // The answers shown (and any still on their way) belong to the tenant and
+  // credentials before this one: no view is ready until it is answered again.
+  for (const [target, gen] of generations) generations.set(target, gen + 1);
+  for (const v of VIEWS) busy(v);
   const err = $("settings-error");
   err.hidden = true;
   const info: TenantInfo = { id, catalogs: new Map(), applications: [], folders: new Map(), types: [] };
