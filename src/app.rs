@@ -170,6 +170,8 @@ pub struct Server {
     checkpoints: Option<JoinHandle<()>>,
     /// The changelog retention job (it ends at once when disabled).
     retention: Option<JoinHandle<()>>,
+    /// Drops kept listing states past their time (ends at once when none are kept).
+    page_sweeper: Option<JoinHandle<()>>,
     /// The TCP listener's TLS settings (handshakes are done by `crate::tls::accept`).
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Connections cut at the end of a shutdown grace period, every listener.
@@ -254,6 +256,7 @@ impl Server {
             tokio::spawn(Arc::clone(m).probe_loop(every.min(Duration::from_secs(5)), stopped.clone()));
         }
         let retention = Some(tokio::spawn(Arc::clone(&replica).run_retention(config.retention, stopped.clone())));
+        let page_sweeper = Some(tokio::spawn(Arc::clone(&replica).run_page_sweeper(stopped.clone())));
         // A follower always tails: its upstream's stream wakes it for every batch.
         let tail_every = match (config.follow.is_some(), config.tail_interval.is_zero()) {
             (true, true) => Some(Duration::from_secs(1)),
@@ -272,6 +275,7 @@ impl Server {
             watch,
             checkpoints,
             retention,
+            page_sweeper,
             tls,
             cut: AtomicU64::new(0),
         })
@@ -495,6 +499,9 @@ impl Server {
             let _ = t.await;
         }
         if let Some(t) = self.retention.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.page_sweeper.take() {
             let _ = t.await;
         }
         self.replica.flush_checkpoints().await;

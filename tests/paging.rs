@@ -366,3 +366,26 @@ async fn a_continuation_past_the_kept_time_is_refused() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn kept_states_are_freed_after_their_time_with_no_write_or_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_millis(800);
+    let s = server(&dir, PageRetention { revisions: 16, ttl }).await;
+    let mut c = Clients::new(&s).await;
+    let q = question(&s, &mut c).await;
+    let first = c.page(Listing::Visible, &q, "", SMALL, 0).await.unwrap();
+    touch(&s, &q, 1).await;
+    let replaced = std::time::Instant::now();
+    assert_eq!(s.replica.snapshot().kept_states(), 1, "the listing's state is kept when replaced");
+    // Nothing more is asked or written: the server's sweep alone frees it,
+    // after its time and at most one sweep (ttl / 4) later.
+    let deadline = replaced + ttl + Duration::from_secs(3);
+    while s.replica.snapshot().kept_states() > 0 {
+        assert!(std::time::Instant::now() < deadline, "a kept state outlived --page-retain-secs with no write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(replaced.elapsed() >= ttl, "freed after {:?}, before its time ({ttl:?})", replaced.elapsed());
+    assert_restart(&c.page(Listing::Visible, &q, &first.next, SMALL, 0).await.unwrap_err(), "after the sweep");
+    s.stop().await;
+}

@@ -1383,6 +1383,30 @@ impl Replica {
         Ok(RetentionRound { ran: true, cutoff, checkpoints, compaction })
     }
 
+    /// Drops the replaced states kept for listing continuations once they are
+    /// past `--page-retain-secs`, every [`PageRetention::sweep_every`], until
+    /// `stop` (writes and lookups drop them too, but a quiet tenant has none).
+    ///
+    /// [`PageRetention::sweep_every`]: crate::snapshot::PageRetention::sweep_every
+    pub async fn run_page_sweeper(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let retention = self.snapshot.page_retention();
+        if retention.revisions == 0 || retention.ttl.is_zero() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(retention.sweep_every());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = ticks.tick() => {}
+            }
+            let dropped = self.snapshot.expire_kept();
+            if dropped > 0 {
+                tracing::debug!(dropped, "kept listing states past --page-retain-secs dropped");
+            }
+        }
+    }
+
     /// Runs [`Replica::enforce_retention`] every [`Retention::interval`] (the
     /// first round right away) until `stop` turns true; nothing when the
     /// retention is disabled. A failed round is logged as a warning, counted,

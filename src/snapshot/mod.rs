@@ -104,6 +104,14 @@ pub struct PageRetention {
     pub ttl: Duration,
 }
 
+impl PageRetention {
+    /// How often the server drops kept states past their time: a quarter of
+    /// `ttl`, between 100 ms and 5 s (so a state is freed at most 5 s late).
+    pub fn sweep_every(&self) -> Duration {
+        (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
 impl Default for PageRetention {
     fn default() -> Self {
         PageRetention { revisions: 16, ttl: Duration::from_secs(60) }
@@ -176,9 +184,26 @@ impl Snapshot {
     }
 
     /// Replaced states kept for listing continuations, over every tenant
-    /// (those past their time included until the next write or lookup drops them).
+    /// (those past their time included until [`Snapshot::expire_kept`], the
+    /// next write or the next lookup drops them).
     pub fn kept_states(&self) -> usize {
         self.kept().values().map(VecDeque::len).sum()
+    }
+
+    /// Drops every tenant's kept states past their time; how many. The server
+    /// calls it every [`PageRetention::sweep_every`], so a tenant no one
+    /// writes to does not hold its replaced states past `ttl` either.
+    pub fn expire_kept(&self) -> usize {
+        let now = Instant::now();
+        let mut kept = self.kept();
+        let mut dropped = 0;
+        for states in kept.values_mut() {
+            let before = states.len();
+            self.expire(states, now);
+            dropped += before - states.len();
+        }
+        kept.retain(|_, states| !states.is_empty());
+        dropped
     }
 
     /// Keeps `old`, the state just replaced, for continuations, if a listing
