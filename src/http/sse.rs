@@ -31,6 +31,7 @@
 use super::gateway::{self, bytes_buf::Buf};
 use super::{Shared, error};
 use crate::proto::authzd::v1 as pb;
+use crate::service::ServiceError;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::{Bytes, Frame};
@@ -260,7 +261,7 @@ async fn pump(
         let frame = match frame {
             None => return,
             Some(Err(e)) => {
-                let _ = tx.send(error_event(&tonic::Status::internal(format!("the stream failed: {e}")))).await;
+                let _ = tx.send(error_event(&ServiceError::Internal(format!("the stream failed: {e}")).into())).await;
                 return;
             }
             Some(Ok(f)) => f,
@@ -273,7 +274,7 @@ async fn pump(
                         Ok(Some(m)) => m,
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = tx.send(error_event(&tonic::Status::internal(e))).await;
+                            let _ = tx.send(error_event(&ServiceError::Internal(e.to_string()).into())).await;
                             return;
                         }
                     };
@@ -283,7 +284,9 @@ async fn pump(
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) | Err(e) => {
                             let _ = tx
-                                .send(error_event(&tonic::Status::internal(format!("cannot convert an event: {e}"))))
+                                .send(error_event(
+                                    &ServiceError::Internal(format!("cannot convert an event: {e}")).into(),
+                                ))
                                 .await;
                             return;
                         }

@@ -47,6 +47,17 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request body that is not the protobuf message its method takes
+    /// (refused by the codec, before any handler).
+    #[error("{0}")]
+    Undecodable(String),
+    /// A limit was exceeded (a request message over `--max-message-bytes`);
+    /// the message names the limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A stream ended because its subscriber could not keep up; subscribe again.
+    #[error("{0}")]
+    Aborted(String),
     /// Not available in this build or configuration.
     #[error("{0}")]
     Unimplemented(String),
@@ -67,7 +78,7 @@ impl ServiceError {
     /// The gRPC code of this error.
     pub fn code(&self) -> Code {
         match self {
-            ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServiceError::InvalidArgument { .. } | ServiceError::Undecodable(_) => Code::InvalidArgument,
             ServiceError::Model(e) => match e.kind {
                 ErrorKind::Invalid
                 | ErrorKind::UnknownReference
@@ -89,9 +100,25 @@ impl ServiceError {
                 StoreError::Conflict { .. } | StoreError::Compacted { .. } => Code::Aborted,
                 StoreError::Corrupt { .. } | StoreError::Other(_) => Code::Internal,
             },
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::Unimplemented(_) => Code::Unimplemented,
             ServiceError::Internal(_) => Code::Internal,
         }
+    }
+
+    /// The gRPC status, without logging: for answers that are expected in
+    /// numbers (every stream told at shutdown, a codec's refusal) and are
+    /// logged, if at all, where they happen. [`From`] logs, then does this.
+    pub fn status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+
+    /// The status of `self` (logged as [`From`] does) with `hint` after its
+    /// message: what the client is to do next (`resume with from_revision = 7`).
+    pub fn with_hint(self, hint: impl std::fmt::Display) -> Status {
+        let status = Status::from(self);
+        Status::new(status.code(), format!("{}; {hint}", status.message()))
     }
 }
 
@@ -103,7 +130,7 @@ impl From<ServiceError> for Status {
             Code::Unavailable => tracing::warn!(error = %e, "request failed"),
             _ => tracing::debug!(error = %e, code = ?code, "request refused"),
         }
-        Status::new(code, e.to_string())
+        e.status()
     }
 }
 
@@ -127,5 +154,74 @@ mod tests {
         let s = Status::from(ServiceError::Unauthenticated("calls need the header `authorization: Bearer <token>`"));
         assert_eq!(s.code(), Code::Unauthenticated);
         assert!(s.message().contains("Bearer <token>"));
+    }
+
+    #[test]
+    fn every_variant_has_its_code_and_a_hint_keeps_it() {
+        let m = || "m".to_owned();
+        for (e, code) in [
+            (ServiceError::Undecodable(m()), Code::InvalidArgument),
+            (ServiceError::ResourceExhausted(m()), Code::ResourceExhausted),
+            (ServiceError::Aborted(m()), Code::Aborted),
+            (ServiceError::Unavailable(m()), Code::Unavailable),
+            (ServiceError::Internal(m()), Code::Internal),
+        ] {
+            assert_eq!(e.status().code(), code, "{e:?}");
+        }
+        let s = ServiceError::Unavailable("the store is down".to_owned()).with_hint("resume with from_revision = 7");
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "the store is down; resume with from_revision = 7");
+    }
+
+    /// The one status table: no code outside this file builds a `Status` from
+    /// a code (a new answer gets a [`ServiceError`] variant here instead).
+    #[test]
+    fn statuses_are_built_here_and_nowhere_else() {
+        const BUILDERS: &[&str] = &[
+            "new",
+            "with_details",
+            "internal",
+            "unavailable",
+            "invalid_argument",
+            "not_found",
+            "already_exists",
+            "permission_denied",
+            "resource_exhausted",
+            "failed_precondition",
+            "aborted",
+            "out_of_range",
+            "unimplemented",
+            "data_loss",
+            "unauthenticated",
+            "cancelled",
+            "unknown",
+            "deadline_exceeded",
+        ];
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|x| x == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        assert!(files.len() > 20, "the source tree was not found at {}", src.display());
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| !f.ends_with("service/status.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for b in BUILDERS {
+                    if line.contains(&format!("Status::{b}(")) {
+                        found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "statuses built outside src/service/status.rs:\n{}", found.join("\n"));
     }
 }

@@ -559,7 +559,7 @@ fn checkpoint_event(revision: Revision) -> pb::WatchEvent {
 }
 
 fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down; reconnect (to this or another replica)")
+    ServiceError::Unavailable("the server is shutting down; reconnect (to this or another replica)".to_owned()).status()
 }
 
 /// The sending half of a stream: waits for room, gives up at shutdown or
@@ -791,9 +791,10 @@ async fn run_computed(
             Step::Side(None) => {
                 if side_lagged.load(Ordering::Acquire) {
                     fanout.stats.side_overflows.fetch_add(1, Ordering::Relaxed);
-                    return out.end(Status::aborted(
-                        "the subscriber fell behind on edit-lock and restricted-mode events; subscribe again",
-                    ));
+                    return out.end(Status::from(ServiceError::Aborted(
+                        "the subscriber fell behind on edit-lock and restricted-mode events; subscribe again"
+                            .to_owned(),
+                    )));
                 }
                 return;
             }
@@ -852,11 +853,8 @@ async fn run_raw(
                     return;
                 }
                 Err(e) => {
-                    let status = Status::from(ServiceError::from(e));
-                    return out.end(Status::new(
-                        status.code(),
-                        format!("{}; resume with from_revision = {cursor}", status.message()),
-                    ));
+                    return out
+                        .end(ServiceError::from(e).with_hint(format_args!("resume with from_revision = {cursor}")));
                 }
             };
             let Some(last) = page.last().map(|r| r.revision) else { break };

@@ -11,6 +11,7 @@
 //!
 //! Both keep the server serving: the call is refused, the connection stays.
 
+use super::status::ServiceError;
 use prost::Message;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -63,7 +64,7 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         U::decode(buf).map(Some).map_err(|e| {
             let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
-            Status::invalid_argument(format!("the message is not a valid `{name}` (protobuf): {e}"))
+            ServiceError::Undecodable(format!("the message is not a valid `{name}` (protobuf): {e}")).status()
         })
     }
 }
@@ -129,11 +130,12 @@ where
             // Errors before the handler are sent trailers-only: in the headers.
             let out_of_range = resp.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
             if out_of_range {
-                let status = Status::resource_exhausted(format!(
+                let status = ServiceError::ResourceExhausted(format!(
                     "the request message is larger than the limit of {} bytes (the server's --max-message-bytes); \
                      send smaller batches",
                     this.limit
-                ));
+                ))
+                .status();
                 // Both headers are set anew; a failure leaves tonic's answer.
                 let _ = status.add_header(resp.headers_mut());
             }

@@ -240,7 +240,12 @@ impl UpstreamStore {
         call(self.admin(), forwarded).await.map_err(|s| {
             if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport")
             {
-                Status::unavailable(format!("the upstream `{}` cannot be reached: {}", self.inner.url, s.message()))
+                crate::service::ServiceError::Unavailable(format!(
+                    "the upstream `{}` cannot be reached: {}",
+                    self.inner.url,
+                    s.message()
+                ))
+                .status()
             } else {
                 s
             }
