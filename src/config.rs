@@ -292,7 +292,14 @@ impl ServerConfig {
             return Err(invalid("admin-client-cn", "must not be empty"));
         }
         if a.lock_idle_timeout_secs == 0 || a.lock_idle_timeout_secs > a.lock_max_idle_timeout_secs {
-            return Err(invalid("lock-idle-timeout-secs", "must be between 1 and --lock-max-idle-timeout-secs"));
+            return Err(invalid(
+                "lock-idle-timeout-secs",
+                &format!(
+                    "is {} s; it must be between 1 and --lock-max-idle-timeout-secs, \
+                     which is {} s",
+                    a.lock_idle_timeout_secs, a.lock_max_idle_timeout_secs
+                ),
+            ));
         }
         let follow = follow_settings(a)?;
         if follow.is_some() && a.demo {
@@ -637,5 +644,20 @@ mod tests {
         std::fs::write(&file, "explorer: yes please\n").unwrap();
         let e = ServerConfig::from_args(&args(&["serve", "--config", file.to_str().unwrap()])).unwrap_err();
         assert!(e.to_string().contains("key `explorer`: must be true or false"), "{e}");
+    }
+
+    #[test]
+    fn a_lock_timeout_above_the_maximum_names_both_values() {
+        // Only the maximum is set (in a file): the message must show the
+        // default it was checked against, not just name a flag never given.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authzd.yaml");
+        std::fs::write(&file, "lock-max-idle-timeout-secs: 60\n").unwrap();
+        let e = ServerConfig::from_args(&args(&["serve", "--config", file.to_str().unwrap()])).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("lock-idle-timeout-secs") && e.contains("is 300 s") && e.contains("which is 60 s"), "{e}");
+        let e = ServerConfig::from_args(&args(&["serve", "--lock-idle-timeout-secs", "0"])).unwrap_err().to_string();
+        assert!(e.contains("is 0 s") && e.contains("which is 3600 s"), "{e}");
+        assert!(ServerConfig::from_args(&args(&["serve", "--lock-idle-timeout-secs", "3600"])).is_ok());
     }
 }
