@@ -185,7 +185,7 @@ pub struct BenchArgs {
     /// Measured time per workload (`10s`, `500ms`, `30m`; default 10 s, for `soak` 30 min).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Unmeasured time before each workload (default 1 s; for `soak`, 2 min
+    /// Unmeasured time before each workload (default 1 s; for `soak`, 10 min
     /// at the start of its `--duration`, after which its start figures are taken).
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
@@ -316,7 +316,7 @@ impl BenchArgs {
         self.duration.unwrap_or(Duration::from_secs(10))
     }
 
-    /// Unmeasured time before a workload: `--warmup`, else 1 s (2 min for `soak`).
+    /// Unmeasured time before a workload: `--warmup`, else 1 s (10 min for `soak`).
     pub fn warmup(&self) -> Duration {
         self.warmup.unwrap_or(Duration::from_secs(1))
     }
