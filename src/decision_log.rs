@@ -495,20 +495,12 @@ fn write_loop(rx: &Receiver<Msg>, out: Box<dyn Write + Send>, stats: &Stats) {
             // under load the writer wakes once per round, not once per line
             // (each wake-up is a context switch the deciding threads pay for
             // on a one- or two-core sidecar).
+            // A sender gone meanwhile is seen by the next `recv`, at once.
             std::thread::sleep(GATHER);
-            loop {
-                match rx.try_recv() {
-                    Ok(msg) => {
-                        if handle(&mut out, msg, &mut dirty) {
-                            stop = true;
-                            break;
-                        }
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        stop = true;
-                        break;
-                    }
+            for msg in rx.try_iter() {
+                if handle(&mut out, msg, &mut dirty) {
+                    stop = true;
+                    break;
                 }
             }
         }

@@ -1390,7 +1390,7 @@ impl Replica {
     /// [`PageRetention::sweep_every`]: crate::snapshot::PageRetention::sweep_every
     pub async fn run_page_sweeper(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let retention = self.snapshot.page_retention();
-        if retention.revisions == 0 || retention.ttl.is_zero() {
+        if !retention.keeps_any() {
             return;
         }
         let mut ticks = tokio::time::interval(retention.sweep_every());

@@ -105,6 +105,11 @@ pub struct PageRetention {
 }
 
 impl PageRetention {
+    /// Whether any replaced state is kept at all (not with 0 revisions or no time).
+    pub fn keeps_any(&self) -> bool {
+        self.revisions > 0 && !self.ttl.is_zero()
+    }
+
     /// How often the server drops kept states past their time: a quarter of
     /// `ttl`, between 100 ms and 5 s (so a state is freed at most 5 s late).
     pub fn sweep_every(&self) -> Duration {
@@ -209,7 +214,7 @@ impl Snapshot {
     /// Keeps `old`, the state just replaced, for continuations, if a listing
     /// began on it (a burst of writes, an import, keeps nothing).
     fn keep(&self, old: TenantState) {
-        if self.retention.revisions == 0 || self.retention.ttl.is_zero() || !old.is_listed() {
+        if !self.retention.keeps_any() || !old.is_listed() {
             retire(old);
             return;
         }
