@@ -14,20 +14,35 @@
 //! Errors (a syntax error in a `.proto`, an unresolved import) are returned
 //! from `main`, so cargo prints them instead of a panic.
 
+//!
+//! Only builds with the generated API (features `follower` and `server`) run
+//! any of this; the lean library (model, presets, engine) needs no protobuf.
+
+#[cfg(feature = "follower")]
 use std::error::Error;
+#[cfg(feature = "follower")]
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "follower")]
 #[path = "build/openapi.rs"]
 mod openapi;
 
+#[cfg(not(feature = "follower"))]
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
 /// Where the API definitions live, relative to the crate root; also the
 /// protobuf include root (files import `authzd/v1/types.proto`).
+#[cfg(feature = "follower")]
 const PROTO_ROOT: &str = "proto";
 
 /// File name (without `.bin`) of the descriptor set in `OUT_DIR`, as named by
 /// `tonic::include_file_descriptor_set!("authzd_descriptor")`.
+#[cfg(feature = "follower")]
 const DESCRIPTOR_NAME: &str = "authzd_descriptor";
 
+#[cfg(feature = "follower")]
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     println!("cargo:rerun-if-changed=build.rs");
@@ -59,19 +74,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     std::fs::write(&openapi_path, openapi::document(&compiler.file_descriptor_set(), &version))
         .map_err(|e| format!("cannot write `{}`: {e}", openapi_path.display()))?;
 
-    tonic_prost_build::configure()
-        .build_server(true)
+    // The server's services only with the server; the follower needs the clients.
+    let server = std::env::var_os("CARGO_FEATURE_SERVER").is_some();
+    let mut builder = tonic_prost_build::configure()
+        .build_server(server)
         .build_client(true)
         // Ordered maps: stable iteration, and the model's maps are BTreeMaps too.
-        .btree_map(".")
+        .btree_map(".");
+    if server {
         // prost's codec, but an undecodable message is INVALID_ARGUMENT (src/service/wire.rs).
-        .codec_path("crate::service::wire::Codec")
+        builder = builder.codec_path("crate::service::wire::Codec");
+    }
+    builder
         .compile_fds(compiler.file_descriptor_set())
         .map_err(|e| format!("cannot generate Rust code from `{PROTO_ROOT}/`: {e}"))?;
     Ok(())
 }
 
 /// Appends every `.proto` file under `dir` (recursively) to `out`.
+#[cfg(feature = "follower")]
 fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Box<dyn Error>> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
     for entry in entries {

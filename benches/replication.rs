@@ -24,6 +24,13 @@
 //!    benchmark tenant: a raw `Watch` open while 1,000 group joins are written
 //!    one after the other, a checkpoint every 100; reported: the `Write` RPC,
 //!    and the event after the write answered.
+//! 5. **The embedded follower** (`authzd::follow::Follower`, in the bench's
+//!    own process) on the benchmark tenant, following a replica on SQLite
+//!    over loopback: a `check` (privilege, and object) on the follower
+//!    against the same check on the engine's view directly (its ceiling),
+//!    a million each, in the same run; then 1,000 group joins and leaves
+//!    written through the upstream's `Write`, and for each the time from the
+//!    write's answer until the follower has applied its revision.
 //!
 //! Run: `cargo bench --bench replication`. PostgreSQL at `AUTHZD_TEST_PG_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`; `scripts/test.sh`
@@ -345,6 +352,114 @@ async fn write_path(label: &str, store_url: &str) {
     node.stop().await;
 }
 
+/// Check time on the embedded follower against the engine's view, and the
+/// follower's freshness behind its upstream.
+async fn embedded() {
+    use authzd::engine::{CheckRequest, ObjectRef};
+    use authzd::follow::{Follower, UpstreamSettings};
+    use authzd::model::{Perm, types};
+    use std::hint::black_box;
+
+    let params = SynthParams::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(format!("sqlite://{}", dir.path().join("bench.db").display()));
+    config.tail_interval = Duration::from_secs(1);
+    let up = start(config).await;
+    let write = WriteRequest {
+        batch: Batch::Import {
+            file: synth::mutations(&params),
+            config: Box::new(synth::tenant("bench", &params).unwrap()),
+            replace: false,
+        },
+        ..WriteRequest::new(TenantId("bench".into()), Vec::new())
+    };
+    up.replica.write(write).await.unwrap();
+    let follower = Follower::start(UpstreamSettings::new(up.url())).unwrap();
+    let t = Instant::now();
+    follower.ready(Duration::from_secs(120)).await.unwrap();
+    println!(
+        "\n== the embedded follower (in process) following a replica on SQLite over loopback, benchmark tenant =="
+    );
+    println!("{:<58} {:.0} ms", "first load (Export, parse, compile)", ms(t.elapsed()));
+
+    let mut rng = synth::Rng::new(7);
+    let persons: Vec<String> = (0..4096).map(|_| synth::person_id(rng.below(params.persons))).collect();
+    let privs: Vec<String> = (0..4096).map(|_| synth::privilege_name(rng.below(params.privileges))).collect();
+    let metrics: Vec<String> = (0..4096).map(|_| synth::metric_id(rng.below(params.metrics))).collect();
+    let privilege = |i: usize| CheckRequest {
+        subject: &persons[i & 4095],
+        application: Some(synth::APP),
+        privilege: Some(&privs[i & 4095]),
+        ..Default::default()
+    };
+    let object = |i: usize| CheckRequest {
+        subject: &persons[i & 4095],
+        permission: Some(Perm::Read),
+        object: Some(ObjectRef { kind: types::METRIC, id: &metrics[(i * 7) & 4095], tenant: None }),
+        ..Default::default()
+    };
+    let view = follower.view("bench").unwrap();
+    const N: usize = 1_000_000;
+    // Best of 5 rounds of N checks each: ns per check.
+    let best = |f: &dyn Fn(usize) -> bool| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let mut allowed = 0usize;
+                for i in 0..N {
+                    allowed += usize::from(f(black_box(i)));
+                }
+                black_box(allowed);
+                t.elapsed().as_nanos() as f64 / N as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    for (name, request) in [("privilege", &privilege as &dyn Fn(usize) -> CheckRequest<'_>), ("object", &object)] {
+        let on_follower = best(&|i| follower.check("bench", &request(i)).allowed());
+        let on_view = best(&|i| view.check(&request(i)).allowed());
+        println!(
+            "{:<58} {on_follower:>6.1} ns   engine view {on_view:>6.1} ns   ratio {:.2}x",
+            format!("check/{name} on the follower"),
+            on_follower / on_view
+        );
+    }
+    drop(view);
+
+    let mut admin = AdminServiceClient::new(up.channel().await);
+    let create: Vec<Mutation> = yaml::from_str("- put_group: {id: bench-joins, name: Bench joins}", "bench").unwrap();
+    let req = pb::WriteRequest {
+        tenant: "bench".into(),
+        mutations: create.into_iter().map(convert::mutation_pb).collect(),
+        ..Default::default()
+    };
+    admin.write(req).await.unwrap();
+    let (mut after_answer, mut after_start) = (Vec::new(), Vec::new());
+    for k in 0..1_000 + WARM_UP {
+        let person = authzd::model::PersonId(synth::person_id((k / 2) % params.persons));
+        let group = authzd::model::GroupId("bench-joins".into());
+        let m = if k % 2 == 0 {
+            Mutation::AddGroupMember { group, person }
+        } else {
+            Mutation::RemoveGroupMember { group, person }
+        };
+        let req =
+            pb::WriteRequest { tenant: "bench".into(), mutations: vec![convert::mutation_pb(m)], ..Default::default() };
+        let t0 = Instant::now();
+        let revision = admin.write(req).await.unwrap().into_inner().revision;
+        let t1 = Instant::now();
+        follower.wait_for(revision, Duration::from_secs(10)).await.unwrap();
+        if k >= WARM_UP {
+            after_answer.push(t1.elapsed());
+            after_start.push(t0.elapsed());
+        }
+    }
+    summary("follower applied it, after the write answered", after_answer);
+    summary("follower applied it, from the write's start", after_start);
+    println!("{:<58} {:?}", "follower lag at the end", follower.lag());
+    follower.close();
+    up.stop().await;
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects one part.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -359,6 +474,9 @@ fn main() {
         }
         if wants("followers") {
             followers().await;
+        }
+        if wants("embedded") {
+            embedded().await;
         }
         if wants("write_path") {
             let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+mod support;
+
 /// How often each outcome was seen (printed at the end: `-- --nocapture`),
 /// to show the generator reaches every part of a decision.
 static SEEN: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
@@ -972,4 +974,120 @@ fn fast_engine_matches_the_reference() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// The embedded follower (`authzd::follow::Follower`, the library shape of
+/// a follower) answers exactly as the server it follows, on the generator's
+/// tenants: each round replaces the tenant on a real server (SQLite store)
+/// with a new random one, waits until the follower has the import's
+/// revision, and asks the round's questions of both, the server over gRPC.
+/// Reasons and revisions must be equal. A second follower starts half-way,
+/// so both paths are covered: the first follower applies every round from
+/// the change stream, the second loads an existing tenant from `Export`.
+#[test]
+fn embedded_follower_answers_as_the_server() {
+    use authzd::follow::{Follower, UpstreamSettings};
+    use authzd::proto::authzd::v1 as pb;
+    use authzd::service::convert;
+    use proptest::strategy::ValueTree;
+    use std::time::Duration;
+
+    const ROUNDS: usize = 40;
+    let wait = Duration::from_secs(20);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}", dir.path().join("upstream.db").display());
+        let server = support::server::serve(authzd::config::ServerConfig::new(store)).await;
+        let mut admin = server.admin().await;
+        let mut decisions = server.decisions().await;
+        let first = Follower::start(UpstreamSettings::new(server.url())).unwrap();
+        first.ready(wait).await.unwrap();
+        let mut followers = vec![("streamed", first)];
+        let mut runner = TestRunner::new(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() });
+        let (mut compared, mut refused) = (0usize, 0usize);
+        for round in 0..ROUNDS {
+            let case = raw_case().new_tree(&mut runner).unwrap().current();
+            let c = build(&case.tenant);
+            let file = yaml(&c);
+            let imported = admin
+                .import(pb::ImportRequest { yaml: file.clone(), replace: true, dry_run: false, include_changes: false })
+                .await
+                .unwrap_or_else(|s| panic!("round {round}: the server refused the tenant: {s:?}\n{file}"))
+                .into_inner();
+            if round == ROUNDS / 2 {
+                let loaded = Follower::start(UpstreamSettings::new(server.url())).unwrap();
+                loaded.ready(wait).await.unwrap();
+                followers.push(("loaded", loaded));
+            }
+            for (name, f) in &followers {
+                f.wait_for(imported.revision, wait).await.unwrap_or_else(|e| panic!("{name} follower: {e}"));
+            }
+            let all = nodes(&c);
+            for q in &case.checks {
+                let owned = check_query(&case.tenant, &c, &all, q);
+                let asked = decisions
+                    .check(pb::CheckRequest {
+                        tenant: TENANT.to_owned(),
+                        person: owned.subject.clone(),
+                        application: owned.application.clone(),
+                        permission: owned.permission.map_or(0, |p| convert::permission_pb(p) as i32),
+                        object: owned.object.as_ref().map(|(kind, id, tenant)| pb::ObjectRef {
+                            r#type: kind.clone(),
+                            id: id.clone(),
+                            tenant: tenant.clone(),
+                        }),
+                        privilege: owned.privilege.clone(),
+                        property: owned.property.clone(),
+                        explain: false,
+                        at_least_revision: imported.revision,
+                    })
+                    .await;
+                let served = match asked {
+                    Ok(a) => a.into_inner(),
+                    // A question the server refuses as malformed (a privilege
+                    // without its application, nothing to check): the engine
+                    // the followers call must deny it.
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                        for (name, f) in &followers {
+                            let embedded = f.check(TENANT, &owned.request());
+                            assert!(
+                                !embedded.allowed(),
+                                "round {round}: the {name} follower allows a question the server refuses ({}): {:?}",
+                                s.message(),
+                                owned.request()
+                            );
+                            refused += 1;
+                        }
+                        continue;
+                    }
+                    Err(s) => panic!("round {round}: the server failed a check: {s:?}"),
+                };
+                for (name, f) in &followers {
+                    let embedded = f.check(TENANT, &owned.request());
+                    assert_eq!(
+                        (convert::reason(embedded.reason) as i32, embedded.revision),
+                        (served.reason, served.revision),
+                        "round {round}: the {name} follower answers {:?} at revision {}, the server {:?} at {}\ncheck {:?}\ntenant file:\n{file}",
+                        embedded.reason,
+                        embedded.revision,
+                        pb::Reason::try_from(served.reason),
+                        served.revision,
+                        owned.request(),
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        // Both followers took part, and every answer was compared.
+        assert_eq!(followers.len(), 2);
+        let checks = 24; // raw_case's questions per round
+        assert_eq!(compared + refused, (ROUNDS / 2) * checks + (ROUNDS - ROUNDS / 2) * checks * 2);
+        assert!(compared > refused, "most questions are well formed: {compared} compared, {refused} refused");
+        println!("embedded followers: {compared} answers compared with the server's, {refused} malformed questions denied");
+        for (_, f) in &followers {
+            f.close();
+        }
+        server.stop().await;
+    });
 }

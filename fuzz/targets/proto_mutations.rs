@@ -33,7 +33,7 @@ pub fn run(data: &[u8]) -> Outcome {
     let mutations = match convert::mutations(req.mutations) {
         Ok(m) => m,
         Err(e) => {
-            assert_names_field(&e, "mutations[");
+            assert_names_field(&ServiceError::from(e), "mutations[");
             return Outcome::Refused;
         }
     };

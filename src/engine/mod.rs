@@ -6,6 +6,7 @@
 //! allocating. [`reference`] is a deliberately naive evaluator written straight
 //! from the specification, used by the differential tests as the oracle.
 
+#[cfg(feature = "bench")]
 pub mod reference;
 pub mod types;
 pub mod view;

@@ -69,6 +69,19 @@ pub enum ServiceError {
 /// Result alias of the service layer.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// A field of a message that does not convert to the model is a malformed request.
+impl From<crate::proto::convert::FieldError> for ServiceError {
+    fn from(e: crate::proto::convert::FieldError) -> Self {
+        ServiceError::InvalidArgument { field: e.field, message: e.message }
+    }
+}
+
+impl From<crate::proto::convert::FieldError> for Status {
+    fn from(e: crate::proto::convert::FieldError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
 impl ServiceError {
     /// A malformed field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {

@@ -34,50 +34,19 @@ use super::{
     ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LockEvent, LockEventKind, LockInfo, LockOutcome, Notice,
     Notifications, Store, StoreError, StoreResult,
 };
-use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantFile, TenantId};
+use crate::follow::{Feed as StreamFeed, LoadError, RawBatch, Upstream};
+use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
-use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-/// How a follower reaches its upstream.
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    /// `http://host:port` or `https://host:port` of the upstream authzd.
-    pub url: String,
-    /// Bearer token for the upstream's admin API (its `Export` and raw
-    /// `Watch` need the admin credential when it has one).
-    pub token: Option<String>,
-    /// PEM of the CA that signed the upstream's certificate (`https`).
-    pub ca_pem: Option<String>,
-    /// PEM of this follower's client certificate and key (mTLS).
-    pub identity_pem: Option<(String, String)>,
-    /// Batches kept for the follower's own raw subscribers to resume from.
-    pub retain: usize,
-    /// Largest message accepted from the upstream (an exported tenant).
-    pub max_message_bytes: usize,
-}
-
-impl UpstreamSettings {
-    /// Settings for `url` with no credentials.
-    pub fn new(url: impl Into<String>) -> Self {
-        UpstreamSettings {
-            url: url.into(),
-            token: None,
-            ca_pem: None,
-            identity_pem: None,
-            retain: 10_000,
-            max_message_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
+pub use crate::follow::UpstreamSettings;
 
 /// A follower's view of its upstream (cheap to clone: one shared state).
 #[derive(Debug, Clone)]
@@ -87,10 +56,7 @@ pub struct UpstreamStore {
 
 #[derive(Debug)]
 struct Inner {
-    url: String,
-    channel: Channel,
-    token: Option<MetadataValue<Ascii>>,
-    max_message_bytes: usize,
+    upstream: Upstream,
     retain: usize,
     feed: Mutex<Feed>,
     /// Bumped when the stream must start over from `feed.head` (after a load).
@@ -133,10 +99,6 @@ pub struct FollowerLag {
     pub millis: u64,
 }
 
-fn unavailable(url: &str, s: &Status) -> StoreError {
-    StoreError::Unavailable { url: url.to_owned(), message: format!("{}: {}", s.code(), s.message()) }
-}
-
 fn read_only(what: &str) -> StoreError {
     StoreError::Other(format!("this replica follows an upstream authzd: {what} is done by the upstream"))
 }
@@ -145,36 +107,9 @@ impl UpstreamStore {
     /// Connects (lazily) to the upstream and starts following it. The first
     /// [`Store::oldest_retained`] (the replica's load) exports the tenants.
     pub fn open(settings: &UpstreamSettings) -> StoreResult<UpstreamStore> {
-        let bad = |m: String| StoreError::Other(format!("upstream `{}`: {m}", settings.url));
-        let mut endpoint = Endpoint::from_shared(settings.url.clone())
-            .map_err(|e| bad(format!("not a URL: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
-        if settings.url.starts_with("https://") || settings.ca_pem.is_some() || settings.identity_pem.is_some() {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &settings.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &settings.identity_pem {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
-        }
-        let token = match &settings.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| bad("the token is not valid in a header".into()))?,
-            ),
-            None => None,
-        };
+        let upstream = Upstream::connect(settings).map_err(StoreError::Other)?;
         let inner = Arc::new(Inner {
-            url: settings.url.clone(),
-            channel: endpoint.connect_lazy(),
-            token,
-            max_message_bytes: settings.max_message_bytes,
+            upstream,
             retain: settings.retain.max(1),
             feed: Mutex::new(Feed { needs_load: true, ..Feed::default() }),
             restart: watch::channel(0).0,
@@ -182,13 +117,17 @@ impl UpstreamStore {
             listeners: Mutex::new(Vec::new()),
             upstream_head: AtomicU64::new(0),
         });
-        tokio::spawn(follow(Arc::downgrade(&inner)));
+        tokio::spawn(crate::follow::follow(
+            Arc::downgrade(&inner),
+            inner.restart.subscribe(),
+            inner.closed.subscribe(),
+        ));
         Ok(UpstreamStore { inner })
     }
 
     /// The upstream's URL.
     pub fn display_url(&self) -> &str {
-        &self.inner.url
+        self.inner.upstream.url()
     }
 
     /// How far behind the upstream this follower is.
@@ -216,13 +155,6 @@ impl UpstreamStore {
         self.inner.closed.send_replace(true);
     }
 
-    /// An admin client of the upstream.
-    fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.inner.channel.clone())
-            .max_decoding_message_size(self.inner.max_message_bytes)
-            .max_encoding_message_size(self.inner.max_message_bytes)
-    }
-
     /// Sends a write-like admin call to the upstream with the caller's
     /// credential (its `authorization` header; the follower's own upstream
     /// token when the caller sent none), and returns the upstream's answer
@@ -232,17 +164,18 @@ impl UpstreamStore {
         F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let credential = request.metadata().get("authorization").cloned().or_else(|| self.inner.token.clone());
+        let credential =
+            request.metadata().get("authorization").cloned().or_else(|| self.inner.upstream.token().cloned());
         let mut forwarded = Request::new(request.into_inner());
         if let Some(c) = credential {
             forwarded.metadata_mut().insert("authorization", c);
         }
-        call(self.admin(), forwarded).await.map_err(|s| {
+        call(self.inner.upstream.admin(), forwarded).await.map_err(|s| {
             if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport")
             {
                 crate::service::ServiceError::Unavailable(format!(
                     "the upstream `{}` cannot be reached: {}",
-                    self.inner.url,
+                    self.inner.upstream.url(),
                     s.message()
                 ))
                 .status()
@@ -255,33 +188,10 @@ impl UpstreamStore {
     /// Exports every tenant of the upstream and starts the stream over from
     /// the revision of the tenant list.
     async fn load(&self) -> StoreResult<Revision> {
-        let url = &self.inner.url;
-        let mut admin = self.admin();
-        let list = admin
-            .list_tenants(self.inner.authorized(pb::ListTenantsRequest { at_least_revision: 0 }))
-            .await
-            .map_err(|s| unavailable(url, &s))?
-            .into_inner();
-        let from = list.revision;
-        let mut loaded = Vec::with_capacity(list.tenants.len());
-        for t in list.tenants {
-            let export = admin
-                .export(self.inner.authorized(pb::ExportRequest { tenant: t.id.clone(), at_least_revision: from }))
-                .await
-                .map_err(|s| unavailable(url, &s))?
-                .into_inner();
-            let (id, revision) = (t.id, export.revision);
-            // Parsing a large tenant takes a while: off the async workers.
-            let config =
-                tokio::task::spawn_blocking(move || TenantFile::from_yaml(&export.yaml).and_then(|f| f.to_config()))
-                    .await
-                    .map_err(|e| StoreError::Other(format!("the tenant parser failed: {e}")))?
-                    .map_err(|e| StoreError::Corrupt {
-                        revision,
-                        message: format!("tenant `{id}` exported by `{url}`: {e}"),
-                    })?;
-            loaded.push((TenantId(id), revision, config));
-        }
+        let (from, loaded) = self.inner.upstream.load_all().await.map_err(|e| match e {
+            LoadError::Unavailable { url, message } => StoreError::Unavailable { url, message },
+            LoadError::Unreadable { revision, .. } => StoreError::Corrupt { revision, message: e.to_string() },
+        })?;
         let generation = {
             let mut f = self.inner.feed();
             f.base = from;
@@ -294,7 +204,7 @@ impl UpstreamStore {
         };
         self.inner.upstream_head.fetch_max(from, Ordering::Relaxed);
         self.inner.restart.send_replace(generation);
-        tracing::info!(upstream = %url, revision = from, "tenants loaded from the upstream; following its changes from there");
+        tracing::info!(upstream = %self.inner.upstream.url(), revision = from, "tenants loaded from the upstream; following its changes from there");
         Ok(from)
     }
 }
@@ -302,14 +212,6 @@ impl UpstreamStore {
 impl Inner {
     fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
         self.feed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn authorized<T>(&self, message: T) -> Request<T> {
-        let mut r = Request::new(message);
-        if let Some(t) = &self.token {
-            r.metadata_mut().insert("authorization", t.clone());
-        }
-        r
     }
 
     fn notify(&self, notice: Notice) {
@@ -321,7 +223,7 @@ impl Inner {
 
     /// Takes one event of the stream of `generation`; false when the stream
     /// must end (a newer generation, or the upstream said to reload).
-    fn receive(&self, generation: u64, event: pb::watch_event::Event) -> bool {
+    fn take(&self, generation: u64, event: pb::watch_event::Event) -> bool {
         use pb::watch_event::Event;
         match event {
             Event::RawChange(c) => {
@@ -329,7 +231,7 @@ impl Inner {
                     Ok(r) => r,
                     Err(e) => {
                         // A batch this build cannot read: reload rather than skip it.
-                        tracing::warn!(upstream = %self.url, error = %e, "cannot read a batch from the upstream; reloading");
+                        tracing::warn!(upstream = %self.upstream.url(), error = %e, "cannot read a batch from the upstream; reloading");
                         self.feed().needs_load = true;
                         self.notify(Notice::Reconnected);
                         return false;
@@ -384,7 +286,7 @@ impl Inner {
             }
             Event::RevisionTooOld(t) => {
                 tracing::warn!(
-                    upstream = %self.url,
+                    upstream = %self.upstream.url(),
                     requested = t.requested_revision,
                     oldest = t.oldest_available_revision,
                     "the upstream no longer holds the changes after revision {}: reloading the tenants",
@@ -395,7 +297,7 @@ impl Inner {
                 return false;
             }
             Event::ResumeRequired(r) => {
-                tracing::info!(upstream = %self.url, revision = r.revision, "the upstream asked to resume; resuming");
+                tracing::info!(upstream = %self.upstream.url(), revision = r.revision, "the upstream asked to resume; resuming");
                 return false;
             }
             _ => {}
@@ -415,94 +317,34 @@ fn lock_kind(kind: i32) -> Option<LockEventKind> {
 
 /// A raw change as a changelog record.
 fn record(c: pb::RawChange) -> Result<ChangeRecord, String> {
-    let mutations: Vec<Mutation> = crate::service::convert::mutations(c.mutations).map_err(|e| e.to_string())?;
-    let committed_at = c.committed_at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now);
-    Ok(ChangeRecord { revision: c.revision, tenant: TenantId(c.tenant), mutations, actor: c.actor, committed_at })
+    let b = RawBatch::from_pb(c)?;
+    Ok(ChangeRecord {
+        revision: b.revision,
+        tenant: b.tenant,
+        mutations: b.mutations,
+        actor: b.actor,
+        committed_at: b.committed_at,
+    })
 }
 
-/// The stream task: follows the upstream's raw changes from the last
-/// revision received, reconnecting with backoff, until the store is closed
-/// or dropped.
-async fn follow(inner: Weak<Inner>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let Some(me) = inner.upgrade() else { return };
-        let (mut restart, mut closed) = (me.restart.subscribe(), me.closed.subscribe());
-        if *closed.borrow() {
-            return;
-        }
-        let (generation, from, needs_load) = {
-            let f = me.feed();
-            (f.generation, f.head, f.needs_load)
-        };
-        if needs_load || generation == 0 {
-            // Waiting for the replica to load (the next `oldest_retained`).
-            drop(me);
-            tokio::select! {
-                _ = restart.changed() => {}
-                _ = closed.wait_for(|c| *c) => return,
-            }
-            continue;
-        }
-        let mut client = WatchServiceClient::new(me.channel.clone()).max_decoding_message_size(me.max_message_bytes);
-        let request = me.authorized(pb::WatchRequest {
-            subscription: Some(pb::watch_request::Subscription::Raw(pb::RawSubscription {
-                tenant: None,
-                types: Vec::new(),
-                // 0 (an upstream that had no batch at load): from its beginning.
-                from_revision: from,
-                from_now: false,
-            })),
-            at_least_revision: 0,
-        });
-        let opened = tokio::select! {
-            r = client.watch(request) => r,
-            _ = closed.wait_for(|c| *c) => return,
-        };
-        let mut stream = match opened {
-            Ok(s) => s.into_inner(),
-            Err(s) => {
-                tracing::warn!(upstream = %me.url, code = ?s.code(), error = s.message(), retry_in_ms = backoff.as_millis() as u64, "cannot follow the upstream");
-                drop(me);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        tracing::info!(upstream = %me.url, from_revision = from, "following the upstream");
-        drop(me);
-        loop {
-            let message = tokio::select! {
-                m = stream.message() => m,
-                _ = restart.changed() => break,
-                _ = closed.wait_for(|c| *c) => return,
-            };
-            let Some(me) = inner.upgrade() else { return };
-            match message {
-                Ok(Some(pb::WatchEvent { event: Some(e) })) => {
-                    backoff = Duration::from_millis(100);
-                    if !me.receive(generation, e) {
-                        break;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    tracing::info!(upstream = %me.url, "the upstream ended the change stream; resuming");
-                    break;
-                }
-                Err(s) => {
-                    tracing::warn!(upstream = %me.url, code = ?s.code(), error = s.message(), "the upstream change stream failed; resuming");
-                    drop(me);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    break;
-                }
-            }
-        }
-        if let Some(me) = inner.upgrade() {
-            // Wake the replica to read what the stream brought.
-            me.notify(Notice::Reconnected);
-        }
+impl StreamFeed for Inner {
+    fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    fn resume_point(&self) -> Option<(u64, Revision)> {
+        let f = self.feed();
+        // Until the replica's load (the next `oldest_retained`): nothing to resume.
+        (!f.needs_load && f.generation != 0).then_some((f.generation, f.head))
+    }
+
+    async fn receive(self: &Arc<Self>, generation: u64, event: pb::watch_event::Event) -> bool {
+        self.take(generation, event)
+    }
+
+    fn ended(&self) {
+        // Wake the replica to read what the stream brought.
+        self.notify(Notice::Reconnected);
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! Messages, enums, clients and servers of package `authzd.v1` live in
 //! [`authzd::v1`]; their docs are the comments of the `.proto` files. Proto
-//! types stop at `service/convert.rs`: the rest of the crate works on the
+//! types stop at [`convert`] (the model's data) and `service/convert.rs` (the
+//! services' requests and answers): the rest of the crate works on the
 //! validated model.
+
+pub mod convert;
 
 /// Package `authzd`.
 pub mod authzd {
