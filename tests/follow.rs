@@ -365,3 +365,171 @@ async fn writes_sent_to_a_follower_are_stored_once_upstream() {
     f.stop().await;
     up.stop().await;
 }
+
+// ------------------------------------------------------------------------
+// The embedded follower (`authzd::follow::Follower`): the same rules in a
+// library, inside the test's own process.
+
+/// Whether `person` holds `privilege` on the embedded follower, once it has
+/// `at_least`.
+async fn holds_embedded(f: &authzd::follow::Follower, person: &str, privilege: &str, at_least: u64) -> bool {
+    let r = authzd::engine::CheckRequest {
+        subject: person,
+        application: Some(WCB),
+        privilege: Some(privilege),
+        ..Default::default()
+    };
+    let d = f.check_at_least(TENANT, &r, at_least, PATIENCE).await.unwrap();
+    assert!(d.revision >= at_least || d.reason == authzd::engine::Reason::UnknownSubject);
+    d.allowed()
+}
+
+/// Before its first load an embedded follower denies every check with
+/// `NOT_LOADED`, and `ready` gives up with an error naming the upstream and
+/// why it could not load; once the upstream is there, it loads by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_embedded_follower_fails_closed_until_it_has_loaded() {
+    use authzd::follow::{Follower, FollowerError};
+    // A port nobody listens on yet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let f = Follower::start(UpstreamSettings::new(format!("http://{addr}"))).unwrap();
+    let r = authzd::engine::CheckRequest {
+        subject: "wcb-agent-full",
+        application: Some(WCB),
+        privilege: Some(RESCHEDULE),
+        ..Default::default()
+    };
+    assert_eq!(f.check(TENANT, &r).reason, authzd::engine::Reason::NotLoaded);
+    assert!(!f.is_ready());
+    match f.ready(Duration::from_millis(700)).await {
+        Err(FollowerError::NotYet { upstream, detail, .. }) => {
+            assert_eq!(upstream, format!("http://{addr}"));
+            assert!(detail.contains("last error"), "says why: {detail}");
+        }
+        other => panic!("expected NotYet, got {other:?}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = support::serve_on(replica_config(&format!("sqlite://{}", dir.path().join("up.db").display()), true), addr)
+        .await;
+    let revision = f.ready(PATIENCE).await.unwrap();
+    assert_eq!(revision, up.replica.snapshot().revision());
+    assert!(f.check(TENANT, &r).allowed());
+    assert_eq!(f.check("no-such-tenant", &r).reason, authzd::engine::Reason::UnknownTenant);
+    match authzd::follow::Follower::start(UpstreamSettings::new("not a url")) {
+        Err(FollowerError::Settings(m)) => assert!(m.contains("not a url"), "{m}"),
+        other => panic!("a bad URL is refused: {other:?}"),
+    }
+    f.close();
+    up.stop().await;
+}
+
+/// An embedded follower keeps answering while its upstream is down, resumes
+/// by revision when it is back (every later write arrives), and reloads when
+/// the upstream compacted past it meanwhile: a privilege revoked while it
+/// could not see is denied once it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_embedded_follower_resumes_and_reloads_after_a_compaction() {
+    use authzd::follow::Follower;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("up.db").display());
+    let up = support::serve(replica_config(&db, true)).await;
+    let addr = up.addr;
+    let f = Follower::start(UpstreamSettings::new(up.url())).unwrap();
+    f.ready(PATIENCE).await.unwrap();
+    assert!(holds_embedded(&f, "wcb-agent-full", RESCHEDULE, 0).await);
+
+    // Resume: writes on both sides of a restart all arrive.
+    let mut admin = up.admin().await;
+    let mut last = 0;
+    for i in 0..5 {
+        last = admin
+            .write(support::acme_write(&format!("- put_person: {{id: a-{i}, username: a.{i}}}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+    }
+    f.wait_for(last, PATIENCE).await.unwrap();
+    drop(admin);
+    up.stop().await;
+    assert!(holds_embedded(&f, "wcb-agent-full", RESCHEDULE, 0).await, "answers from what it has");
+    let up = support::serve_on(replica_config(&db, false), addr).await;
+    let mut admin = up.admin().await;
+    for i in 0..5 {
+        last = admin
+            .write(support::acme_write(&format!("- put_person: {{id: b-{i}, username: b.{i}}}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+    }
+    f.wait_for(last, PATIENCE).await.unwrap();
+    let newest = authzd::engine::CheckRequest { subject: "b-4", ..Default::default() };
+    assert_ne!(f.check(TENANT, &newest).reason, authzd::engine::Reason::UnknownSubject, "the last write arrived");
+    drop(admin);
+    up.stop().await;
+
+    // Reload: a revoke and more batches, compacted away while it is cut off.
+    let mut elsewhere = replica_config(&db, false);
+    elsewhere.retention.keep = Duration::from_millis(1);
+    elsewhere.retention.interval = Duration::from_millis(50);
+    let hidden = support::serve(elsewhere.clone()).await;
+    let mut admin = hidden.admin().await;
+    admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap();
+    let mut head = 0;
+    for i in 0..5 {
+        head = admin
+            .write(support::acme_write(&format!("- put_person: {{id: c-{i}, username: c.{i}}}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+    }
+    let store = hidden.replica.store().clone();
+    let deadline = Instant::now() + PATIENCE;
+    while store.oldest_retained().await.unwrap() < head {
+        assert!(Instant::now() < deadline, "the upstream did not compact");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f.revision() < head);
+    drop(admin);
+    hidden.stop().await;
+    let up = support::serve_on(elsewhere, addr).await;
+    assert!(!holds_embedded(&f, "wcb-agent-full", RESCHEDULE, head).await, "the revoke reached it by a reload");
+    let mut d = up.decisions().await;
+    assert!(!holds(&mut d, "wcb-agent-full", RESCHEDULE, head).await);
+    f.close();
+    up.stop().await;
+}
+
+/// PostgreSQL replica → server follower → embedded follower: a revoke at R
+/// is never allowed by the embedded follower's check at R (100 rounds of
+/// grant and revoke written on the root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_embedded_follower_under_a_follower_never_answers_from_before_a_revoke() {
+    use authzd::follow::Follower;
+    let db = support::fresh_database("authzd_follow_embedded", "The follower tests").await;
+    let root = support::serve(replica_config(&db.url, true)).await;
+    let middle = support::serve(follower_config(&root)).await;
+    let f = Follower::start(UpstreamSettings::new(middle.url())).unwrap();
+    f.ready(PATIENCE).await.unwrap();
+    let mut admin = root.admin().await;
+    let mut allowed_after_revoke = 0;
+    for round in 0..100 {
+        let grant = admin.write(support::acme_write(&agent_role(&[]))).await.unwrap().into_inner().revision;
+        if round % 10 == 0 {
+            assert!(holds_embedded(&f, "wcb-agent-full", RESCHEDULE, grant).await, "the grant arrives");
+        }
+        let revoke = admin.write(support::acme_write(&agent_role(&[RESCHEDULE]))).await.unwrap().into_inner().revision;
+        if holds_embedded(&f, "wcb-agent-full", RESCHEDULE, revoke).await {
+            allowed_after_revoke += 1;
+        }
+    }
+    assert_eq!(allowed_after_revoke, 0, "a check at the revoke's revision was allowed on the embedded follower");
+    f.close();
+    drop(admin);
+    middle.stop().await;
+    root.stop().await;
+}
