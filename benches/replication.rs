@@ -306,7 +306,7 @@ async fn write_path(label: &str, store_url: &str) {
         .unwrap()
         .into_inner();
     let mut admin = AdminServiceClient::new(node.channel().await);
-    let (mut rtt, mut after) = (Vec::new(), Vec::new());
+    let (mut rtt, mut after, mut from_start) = (Vec::new(), Vec::new(), Vec::new());
     // A group of its own: person k/2 joins it, then leaves it.
     let group = "bench-joins".to_owned();
     let create: Vec<Mutation> = yaml::from_str("- put_group: {id: bench-joins, name: Bench joins}", "bench").unwrap();
@@ -342,12 +342,32 @@ async fn write_path(label: &str, store_url: &str) {
         }
         rtt.push(t1 - t0);
         after.push(t1.elapsed());
+        from_start.push(t0.elapsed());
     }
     println!(
         "\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, checkpoint every 100) =="
     );
-    summary("Write RPC (validate, compile, append, publish)", rtt);
+    summary("Write RPC (validate, compile, append, publish)", rtt.clone());
+    let mut sorted = rtt.clone();
+    sorted.sort();
+    println!(
+        "{:<58} {:.2}",
+        "Write RPC p99 / p50",
+        percentile(&sorted, 0.99).as_secs_f64() / percentile(&sorted, 0.5).as_secs_f64()
+    );
     summary("raw event after the write answered", after);
+    // The replica's own breakdown of the same 1,000 writes (the newest it kept).
+    let phases = node.replica.recent_write_phases();
+    let phases = &phases[phases.len().saturating_sub(from_start.len())..];
+    assert_eq!(phases.len(), from_start.len(), "one breakdown per write");
+    summary("  validate (resolve, conditions, validate on a copy)", phases.iter().map(|p| p.validate).collect());
+    summary("  append (the store's commit)", phases.iter().map(|p| p.append).collect());
+    summary("  compile (next view, installed)", phases.iter().map(|p| p.compile).collect());
+    summary("  publish (hub, raw subscribers, waiters)", phases.iter().map(|p| p.publish).collect());
+    summary(
+        "raw event after the store's commit",
+        from_start.iter().zip(phases).map(|(total, p)| total.saturating_sub(p.validate + p.append)).collect(),
+    );
     drop(raw);
     node.stop().await;
 }

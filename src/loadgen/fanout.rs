@@ -96,7 +96,23 @@ pub(super) async fn write(admin: &mut super::Admin, tenant: &str, m: &Mutation) 
 /// Server-Sent Events (`watch-sse`).
 pub async fn run(a: &BenchArgs, t: &Target, token: &Token, sse: bool) -> WorkloadResult {
     let name = if sse { super::Workload::WatchSse.name() } else { super::Workload::Watch.name() };
-    match run_inner(a, t, token, sse, name).await {
+    match run_inner(a, t, token, sse, name, None).await {
+        Ok(r) => r,
+        Err(msg) => failed(name, msg),
+    }
+}
+
+/// The `watch-storm` fan-out: a flip every `--flip-every`, for the warm-up
+/// and the measured time of the checks that run meanwhile; `flipping` is
+/// sent when the subscribers are all in and the first flip begins.
+pub async fn run_storm(
+    a: &BenchArgs,
+    t: &Target,
+    token: &Token,
+    flipping: tokio::sync::oneshot::Sender<()>,
+) -> WorkloadResult {
+    let name = super::Workload::WatchStorm.name();
+    match run_inner(a, t, token, false, name, Some((a.flip_every, flipping))).await {
         Ok(r) => r,
         Err(msg) => failed(name, msg),
     }
@@ -127,6 +143,7 @@ async fn run_inner(
     token: &Token,
     sse: bool,
     name: &'static str,
+    storm: Option<(Duration, tokio::sync::oneshot::Sender<()>)>,
 ) -> Result<WorkloadResult, String> {
     let app = match &a.watch_app {
         Some(app) => app.clone(),
@@ -312,9 +329,16 @@ async fn run_inner(
         );
     }
 
-    // The flips.
+    // The flips (a storm lasts as long as the checks beside it, warm-up included).
+    let (pace, flipping) = match storm {
+        Some((every, tx)) => (Some(every), Some(tx)),
+        None => (None, None),
+    };
+    if let Some(tx) = flipping {
+        let _ = tx.send(());
+    }
     let begin = Instant::now();
-    let end = begin + a.duration();
+    let end = begin + a.duration() + if pace.is_some() { a.warmup() } else { Duration::ZERO };
     let ticker = progress(name, Arc::clone(&live), begin, end, a.quiet);
     let mut is_on = true;
     let mut flips = 0u64;
@@ -413,6 +437,9 @@ async fn run_inner(
         if mismatches == 0 {
             tally.record(Sample::Ok(moved.len() as u64), last - w0, true, &live);
         }
+        if let Some(every) = pace {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(w0 + every)).await;
+        }
     }
     let measured = begin.elapsed();
     ticker.abort();
@@ -449,6 +476,7 @@ async fn run_inner(
         "subscribe_all_ms": subscribed.as_secs_f64() * 1e3,
         "mean_write_ms": if flips > 0 { write_time.as_secs_f64() * 1e3 / flips as f64 } else { 0.0 },
         "transport": if !sse { "gRPC" } else if a.http2 { "SSE over HTTP/2" } else { "SSE over HTTP/1.1" },
+        "flip_every_ms": pace.map(|p| p.as_secs_f64() * 1e3),
     });
     Ok(r)
 }

@@ -18,6 +18,9 @@
 //!   until every affected subscriber has its difference;
 //! - `check-http`, `watch-sse`: `Check` as HTTP/JSON, and `watch` with its
 //!   subscribers on Server-Sent Events ([`httpjson`]; not in the default list).
+//! - `watch-storm`: `check-privilege` while the `watch` flips go on, one
+//!   every `--flip-every` (default 100 ms): what a storm of differences
+//!   costs the checks (reported as `check-during-storm`; not in the default list).
 //! - `soak`: all of it at once for a long time, the server's memory,
 //!   descriptors and tasks sampled from its metrics ([`soak`]; not in the
 //!   default list).
@@ -87,6 +90,9 @@ pub enum Workload {
     /// Mixed load for a long time (checks, writes, subscribers coming and
     /// going, listings), the server's memory, descriptors and tasks sampled.
     Soak,
+    /// `check-privilege` while the `watch` fan-out flips its role every
+    /// `--flip-every`: the checks' latency during a storm of differences.
+    WatchStorm,
 }
 
 impl Workload {
@@ -104,6 +110,7 @@ impl Workload {
             Workload::CheckHttp => "check-http",
             Workload::WatchSse => "watch-sse",
             Workload::Soak => "soak",
+            Workload::WatchStorm => "watch-storm",
         }
     }
 }
@@ -225,6 +232,10 @@ pub struct BenchArgs {
     /// subscriber is affected by every flip.
     #[arg(long)]
     pub watch_role_for_all: bool,
+    /// `watch-storm`: a flip starts this often (the next one right away when
+    /// a flip takes longer).
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub flip_every: Duration,
     /// `check-http` and `watch-sse` over HTTP/2 (prior knowledge, `--connections`
     /// connections) instead of HTTP/1.1 (one keep-alive connection per
     /// request in flight or subscriber).
@@ -541,6 +552,21 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
         }
         let r = match w {
             Workload::Watch => fanout::run(&a, &t, &token, false).await,
+            Workload::WatchStorm => {
+                let (started, flipping) = tokio::sync::oneshot::channel();
+                let checks = async {
+                    // The checks start with the flips (not while 10,000 streams subscribe).
+                    if flipping.await.is_err() {
+                        return None;
+                    }
+                    let mut r = runner::run(&a, Workload::CheckPrivilege, &channels, &pools).await;
+                    r.name = "check-during-storm";
+                    Some(r)
+                };
+                let (watch, checks) = tokio::join!(fanout::run_storm(&a, &t, &token, started), checks);
+                results.extend(checks);
+                watch
+            }
             Workload::WatchSse => fanout::run(&a, &t, &token, true).await,
             Workload::CheckHttp => httpjson::run_check(&a, &pools).await,
             Workload::Soak => soak::run(&a, &t, &token, &channels, Arc::clone(&pools)).await,

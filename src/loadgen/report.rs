@@ -249,7 +249,7 @@ impl Report {
                     thousands(r.extra["dropped"].as_f64().unwrap_or(0.0))
                 );
             }
-            if matches!(r.name, "watch" | "watch-sse" | "check-http") && !r.extra.is_null() {
+            if matches!(r.name, "watch" | "watch-sse" | "watch-storm" | "check-http") && !r.extra.is_null() {
                 outln!("{}: {}", r.name, r.extra);
             }
             for m in &r.messages {

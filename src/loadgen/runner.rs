@@ -307,7 +307,9 @@ async fn call(w: Workload, c: &mut Clients, p: &Pools, seq: usize) -> Sample {
             }
             persons_sample(&h, want, format!("holders of {}/{}", first.application, first.privilege))
         }
-        Workload::Watch | Workload::WatchSse => Sample::Error("the watch workloads are not a closed loop".into()),
+        Workload::Watch | Workload::WatchSse | Workload::WatchStorm => {
+            Sample::Error("the watch workloads are not a closed loop".into())
+        }
         Workload::CheckHttp => Sample::Error("check-http runs in loadgen::httpjson".into()),
         Workload::Soak => Sample::Error("the soak is not one closed loop".into()),
     }

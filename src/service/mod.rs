@@ -37,6 +37,6 @@ pub use admin::{Admin, LockSettings};
 pub use auth::{AdminAuth, ClientCertAdmin, DecisionAuth};
 pub use decision::Decisions;
 pub use read::Reads;
-pub use replica::{Limits, Replica};
+pub use replica::{Limits, Replica, WritePhases};
 pub use status::{ServiceError, ServiceResult};
 pub use watch::{Fanout, WatchSettings, Watcher};

@@ -471,6 +471,26 @@ pub struct Replica {
     retention: RetentionStats,
     /// Checkpoints waiting for the background writer.
     checkpoints: Checkpointer,
+    /// The breakdown of the last writes (newest last).
+    phases: std::sync::Mutex<VecDeque<WritePhases>>,
+}
+
+/// How many writes' breakdowns a replica keeps ([`Replica::recent_write_phases`]).
+const PHASES_KEPT: usize = 4_096;
+
+/// How long each part of one write took: the write path's breakdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WritePhases {
+    /// Resolving the batch, checking its conditions, and validating it on a
+    /// copy of the tenant's configuration (and authorizing its actor).
+    pub validate: Duration,
+    /// Appending it to the store: the commit.
+    pub append: Duration,
+    /// Compiling the tenant's next view and installing it.
+    pub compile: Duration,
+    /// Telling the observers (the watch hub's publication, raw subscribers,
+    /// the decision caches of `at_least_revision` waiters).
+    pub publish: Duration,
 }
 
 /// The checkpoints a replica's writes ask for, written in the background
@@ -653,6 +673,7 @@ impl Replica {
             lock_wake: Notify::new(),
             retention: RetentionStats::default(),
             checkpoints: Checkpointer::start(store.clone()),
+            phases: std::sync::Mutex::new(VecDeque::new()),
         };
         replica.load().await?;
         // Lock events logged before start-up are not news: the locks already
@@ -686,6 +707,20 @@ impl Replica {
 
     fn publish(&self) {
         self.revision.send_replace(self.snapshot.revision());
+    }
+
+    fn record_phases(&self, p: WritePhases) {
+        let mut kept = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == PHASES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(p);
+    }
+
+    /// The breakdown of this replica's last writes (at most 4,096, the
+    /// oldest first): where a write's time goes.
+    pub fn recent_write_phases(&self) -> Vec<WritePhases> {
+        self.phases.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 
     /// Calls `f` after every batch this replica installs (its writes and the
@@ -1129,6 +1164,7 @@ impl Replica {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let started = Instant::now();
             let current = self.snapshot.state(tenant.as_str());
             let mutations = Arc::new(self.resolve_batch(&req, current.as_ref())?);
             self.check_conditions(&req, current.as_ref(), &mutations)?;
@@ -1173,11 +1209,14 @@ impl Replica {
             }
 
             let head = self.snapshot.revision();
+            let validated = Instant::now();
             match self.store.append(&tenant, &mutations, req.actor.as_deref(), Some(head)).await {
                 Ok(revision) => {
+                    let appended = Instant::now();
                     let snapshot = Arc::clone(&self.snapshot);
                     let committed_at = SystemTime::now();
                     let state = blocking(move || snapshot.install(next, revision)).await?;
+                    let compiled = Instant::now();
                     self.publish();
                     self.notify_batch(&Applied {
                         revision,
@@ -1186,6 +1225,12 @@ impl Replica {
                         actor: req.actor.as_deref(),
                         committed_at,
                         state: Some(&state),
+                    });
+                    self.record_phases(WritePhases {
+                        validate: validated - started,
+                        append: appended - validated,
+                        compile: compiled - appended,
+                        publish: compiled.elapsed(),
                     });
                     let imported = mutations.iter().any(|m| matches!(m, Mutation::CreateTenant { .. }))
                         || matches!(req.batch, Batch::Import { .. });
