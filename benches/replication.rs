@@ -19,7 +19,8 @@
 //!    PostgreSQL): for N = 10, 100 and 1,000 followers, 50 role changes
 //!    written through the upstream; reported: from the write's answer to the
 //!    moment every follower has applied it, and the number of PostgreSQL
-//!    connections of the database with all N followers running.
+//!    connections of the database with all N followers running; then the
+//!    same with N embedded followers (`authzd::follow::Follower`).
 //! 4. **Write → watcher on one replica** (SQLite, then PostgreSQL), on the
 //!    benchmark tenant: a raw `Watch` open while 1,000 group joins are written
 //!    one after the other, a checkpoint every 100; reported: the `Write` RPC,
@@ -271,6 +272,42 @@ async fn followers() {
     for r in all {
         r.store().close().await;
     }
+
+    // The same with embedded followers (`authzd::follow::Follower`: no
+    // replica, no hub, no service around the views).
+    println!(
+        "\n== write on a PostgreSQL replica -> applied on every embedded follower (in process, one gRPC stream each) =="
+    );
+    let mut embedded: Vec<authzd::follow::Follower> = Vec::new();
+    for n in [10usize, 100, 1_000] {
+        while embedded.len() < n {
+            let f = authzd::follow::Follower::start(UpstreamSettings::new(up.url())).unwrap();
+            f.ready(Duration::from_secs(60)).await.unwrap();
+            embedded.push(f);
+        }
+        let mut applied = Vec::new();
+        for k in 0..WARM_UP + 50 {
+            let req =
+                pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+            let revision = admin.write(req).await.unwrap().into_inner().revision;
+            let t = Instant::now();
+            for f in &embedded {
+                f.wait_for(revision, Duration::from_secs(30)).await.unwrap();
+            }
+            if k >= WARM_UP {
+                applied.push(t.elapsed());
+            }
+        }
+        summary(&format!("{n} embedded followers: all applied after the write answered"), applied);
+        println!(
+            "{:<58} {}",
+            format!("PostgreSQL connections with {n} embedded followers"),
+            pg_connections(&db.name).await
+        );
+    }
+    for f in &embedded {
+        f.close();
+    }
     up.stop().await;
     drop(db);
 }
@@ -421,7 +458,7 @@ async fn embedded() {
     let view = follower.view("bench").unwrap();
     const N: usize = 1_000_000;
     // Best of 5 rounds of N checks each: ns per check.
-    let best = |f: &dyn Fn(usize) -> bool| {
+    fn best(f: impl Fn(usize) -> bool) -> f64 {
         (0..5)
             .map(|_| {
                 let t = Instant::now();
@@ -433,10 +470,16 @@ async fn embedded() {
                 t.elapsed().as_nanos() as f64 / N as f64
             })
             .fold(f64::INFINITY, f64::min)
-    };
-    for (name, request) in [("privilege", &privilege as &dyn Fn(usize) -> CheckRequest<'_>), ("object", &object)] {
-        let on_follower = best(&|i| follower.check("bench", &request(i)).allowed());
-        let on_view = best(&|i| view.check(&request(i)).allowed());
+    }
+    let rows = [
+        (
+            "privilege",
+            best(|i| follower.check("bench", &privilege(i)).allowed()),
+            best(|i| view.check(&privilege(i)).allowed()),
+        ),
+        ("object", best(|i| follower.check("bench", &object(i)).allowed()), best(|i| view.check(&object(i)).allowed())),
+    ];
+    for (name, on_follower, on_view) in rows {
         println!(
             "{:<58} {on_follower:>6.1} ns   engine view {on_view:>6.1} ns   ratio {:.2}x",
             format!("check/{name} on the follower"),

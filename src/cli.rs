@@ -104,7 +104,7 @@ pub enum Command {
     /// Apply a YAML list of mutations to a tenant as one atomic batch.
     Write(WriteArgs),
     /// Load-test a running server, verifying every answer (see README "Load tests").
-    Bench(crate::loadgen::BenchArgs),
+    Bench(Box<crate::loadgen::BenchArgs>),
     /// Acquire, renew or release a Designer edit lock (SPEC §4.4).
     Lock(LockArgs),
     /// Follow a change stream and print each event as a line, until Ctrl-C.
@@ -1785,7 +1785,7 @@ pub async fn run_client(command: Command) -> ExitCode {
         Command::Write(a) => write(a).await,
         Command::Validate(a) => Ok(validate(&a)),
         Command::Test(a) => Ok(test(&a)),
-        Command::Bench(a) => crate::loadgen::run(a).await,
+        Command::Bench(a) => crate::loadgen::run(*a).await,
         Command::Lock(a) => lock(a).await,
         Command::Watch(a) => watch(a).await,
         Command::Serve(_) => Err(CliError::Input("`serve` is not a client command".into())),
