@@ -1,11 +1,15 @@
-//! Incremental validation (`validate_change`, which re-checks only what a
-//! batch changed and what depends on it) gives exactly the answer of full
-//! validation, on random batches — valid and invalid — applied to the demo
-//! tenant: renamed metric folders, removed privileges still used by roles,
-//! dangling references, duplicates, bad names, deletes that cascade.
+//! Incremental validation gives exactly the answer of full validation (the
+//! same first problem, or none), on random batches — valid and invalid —
+//! applied to the demo tenant: renamed metric folders, removed privileges
+//! still used by roles, dangling references, duplicates, bad names, deletes
+//! that cascade, groups and partitions beside existing ones, role
+//! assignments, moves. Both incremental checks are held to it:
+//! `validate_change` (re-checks the collections a batch replaced and those
+//! that depend on them) and `validate_batch` (the write path's: only the
+//! entities a batch put or edited, when it removed nothing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests state their expectations by panicking
 
-use authzd::model::validate::{validate, validate_change};
+use authzd::model::validate::{validate, validate_batch, validate_change};
 use authzd::model::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +34,7 @@ fn mutation(c: &TenantConfig, op: u8, a: usize, b: usize, flag: bool) -> Mutatio
     let partitions: Vec<PartitionId> = c.partitions.keys().cloned().chain([PartitionId("no-part".into())]).collect();
     let catalogs: Vec<String> = c.catalogs.keys().cloned().collect();
     let names = ["Agent", "Team", "Sales", "x", " padded", "", "Callback", "Voice"];
-    match op % 14 {
+    match op % 20 {
         0 => {
             // Rename or move a folder (may break metric paths or sibling names).
             let mut f = c.folders.get(&pick(&folders[..folders.len() - 1], a)).cloned().unwrap();
@@ -101,6 +105,43 @@ fn mutation(c: &TenantConfig, op: u8, a: usize, b: usize, flag: bool) -> Mutatio
             Mutation::PutObject(o)
         }
         12 => Mutation::DeletePartition { id: pick(&partitions, a) },
+        14 => {
+            // A group beside an existing one: its name (a duplicate) or a fresh one,
+            // maybe a member who exists nowhere.
+            let mut g = c.groups.get(&pick(&groups[..groups.len() - 1], a)).cloned().unwrap();
+            g.id = GroupId(format!("gcopy{}", b % 3));
+            if !flag {
+                g.name = format!("{} copy {b}", g.name);
+            }
+            g.members.insert(pick(&persons, b));
+            Mutation::PutGroup(g)
+        }
+        15 => Mutation::AssignRole {
+            role: pick(&roles, a),
+            to: if flag { Subject::Group(pick(&groups, b)) } else { Subject::Person(pick(&persons, b)) },
+        },
+        16 => {
+            let r = c.roles.get(&pick(&roles, a)).cloned().unwrap();
+            let from = match r.members.persons.iter().next() {
+                Some(p) if flag => Subject::Person(p.clone()),
+                _ => Subject::Group(pick(&groups, b)),
+            };
+            Mutation::UnassignRole { role: r.id, from }
+        }
+        17 => Mutation::MoveObject {
+            target: if flag { Target::Object(pick(&objects, a)) } else { Target::Group(pick(&groups, a)) },
+            folder: pick(&folders, b),
+        },
+        18 => Mutation::RemoveGroupMember { group: pick(&groups, a), person: pick(&persons, b) },
+        19 => {
+            let mut p = c.partitions.get(&pick(&partitions[..partitions.len() - 1], a)).cloned().unwrap();
+            p.id = PartitionId(format!("pcopy{}", b % 3));
+            if !flag {
+                p.name = format!("{} copy {b}", p.name);
+            }
+            p.members.insert(pick(&persons, b));
+            Mutation::PutPartition(p)
+        }
         _ => Mutation::PutAce(Ace {
             target: if flag { Target::Folder(pick(&folders, a)) } else { Target::Object(pick(&objects, a)) },
             subject: Subject::Group(pick(&groups, b)),
@@ -112,7 +153,7 @@ fn mutation(c: &TenantConfig, op: u8, a: usize, b: usize, flag: bool) -> Mutatio
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 3_000, max_global_rejects: 20_000, ..ProptestConfig::default() })]
 
     #[test]
     fn incremental_validation_agrees_with_full_validation(
@@ -130,6 +171,8 @@ proptest! {
         }
         prop_assume!(applied);
         prop_assert_eq!(validate_change(old, &next), validate(&next), "batch {:?}", batch);
+        // The write path's own entity-by-entity check: the same first problem.
+        prop_assert_eq!(validate_batch(old, &next, &batch), validate(&next), "batch {:?}", batch);
         // And through the public write path.
         prop_assert_eq!(old.apply_batch(&batch).is_ok(), validate(&next).is_ok());
     }

@@ -237,7 +237,7 @@ impl TenantConfig {
         for (i, m) in mutations.iter().enumerate() {
             next.apply(m).map_err(|e| e.within(&format!("mutations[{i}].{}", m.op())))?;
         }
-        super::validate::validate_change(self, &next)?;
+        super::validate::validate_batch(self, &next, mutations)?;
         Ok(next)
     }
 

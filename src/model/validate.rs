@@ -7,10 +7,10 @@
 //! The order of the checks is deterministic (entities in id order), so the
 //! same input always gets the same errors, the first of them first.
 
-use super::config::{TenantConfig, subject_label, target_label};
+use super::config::{Mutation, TenantConfig, subject_label, target_label};
 use super::entity::*;
 use super::error::{ErrorKind, ModelError, ModelResult};
-use super::ids::FolderId;
+use super::ids::{FolderId, GroupId, PartitionId, PersonId, RoleId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -125,29 +125,91 @@ fn metric_name_parts(name: &str) -> Result<(&str, &str), String> {
     Ok((app, kind))
 }
 
-/// Which collections to check.
-#[derive(Debug, Clone, Copy)]
-struct Scope {
-    catalogs: bool,
-    folders: bool,
-    persons: bool,
-    groups: bool,
-    roles: bool,
-    partitions: bool,
-    objects: bool,
-    aces: bool,
+/// How much of one collection to check.
+#[derive(Debug)]
+enum Check<'a, K> {
+    /// None of it.
+    No,
+    /// All of it.
+    All,
+    /// These entities (the ones a batch put or edited), and those whose name
+    /// they share: nothing else of the collection can have changed validity.
+    Keys(&'a BTreeSet<K>),
 }
 
-const EVERYTHING: Scope = Scope {
+impl<K> Clone for Check<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Check<'_, K> {}
+
+impl<K> Check<'_, K> {
+    fn all_if(b: bool) -> Self {
+        if b { Check::All } else { Check::No }
+    }
+}
+
+/// Which collections to check.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    catalogs: bool,
+    folders: bool,
+    persons: Check<'a, PersonId>,
+    groups: Check<'a, GroupId>,
+    roles: Check<'a, RoleId>,
+    partitions: Check<'a, PartitionId>,
+    objects: Check<'a, ObjectKey>,
+    aces: Check<'a, (Target, Subject)>,
+}
+
+const EVERYTHING: Scope<'static> = Scope {
     catalogs: true,
     folders: true,
-    persons: true,
-    groups: true,
-    roles: true,
-    partitions: true,
-    objects: true,
-    aces: true,
+    persons: Check::All,
+    groups: Check::All,
+    roles: Check::All,
+    partitions: Check::All,
+    objects: Check::All,
+    aces: Check::All,
 };
+
+/// The entities of `map` that `check` asks for, in key order, each with
+/// whether its name (`name`: what must be unique) repeats the name of an
+/// entity earlier in key order. With [`Check::Keys`], the entities checked
+/// are those that share a name with a listed one (the listed ones among
+/// them): exactly the entities whole validation could find a problem with
+/// when only the listed ones changed, each with the same verdict.
+fn to_check<'c, K: Ord, V, N: Eq + std::hash::Hash>(
+    map: &'c BTreeMap<K, V>,
+    check: Check<'_, K>,
+    name: impl Fn(&'c V) -> N,
+) -> Vec<(&'c V, bool)> {
+    match check {
+        Check::No => Vec::new(),
+        Check::All => {
+            let mut seen = HashSet::new();
+            map.values().map(|v| (v, !seen.insert(name(v)))).collect()
+        }
+        Check::Keys(keys) if keys.is_empty() => Vec::new(),
+        Check::Keys(keys) => {
+            let wanted: Vec<N> = keys.iter().filter_map(|k| map.get(k)).map(&name).collect();
+            let wanted_set: HashSet<&N> = if wanted.len() > 8 { wanted.iter().collect() } else { HashSet::new() };
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for v in map.values() {
+                let n = name(v);
+                let hit = if wanted.len() > 8 { wanted_set.contains(&n) } else { wanted.contains(&n) };
+                if hit {
+                    let dup = !seen.insert(n);
+                    out.push((v, dup));
+                }
+            }
+            out
+        }
+    }
+}
 
 /// Validates a whole tenant configuration: the first problem found.
 pub fn validate(c: &TenantConfig) -> ModelResult<()> {
@@ -191,19 +253,117 @@ pub fn validate_change(old: &TenantConfig, new: &TenantConfig) -> ModelResult<()
         Scope {
             catalogs,
             folders,
-            persons: persons || folders,
-            groups: groups || persons || folders,
-            roles: roles || catalogs || persons || groups || folders,
-            partitions: partitions || persons,
-            objects: objects || folders || partitions,
-            aces: aces || folders || persons || groups || roles || objects,
+            persons: Check::all_if(persons || folders),
+            groups: Check::all_if(groups || persons || folders),
+            roles: Check::all_if(roles || catalogs || persons || groups || folders),
+            partitions: Check::all_if(partitions || persons),
+            objects: Check::all_if(objects || folders || partitions),
+            aces: Check::all_if(aces || folders || persons || groups || roles || objects),
         },
         &mut sink,
     );
     sink.first()
 }
 
-fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
+/// What a batch put or edited, collection by collection.
+#[derive(Debug, Default)]
+struct Touched {
+    persons: BTreeSet<PersonId>,
+    groups: BTreeSet<GroupId>,
+    roles: BTreeSet<RoleId>,
+    partitions: BTreeSet<PartitionId>,
+    objects: BTreeSet<ObjectKey>,
+    aces: BTreeSet<(Target, Subject)>,
+}
+
+/// The entities `mutations` put or edit; `None` when the batch does more
+/// than put and edit persons, groups, roles, partitions, objects and entries
+/// (it creates the tenant, changes catalogs or folders, removes something,
+/// provisions a virtual queue): then validity elsewhere may have changed.
+fn touched(mutations: &[Mutation]) -> Option<Touched> {
+    let mut t = Touched::default();
+    for m in mutations {
+        match m {
+            // The tenant's name is checked whatever the scope; removing an
+            // entry leaves nothing dangling (nothing refers to entries).
+            Mutation::RenameTenant { .. } | Mutation::SetRestrictedMode { .. } | Mutation::DeleteAce { .. } => {}
+            Mutation::PutPerson(p) => {
+                t.persons.insert(p.id.clone());
+            }
+            Mutation::PutGroup(g) => {
+                t.groups.insert(g.id.clone());
+            }
+            Mutation::AddGroupMember { group, .. } | Mutation::RemoveGroupMember { group, .. } => {
+                t.groups.insert(group.clone());
+            }
+            Mutation::PutRole(r) => {
+                t.roles.insert(r.id.clone());
+            }
+            Mutation::AssignRole { role, .. } | Mutation::UnassignRole { role, .. } => {
+                t.roles.insert(role.clone());
+            }
+            Mutation::PutPartition(p) => {
+                t.partitions.insert(p.id.clone());
+            }
+            Mutation::PutObject(o) => {
+                t.objects.insert(ObjectKey { kind: o.kind.clone(), id: o.id.clone() });
+            }
+            Mutation::MoveObject { target, .. } => match target {
+                Target::Person(id) => {
+                    t.persons.insert(id.clone());
+                }
+                Target::Group(id) => {
+                    t.groups.insert(id.clone());
+                }
+                Target::Role(id) => {
+                    t.roles.insert(id.clone());
+                }
+                Target::Object(k) => {
+                    t.objects.insert(k.clone());
+                }
+                Target::Folder(_) => return None,
+            },
+            Mutation::PutAce(a) => {
+                t.aces.insert((a.target.clone(), a.subject.clone()));
+            }
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
+/// Validates `new`, the result of applying `mutations` to the valid
+/// configuration `old`, and gives exactly the answer of [`validate`] on
+/// `new` (the first problem found), cheaply:
+/// - a batch that only puts and edits persons, groups, roles, partitions,
+///   objects and entries (the common writes: a group join, a role change,
+///   a new object) checks those entities, and the ones whose unique name
+///   they share. Nothing else can have become invalid: every other entity
+///   is as it was in `old`, and what it refers to still exists (nothing
+///   was removed) with the same folders and catalogs;
+/// - any other batch goes to [`validate_change`], which checks the
+///   collections it replaced and those that depend on them, whole.
+///
+/// A group join on a tenant of 10,000 persons and 1,000 groups checks one
+/// group instead of every group, role and entry.
+pub fn validate_batch(old: &TenantConfig, new: &TenantConfig, mutations: &[Mutation]) -> ModelResult<()> {
+    let Some(t) = touched(mutations).filter(|_| old.exists()) else { return validate_change(old, new) };
+    let scope = Scope {
+        catalogs: false,
+        folders: false,
+        persons: Check::Keys(&t.persons),
+        groups: Check::Keys(&t.groups),
+        roles: Check::Keys(&t.roles),
+        partitions: Check::Keys(&t.partitions),
+        objects: Check::Keys(&t.objects),
+        aces: Check::Keys(&t.aces),
+    };
+    let mut sink = Sink::new(1);
+    let _ = validate_scope(new, scope, &mut sink);
+    sink.first()
+}
+
+fn validate_scope(c: &TenantConfig, scope: Scope<'_>, sink: &mut Sink) -> Step {
     sink.check(check_name("tenant.id", c.id.as_str()))?;
     sink.check(check_name("tenant.name", &c.name))?;
     if scope.catalogs {
@@ -220,12 +380,11 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     };
 
-    let mut usernames = HashSet::new();
-    for p in c.persons.values().filter(|_| scope.persons) {
+    for (p, dup) in to_check(&c.persons, scope.persons, |p| p.username.as_str()) {
         let field = || format!("persons[{}]", p.id);
         sink.lazy(name_problem(p.id.as_str()), || format!("{}.id", field()), p.id.as_str())?;
         sink.lazy(name_problem(&p.username), || format!("{}.username", field()), &p.username)?;
-        if !usernames.insert(p.username.as_str()) {
+        if dup {
             sink.push(ModelError::duplicate(format!("{}.username", field()), &p.username, "username"))?;
         }
         if !c.folders.contains_key(&p.folder) {
@@ -239,12 +398,11 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     }
 
-    let mut names = HashSet::new();
-    for g in c.groups.values().filter(|_| scope.groups) {
+    for (g, dup) in to_check(&c.groups, scope.groups, |g| g.name.as_str()) {
         let field = format!("access_groups[{}]", g.id);
         sink.check(check_name(&format!("{field}.id"), g.id.as_str()))?;
         sink.check(check_name(&format!("{field}.name"), &g.name))?;
-        if !names.insert(g.name.as_str()) {
+        if dup {
             sink.push(ModelError::duplicate(format!("{field}.name"), &g.name, "access group name"))?;
         }
         folder_ok(sink, field.clone(), &g.folder)?;
@@ -255,12 +413,11 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     }
 
-    let mut names = HashSet::new();
-    for r in c.roles.values().filter(|_| scope.roles) {
+    for (r, dup) in to_check(&c.roles, scope.roles, |r| r.name.as_str()) {
         let field = format!("roles[{}]", r.id);
         sink.check(check_name(&format!("{field}.id"), r.id.as_str()))?;
         sink.check(check_name(&format!("{field}.name"), &r.name))?;
-        if !names.insert(r.name.as_str()) {
+        if dup {
             sink.push(ModelError::duplicate(format!("{field}.name"), &r.name, "role name"))?;
         }
         folder_ok(sink, field.clone(), &r.folder)?;
@@ -291,12 +448,11 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     }
 
-    let mut names = HashSet::new();
-    for p in c.partitions.values().filter(|_| scope.partitions) {
+    for (p, dup) in to_check(&c.partitions, scope.partitions, |p| p.name.as_str()) {
         let field = format!("partitions[{}]", p.id);
         sink.check(check_name(&format!("{field}.id"), p.id.as_str()))?;
         sink.check(check_name(&format!("{field}.name"), &p.name))?;
-        if !names.insert(p.name.as_str()) {
+        if dup {
             sink.push(ModelError::duplicate(format!("{field}.name"), &p.name, "partition name"))?;
         }
         for m in &p.members {
@@ -306,9 +462,8 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     }
 
-    let mut names: HashSet<(&str, &str)> = HashSet::new();
     let mut paths: HashMap<&str, Option<Vec<&str>>> = HashMap::new();
-    for o in c.objects.values().filter(|_| scope.objects) {
+    for (o, dup) in to_check(&c.objects, scope.objects, |o| (o.kind.as_str(), o.name.as_str())) {
         let field = || format!("objects[{}/{}]", o.kind, o.id);
         sink.lazy(plain_name_problem(&o.kind), || format!("{}.type", field()), &o.kind)?;
         if types::RESERVED.contains(&o.kind.as_str()) {
@@ -320,7 +475,7 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
         sink.lazy(name_problem(o.id.as_str()), || format!("{}.id", field()), o.id.as_str())?;
         sink.lazy(name_problem(&o.name), || format!("{}.name", field()), &o.name)?;
-        if !names.insert((o.kind.as_str(), o.name.as_str())) {
+        if dup {
             sink.push(ModelError::duplicate(format!("{}.name", field()), &o.name, &format!("{} name", o.kind)))?;
         }
         if !c.folders.contains_key(&o.folder) {
@@ -362,7 +517,8 @@ fn validate_scope(c: &TenantConfig, scope: Scope, sink: &mut Sink) -> Step {
         }
     }
 
-    for ace in c.aces.values().filter(|_| scope.aces) {
+    // (at most one entry per target and subject: the key, never a duplicate)
+    for (ace, _) in to_check(&c.aces, scope.aces, |a| (&a.target, &a.subject)) {
         let field = format!("aces[{} for {}]", target_label(&ace.target), subject_label(&ace.subject));
         let exists = match &ace.target {
             Target::Folder(id) => c.folders.contains_key(id),
