@@ -981,7 +981,8 @@ fn fast_engine_matches_the_reference() {
 /// tenants: each round replaces the tenant on a real server (SQLite store)
 /// with a new random one, waits until the follower has the import's
 /// revision, and asks the round's questions of both, the server over gRPC.
-/// Reasons and revisions must be equal. A second follower starts half-way,
+/// Reasons and revisions must be equal, asked of the follower and of a
+/// `TenantReader` kept across rounds. A second follower starts half-way,
 /// so both paths are covered: the first follower applies every round from
 /// the change stream, the second loads an existing tenant from `Export`.
 #[test]
@@ -1003,6 +1004,8 @@ fn embedded_follower_answers_as_the_server() {
         let mut decisions = server.decisions().await;
         let first = Follower::start(UpstreamSettings::new(server.url())).unwrap();
         first.ready(wait).await.unwrap();
+        // Each follower asked directly, and through a reader kept across the rounds.
+        let mut readers = vec![first.reader(TENANT)];
         let mut followers = vec![("streamed", first)];
         let mut runner = TestRunner::new(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() });
         let (mut compared, mut refused) = (0usize, 0usize);
@@ -1018,6 +1021,7 @@ fn embedded_follower_answers_as_the_server() {
             if round == ROUNDS / 2 {
                 let loaded = Follower::start(UpstreamSettings::new(server.url())).unwrap();
                 loaded.ready(wait).await.unwrap();
+                readers.push(loaded.reader(TENANT));
                 followers.push(("loaded", loaded));
             }
             for (name, f) in &followers {
@@ -1063,8 +1067,9 @@ fn embedded_follower_answers_as_the_server() {
                     }
                     Err(s) => panic!("round {round}: the server failed a check: {s:?}"),
                 };
-                for (name, f) in &followers {
+                for ((name, f), reader) in followers.iter().zip(readers.iter_mut()) {
                     let embedded = f.check(TENANT, &owned.request());
+                    assert_eq!(reader.check(&owned.request()), embedded, "round {round}: the {name} follower's reader");
                     assert_eq!(
                         (convert::reason(embedded.reason) as i32, embedded.revision),
                         (served.reason, served.revision),

@@ -116,6 +116,9 @@ struct Inner {
     applied: watch::Sender<Revision>,
     closed: watch::Receiver<bool>,
     upstream_head: AtomicU64,
+    /// Bumped after every change of any tenant's view: a [`TenantReader`]
+    /// looks the view up again only when it moved.
+    views_changed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +148,7 @@ impl Follower {
             applied: watch::channel(0).0,
             closed: closed.clone(),
             upstream_head: AtomicU64::new(0),
+            views_changed: AtomicU64::new(0),
         });
         tokio::spawn(load_when_wanted(Arc::downgrade(&inner), inner.load_wanted.subscribe(), closed.clone()));
         tokio::spawn(super::follow(Arc::downgrade(&inner), inner.restart.subscribe(), closed));
@@ -255,6 +259,14 @@ impl Follower {
         self.inner.snapshot.view(tenant)
     }
 
+    /// A reader of `tenant` for one thread (or task): its
+    /// [`TenantReader::check`] keeps the tenant's view and looks it up again
+    /// only after a change arrived (one atomic load per check otherwise), so
+    /// a check costs what the engine's does.
+    pub fn reader(&self, tenant: &str) -> TenantReader {
+        TenantReader { follower: self.clone(), tenant: tenant.to_owned(), seen: u64::MAX, view: Err(Reason::NotLoaded) }
+    }
+
     /// The tenants held, in id order.
     pub fn tenants(&self) -> Vec<String> {
         let mut ids = self.inner.snapshot.tenant_ids();
@@ -279,6 +291,38 @@ impl Follower {
             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             detail,
         }
+    }
+}
+
+/// One thread's view of one tenant of a [`Follower`] ([`Follower::reader`]).
+#[derive(Debug)]
+pub struct TenantReader {
+    follower: Follower,
+    tenant: String,
+    /// The change count the view was taken at (`u64::MAX`: never taken).
+    seen: u64,
+    view: Result<Arc<TenantView>, Reason>,
+}
+
+impl TenantReader {
+    /// Checks `request` on the tenant's newest view, as [`Follower::check`]
+    /// does (the same answers, failing closed the same way).
+    pub fn check(&mut self, request: &CheckRequest<'_>) -> Checked {
+        let inner = &self.follower.inner;
+        let changed = inner.views_changed.load(Ordering::Acquire);
+        if changed != self.seen {
+            self.seen = changed;
+            self.view = self.follower.view(&self.tenant);
+        }
+        match &self.view {
+            Ok(v) => v.check(request),
+            Err(reason) => Decision::new(*reason, inner.snapshot.revision()),
+        }
+    }
+
+    /// The tenant this reader reads.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
 }
 
@@ -309,6 +353,7 @@ impl Inner {
             }
             self.snapshot.advance(from);
             self.snapshot.mark_loaded();
+            self.views_changed.fetch_add(1, Ordering::Release);
         }
         let generation = {
             let mut s = self.state();
@@ -335,6 +380,7 @@ impl Inner {
             match me.snapshot.prepare(&batch.tenant, &batch.mutations) {
                 Ok(next) => {
                     me.snapshot.install(next, revision);
+                    me.views_changed.fetch_add(1, Ordering::Release);
                     Ok(batch.committed_at)
                 }
                 Err(e) => {

@@ -23,7 +23,7 @@
 
 mod embedded;
 
-pub use embedded::{Checked, Follower, FollowerError, Lag};
+pub use embedded::{Checked, Follower, FollowerError, Lag, TenantReader};
 
 use crate::model::{Mutation, Revision, TenantConfig, TenantFile, TenantId};
 use crate::proto::authzd::v1 as pb;
