@@ -264,7 +264,12 @@ impl Follower {
     /// only after a change arrived (one atomic load per check otherwise), so
     /// a check costs what the engine's does.
     pub fn reader(&self, tenant: &str) -> TenantReader {
-        TenantReader { follower: self.clone(), tenant: tenant.to_owned(), seen: u64::MAX, view: Err(Reason::NotLoaded) }
+        TenantReader {
+            follower: self.clone(),
+            tenant: tenant.to_owned(),
+            seen: (u64::MAX, 0),
+            view: Err(Reason::NotLoaded),
+        }
     }
 
     /// The tenants held, in id order.
@@ -299,8 +304,9 @@ impl Follower {
 pub struct TenantReader {
     follower: Follower,
     tenant: String,
-    /// The change count the view was taken at (`u64::MAX`: never taken).
-    seen: u64,
+    /// The change count and the snapshot revision the view was taken at
+    /// (`u64::MAX`: never taken).
+    seen: (u64, Revision),
     view: Result<Arc<TenantView>, Reason>,
 }
 
@@ -309,7 +315,10 @@ impl TenantReader {
     /// does (the same answers, failing closed the same way).
     pub fn check(&mut self, request: &CheckRequest<'_>) -> Checked {
         let inner = &self.follower.inner;
-        let changed = inner.views_changed.load(Ordering::Acquire);
+        // The revision too: the snapshot advances it right after it swaps a
+        // view in, before the change count moves, and `wait_for` returns on
+        // it; a reader asked after that must see the view.
+        let changed = (inner.views_changed.load(Ordering::Acquire), inner.snapshot.revision());
         if changed != self.seen {
             self.seen = changed;
             self.view = self.follower.view(&self.tenant);
