@@ -22,6 +22,10 @@
 //! - [`http`]: HTTP on the gRPC listener: CORS, HTTP/JSON through the gRPC stack, Watch as Server-Sent Events, the OpenAPI document.
 //! - [`loadgen`] (`bench`): `authzd bench`, the load generator that verifies every answer against a local view.
 
+// No unsafe code anywhere in the library (the test allocator of
+// tests/no_alloc.rs is the only unsafe code of the project).
+#![forbid(unsafe_code)]
+
 // Always built (`default-features = false` gives just these): the decision core.
 pub mod engine;
 pub mod model;

@@ -1,4 +1,5 @@
 //! The `authzd` binary: parses the command line and hands it to [`authzd::app::run`].
+#![forbid(unsafe_code)]
 
 use clap::Parser as _;
 
