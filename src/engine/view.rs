@@ -186,6 +186,75 @@ struct AclTable {
     acls: Vec<Box<[AclEntry]>>,
     /// By node index.
     node_acl: Vec<u32>,
+    /// By kind index: the kind's nodes grouped by their ACL, for listings.
+    listing: Vec<KindAcls>,
+}
+
+/// One kind's nodes grouped by effective ACL. Positions are indexes into the
+/// kind's id order ([`KindC::sorted`]), so a listing decides each distinct
+/// ACL once, unites the groups it allows and walks them in id order.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct KindAcls {
+    /// Nodes of the kind (the length of `KindC::sorted`).
+    len: usize,
+    /// One group per distinct ACL the kind's nodes have.
+    groups: Vec<AclGroup>,
+}
+
+/// The nodes of one kind that have ACL `acl`.
+#[derive(Debug, PartialEq, Eq)]
+struct AclGroup {
+    acl: u32,
+    members: Members,
+}
+
+/// Positions in a kind's id order, in whichever form is smaller.
+#[derive(Debug, PartialEq, Eq)]
+enum Members {
+    /// Ascending positions (a group of fewer than 1/32 of the kind's nodes).
+    Positions(Box<[u32]>),
+    /// Bit `i % 64` of word `i / 64`: position `i`.
+    Bits(Box<[u64]>),
+}
+
+impl KindAcls {
+    /// Groups a kind's nodes (`sorted`, in id order) by their ACL.
+    fn compile(sorted: &[u32], node_acl: &[u32], acls: usize) -> KindAcls {
+        let len = sorted.len();
+        // Group index per ACL (NONE: no node of the kind has it yet).
+        let mut slot = vec![NONE; acls];
+        let mut lists: Vec<(u32, Vec<u32>)> = Vec::new();
+        for (pos, &n) in sorted.iter().enumerate() {
+            let Some(&acl) = node_acl.get(n as usize) else { continue };
+            let Some(s) = slot.get_mut(acl as usize) else { continue };
+            if *s == NONE {
+                *s = lists.len() as u32;
+                lists.push((acl, Vec::new()));
+            }
+            if let Some((_, v)) = lists.get_mut(*s as usize) {
+                v.push(pos as u32);
+            }
+        }
+        let words = len.div_ceil(64);
+        let groups = lists
+            .into_iter()
+            .map(|(acl, v)| {
+                let members = if v.len().saturating_mul(32) >= len {
+                    let mut bits = vec![0u64; words];
+                    for &pos in &v {
+                        if let Some(w) = bits.get_mut(pos as usize / 64) {
+                            *w |= 1 << (pos % 64);
+                        }
+                    }
+                    Members::Bits(bits.into_boxed_slice())
+                } else {
+                    Members::Positions(v.into_boxed_slice())
+                };
+                AclGroup { acl, members }
+            })
+            .collect();
+        KindAcls { len, groups }
+    }
 }
 
 /// The compiled application catalogs.
@@ -677,7 +746,8 @@ impl AclTable {
                 None => inherited[folder as usize],
             };
         }
-        AclTable { acls, node_acl }
+        let listing = g.kinds.iter().map(|k| KindAcls::compile(&k.sorted, &node_acl, acls.len())).collect();
+        AclTable { acls, node_acl, listing }
     }
 
     /// The effective ACL of node `n` (empty for an unknown node: fail closed).
@@ -1578,49 +1648,78 @@ impl TenantView {
             _ => Vec::new(),
         };
         let Some(kc) = self.graph.kinds.get(kind as usize) else { return Ok(empty) };
+        let Some(ka) = self.acl.listing.get(kind as usize) else { return Ok(empty) };
         let start = match r.after {
             Some(after) => kc.sorted.partition_point(|&n| self.graph.nodes[n as usize].id.as_str() <= after),
             None => 0,
         };
-        // Verdict per distinct ACL, computed on first use (0 unknown, 1 allow, 2 not).
-        let mut memo = vec![0u8; self.acl.acls.len()];
-        let limit = r.limit.max(1);
-        let mut items = Vec::with_capacity(limit.min(kc.sorted.len() - start));
-        let mut next_after = None;
-        for &n in &kc.sorted[start..] {
-            let nc = &self.graph.nodes[n as usize];
-            if let Some((lo, hi)) = scope {
-                if nc.pre < lo || nc.pre >= hi {
-                    continue;
+        // The positions (in id order, from `start` on) whose ACL allows the
+        // person: each distinct ACL of the kind decided once, its group of
+        // nodes added whole.
+        let first = start / 64;
+        let mut bits = vec![0u64; ka.len.div_ceil(64)];
+        for grp in &ka.groups {
+            let entries = self.acl.acls.get(grp.acl as usize).map_or(&[][..], |a| a);
+            if verdict(&person.principals, entries, b) != AclVerdict::Allow {
+                continue;
+            }
+            match &grp.members {
+                Members::Bits(words) => {
+                    for (w, &x) in bits.iter_mut().zip(words.iter()).skip(first) {
+                        *w |= x;
+                    }
+                }
+                Members::Positions(ps) => {
+                    // INVARIANT: a partition point is at most the length.
+                    for &pos in &ps[ps.partition_point(|&p| (p as usize) < start)..] {
+                        if let Some(w) = bits.get_mut(pos as usize / 64) {
+                            *w |= 1 << (pos % 64);
+                        }
+                    }
                 }
             }
-            if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
-                continue;
+        }
+        // Bits below `start` in its word are not candidates.
+        if let Some(w) = bits.get_mut(first) {
+            *w &= !0u64 << (start % 64);
+        }
+        let candidates: usize = bits.iter().skip(first).map(|w| w.count_ones() as usize).sum();
+        let limit = r.limit.max(1);
+        let mut items = Vec::with_capacity(limit.min(candidates));
+        let mut next_after = None;
+        'words: for (wi, &word) in bits.iter().enumerate().skip(first) {
+            let mut w = word;
+            while w != 0 {
+                let pos = wi * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                let Some(nc) = kc.sorted.get(pos).and_then(|&n| self.graph.nodes.get(n as usize)) else { continue };
+                if let Some((lo, hi)) = scope {
+                    if nc.pre < lo || nc.pre >= hi {
+                        continue;
+                    }
+                }
+                if !nc.partitions.is_empty() && !intersects(&nc.partitions, &person.partitions) {
+                    continue;
+                }
+                if items.len() == limit {
+                    next_after = items.last().map(|v: &VisibleRef<'v>| v.id);
+                    break 'words;
+                }
+                items.push(VisibleRef {
+                    id: &nc.id,
+                    name: &nc.name,
+                    folder: self.folder_id(nc.folder),
+                    properties: if nc.properties.is_empty() {
+                        Vec::new()
+                    } else {
+                        nc.properties
+                            .iter()
+                            .filter(|(k, _)| !hidden.contains(&k.as_str()))
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect()
+                    },
+                });
             }
-            let Some(&acl) = self.acl.node_acl.get(n as usize) else { continue };
-            let Some(slot) = memo.get_mut(acl as usize) else { continue };
-            if *slot == 0 {
-                let entries = self.acl.acls.get(acl as usize).map_or(&[][..], |a| a);
-                *slot = if verdict(&person.principals, entries, b) == AclVerdict::Allow { 1 } else { 2 };
-            }
-            if *slot != 1 {
-                continue;
-            }
-            if items.len() == limit {
-                next_after = items.last().map(|v: &VisibleRef<'v>| v.id);
-                break;
-            }
-            items.push(VisibleRef {
-                id: &nc.id,
-                name: &nc.name,
-                folder: self.folder_id(nc.folder),
-                properties: nc
-                    .properties
-                    .iter()
-                    .filter(|(k, _)| !hidden.contains(&k.as_str()))
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-            });
         }
         Ok(ListPageRef { items, next_after, revision: self.revision })
     }
