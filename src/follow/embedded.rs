@@ -33,7 +33,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{FIRST_BACKOFF, Feed, LoadedTenant, MAX_BACKOFF, RawBatch, Upstream, UpstreamSettings};
+use super::{FIRST_BACKOFF, Feed, FollowerLag, LoadedTenant, MAX_BACKOFF, RawBatch, Upstream, UpstreamSettings};
 use crate::engine::{CheckRequest, Decision, Reason, TenantView};
 use crate::model::Revision;
 use crate::proto::authzd::v1 as pb;
@@ -72,17 +72,6 @@ pub enum FollowerError {
     /// [`Follower::close`] was called.
     #[error("the follower was closed")]
     Closed,
-}
-
-/// How far the follower is behind its upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Lag {
-    /// The upstream's newest revision (as its checkpoints and batches say)
-    /// minus the last one applied here.
-    pub revisions: u64,
-    /// How long ago the last batch applied was committed upstream, when the
-    /// follower is behind (0 when it is caught up).
-    pub millis: u64,
 }
 
 /// An embedded follower (cheap to clone: one shared state). Dropping every
@@ -193,16 +182,9 @@ impl Follower {
     }
 
     /// How far behind the upstream this follower is.
-    pub fn lag(&self) -> Lag {
+    pub fn lag(&self) -> FollowerLag {
         let s = self.inner.state();
-        let revisions = self.inner.upstream_head.load(Ordering::Relaxed).saturating_sub(s.head);
-        let millis = match (revisions, s.last_committed_at) {
-            (0, _) | (_, None) => 0,
-            (_, Some(at)) => {
-                SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
-        };
-        Lag { revisions, millis }
+        FollowerLag::of(self.inner.upstream_head.load(Ordering::Relaxed), s.head, s.last_committed_at)
     }
 
     /// Checks `request` in `tenant` on the current view: a function call,

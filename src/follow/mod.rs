@@ -23,7 +23,7 @@
 
 mod embedded;
 
-pub use embedded::{Checked, Follower, FollowerError, Lag, TenantReader};
+pub use embedded::{Checked, Follower, FollowerError, TenantReader};
 
 use crate::model::{Mutation, Revision, TenantConfig, TenantFile, TenantId};
 use crate::proto::authzd::v1 as pb;
@@ -207,6 +207,32 @@ impl Upstream {
             loaded.push((TenantId(t.id), revision, config));
         }
         Ok((from, loaded))
+    }
+}
+
+/// How far a follower is behind its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerLag {
+    /// The upstream's newest revision (as its checkpoints and batches say)
+    /// minus the last one the follower holds.
+    pub revisions: u64,
+    /// How long ago the last batch the follower holds was committed
+    /// upstream, when the follower is behind (0 when it is caught up).
+    pub millis: u64,
+}
+
+impl FollowerLag {
+    /// The lag of a follower at `head`, whose upstream is at `upstream_head`,
+    /// and whose last batch was committed upstream at `last_committed_at`.
+    pub fn of(upstream_head: Revision, head: Revision, last_committed_at: Option<SystemTime>) -> FollowerLag {
+        let revisions = upstream_head.saturating_sub(head);
+        let millis = match (revisions, last_committed_at) {
+            (0, _) | (_, None) => 0,
+            (_, Some(at)) => {
+                SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+        };
+        FollowerLag { revisions, millis }
     }
 }
 

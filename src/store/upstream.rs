@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-pub use crate::follow::UpstreamSettings;
+pub use crate::follow::{FollowerLag, UpstreamSettings};
 
 /// A follower's view of its upstream (cheap to clone: one shared state).
 #[derive(Debug, Clone)]
@@ -89,16 +89,6 @@ struct Feed {
     last_committed_at: Option<SystemTime>,
 }
 
-/// How far a follower is behind its upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FollowerLag {
-    /// The upstream's newest revision minus the last one received.
-    pub revisions: u64,
-    /// How long ago the last batch received was committed upstream, when the
-    /// follower is behind (0 when it is caught up).
-    pub millis: u64,
-}
-
 fn read_only(what: &str) -> StoreError {
     StoreError::Other(format!("this replica follows an upstream authzd: {what} is done by the upstream"))
 }
@@ -133,14 +123,7 @@ impl UpstreamStore {
     /// How far behind the upstream this follower is.
     pub fn lag(&self) -> FollowerLag {
         let f = self.inner.feed();
-        let revisions = self.inner.upstream_head.load(Ordering::Relaxed).saturating_sub(f.head);
-        let millis = match (revisions, f.last_committed_at) {
-            (0, _) | (_, None) => 0,
-            (_, Some(at)) => {
-                SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
-        };
-        FollowerLag { revisions, millis }
+        FollowerLag::of(self.inner.upstream_head.load(Ordering::Relaxed), f.head, f.last_committed_at)
     }
 
     /// Wake-ups for the replica's tailer: every batch and lock event received.
