@@ -118,6 +118,21 @@ pub async fn run_storm(
     }
 }
 
+/// The application the watch workloads follow and flip: `--watch-app`, or
+/// the catalog with the most privileges.
+pub(super) fn followed_app(a: &BenchArgs, t: &Target) -> Result<String, String> {
+    match &a.watch_app {
+        Some(app) => Ok(app.clone()),
+        None => t
+            .config
+            .catalogs
+            .values()
+            .max_by_key(|c| c.privileges.len())
+            .map(|c| c.name.clone())
+            .ok_or_else(|| "the tenant has no application catalogs to follow".into()),
+    }
+}
+
 /// Persons holding `role` directly or through a group.
 pub(super) fn holders(t: &Target, role: &Role) -> BTreeSet<PersonId> {
     let mut out = role.members.persons.clone();
@@ -145,16 +160,7 @@ async fn run_inner(
     name: &'static str,
     storm: Option<(Duration, tokio::sync::oneshot::Sender<()>)>,
 ) -> Result<WorkloadResult, String> {
-    let app = match &a.watch_app {
-        Some(app) => app.clone(),
-        None => t
-            .config
-            .catalogs
-            .values()
-            .max_by_key(|c| c.privileges.len())
-            .map(|c| c.name.clone())
-            .ok_or("the tenant has no application catalogs to follow")?,
-    };
+    let app = followed_app(a, t)?;
     // With --watch-role-for-all, the flipped role is created for the run.
     let desk = if a.watch_role_for_all { Some(desk_role(t, &app)?) } else { None };
     let (config_on, view_on) = match &desk {

@@ -360,6 +360,22 @@ impl Pools {
         }
     }
 
+    /// The privilege checks of every application but `app` (the others'
+    /// pools are left empty); `workload` names the pool in the reason given
+    /// when nothing is left.
+    pub fn without_application(&self, app: &str, workload: &'static str) -> Pools {
+        let privilege: Vec<_> =
+            self.privilege.iter().filter(|(r, _)| r.application.as_deref() != Some(app)).cloned().collect();
+        let mut empty = BTreeMap::new();
+        if privilege.is_empty() {
+            empty.insert(
+                workload,
+                format!("every privilege check of the pool is of `{app}`, the application the storm flips"),
+            );
+        }
+        Pools { privilege, empty, ..Pools::default() }
+    }
+
     /// Mean persons per prepared reverse lookup (`list-subjects` or `list-holders`).
     pub fn mean_persons(list: &[(impl Sized, ListExpect)]) -> f64 {
         if list.is_empty() {
