@@ -66,6 +66,21 @@ impl Harness {
         }
     }
 
+    /// The stored text of tenant `t`'s checkpoint: inline, or (SQLite, since
+    /// schema v3) its parts in order.
+    async fn checkpoint_text(&self) -> String {
+        if self.is_postgres() {
+            self.raw_text("SELECT config FROM authzd_checkpoints WHERE tenant = 't'").await
+        } else {
+            self.raw_text(
+                "SELECT c.config || COALESCE((SELECT group_concat(data, '') FROM \
+                 (SELECT data FROM authzd_checkpoint_parts p WHERE p.tenant = c.tenant AND p.revision = c.revision \
+                  AND p.part < c.parts ORDER BY part)), '') FROM authzd_checkpoints c WHERE c.tenant = 't'",
+            )
+            .await
+        }
+    }
+
     async fn finish(self) {
         self.store.close().await;
     }
@@ -116,6 +131,7 @@ conformance!(sqlite, open_sqlite:
     expected_head_conflict_writes_nothing,
     concurrent_appends_are_gap_free,
     checkpoint_round_trip,
+    large_checkpoints_round_trip,
     compaction_keeps_what_checkpoints_need,
     corrupt_rows_name_the_revision,
     locks,
@@ -134,6 +150,7 @@ conformance!(postgres, open_postgres:
     expected_head_conflict_writes_nothing,
     concurrent_appends_are_gap_free,
     checkpoint_round_trip,
+    large_checkpoints_round_trip,
     compaction_keeps_what_checkpoints_need,
     corrupt_rows_name_the_revision,
     locks,
@@ -318,7 +335,7 @@ async fn checkpoint_round_trip(h: &Harness) {
     assert_eq!(s.append(&t("t"), &create, None, None).await.unwrap(), 1);
     s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
     // Stored as the tenant file in JSON.
-    let stored = h.raw_text("SELECT config FROM authzd_checkpoints WHERE tenant = 't'").await;
+    let stored = h.checkpoint_text().await;
     let file: TenantFile = serde_json::from_str(&stored).unwrap();
     assert!(file == TenantFile::from_config(&config), "stored checkpoint is not the tenant file");
     let loaded = s.load_checkpoints().await.unwrap();
@@ -345,6 +362,53 @@ async fn checkpoint_round_trip(h: &Harness) {
     let loaded = s.load_checkpoints().await.unwrap();
     assert_eq!(loaded.iter().map(|c| (c.0.clone(), c.1)).collect::<Vec<_>>(), vec![(t("t"), 2), (t("u"), 2)]);
     assert!(loaded[1].2 == other);
+}
+
+/// A checkpoint of megabytes (SQLite writes it in parts of 256 KiB, each in
+/// a transaction of its own, and switches to it last): it round-trips, the
+/// next one replaces it and leaves none of its parts behind, and parts an
+/// interrupted write left behind are neither read nor kept.
+async fn large_checkpoints_round_trip(h: &Harness) {
+    use authzd::synth::{self, SynthParams};
+    let s = &h.store;
+    let params = SynthParams { persons: 2_000, metrics: 8_000, ..SynthParams::default() };
+    let config = synth::tenant("t", &params).unwrap();
+    let create = [Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }];
+    for r in 1..=3 {
+        assert_eq!(s.append(&t("t"), &create, None, None).await.unwrap(), r);
+    }
+    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    let stored = h.checkpoint_text().await;
+    assert!(stored.len() > 1 << 20, "the test tenant's checkpoint is only {} bytes", stored.len());
+    let file: TenantFile = serde_json::from_str(&stored).unwrap();
+    assert!(file == TenantFile::from_config(&config), "stored checkpoint is not the tenant file");
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded.iter().map(|c| (c.0.clone(), c.1)).collect::<Vec<_>>(), vec![(t("t"), 1)]);
+    assert!(loaded[0].2 == config, "a checkpoint in parts does not round-trip");
+    if !h.is_postgres() {
+        let parts = h.raw_text("SELECT CAST(COUNT(*) AS TEXT) FROM authzd_checkpoint_parts WHERE revision = 1").await;
+        assert!(parts.parse::<usize>().unwrap() >= 4, "{parts} parts for {} bytes", stored.len());
+        // An interrupted write of revision 3 left parts behind, one beyond
+        // the count the next write of revision 3 makes.
+        h.raw("INSERT INTO authzd_checkpoint_parts (tenant, revision, part, data) VALUES ('t', 3, 0, 'junk'), ('t', 3, 9999, 'junk')")
+            .await;
+        assert!(s.load_checkpoints().await.unwrap()[0].2 == config, "parts nobody switched to were read");
+    }
+    let renamed = config.apply_batch(&rename("T2")).unwrap();
+    s.put_checkpoint(&t("t"), 3, &renamed).await.unwrap();
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded[0].1, 3);
+    assert!(loaded[0].2 == renamed, "the newer checkpoint in parts does not round-trip");
+    if !h.is_postgres() {
+        let left = h.raw_text("SELECT CAST(COUNT(*) AS TEXT) FROM authzd_checkpoint_parts WHERE revision < 3").await;
+        assert_eq!(left, "0", "the replaced checkpoint's parts are still stored");
+    }
+    // An older checkpoint changes nothing; the same revision again renews it.
+    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    s.put_checkpoint(&t("t"), 3, &renamed).await.unwrap();
+    let loaded = s.load_checkpoints().await.unwrap();
+    assert_eq!(loaded[0].1, 3);
+    assert!(loaded[0].2 == renamed);
 }
 
 async fn compaction_keeps_what_checkpoints_need(h: &Harness) {
@@ -703,8 +767,15 @@ async fn schema_v1_is_upgraded(h: &Harness) {
     s.acquire_lock(&t("a"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap();
     h.raw("DROP TABLE authzd_lock_events; DROP TABLE authzd_lock_event_head; DELETE FROM authzd_schema_version WHERE version > 1;")
         .await;
+    // SQLite's v3: checkpoints in parts.
+    let latest = if h.is_postgres() {
+        "2"
+    } else {
+        h.raw("DROP TABLE authzd_checkpoint_parts; ALTER TABLE authzd_checkpoints DROP COLUMN parts;").await;
+        "3"
+    };
     let upgraded = h.reopen().await;
-    assert_eq!(h.raw_text("SELECT CAST(MAX(version) AS TEXT) FROM authzd_schema_version").await, "2");
+    assert_eq!(h.raw_text("SELECT CAST(MAX(version) AS TEXT) FROM authzd_schema_version").await, latest);
     assert_eq!(upgraded.head().await.unwrap(), 1);
     assert_eq!(upgraded.list_locks(at(0)).await.unwrap().len(), 1);
     assert_eq!(upgraded.lock_events_head().await.unwrap(), 0);

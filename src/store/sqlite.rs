@@ -26,13 +26,27 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The embedded schema, in order.
 const MIGRATIONS: &[Migration] = &[
     (1, "initial", include_str!("migrations/sqlite/0001_initial.sql")),
     (2, "lock_events", include_str!("migrations/sqlite/0002_lock_events.sql")),
+    (3, "checkpoint_parts", include_str!("migrations/sqlite/0003_checkpoint_parts.sql")),
 ];
+
+/// Largest part of a checkpoint's text written in one transaction (see
+/// `migrations/sqlite/0003_checkpoint_parts.sql`): about a millisecond of
+/// SQLite's write lock.
+const CHECKPOINT_PART: usize = 256 * 1024;
+
+/// How often the WAL is copied back into the database file. SQLite's own
+/// automatic checkpoint is off: it runs inside the COMMIT of whichever write
+/// crosses 1,000 pages, so a write batch after a large tenant checkpoint paid
+/// for copying megabytes. A passive WAL checkpoint on its own task takes no
+/// write lock, so writes go on meanwhile.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +57,15 @@ pub struct SqliteStore {
     pool: SqlitePool,
     url: String,
     written: WrittenLockEvents,
+    /// This process's writers queue here, first come first served, before
+    /// they ask SQLite for its write lock (see [`SqliteStore::begin_write`]).
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// Held by every handle; the WAL checkpoint task ends when the last is dropped.
+    alive: Arc<()>,
 }
+
+/// A write transaction with its place at the write gate.
+type WriteTx = (tokio::sync::OwnedMutexGuard<()>, sqlx::Transaction<'static, sqlx::Sqlite>);
 
 impl SqliteStore {
     /// Opens the SQLite store at `url`: `sqlite://<path>`, `sqlite:<path>`,
@@ -91,6 +113,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let mut pool_options = SqlitePoolOptions::new().max_connections(4).acquire_timeout(BUSY_TIMEOUT * 2);
         if memory {
@@ -98,8 +121,17 @@ impl SqliteStore {
             pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&safe_url, e))?;
-        let store = SqliteStore { pool, url: safe_url, written: WrittenLockEvents::default() };
+        let store = SqliteStore {
+            pool,
+            url: safe_url,
+            written: WrittenLockEvents::default(),
+            gate: Arc::default(),
+            alive: Arc::default(),
+        };
         store.migrate().await?;
+        if !memory {
+            tokio::spawn(wal_checkpoints(store.pool.clone(), Arc::downgrade(&store.alive), store.url.clone()));
+        }
         tracing::debug!(url = %store.url, "sqlite store open");
         Ok(store)
     }
@@ -117,6 +149,49 @@ impl SqliteStore {
     /// See [`super::AnyStore::take_written_lock_event`].
     pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
         self.written.take(kind, lock)
+    }
+
+    /// Begins a write transaction: first the place at this process's write
+    /// gate (a fair queue, so a waiting write goes next as soon as the one
+    /// before commits), then SQLite's write lock (`BEGIN IMMEDIATE`), which
+    /// only another process can still hold. Without the gate, writers of one
+    /// process waited for each other in SQLite's busy handler, which polls
+    /// with growing sleeps (1, 2, 5, 10 … ms), and a write behind a long
+    /// one could be passed over again and again.
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let gate = Arc::clone(&self.gate).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        Ok((gate, tx))
+    }
+
+    /// Deletes the parts of `tenant`'s checkpoints older than `revision`, one
+    /// part per transaction (freeing a large row's pages also takes time
+    /// under the write lock).
+    async fn delete_parts_before(&self, tenant: &TenantId, revision: i64) -> StoreResult<()> {
+        let e = self.err();
+        let old: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT revision, part FROM authzd_checkpoint_parts WHERE tenant = ?1 AND revision < ?2")
+                .bind(tenant.as_str())
+                .bind(revision)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(&e)?;
+        for (r, part) in old {
+            let (_gate, mut tx) = self.begin_write().await?;
+            let deleted =
+                sqlx::query("DELETE FROM authzd_checkpoint_parts WHERE tenant = ?1 AND revision = ?2 AND part = ?3")
+                    .bind(tenant.as_str())
+                    .bind(r)
+                    .bind(part)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&e);
+            match deleted {
+                Ok(_) => tx.commit().await.map_err(&e)?,
+                Err(err) => return super::rollback(tx, err).await,
+            }
+        }
+        Ok(())
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -220,7 +295,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Revision> {
         let json = encode_mutations(mutations)?;
         let e = self.err();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         // Every failure, a conflict included, rolls back at once: a dropped
         // transaction would keep its lock until the connection is next used.
         let result = async {
@@ -304,39 +379,119 @@ impl Store for SqliteStore {
         revision: Revision,
         config: &EncodedConfig,
     ) -> StoreResult<()> {
-        let json = config.as_str();
         let e = self.err();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
-        let head: i64 =
-            sqlx::query_scalar("SELECT head FROM authzd_meta WHERE id = 1").fetch_one(&mut *tx).await.map_err(&e)?;
-        if revision > rev_from_db(head)? {
+        let rev = rev_to_db(revision)?;
+        let now = to_millis(SystemTime::now());
+        // The head only grows: a checkpoint within it now stays within it.
+        let head = self.head().await?;
+        if revision > head {
             return Err(StoreError::Other(format!(
                 "checkpoint of tenant `{tenant}` at revision `{revision}` is beyond the head `{head}`"
             )));
         }
-        sqlx::query(
-            "INSERT INTO authzd_checkpoints (tenant, revision, config, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+        let stored: Option<i64> = sqlx::query_scalar("SELECT revision FROM authzd_checkpoints WHERE tenant = ?1")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(&e)?;
+        if stored.is_some_and(|r| r >= rev) {
+            // Nothing newer to store: a checkpoint at the same revision only
+            // renews its time (the retention job's "older than" reads it).
+            let (_gate, mut tx) = self.begin_write().await?;
+            let renewed =
+                sqlx::query("UPDATE authzd_checkpoints SET created_at_ms = ?3 WHERE tenant = ?1 AND revision = ?2")
+                    .bind(tenant.as_str())
+                    .bind(rev)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&e);
+            return match renewed {
+                Ok(_) => tx.commit().await.map_err(&e),
+                Err(err) => super::rollback(tx, err).await,
+            };
+        }
+        // The parts first, each in a transaction of its own: a write batch
+        // waits for one part at most (migrations/sqlite/0003_checkpoint_parts.sql).
+        let parts = text_parts(config.as_str(), CHECKPOINT_PART);
+        for (i, part) in parts.iter().enumerate() {
+            let (_gate, mut tx) = self.begin_write().await?;
+            let written = sqlx::query(
+                "INSERT OR REPLACE INTO authzd_checkpoint_parts (tenant, revision, part, data) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(tenant.as_str())
+            .bind(rev)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(*part)
+            .execute(&mut *tx)
+            .await
+            .map_err(&e);
+            match written {
+                Ok(_) => tx.commit().await.map_err(&e)?,
+                Err(err) => return super::rollback(tx, err).await,
+            }
+        }
+        // Then the switch, in one small transaction.
+        let (_gate, mut tx) = self.begin_write().await?;
+        let switched = sqlx::query(
+            "INSERT INTO authzd_checkpoints (tenant, revision, config, parts, created_at_ms)
+             VALUES (?1, ?2, '', ?3, ?4)
              ON CONFLICT (tenant) DO UPDATE SET
-                 revision = excluded.revision, config = excluded.config, created_at_ms = excluded.created_at_ms
+                 revision = excluded.revision, config = excluded.config, parts = excluded.parts,
+                 created_at_ms = excluded.created_at_ms
              WHERE excluded.revision >= authzd_checkpoints.revision",
         )
         .bind(tenant.as_str())
-        .bind(rev_to_db(revision)?)
-        .bind(json)
-        .bind(to_millis(SystemTime::now()))
+        .bind(rev)
+        .bind(i64::try_from(parts.len()).unwrap_or(i64::MAX))
+        .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(&e)?;
-        tx.commit().await.map_err(&e)
+        .map_err(&e);
+        match switched {
+            Ok(_) => tx.commit().await.map_err(&e)?,
+            Err(err) => return super::rollback(tx, err).await,
+        }
+        drop(_gate);
+        // Last, the parts of older checkpoints (and of any an interrupted
+        // write left behind).
+        self.delete_parts_before(tenant, rev).await
     }
 
     async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
-        let rows: Vec<(String, i64, String)> =
-            sqlx::query_as("SELECT tenant, revision, config FROM authzd_checkpoints ORDER BY tenant")
-                .fetch_all(&self.pool)
+        let e = self.err();
+        // One read transaction: the rows and their parts from one snapshot.
+        let mut tx = self.pool.begin().await.map_err(&e)?;
+        let rows: Vec<(String, i64, String, i64)> =
+            sqlx::query_as("SELECT tenant, revision, config, parts FROM authzd_checkpoints ORDER BY tenant")
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(self.err())?;
-        rows.into_iter().map(|(t, r, c)| decode_checkpoint(t, r, &c)).collect()
+                .map_err(&e)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (tenant, revision, mut config, parts) in rows {
+            if parts > 0 {
+                let texts: Vec<String> = sqlx::query_scalar(
+                    "SELECT data FROM authzd_checkpoint_parts WHERE tenant = ?1 AND revision = ?2 AND part < ?3
+                     ORDER BY part",
+                )
+                .bind(&tenant)
+                .bind(revision)
+                .bind(parts)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(&e)?;
+                if i64::try_from(texts.len()).ok() != Some(parts) {
+                    return Err(StoreError::Corrupt {
+                        revision: rev_from_db(revision)?,
+                        message: format!("checkpoint of tenant `{tenant}` has {} of its {parts} parts", texts.len()),
+                    });
+                }
+                config = texts.concat();
+            }
+            out.push(decode_checkpoint(tenant, revision, &config)?);
+        }
+        tx.commit().await.map_err(&e)?;
+        Ok(out)
     }
 
     async fn checkpoint_revisions(&self) -> StoreResult<Vec<(TenantId, Revision)>> {
@@ -360,7 +515,7 @@ impl Store for SqliteStore {
 
     async fn compact_until(&self, before: Revision, lock_events_before: SystemTime) -> StoreResult<Compaction> {
         let e = self.err();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let (head, oldest): (i64, i64) = sqlx::query_as("SELECT head, oldest_retained FROM authzd_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
@@ -425,7 +580,7 @@ impl Store for SqliteStore {
         let now_ms = to_millis(now);
         let idle_ms = duration_millis(idle_timeout);
         let expires_ms = now_ms.saturating_add(idle_ms);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let prev: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT holder, since_ms, expires_at_ms FROM authzd_locks WHERE tenant = ?1 AND object_key = ?2",
         )
@@ -487,6 +642,8 @@ impl Store for SqliteStore {
 
     async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
         let now_ms = to_millis(now);
+        // One statement, its own write transaction: it queues at the gate too.
+        let _gate = self.gate.lock().await;
         let expires: Option<i64> = sqlx::query_scalar(
             "UPDATE authzd_locks SET expires_at_ms = ?2 + idle_timeout_ms
              WHERE token = ?1 AND expires_at_ms > ?2 RETURNING expires_at_ms",
@@ -501,7 +658,7 @@ impl Store for SqliteStore {
 
     async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
         let e = self.err();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let row: Option<(String, String, String, i64, i64)> =
             sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE token = ?1 RETURNING {LOCK_COLUMNS}"))
                 .bind(token)
@@ -527,7 +684,7 @@ impl Store for SqliteStore {
     async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
         let e = self.err();
         let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&e)?;
+        let (_gate, mut tx) = self.begin_write().await?;
         let rows: Vec<(String, String, String, i64, i64)> =
             sqlx::query_as(&format!("DELETE FROM authzd_locks WHERE expires_at_ms <= ?1 RETURNING {LOCK_COLUMNS}"))
                 .bind(now_ms)
@@ -579,5 +736,64 @@ impl Store for SqliteStore {
         .await
         .map_err(self.err())?;
         Ok(rows.into_iter().map(lock_row).collect())
+    }
+}
+
+/// Splits `text` into parts of at most `max` bytes (never inside a UTF-8
+/// character), in order; an empty text is one empty part.
+fn text_parts(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::with_capacity(text.len() / max.max(1) + 1);
+    let mut rest = text;
+    loop {
+        if rest.len() <= max {
+            parts.push(rest);
+            return parts;
+        }
+        let mut cut = max.max(1);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut == 0 {
+            // `max` is smaller than one character: the character alone.
+            cut = rest.char_indices().nth(1).map_or(rest.len(), |(i, _)| i);
+        }
+        let (head, tail) = rest.split_at(cut);
+        parts.push(head);
+        rest = tail;
+    }
+}
+
+/// Copies the WAL back into the database file every [`WAL_CHECKPOINT_EVERY`]
+/// (passive: it waits for no writer and no reader, and copies what it can),
+/// until the store's last handle is dropped or its pool is closed.
+async fn wal_checkpoints(pool: SqlitePool, alive: std::sync::Weak<()>, url: String) {
+    loop {
+        tokio::time::sleep(WAL_CHECKPOINT_EVERY).await;
+        if alive.upgrade().is_none() || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::debug!(url = %url, error = %e, "WAL checkpoint failed (retried later)");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod part_tests {
+    use super::text_parts;
+
+    #[test]
+    fn parts_rejoin_to_the_text_and_respect_characters() {
+        for text in ["", "a", "abcdef", "aé€😀bc", "😀😀😀"] {
+            for max in 1..8 {
+                let parts = text_parts(text, max);
+                assert_eq!(parts.concat(), text, "{text:?} in parts of {max}");
+                for p in &parts {
+                    assert!(p.len() <= max.max(p.chars().next().map_or(0, char::len_utf8)), "{p:?} over {max}");
+                }
+                assert!(text.is_empty() || parts.iter().all(|p| !p.is_empty()), "{parts:?}");
+            }
+        }
     }
 }
