@@ -19,12 +19,17 @@
 //!    PostgreSQL): for N = 10, 100 and 1,000 followers, 50 role changes
 //!    written through the upstream; reported: from the write's answer to the
 //!    moment every follower has applied it, and the number of PostgreSQL
-//!    connections of the database with all N followers running; then the
-//!    same with N embedded followers (`authzd::follow::Follower`).
+//!    connections of the database with all N followers running, and the
+//!    process's CPU time per write (upstream and followers together) over
+//!    the cores: the floor under which no delivery design brings N
+//!    followers in one process; then the same with N embedded followers
+//!    (`authzd::follow::Follower`).
 //! 4. **Write → watcher on one replica** (SQLite, then PostgreSQL), on the
 //!    benchmark tenant: a raw `Watch` open while 1,000 group joins are written
 //!    one after the other, a checkpoint every 100; reported: the `Write` RPC,
-//!    and the event after the write answered.
+//!    the event after the write answered, and the replica's breakdown of each
+//!    write; then the same writes with no checkpoints, the ceiling of what
+//!    the checkpoints cost.
 //! 5. **The embedded follower** (`authzd::follow::Follower`, in the bench's
 //!    own process) on the benchmark tenant, following a replica on SQLite
 //!    over loopback: a `check` (privilege, and object) on the follower
@@ -77,6 +82,32 @@ fn summary(name: &str, mut v: Vec<Duration>) {
         ms(percentile(&v, 0.99)),
         ms(v.last().copied().unwrap_or_default()),
         v.len()
+    );
+}
+
+/// This process's CPU time (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The floor a fan-out's latency cannot go under on this machine: the CPU
+/// the process spent per write (the upstream and every follower in it),
+/// spread over every core.
+fn cpu_floor(name: &str, cpu: f64, writes: usize, latencies: &[Duration]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_write_ms = cpu * 1e3 / writes.max(1) as f64;
+    let floor_ms = per_write_ms / cores as f64;
+    let mut v = latencies.to_vec();
+    v.sort();
+    println!(
+        "{name:<58} {per_write_ms:.1} ms CPU per write; / {cores} cores = floor {floor_ms:.1} ms; p50 {:.2}x, p99 {:.2}x the floor",
+        ms(percentile(&v, 0.5)) / floor_ms,
+        ms(percentile(&v, 0.99)) / floor_ms,
     );
 }
 
@@ -251,9 +282,11 @@ async fn followers() {
             all.push(replica);
         }
         let mut applied = Vec::new();
+        let mut cpu = 0.0;
         for k in 0..WARM_UP + 50 {
             let req =
                 pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+            let c0 = cpu_seconds();
             let revision = admin.write(req).await.unwrap().into_inner().revision;
             let t = Instant::now();
             for r in &all {
@@ -261,8 +294,10 @@ async fn followers() {
             }
             if k >= WARM_UP {
                 applied.push(t.elapsed());
+                cpu += cpu_seconds() - c0;
             }
         }
+        cpu_floor(&format!("{n} followers: the process's CPU"), cpu, applied.len(), &applied);
         summary(&format!("{n} followers: all applied after the write answered"), applied);
         println!("{:<58} {}", format!("PostgreSQL connections with {n} followers"), pg_connections(&db.name).await);
     }
@@ -286,9 +321,11 @@ async fn followers() {
             embedded.push(f);
         }
         let mut applied = Vec::new();
+        let mut cpu = 0.0;
         for k in 0..WARM_UP + 50 {
             let req =
                 pb::WriteRequest { tenant: "acme".into(), mutations: agent_role(k % 2 == 1), ..Default::default() };
+            let c0 = cpu_seconds();
             let revision = admin.write(req).await.unwrap().into_inner().revision;
             let t = Instant::now();
             for f in &embedded {
@@ -296,8 +333,10 @@ async fn followers() {
             }
             if k >= WARM_UP {
                 applied.push(t.elapsed());
+                cpu += cpu_seconds() - c0;
             }
         }
+        cpu_floor(&format!("{n} embedded followers: the process's CPU"), cpu, applied.len(), &applied);
         summary(&format!("{n} embedded followers: all applied after the write answered"), applied);
         println!(
             "{:<58} {}",
@@ -313,11 +352,11 @@ async fn followers() {
 }
 
 /// Write → watcher on one replica of `store_url`, on the benchmark tenant.
-async fn write_path(label: &str, store_url: &str) {
+async fn write_path(label: &str, store_url: &str, checkpoint_every: u64) {
     let params = SynthParams::default();
     let mut config = ServerConfig::new(store_url);
     config.tail_interval = Duration::from_secs(1);
-    config.limits.checkpoint_every = 100;
+    config.limits.checkpoint_every = checkpoint_every;
     let node = start(config).await;
     let write = WriteRequest {
         batch: Batch::Import {
@@ -382,7 +421,12 @@ async fn write_path(label: &str, store_url: &str) {
         from_start.push(t0.elapsed());
     }
     println!(
-        "\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, checkpoint every 100) =="
+        "\n== write -> raw watcher on one replica ({label}, benchmark tenant, 1,000 group joins/leaves, {}) ==",
+        if checkpoint_every == u64::MAX {
+            "no checkpoints".to_owned()
+        } else {
+            format!("checkpoint every {checkpoint_every}")
+        }
     );
     summary("Write RPC (validate, compile, append, publish)", rtt.clone());
     let mut sorted = rtt.clone();
@@ -540,10 +584,14 @@ fn main() {
             embedded().await;
         }
         if wants("write_path") {
-            let dir = tempfile::tempdir().unwrap();
-            write_path("SQLite", &format!("sqlite://{}", dir.path().join("bench.db").display())).await;
-            let db = support::fresh_database("authzd_bench_path", "the replication benchmark").await;
-            write_path("PostgreSQL", &db.url).await;
+            // Each store twice: with a checkpoint every 100 batches, then with
+            // none (the same writes' ceiling: what the checkpoints add).
+            for every in [100, u64::MAX] {
+                let dir = tempfile::tempdir().unwrap();
+                write_path("SQLite", &format!("sqlite://{}", dir.path().join("bench.db").display()), every).await;
+                let db = support::fresh_database("authzd_bench_path", "the replication benchmark").await;
+                write_path("PostgreSQL", &db.url, every).await;
+            }
         }
     });
 }

@@ -133,6 +133,13 @@ pub(super) fn followed_app(a: &BenchArgs, t: &Target) -> Result<String, String> 
     }
 }
 
+/// The server's `process_cpu_seconds_total`.
+async fn server_cpu(url: &super::soak::MetricsUrl) -> Result<f64, String> {
+    let body = super::soak::scrape(url).await?;
+    super::soak::metric(&body, "process_cpu_seconds_total")
+        .ok_or_else(|| format!("`http://{}{}` has no process_cpu_seconds_total", url.authority, url.path))
+}
+
 /// Persons holding `role` directly or through a group.
 pub(super) fn holders(t: &Target, role: &Role) -> BTreeSet<PersonId> {
     let mut out = role.members.persons.clone();
@@ -343,6 +350,12 @@ async fn run_inner(
     if let Some(tx) = flipping {
         let _ = tx.send(());
     }
+    // The server's CPU time over the flips (with `--metrics-url`): what one
+    // flip costs it, the floor of its latency on a server of one core.
+    let metrics = match a.metrics_url.as_deref().map(super::soak::parse_metrics_url).transpose()? {
+        Some(url) => Some((server_cpu(&url).await?, url)),
+        None => None,
+    };
     let begin = Instant::now();
     let end = begin + a.duration() + if pace.is_some() { a.warmup() } else { Duration::ZERO };
     let ticker = progress(name, Arc::clone(&live), begin, end, a.quiet);
@@ -448,6 +461,10 @@ async fn run_inner(
         }
     }
     let measured = begin.elapsed();
+    let cpu_per_flip_ms = match &metrics {
+        Some((before, url)) if flips > 0 => Some((server_cpu(url).await? - before) * 1e3 / flips as f64),
+        _ => None,
+    };
     ticker.abort();
     // Late or unexpected differences.
     if !broken {
@@ -483,6 +500,8 @@ async fn run_inner(
         "mean_write_ms": if flips > 0 { write_time.as_secs_f64() * 1e3 / flips as f64 } else { 0.0 },
         "transport": if !sse { "gRPC" } else if a.http2 { "SSE over HTTP/2" } else { "SSE over HTTP/1.1" },
         "flip_every_ms": pace.map(|p| p.as_secs_f64() * 1e3),
+        "server_cpu_ms_per_flip": cpu_per_flip_ms,
+        "server_cpu_us_per_affected_stream": cpu_per_flip_ms.map(|ms| ms * 1e3 / moved.len().max(1) as f64),
     });
     Ok(r)
 }

@@ -253,7 +253,9 @@ pub struct BenchArgs {
     pub quiet: bool,
     /// `soak`: the server's metrics endpoint (`http://127.0.0.1:9090`, the
     /// address of `serve --metrics-listen`; `/metrics` unless a path is given),
-    /// sampled for resident memory, open file descriptors and live tasks.
+    /// sampled for resident memory, open file descriptors and live tasks;
+    /// `watch`, `watch-sse`, `watch-storm`: read before and after the flips
+    /// for the server's CPU time per flip.
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
     /// `soak`: time between two samples of the server's metrics.
