@@ -159,6 +159,80 @@ fn set(v: &[String]) -> BTreeSet<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// What the watch workloads flip: `role` written as `on` (with its
+/// privileges of `app`) and as `off` (without), and the views of both.
+struct Flip {
+    app: String,
+    /// The role made for the run (`--watch-role-for-all`), deleted after it.
+    desk: Option<Role>,
+    role: Role,
+    on: Mutation,
+    off: Mutation,
+    view_on: Arc<TenantView>,
+    view_off: TenantView,
+}
+
+impl Flip {
+    fn of(a: &BenchArgs, t: &Target) -> Result<Flip, String> {
+        let app = followed_app(a, t)?;
+        // With --watch-role-for-all, the flipped role is created for the run.
+        let desk = if a.watch_role_for_all { Some(desk_role(t, &app)?) } else { None };
+        let (config_on, view_on) = match &desk {
+            Some(r) => {
+                let c = t.config.apply_batch(&[Mutation::PutRole(r.clone())]).map_err(|e| e.to_string())?;
+                let v = Arc::new(TenantView::build(&c, 0));
+                (c, v)
+            }
+            None => (t.config.clone(), Arc::clone(&t.view)),
+        };
+        let role = match &desk {
+            Some(r) => r.clone(),
+            None => t
+                .config
+                .roles
+                .values()
+                .filter(|r| r.privileges.get(&app).is_some_and(|p| !p.is_empty()))
+                .max_by_key(|r| holders(t, r).len())
+                .ok_or_else(|| format!("no role grants privileges of `{app}`"))?
+                .clone(),
+        };
+        let mut off_role = role.clone();
+        off_role.privileges.remove(&app);
+        let on = Mutation::PutRole(role.clone());
+        let off = Mutation::PutRole(off_role);
+        let config_off = config_on.apply_batch(std::slice::from_ref(&off)).map_err(|e| e.to_string())?;
+        let view_off = TenantView::build(&config_off, 0);
+        Ok(Flip { app, desk, role, on, off, view_on, view_off })
+    }
+}
+
+/// The `watch-storm` checks: the privilege checks of `pools` whose answer
+/// is the same with the flipped role on and off (the flipped privilege, and
+/// those requiring it, change under the storm; every other answer must not,
+/// so each is still verified).
+pub(super) fn storm_pools(
+    a: &BenchArgs,
+    t: &Target,
+    pools: &super::pools::Pools,
+) -> Result<super::pools::Pools, String> {
+    let flip = Flip::of(a, t)?;
+    Ok(pools.privileges_where(
+        |r| {
+            let ask = |v: &TenantView| {
+                let d = v.check(&crate::engine::CheckRequest {
+                    subject: &r.person,
+                    application: r.application.as_deref(),
+                    privilege: r.privilege.as_deref(),
+                    ..Default::default()
+                });
+                (d.allowed(), d.reason)
+            };
+            ask(&flip.view_on) == ask(&flip.view_off)
+        },
+        format!("every privilege check of the pool changes with the flipped role `{}`", flip.role.id),
+    ))
+}
+
 async fn run_inner(
     a: &BenchArgs,
     t: &Target,
@@ -167,34 +241,7 @@ async fn run_inner(
     name: &'static str,
     storm: Option<(Duration, tokio::sync::oneshot::Sender<()>)>,
 ) -> Result<WorkloadResult, String> {
-    let app = followed_app(a, t)?;
-    // With --watch-role-for-all, the flipped role is created for the run.
-    let desk = if a.watch_role_for_all { Some(desk_role(t, &app)?) } else { None };
-    let (config_on, view_on) = match &desk {
-        Some(r) => {
-            let c = t.config.apply_batch(&[Mutation::PutRole(r.clone())]).map_err(|e| e.to_string())?;
-            let v = Arc::new(TenantView::build(&c, 0));
-            (c, v)
-        }
-        None => (t.config.clone(), Arc::clone(&t.view)),
-    };
-    let role = match &desk {
-        Some(r) => r.clone(),
-        None => t
-            .config
-            .roles
-            .values()
-            .filter(|r| r.privileges.get(&app).is_some_and(|p| !p.is_empty()))
-            .max_by_key(|r| holders(t, r).len())
-            .ok_or_else(|| format!("no role grants privileges of `{app}`"))?
-            .clone(),
-    };
-    let mut off_role = role.clone();
-    off_role.privileges.remove(&app);
-    let on = Mutation::PutRole(role.clone());
-    let off = Mutation::PutRole(off_role);
-    let config_off = config_on.apply_batch(std::slice::from_ref(&off)).map_err(|e| e.to_string())?;
-    let view_off = TenantView::build(&config_off, 0);
+    let Flip { app, desk, role, on, off, view_on, view_off } = Flip::of(a, t)?;
 
     // Subscribers: the persons a flip affects first, then the others.
     let persons: Vec<&str> = t.config.persons.keys().map(|p| p.0.as_str()).collect();

@@ -556,12 +556,10 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, CliError> {
             Workload::Watch => fanout::run(&a, &t, &token, false).await,
             Workload::WatchStorm => {
                 let (started, flipping) = tokio::sync::oneshot::channel();
-                // The flips change the answers of the followed application's
-                // privileges (the flipped one and those requiring it): the
-                // checks ask of the other applications only, whose answers
-                // the storm leaves alone, so that each is still verified.
-                let storm_pools = fanout::followed_app(&a, &t)
-                    .map(|app| Arc::new(pools.without_application(&app, "check-privilege")));
+                // The flips change some answers (the flipped privilege, and
+                // those requiring it): the checks are the others, which the
+                // storm must leave alone, so that each is still verified.
+                let storm_pools = fanout::storm_pools(&a, &t, &pools).map(Arc::new);
                 let checks = async {
                     // The checks start with the flips (not while 10,000 streams subscribe).
                     if flipping.await.is_err() {

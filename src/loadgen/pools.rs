@@ -360,18 +360,13 @@ impl Pools {
         }
     }
 
-    /// The privilege checks of every application but `app` (the others'
-    /// pools are left empty); `workload` names the pool in the reason given
-    /// when nothing is left.
-    pub fn without_application(&self, app: &str, workload: &'static str) -> Pools {
-        let privilege: Vec<_> =
-            self.privilege.iter().filter(|(r, _)| r.application.as_deref() != Some(app)).cloned().collect();
+    /// The privilege checks that `keep` keeps (the other pools left empty);
+    /// `why` is the reason given when none is left.
+    pub fn privileges_where(&self, keep: impl Fn(&pb::CheckRequest) -> bool, why: String) -> Pools {
+        let privilege: Vec<_> = self.privilege.iter().filter(|(r, _)| keep(r)).cloned().collect();
         let mut empty = BTreeMap::new();
         if privilege.is_empty() {
-            empty.insert(
-                workload,
-                format!("every privilege check of the pool is of `{app}`, the application the storm flips"),
-            );
+            empty.insert("check-privilege", why);
         }
         Pools { privilege, empty, ..Pools::default() }
     }
