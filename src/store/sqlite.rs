@@ -759,6 +759,10 @@ fn text_parts(text: &str, max: usize) -> Vec<&str> {
         }
         let (head, tail) = rest.split_at(cut);
         parts.push(head);
+        if tail.is_empty() {
+            // The last character alone was longer than `max`.
+            return parts;
+        }
         rest = tail;
     }
 }
