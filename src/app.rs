@@ -23,9 +23,10 @@ use crate::proto::authzd::v1::admin_service_server::AdminServiceServer;
 use crate::proto::authzd::v1::decision_service_server::DecisionServiceServer;
 use crate::proto::authzd::v1::read_service_server::ReadServiceServer;
 use crate::proto::authzd::v1::watch_service_server::WatchServiceServer;
+use crate::replica::Replica;
+use crate::replica::{Batch, WriteRequest};
 use crate::service::auth::WatchAuth;
-use crate::service::replica::{Batch, WriteRequest};
-use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Reads, Replica, Watcher};
+use crate::service::{Admin, AdminAuth, DecisionAuth, Decisions, Fanout, Reads, Watcher};
 use crate::store::AnyStore;
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -517,7 +518,7 @@ impl Server {
 /// to 5 s apart, saying so) until it has loaded every tenant from it.
 async fn open_follower(
     upstream: &crate::store::UpstreamSettings,
-    limits: &crate::service::Limits,
+    limits: &crate::replica::Limits,
 ) -> anyhow::Result<Replica> {
     let mut backoff = Duration::from_millis(200);
     loop {

@@ -10,8 +10,9 @@
 
 use crate::cli::{ServeArgs, ServeFlags};
 use crate::http::HttpSettings;
-use crate::service::replica::Retention;
-use crate::service::{ClientCertAdmin, Limits, LockSettings, WatchSettings};
+use crate::replica::Limits;
+use crate::replica::Retention;
+use crate::service::{ClientCertAdmin, LockSettings, WatchSettings};
 use crate::snapshot::PageRetention;
 use crate::store::UpstreamSettings;
 use clap::FromArgMatches as _;

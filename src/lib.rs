@@ -11,7 +11,8 @@
 //! - [`synth`] (`bench`): synthetic tenants of a chosen size for benchmarks.
 //! - [`follow`] (`follower`): the embedded follower, a tenant's decisions in your own process, kept current from an upstream authzd.
 //! - [`snapshot`] (`follower`): the current view of every tenant, swapped whole per write batch.
-//! - [`service`] (`server`): the gRPC services as thin handlers, the replica (start-up replay, the single writer, tailing), proto ↔ model conversion and the one error → status mapping.
+//! - [`replica`] (`server`): the snapshot kept in step with the store: start-up replay, the single writer, tailing, checkpoints, edit locks, retention; its own error.
+//! - [`service`] (`server`): the gRPC services as thin handlers, proto ↔ model conversion and the one error → status mapping.
 //! - [`config`]: the server's validated configuration.
 //! - [`cli`]: the command line (`serve` and the client commands of the same binary).
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
@@ -55,6 +56,8 @@ pub mod decision_log;
 pub mod http;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod replica;
 #[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]

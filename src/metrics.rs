@@ -28,7 +28,8 @@
 use crate::decision_log::{self, DecisionLog, Question, Record, Rpc};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::decision_service_server::DecisionService;
-use crate::service::{Decisions, Replica};
+use crate::replica::Replica;
+use crate::service::Decisions;
 use crate::store::Store as _;
 use http_body_util::Full;
 use hyper::body::Bytes;

@@ -553,7 +553,7 @@ fn example_config_file_keys_are_serve_flags() {
 fn changelog_retention_is_configurable() {
     let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let defaults = serve_config("defaults", &args(&["serve"]), &[]);
-    assert_eq!(defaults.retention, authzd::service::replica::Retention::default());
+    assert_eq!(defaults.retention, authzd::replica::Retention::default());
     assert_eq!(defaults.retention.keep, Duration::from_secs(7 * 24 * 3_600));
     assert_eq!(defaults.retention.interval, Duration::from_secs(3_600));
     let off = serve_config("flag", &args(&["serve", "--changelog-retention-ms", "0"]), &[]);

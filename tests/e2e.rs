@@ -934,9 +934,9 @@ async fn edit_locks_refuse_a_second_editor_and_expire() {
     let seen = std::sync::Arc::clone(&events);
     r.replica.on_lock(move |change| {
         let (what, l) = match change {
-            authzd::service::replica::LockChange::Acquired(l) => ("acquired", l),
-            authzd::service::replica::LockChange::Released(l) => ("released", l),
-            authzd::service::replica::LockChange::Expired(l) => ("expired", l),
+            authzd::replica::LockChange::Acquired(l) => ("acquired", l),
+            authzd::replica::LockChange::Released(l) => ("released", l),
+            authzd::replica::LockChange::Expired(l) => ("expired", l),
         };
         seen.lock().unwrap().push(format!("{what} {} by {}", l.object, l.holder));
     });

@@ -12,9 +12,11 @@
 
 use super::Outcome;
 use authzd::engine::TenantView;
+use authzd::engine::{actor, changes};
 use authzd::model::{TenantConfig, TenantFile, TenantId, validate};
 use authzd::proto::authzd::v1 as pb;
-use authzd::service::{Limits, ServiceError, actor, changes, convert};
+use authzd::replica::Limits;
+use authzd::service::{ServiceError, convert};
 use prost::Message as _;
 
 /// The target's body.
@@ -62,12 +64,12 @@ pub fn run(data: &[u8]) -> Outcome {
     assert!(same.is_ok(), "incremental and whole compilation differ: {same:?}");
     super::probe(&next, &full);
     if let Some(a) = req.actor.as_deref().filter(|a| !a.is_empty()) {
-        if let Err(e) = actor::authorize(current, &next, &mutations, a) {
+        if let Err(e) = actor::authorize(current.map(|s| (&*s.config, &*s.view)), &next, &mutations, a) {
             assert!(!e.to_string().is_empty(), "an actor refusal without a message");
         }
     }
     let old = current.map(|s| changes::Side { config: &s.config, view: &s.view });
-    changes::compute(old, changes::Side { config: &next, view: &full }, &mutations, &limits);
+    changes::compute(old, changes::Side { config: &next, view: &full }, &mutations, limits.change_budget());
     Outcome::Accepted
 }
 

@@ -6,6 +6,8 @@
 //! allocating. [`reference`] is a deliberately naive evaluator written straight
 //! from the specification, used by the differential tests as the oracle.
 
+pub mod actor;
+pub mod changes;
 #[cfg(feature = "bench")]
 pub mod reference;
 pub mod types;

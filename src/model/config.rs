@@ -224,6 +224,17 @@ fn missing<T>(field: &str, item: &str, what: &str) -> ModelResult<T> {
 }
 
 impl TenantConfig {
+    /// Whether the entity `t` names exists in this tenant.
+    pub fn has_target(&self, t: &Target) -> bool {
+        match t {
+            Target::Folder(id) => self.folders.contains_key(id),
+            Target::Person(id) => self.persons.contains_key(id),
+            Target::Group(id) => self.groups.contains_key(id),
+            Target::Role(id) => self.roles.contains_key(id),
+            Target::Object(k) => self.objects.contains_key(k),
+        }
+    }
+
     /// An empty configuration for tenant `id` (no root folder yet: not valid
     /// until `create_tenant` runs).
     pub fn empty(id: TenantId) -> Self {

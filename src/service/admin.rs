@@ -6,13 +6,13 @@
 //! ([`super::auth::AdminAuth`]).
 
 use super::convert;
-use super::replica::{Batch, LockChange, Replica, WriteOutcome, WriteRequest};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, ObjectRef};
 use crate::model::{Mutation, Perm, TenantFile, TenantId, config::virtual_queue_script, types};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::admin_service_server::AdminService;
+use crate::replica::{Batch, LockChange, Replica, WriteOutcome, WriteRequest};
 use crate::store::{AnyStore, LockInfo, LockOutcome, Store, UpstreamStore};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -119,14 +119,8 @@ impl AdminService for Admin {
             return self.forwarded(up, request, call, |r| r.revision).await;
         }
         let req = request.into_inner();
-        let limit = self.replica.limits().max_batch;
-        if req.mutations.len() > limit {
-            return Err(ServiceError::invalid(
-                "mutations",
-                format!("the batch has {} mutations, more than the limit of {limit} per write", req.mutations.len()),
-            )
-            .into());
-        }
+        // Before converting: an oversized batch is refused without reading it.
+        self.replica.limits().check_batch("mutations", req.mutations.len()).map_err(ServiceError::from)?;
         let write = WriteRequest {
             tenant: tenant_id(req.tenant)?,
             batch: Batch::Mutations(convert::mutations(req.mutations)?),

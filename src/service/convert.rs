@@ -11,9 +11,8 @@
 //! engine's [`Reason`] to the proto enum, whose values are `REASON_<code>` in
 //! the order of [`Reason::code`].
 
-use super::changes::PersonDelta;
-use super::replica::Precondition;
 use super::status::{ServiceError, ServiceResult};
+use crate::engine::changes::PersonDelta;
 use crate::engine::{
     self, AceEvidence, CheckRequest, Decision, EffectivePrivileges, Explanation, ObjectRef, PrivilegeSource, Reason,
     VisibleObject, VisibleRef,
@@ -21,6 +20,7 @@ use crate::engine::{
 use crate::model::{self, ObjectKey, Perm, Revision, TenantConfig};
 use crate::proto::authzd::v1 as pb;
 pub use crate::proto::convert::*;
+use crate::replica::Precondition;
 use base64::Engine as _;
 
 // ------------------------------------------------------------------ decisions

@@ -9,12 +9,12 @@
 
 use super::convert;
 use super::read::next_token;
-use super::replica::{Replica, cpu};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
 use crate::model::Revision;
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::decision_service_server::DecisionService;
+use crate::replica::{Replica, cpu};
 use crate::snapshot::TenantState;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -148,14 +148,7 @@ impl DecisionService for Decisions {
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let req = request.into_inner();
-        let limit = self.replica.limits().max_batch;
-        if req.items.len() > limit {
-            return Err(ServiceError::invalid(
-                "items",
-                format!("the batch has {} items, more than the limit of {limit}", req.items.len()),
-            )
-            .into());
-        }
+        self.replica.limits().check_batch("items", req.items.len()).map_err(ServiceError::from)?;
         self.replica.wait_for(req.at_least_revision).await?;
         let checks = req
             .items

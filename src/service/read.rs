@@ -11,12 +11,12 @@
 
 use super::convert;
 use super::decision::{explained, not_found, page_state};
-use super::replica::{Replica, cpu};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, HolderSource, Reason};
 use crate::model::{self, FolderId, GroupId, ObjectId, ObjectKey, PartitionId, PersonId, RoleId, TenantConfig};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::read_service_server::ReadService;
+use crate::replica::{Replica, cpu};
 use crate::snapshot::TenantState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;

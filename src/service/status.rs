@@ -6,6 +6,7 @@
 //! lowercase, name the field and quote the offending input in backticks.
 
 use crate::model::{ErrorKind, ModelError};
+use crate::replica::ReplicaError;
 use crate::store::StoreError;
 use thiserror::Error;
 use tonic::{Code, Status};
@@ -64,6 +65,29 @@ pub enum ServiceError {
     /// A bug: something that validated input should never produce.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The replica's errors, as the service layer reports them.
+impl From<ReplicaError> for ServiceError {
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::Invalid { field, message } => ServiceError::InvalidArgument { field, message },
+            ReplicaError::Model(e) => ServiceError::Model(e),
+            ReplicaError::NotFound(m) => ServiceError::NotFound(m),
+            ReplicaError::AlreadyExists(m) => ServiceError::AlreadyExists(m),
+            ReplicaError::FailedPrecondition(m) => ServiceError::FailedPrecondition(m),
+            ReplicaError::PermissionDenied(m) => ServiceError::PermissionDenied(m),
+            ReplicaError::Unavailable(m) => ServiceError::Unavailable(m),
+            ReplicaError::Store(e) => ServiceError::Store(e),
+            ReplicaError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+impl From<ReplicaError> for Status {
+    fn from(e: ReplicaError) -> Self {
+        ServiceError::from(e).into()
+    }
 }
 
 /// Result alias of the service layer.

@@ -58,12 +58,12 @@
 
 use super::auth::WatchAuth;
 use super::convert;
-use super::replica::{Applied, LockChange, Reload, Replica};
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{ListRequest, Reason};
 use crate::model::{Mutation, Perm, Revision, Target};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::watch_service_server::WatchService;
+use crate::replica::{Applied, LockChange, Reload, Replica};
 use crate::store::{ChangeRecord, LockInfo, Store, StoreError};
 use crate::watch::{Hub, Resync, State, Subscriber, Update, WatchSpec};
 use std::collections::{BTreeSet, HashMap};
@@ -1244,7 +1244,7 @@ mod tests {
     #[tokio::test]
     async fn a_reload_ends_raw_subscribers_and_refuses_new_ones_until_it_is_over() {
         let store = crate::store::AnyStore::open("sqlite::memory:").await.unwrap();
-        let replica = Arc::new(Replica::open(store, crate::service::Limits::default()).await.unwrap());
+        let replica = Arc::new(Replica::open(store, crate::replica::Limits::default()).await.unwrap());
         let fanout = Fanout::new(replica, WatchSettings::default());
         let (before, mut before_rx, before_lagged, _) = fanout.register_raw(None);
         assert_eq!(fanout.lock().raw.len(), 1);

@@ -40,7 +40,7 @@
 //! ([`Store::compact_until`] takes the age bound as an argument).
 //!
 //! **Retention.** Nothing is deleted unless someone compacts. The server's
-//! retention job (`crate::service::Replica::enforce_retention`) finds the
+//! retention job (`crate::replica::Replica::enforce_retention`) finds the
 //! newest revision committed longer ago than the retention
 //! ([`Store::revision_before`]), writes a checkpoint for every tenant whose
 //! stored one ([`Store::checkpoint_revisions`]) is older than that, and

@@ -28,10 +28,11 @@
 //! Skill `skill-english`: MISSING_PRIVILEGE (needs `Account Provisioning > Skills`
 //! of `GenesysAdministrator`)``.
 
-use super::status::{ServiceError, ServiceResult};
-use crate::engine::{CheckRequest, ObjectRef, Reason};
-use crate::model::{Catalog, FolderId, Mutation, ObjectId, ObjectKey, Perm, Target, TenantConfig, folders, types};
-use crate::snapshot::TenantState;
+use crate::engine::{CheckRequest, ObjectRef, Reason, TenantView};
+use crate::model::{
+    Catalog, ErrorKind, FolderId, ModelError, ModelResult, Mutation, ObjectId, ObjectKey, Perm, Target, TenantConfig,
+    folders, types,
+};
 use std::collections::{BTreeMap, HashSet};
 
 /// The application whose type guards apply to administrative writes.
@@ -60,7 +61,8 @@ fn target_ref(t: &Target) -> (&str, &str) {
 }
 
 struct Ctx<'a> {
-    state: &'a TenantState,
+    config: &'a TenantConfig,
+    view: &'a TenantView,
     next: &'a TenantConfig,
     app: Option<&'a Catalog>,
     actor: &'a str,
@@ -70,11 +72,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn config(&self) -> &TenantConfig {
-        &self.state.config
+        self.config
     }
 
     fn exists(&self, t: &Target) -> bool {
-        super::replica::target_exists(self.config(), t)
+        self.config().has_target(t)
     }
 
     /// The folder that decides a Create in `f`: `f` if it exists now, else its
@@ -246,7 +248,7 @@ impl Ctx<'_> {
 
     /// Evaluates one need; the refusal text on failure.
     fn evaluate(&self, need: &Need) -> Result<(), String> {
-        let view = &self.state.view;
+        let view = self.view;
         let app = self.app.map(|a| a.name.as_str());
         let (req, what, kind) = match need {
             Need::On { perm, kind, id, property } => (
@@ -321,43 +323,50 @@ impl Ctx<'_> {
 }
 
 /// Refuses the batch unless `actor` may make every change in it (module docs).
-/// `current` is the tenant before the batch, `next` after it.
+/// `current` is the tenant before the batch (its configuration and view),
+/// `next` after it. A refusal is a [`ErrorKind::PermissionDenied`] error
+/// naming the mutation.
 pub fn authorize(
-    current: Option<&TenantState>,
+    current: Option<(&TenantConfig, &TenantView)>,
     next: &TenantConfig,
     batch: &[Mutation],
     actor: &str,
-) -> ServiceResult<()> {
-    let Some(state) = current else {
-        return Err(ServiceError::PermissionDenied(format!(
-            "actor: tenant `{}` does not exist yet, so `{actor}` is not one of its persons; create tenants without an actor",
-            next.id
-        )));
+) -> ModelResult<()> {
+    let Some((config, view)) = current else {
+        return Err(ModelError::new(
+            ErrorKind::PermissionDenied,
+            "actor",
+            actor,
+            format!(
+                "tenant `{}` does not exist yet, so `{actor}` is not one of its persons; create tenants without an actor",
+                next.id
+            ),
+        ));
     };
-    let root = state
-        .config
+    let root = config
         .folders
         .values()
         .find(|f| f.parent.is_none())
         .map_or_else(|| folders::ROOT.to_owned(), |f| f.id.0.clone());
     let ctx = Ctx {
-        state,
+        config,
+        view,
         next,
-        app: state.config.catalogs.get(ADMIN_APPLICATION),
+        app: config.catalogs.get(ADMIN_APPLICATION),
         actor,
-        restricted: state
-            .config
-            .catalogs
-            .values()
-            .flat_map(|c| c.restricted_types.iter().map(String::as_str))
-            .collect(),
+        restricted: config.catalogs.values().flat_map(|c| c.restricted_types.iter().map(String::as_str)).collect(),
         root,
     };
     let mut created = HashSet::new();
     for (i, m) in batch.iter().enumerate() {
         for need in ctx.needs(m, &mut created) {
             ctx.evaluate(&need).map_err(|why| {
-                ServiceError::PermissionDenied(format!("mutations[{i}].{}: actor `{actor}` may not {why}", m.op()))
+                ModelError::new(
+                    ErrorKind::PermissionDenied,
+                    format!("mutations[{i}].{}", m.op()),
+                    actor,
+                    format!("actor `{actor}` may not {why}"),
+                )
             })?;
         }
     }

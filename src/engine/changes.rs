@@ -15,14 +15,23 @@
 //!   flag, folder), in which case that person's every type is compared.
 //!
 //! The work is bounded: every (person, type) comparison costs the number of
-//! objects of that type, charged against [`Limits::changes_budget`]; at most
-//! [`Limits::max_changes`] persons are reported. Past either, the report stops
+//! objects of that type, charged against [`Budget::work`]; at most
+//! [`Budget::persons`] persons are reported. Past either, the report stops
 //! and says `truncated` (the write itself is never affected).
 
-use super::replica::Limits;
 use crate::engine::{ListRequest, TenantView};
 use crate::model::{Mutation, ObjectId, ObjectKey, Perm, Target, TenantConfig, types};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// How much a report may cost (the replica's `Limits::changes_budget` and
+/// `Limits::max_changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Object comparisons allowed (each (person, type) costs the objects of that type).
+    pub work: u64,
+    /// Persons reported at most.
+    pub persons: usize,
+}
 
 /// One side of the comparison: a configuration and the view built from it.
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +180,7 @@ fn effective(side: Option<Side<'_>>, person: &str, app: &str) -> Vec<String> {
 }
 
 /// Compares `old` (none for a new tenant) with `new` (module docs).
-pub fn compute(old: Option<Side<'_>>, new: Side<'_>, batch: &[Mutation], limits: &Limits) -> ChangeSet {
+pub fn compute(old: Option<Side<'_>>, new: Side<'_>, batch: &[Mutation], limits: Budget) -> ChangeSet {
     let scope = scope(batch);
     let old_counts = old.map(|s| counts(s.config)).unwrap_or_default();
     let new_counts = counts(new.config);
@@ -210,9 +219,9 @@ pub fn compute(old: Option<Side<'_>>, new: Side<'_>, batch: &[Mutation], limits:
         let kinds = if scope.persons.contains(person) { &all_kinds } else { &scoped_kinds };
         for kind in kinds {
             let cost = old_counts.get(*kind).copied().unwrap_or(0) + new_counts.get(*kind).copied().unwrap_or(0) + 1;
-            if spent.saturating_add(cost) > limits.changes_budget {
+            if spent.saturating_add(cost) > limits.work {
                 out.truncated = true;
-                if !delta.is_empty() && out.persons.len() < limits.max_changes {
+                if !delta.is_empty() && out.persons.len() < limits.persons {
                     out.persons.push(delta);
                 }
                 break 'persons;
@@ -224,7 +233,7 @@ pub fn compute(old: Option<Side<'_>>, new: Side<'_>, batch: &[Mutation], limits:
             delta.visible_lost.extend(minus(&before, &after).map(key));
         }
         if !delta.is_empty() {
-            if out.persons.len() == limits.max_changes {
+            if out.persons.len() == limits.persons {
                 out.truncated = true;
                 break;
             }
