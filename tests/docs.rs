@@ -286,8 +286,8 @@ fn render() -> String {
         if cat.name == "Designer" {
             writeln!(
                 w,
-                "Edit locks (`authzd lock`, not part of the catalog: `LOCKABLE_TYPES` in `src/service/admin.rs`) exist for objects of types {}; acquiring one needs the check of `Change` on the object, in the application context the request names, to be allowed (see [model.md](model.md#a-decision-step-by-step)); a refusal is `PERMISSION_DENIED` naming the reason.\n",
-                codes(authzd::service::admin::LOCKABLE_TYPES)
+                "Edit locks (`authzd lock`, not part of the catalog: `LOCKABLE` in `src/model/entity.rs`) exist for objects of types {}; acquiring one needs the check of `Change` on the object, in the application context the request names, to be allowed (see [model.md](model.md#a-decision-step-by-step)); a refusal is `PERMISSION_DENIED` naming the reason.\n",
+                codes(authzd::model::types::LOCKABLE)
             )
             .unwrap();
         }

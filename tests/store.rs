@@ -547,7 +547,7 @@ async fn locks(h: &Harness) {
     let s = &h.store;
     let app = "Application/billing";
     let idle = Duration::from_secs(60);
-    let LockOutcome::Granted { token, since, expires_at, renewed, taken_over } =
+    let LockOutcome::Granted { token, since, expires_at, renewed, taken_over, .. } =
         s.acquire_lock(&t("a"), app, &p("alice"), idle, at(0)).await.unwrap()
     else {
         panic!("first acquire refused")
@@ -572,7 +572,8 @@ async fn locks(h: &Harness) {
             since: at(0),
             expires_at: at(80),
             renewed: true,
-            taken_over: None
+            taken_over: None,
+            events: Vec::new()
         }
     );
     assert_eq!(s.renew_lock(&token, at(30)).await.unwrap(), Some(at(90)));
@@ -583,7 +584,7 @@ async fn locks(h: &Harness) {
 
     // After the idle timeout another person takes it over, and learns whose lock expired.
     assert!(matches!(s.acquire_lock(&t("a"), app, &p("bob"), idle, at(89)).await.unwrap(), LockOutcome::Held { .. }));
-    let LockOutcome::Granted { token: bob_token, since, expires_at, renewed, taken_over } =
+    let LockOutcome::Granted { token: bob_token, since, expires_at, renewed, taken_over, .. } =
         s.acquire_lock(&t("a"), app, &p("bob"), idle, at(90)).await.unwrap()
     else {
         panic!("expired lock not taken over")
@@ -600,7 +601,7 @@ async fn locks(h: &Harness) {
     assert_eq!(s.release_lock(&token).await.unwrap(), None);
 
     // Release frees it for anyone.
-    let released = s.release_lock(&bob_token).await.unwrap().expect("release finds the lock");
+    let released = s.release_lock(&bob_token).await.unwrap().expect("release finds the lock").lock;
     assert_eq!((released.holder, released.object.as_str()), (p("bob"), app));
     assert_eq!(s.release_lock(&bob_token).await.unwrap(), None);
     let LockOutcome::Granted { since, taken_over, .. } =
@@ -613,7 +614,8 @@ async fn locks(h: &Harness) {
     // Expiry removes exactly the expired locks and reports them.
     s.acquire_lock(&t("a"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap();
     let expired = s.expire_locks(at(105)).await.unwrap();
-    let mut who: Vec<_> = expired.iter().map(|l| (l.tenant.as_str(), l.object.as_str(), l.holder.as_str())).collect();
+    let mut who: Vec<_> =
+        expired.iter().map(|e| (e.lock.tenant.as_str(), e.lock.object.as_str(), e.lock.holder.as_str())).collect();
     who.sort();
     assert_eq!(who, vec![("a", "SharedModule/m1", "dave"), ("b", app, "bob")]);
     let live = s.list_locks(at(105)).await.unwrap();
@@ -659,36 +661,49 @@ async fn lock_events(h: &Harness) {
     assert!(s.read_lock_events(0, 10).await.unwrap().is_empty());
     let app = "Application/billing";
     let idle = Duration::from_secs(60);
-    // An acquire logs one event.
-    let LockOutcome::Granted { token: alice, .. } =
+    // An acquire logs one event; each operation returns the events it logged.
+    let mut returned = Vec::new();
+    let LockOutcome::Granted { token: alice, events, .. } =
         s.acquire_lock(&t("a"), app, &p("alice"), idle, at(0)).await.unwrap()
     else {
         panic!("first acquire refused")
     };
+    returned.extend(events);
     // A refusal, a renewal by acquiring again, a renewal by token: none.
     assert!(matches!(s.acquire_lock(&t("a"), app, &p("bob"), idle, at(10)).await.unwrap(), LockOutcome::Held { .. }));
     assert!(matches!(
         s.acquire_lock(&t("a"), app, &p("alice"), idle, at(20)).await.unwrap(),
-        LockOutcome::Granted { renewed: true, .. }
+        LockOutcome::Granted { renewed: true, events, .. } if events.is_empty()
     ));
     assert_eq!(s.renew_lock(&alice, at(30)).await.unwrap(), Some(at(90)));
     assert_eq!(s.lock_events_head().await.unwrap(), 1);
     // A takeover logs the expiry of the old lock, then the acquire.
-    let LockOutcome::Granted { token: bob, .. } = s.acquire_lock(&t("a"), app, &p("bob"), idle, at(90)).await.unwrap()
+    let LockOutcome::Granted { token: bob, events, .. } =
+        s.acquire_lock(&t("a"), app, &p("bob"), idle, at(90)).await.unwrap()
     else {
         panic!("expired lock not taken over")
     };
+    returned.extend(events);
     // A release logs one event; releasing an unknown token none.
     let released_at = SystemTime::now();
-    s.release_lock(&bob).await.unwrap().expect("release finds the lock");
+    returned.push(s.release_lock(&bob).await.unwrap().expect("release finds the lock"));
     assert_eq!(s.release_lock(&bob).await.unwrap(), None);
     assert_eq!(s.release_lock(&alice).await.unwrap(), None);
     // Expiry logs one event per lock, once.
-    s.acquire_lock(&t("b"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap();
-    assert_eq!(s.expire_locks(at(105)).await.unwrap().len(), 1);
+    let LockOutcome::Granted { events, .. } =
+        s.acquire_lock(&t("b"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap()
+    else {
+        panic!("free lock refused")
+    };
+    returned.extend(events);
+    let expired = s.expire_locks(at(105)).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    returned.extend(expired);
     assert!(s.expire_locks(at(105)).await.unwrap().is_empty());
 
     let events = s.read_lock_events(0, 100).await.unwrap();
+    // What the operations returned is what the log holds: same seqs, kinds, locks and times.
+    assert_eq!(returned, events);
     let summary: Vec<_> = events
         .iter()
         .map(|e| {
@@ -730,15 +745,9 @@ async fn lock_events(h: &Harness) {
     assert!(s.read_lock_events(6, 10).await.unwrap().is_empty());
     assert!(s.read_lock_events(0, 0).await.unwrap().is_empty());
 
-    // Another instance (another replica) reads the same log, but only the
-    // instance that logged an event hands out its seq, once.
+    // Another instance (another replica) reads the same log.
     let other = h.reopen().await;
     assert_eq!(other.read_lock_events(0, 100).await.unwrap(), events);
-    assert_eq!(other.take_written_lock_event(Acquired, &events[2].lock), None);
-    assert_eq!(s.take_written_lock_event(Acquired, &events[2].lock), Some(3));
-    assert_eq!(s.take_written_lock_event(Acquired, &events[2].lock), None);
-    assert_eq!(s.take_written_lock_event(Expired, &events[1].lock), Some(2));
-    assert_eq!(s.take_written_lock_event(Released, &events[1].lock), None);
 
     // Compaction prunes events older than the retention (all but the
     // release, these were made "in 2023"); the head stays, numbering goes on.
@@ -813,7 +822,7 @@ async fn lock_events_share_the_lock_transaction(h: &Harness) {
     );
     assert_eq!(s.lock_events_head().await.unwrap(), 1);
     h.raw("DELETE FROM authzd_lock_events WHERE seq = 2").await;
-    assert_eq!(s.release_lock(&token).await.unwrap().map(|l| l.holder), Some(p("alice")));
+    assert_eq!(s.release_lock(&token).await.unwrap().map(|e| e.lock.holder), Some(p("alice")));
     let events = s.read_lock_events(0, 10).await.unwrap();
     assert_eq!(
         events.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),

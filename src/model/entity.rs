@@ -23,6 +23,8 @@ pub mod types {
     pub const SCRIPT: &str = "Script";
     /// Advisors metrics.
     pub const METRIC: &str = "Metric";
+    /// The object types that have Designer edit locks (SPEC §4.4).
+    pub const LOCKABLE: [&str; 3] = ["Application", "SharedModule", "DataTable"];
     /// The types that are entities of their own, not generic objects.
     pub const RESERVED: [&str; 4] = [PERSON, ACCESS_GROUP, ROLE, FOLDER];
 }

@@ -2,13 +2,15 @@
 //! log, and every lock change reported to the observers once, in order.
 
 use super::*;
+use crate::engine::{CheckRequest, ObjectRef};
+use crate::model::{Perm, PersonId, types};
+use crate::store::LockOutcome;
 
 /// Lock events read per page when tailing the lock-event log.
 const LOCK_EVENT_PAGE: u32 = 1_000;
 
 /// How many of its own lock changes a replica keeps waiting for an earlier
-/// event (beyond it, the oldest is reported at once), and how many changes of
-/// unknown seq it remembers to drop their copy in the log.
+/// event (beyond it, the oldest is reported at once).
 const LOCK_BACKLOG: usize = 1_024;
 
 /// An edit-lock change (SPEC §4.4: every acquire, release and expiry is a change event).
@@ -40,14 +42,23 @@ impl LockChange {
             LockEventKind::Expired => LockChange::Expired(e.lock),
         }
     }
+}
 
-    /// Whether `self` and `other` are the same event: same kind, same lock
-    /// instance (tenant, object, holder, since). The expiry time is left out:
-    /// it is not part of a lock's identity.
-    fn same_event(&self, other: &LockChange) -> bool {
-        let ((k1, a), (k2, b)) = (self.parts(), other.parts());
-        k1 == k2 && a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
-    }
+/// An edit-lock request ([`Replica::acquire_lock`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LockRequest<'a> {
+    /// The tenant of the object.
+    pub tenant: &'a TenantId,
+    /// Who asks for it.
+    pub person: &'a str,
+    /// The object's type (one of [`types::LOCKABLE`]).
+    pub kind: &'a str,
+    /// The object's id.
+    pub id: &'a str,
+    /// The application context of the Change check (its type guards apply).
+    pub application: Option<&'a str>,
+    /// How long the lock lives without a renewal.
+    pub idle: Duration,
 }
 
 /// Where this replica stands in the store's lock-event log (see the module
@@ -61,9 +72,6 @@ pub(super) struct LockFeed {
     deferred: BTreeMap<u64, LockChange>,
     /// Seqs above the cursor already reported (a backlog overflow): skipped.
     ahead: std::collections::BTreeSet<u64>,
-    /// Changes reported whose seq was unknown (not logged through this
-    /// replica's store handle): their copy in the log is skipped.
-    unsequenced: VecDeque<LockChange>,
 }
 
 impl LockFeed {
@@ -77,12 +85,7 @@ impl LockFeed {
         if self.ahead.remove(&seq) {
             return;
         }
-        match self.unsequenced.iter().position(|c| c.same_event(&change)) {
-            Some(i) => {
-                self.unsequenced.remove(i);
-            }
-            None => out.push(change),
-        }
+        out.push(change);
         self.drain(out);
     }
 
@@ -101,19 +104,19 @@ impl LockFeed {
         }
     }
 
-    /// Handles a change made through this replica whose event has `seq`
-    /// (`None`: unknown). False when it waits for the tailer.
-    fn own(&mut self, seq: Option<u64>, change: LockChange, out: &mut Vec<LockChange>) -> bool {
+    /// Handles a change made through this replica whose event has `seq`.
+    /// False when it waits for the tailer.
+    fn own(&mut self, seq: u64, change: LockChange, out: &mut Vec<LockChange>) -> bool {
         match seq {
             // The tailer read and reported it first.
-            Some(seq) if seq <= self.cursor => true,
-            Some(seq) if seq == self.cursor + 1 => {
+            seq if seq <= self.cursor => true,
+            seq if seq == self.cursor + 1 => {
                 self.cursor = seq;
                 out.push(change);
                 self.drain(out);
                 true
             }
-            Some(seq) => {
+            seq => {
                 self.deferred.insert(seq, change);
                 if self.deferred.len() > LOCK_BACKLOG {
                     // The tailer is not keeping up (or not running): report the
@@ -124,14 +127,6 @@ impl LockFeed {
                     }
                 }
                 false
-            }
-            None => {
-                if self.unsequenced.len() >= LOCK_BACKLOG {
-                    self.unsequenced.pop_front();
-                }
-                self.unsequenced.push_back(change.clone());
-                out.push(change);
-                true
             }
         }
     }
@@ -150,23 +145,92 @@ impl Replica {
         self.locks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reports an edit-lock change made through this replica (the store has
-    /// logged it) to the observers, exactly once: at once when every earlier
-    /// event of the store's lock-event log is reported already (the usual
-    /// case), else as soon as the tailer, woken now, has read up to it. A
-    /// change the tailer reported first is not reported again.
-    pub fn lock_changed(&self, change: LockChange) {
-        let (kind, lock) = change.parts();
-        let seq = self.store.take_written_lock_event(kind, lock);
+    /// Reports the lock events this replica's store call logged to the
+    /// observers, exactly once: at once when every earlier event of the
+    /// store's lock-event log is reported already (the usual case), else as
+    /// soon as the tailer, woken now, has read up to it. An event the tailer
+    /// reported first is not reported again.
+    fn report_own(&self, logged: Vec<LockEvent>) {
+        if logged.is_empty() {
+            return;
+        }
         let mut feed = self.lock_feed();
         let mut events = Vec::new();
-        let done = feed.own(seq, change, &mut events);
+        let mut done = true;
+        for e in logged {
+            done &= feed.own(e.seq, LockChange::from_event(e), &mut events);
+        }
         // Reported under the lock: observers see the changes in order.
         self.report_locks(&events);
         drop(feed);
         if !done {
             self.lock_wake.notify_one();
         }
+    }
+
+    /// Takes (or, for its holder, renews) the edit lock of an object for a
+    /// person (SPEC §4.4). Only [`types::LOCKABLE`] objects have one; the
+    /// person needs `Change` on the object, with its type guard in the
+    /// application the request names, as a check would answer it. A lock
+    /// held by someone else is not an error: the answer says who holds it.
+    pub async fn acquire_lock(&self, r: LockRequest<'_>) -> ReplicaResult<LockOutcome> {
+        if r.person.is_empty() {
+            return Err(ReplicaError::invalid("person", "must not be empty"));
+        }
+        if !types::LOCKABLE.contains(&r.kind) {
+            return Err(ReplicaError::invalid(
+                "object.type",
+                format!("`{}` objects have no edit lock (only {})", r.kind, types::LOCKABLE.join(", ")),
+            ));
+        }
+        let state = self.state(r.tenant.as_str()).map_err(|why| ReplicaError::no_state(why, r.tenant.as_str()))?;
+        let check = CheckRequest {
+            subject: r.person,
+            application: r.application,
+            permission: Some(Perm::Change),
+            object: Some(ObjectRef { kind: r.kind, id: r.id, tenant: None }),
+            privilege: None,
+            property: None,
+        };
+        let d = state.view.check(&check);
+        if !d.allowed() {
+            return Err(ReplicaError::PermissionDenied(format!(
+                "person `{}` may not edit {} `{}`: {}",
+                r.person,
+                r.kind,
+                r.id,
+                d.reason.code()
+            )));
+        }
+        let key = format!("{}/{}", r.kind, r.id);
+        let person = PersonId(r.person.to_owned());
+        let mut outcome = self.store.acquire_lock(r.tenant, &key, &person, r.idle, self.clock.now()).await?;
+        if let LockOutcome::Granted { events, .. } = &mut outcome {
+            self.report_own(std::mem::take(events));
+        }
+        Ok(outcome)
+    }
+
+    /// Extends a live lock by its idle timeout; its new expiry.
+    pub async fn renew_lock(&self, token: &str) -> ReplicaResult<SystemTime> {
+        if token.is_empty() {
+            return Err(ReplicaError::invalid("lock_token", "must not be empty"));
+        }
+        self.store.renew_lock(token, self.clock.now()).await?.ok_or_else(|| {
+            ReplicaError::FailedPrecondition("lock_token: the lock expired or was released; acquire it again".into())
+        })
+    }
+
+    /// Releases a lock; what was released, or `None` for an unknown token
+    /// (released already, expired, never issued): releasing is idempotent.
+    pub async fn release_lock(&self, token: &str) -> ReplicaResult<Option<LockInfo>> {
+        if token.is_empty() {
+            return Err(ReplicaError::invalid("lock_token", "must not be empty"));
+        }
+        let Some(event) = self.store.release_lock(token).await? else { return Ok(None) };
+        let lock = event.lock.clone();
+        self.report_own(vec![event]);
+        Ok(Some(lock))
     }
 
     fn report_locks(&self, events: &[LockChange]) {
@@ -232,11 +296,9 @@ impl Replica {
     /// Removes expired edit locks from the store (which logs their expiry)
     /// and reports them.
     pub async fn expire_locks(&self) -> ReplicaResult<usize> {
-        let expired = self.store.expire_locks(std::time::SystemTime::now()).await?;
+        let expired = self.store.expire_locks(self.clock.now()).await?;
         let n = expired.len();
-        for l in expired {
-            self.lock_changed(LockChange::Expired(l));
-        }
+        self.report_own(expired);
         Ok(n)
     }
 }
@@ -266,8 +328,8 @@ mod tests {
     fn own_changes_next_in_line_are_reported_at_once_and_not_again_from_the_log() {
         let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
         let mut out = Vec::new();
-        assert!(feed.own(Some(11), LockChange::Acquired(lock("a", 1)), &mut out));
-        assert!(feed.own(Some(12), LockChange::Released(lock("a", 1)), &mut out));
+        assert!(feed.own(11, LockChange::Acquired(lock("a", 1)), &mut out));
+        assert!(feed.own(12, LockChange::Released(lock("a", 1)), &mut out));
         assert_eq!(names(&out), ["acquired a", "released a"]);
         // The tailer reads them afterwards: nothing new.
         out.clear();
@@ -280,7 +342,7 @@ mod tests {
         let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
         let mut out = Vec::new();
         // Another replica's release (11) is not read yet: the acquire (12) waits.
-        assert!(!feed.own(Some(12), LockChange::Acquired(lock("me", 2)), &mut out));
+        assert!(!feed.own(12, LockChange::Acquired(lock("me", 2)), &mut out));
         assert!(out.is_empty());
         feed.pass(11, LockChange::Released(lock("other", 1)), &mut out);
         assert_eq!(names(&out), ["released other", "acquired me"]);
@@ -296,18 +358,8 @@ mod tests {
         let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
         let mut out = Vec::new();
         feed.pass(11, LockChange::Acquired(lock("me", 1)), &mut out);
-        assert!(feed.own(Some(11), LockChange::Acquired(lock("me", 1)), &mut out));
+        assert!(feed.own(11, LockChange::Acquired(lock("me", 1)), &mut out));
         assert_eq!(names(&out), ["acquired me"]);
-    }
-
-    #[test]
-    fn changes_of_unknown_seq_are_reported_once() {
-        let mut feed = LockFeed { cursor: 10, ..LockFeed::default() };
-        let mut out = Vec::new();
-        assert!(feed.own(None, LockChange::Released(lock("me", 1)), &mut out));
-        feed.pass(11, LockChange::Acquired(lock("other", 2)), &mut out);
-        feed.pass(12, LockChange::Released(lock("me", 1)), &mut out);
-        assert_eq!(names(&out), ["released me", "acquired other"]);
     }
 
     #[test]
@@ -315,7 +367,7 @@ mod tests {
         let mut feed = LockFeed { cursor: 0, ..LockFeed::default() };
         let mut out = Vec::new();
         for seq in 2..=(LOCK_BACKLOG as u64 + 2) {
-            feed.own(Some(seq), LockChange::Acquired(lock("me", seq)), &mut out);
+            feed.own(seq, LockChange::Acquired(lock("me", seq)), &mut out);
         }
         assert_eq!(out.len(), 1, "the oldest waiting change went out");
         assert_eq!(feed.deferred.len(), LOCK_BACKLOG);

@@ -37,10 +37,11 @@
 //!   `seq` in commit order. Each replica keeps a cursor in that log (its head
 //!   at start-up: locks held before are known, not news; their release or
 //!   expiry is reported) and reports every event once, in `seq` order:
-//!   - an event made through this replica ([`Replica::lock_changed`], called
-//!     as soon as the store answered) is reported at once when it is the next
-//!     one after the cursor, which is the usual case; its seq comes from the
-//!     store handle ([`AnyStore::take_written_lock_event`]);
+//!   - an event made through this replica (its edit-lock operations,
+//!     [`Replica::acquire_lock`], [`Replica::release_lock`],
+//!     [`Replica::expire_locks`]) is reported as soon as the store answered,
+//!     with the seq the store returned, when it is the next one after the
+//!     cursor, which is the usual case;
 //!   - otherwise (another replica's event before it is not read yet) it waits
 //!     for the tailer, which is woken at once, reads the log up to it
 //!     ([`Replica::sync_lock_events`]) and reports the events in order;
@@ -53,6 +54,7 @@
 //! path that changes the snapshot (start-up, writes, tailing).
 
 mod checkpoint;
+mod clock;
 mod error;
 mod locks;
 mod retention;
@@ -60,9 +62,10 @@ mod tail;
 mod write;
 
 use checkpoint::{Checkpointer, write_checkpoint};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ReplicaError, ReplicaResult};
-pub use locks::LockChange;
 use locks::LockFeed;
+pub use locks::{LockChange, LockRequest};
 pub use retention::{
     DEFAULT_CHANGELOG_RETENTION, DEFAULT_COMPACTION_INTERVAL, Retention, RetentionRound, RetentionStats,
 };
@@ -209,6 +212,8 @@ pub struct Replica {
     checkpoints: Checkpointer,
     /// The breakdown of the last writes (newest last).
     phases: std::sync::Mutex<VecDeque<WritePhases>>,
+    /// Where "now" comes from.
+    clock: Arc<dyn Clock>,
 }
 
 /// Runs CPU-heavy work that borrows the replica (validating and compiling
@@ -232,6 +237,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Replica {
     /// Opens a replica on `store`: loads every tenant, then marks the snapshot loaded.
     pub async fn open(store: AnyStore, limits: Limits) -> ReplicaResult<Replica> {
+        Replica::open_with_clock(store, limits, Arc::new(SystemClock)).await
+    }
+
+    /// [`Replica::open`] with the time read from `clock` (edit locks,
+    /// retention, commit times): tests move a [`ManualClock`] instead of sleeping.
+    pub async fn open_with_clock(store: AnyStore, limits: Limits, clock: Arc<dyn Clock>) -> ReplicaResult<Replica> {
         let (revision, _) = watch::channel(0);
         let replica = Replica {
             snapshot: Arc::new(Snapshot::with_page_retention(limits.page_retention)),
@@ -245,6 +256,7 @@ impl Replica {
             retention: RetentionStats::default(),
             checkpoints: Checkpointer::start(store.clone()),
             phases: std::sync::Mutex::new(VecDeque::new()),
+            clock,
         };
         replica.load().await?;
         // Lock events logged before start-up are not news: the locks already
@@ -261,6 +273,11 @@ impl Replica {
     /// The durable store.
     pub fn store(&self) -> &AnyStore {
         &self.store
+    }
+
+    /// The replica's clock (what edit locks, retention and commit times read).
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     /// The replica's limits.

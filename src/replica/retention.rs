@@ -187,7 +187,7 @@ impl Replica {
             // compaction lock is released with its transaction.
             let round = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                round = self.enforce_retention(retention.keep, SystemTime::now()) => round,
+                round = self.enforce_retention(retention.keep, self.clock.now()) => round,
             };
             match round {
                 Ok(round) if !round.ran => {

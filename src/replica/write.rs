@@ -234,7 +234,7 @@ impl Replica {
                 Ok(revision) => {
                     let appended = Instant::now();
                     let snapshot = Arc::clone(&self.snapshot);
-                    let committed_at = SystemTime::now();
+                    let committed_at = self.clock.now();
                     let state = blocking(move || snapshot.install(next, revision)).await?;
                     let compiled = Instant::now();
                     self.publish();

@@ -7,20 +7,16 @@
 
 use super::convert;
 use super::status::{ServiceError, ServiceResult};
-use crate::engine::{CheckRequest, ObjectRef};
-use crate::model::{Mutation, Perm, TenantFile, TenantId, config::virtual_queue_script, types};
+use crate::model::{Mutation, TenantFile, TenantId, config::virtual_queue_script, types};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::admin_service_server::AdminService;
-use crate::replica::{Batch, LockChange, Replica, WriteOutcome, WriteRequest};
-use crate::store::{AnyStore, LockInfo, LockOutcome, Store, UpstreamStore};
+use crate::replica::{Batch, LockRequest, Replica, ReplicaError, WriteOutcome, WriteRequest};
+use crate::store::{AnyStore, LockOutcome, UpstreamStore};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-
-/// Object types that have edit locks (SPEC §4.4).
-pub const LOCKABLE_TYPES: [&str; 3] = ["Application", "SharedModule", "DataTable"];
 
 /// Idle timeouts of edit locks.
 #[derive(Debug, Clone, Copy)]
@@ -165,10 +161,7 @@ impl AdminService for Admin {
     async fn export(&self, request: Request<pb::ExportRequest>) -> Result<Response<pb::ExportResponse>, Status> {
         let req = request.into_inner();
         self.replica.wait_for(req.at_least_revision).await?;
-        let state = self.replica.state(&req.tenant).map_err(|r| match r {
-            crate::engine::Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
-            _ => ServiceError::NotFound(format!("tenant: unknown tenant `{}`", req.tenant)),
-        })?;
+        let state = self.replica.state(&req.tenant).map_err(|r| ReplicaError::no_state(r, &req.tenant))?;
         let yaml = TenantFile::from_config(&state.config).to_yaml().map_err(ServiceError::from)?;
         Ok(Response::new(pb::ExportResponse { yaml, revision: state.view.revision() }))
     }
@@ -243,74 +236,27 @@ impl AdminService for Admin {
         }
         let req = request.into_inner();
         let tenant = tenant_id(req.tenant)?;
-        if req.person.is_empty() {
-            return Err(ServiceError::invalid("person", "must not be empty").into());
-        }
         let object = req.object.ok_or_else(|| ServiceError::invalid("object", "must be set"))?;
-        if !LOCKABLE_TYPES.contains(&object.r#type.as_str()) {
-            return Err(ServiceError::invalid(
-                "object.type",
-                format!("`{}` objects have no edit lock (only {})", object.r#type, LOCKABLE_TYPES.join(", ")),
-            )
-            .into());
-        }
         let idle = self.idle_timeout(req.idle_timeout, "idle_timeout")?;
-        let state = self.replica.state(tenant.as_str()).map_err(|r| match r {
-            crate::engine::Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
-            _ => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
-        })?;
-        // Acquiring needs Change on the object, plus its type guard (SPEC §4.4).
-        let check = CheckRequest {
-            subject: &req.person,
+        let lock = LockRequest {
+            tenant: &tenant,
+            person: &req.person,
+            kind: &object.r#type,
+            id: &object.id,
             application: req.application.as_deref(),
-            permission: Some(Perm::Change),
-            object: Some(ObjectRef { kind: &object.r#type, id: &object.id, tenant: None }),
-            privilege: None,
-            property: None,
+            idle,
         };
-        let d = state.view.check(&check);
-        if !d.allowed() {
-            return Err(ServiceError::PermissionDenied(format!(
-                "person `{}` may not edit {} `{}`: {}",
-                req.person,
-                object.r#type,
-                object.id,
-                d.reason.code()
-            ))
-            .into());
-        }
-        let key = format!("{}/{}", object.r#type, object.id);
-        let person = crate::model::PersonId(req.person.clone());
-        let outcome = self
-            .replica
-            .store()
-            .acquire_lock(&tenant, &key, &person, idle, SystemTime::now())
-            .await
-            .map_err(ServiceError::from)?;
+        let outcome = self.replica.acquire_lock(lock).await?;
         let revision = self.replica.snapshot().revision();
         let response = match outcome {
-            LockOutcome::Granted { token, since, expires_at, renewed, taken_over } => {
-                if let Some(old) = taken_over {
-                    self.replica.lock_changed(LockChange::Expired(old));
-                }
-                if !renewed {
-                    self.replica.lock_changed(LockChange::Acquired(LockInfo {
-                        tenant: tenant.clone(),
-                        object: key.clone(),
-                        holder: person.clone(),
-                        since,
-                        expires_at,
-                    }));
-                }
-                pb::AcquireLockResponse {
-                    granted: true,
-                    holder: req.person,
-                    since: Some(since.into()),
-                    expires_at: Some(expires_at.into()),
-                    lock_token: token,
-                    revision,
-                }
-            }
+            LockOutcome::Granted { token, since, expires_at, .. } => pb::AcquireLockResponse {
+                granted: true,
+                holder: req.person,
+                since: Some(since.into()),
+                expires_at: Some(expires_at.into()),
+                lock_token: token,
+                revision,
+            },
             LockOutcome::Held { holder, since, expires_at } => pb::AcquireLockResponse {
                 granted: false,
                 holder: holder.0,
@@ -332,24 +278,11 @@ impl AdminService for Admin {
             return self.forwarded(up, request, call, |r| r.revision).await;
         }
         let req = request.into_inner();
-        if req.lock_token.is_empty() {
-            return Err(ServiceError::invalid("lock_token", "must not be empty").into());
-        }
         if req.idle_timeout.is_some() {
             // The store keeps the idle timeout given at acquire; a renewal extends by it.
             tracing::debug!("renew_lock: idle_timeout ignored, the one given at acquire applies");
         }
-        let expires = self
-            .replica
-            .store()
-            .renew_lock(&req.lock_token, SystemTime::now())
-            .await
-            .map_err(ServiceError::from)?
-            .ok_or_else(|| {
-                ServiceError::FailedPrecondition(
-                    "lock_token: the lock expired or was released; acquire it again".into(),
-                )
-            })?;
+        let expires = self.replica.renew_lock(&req.lock_token).await?;
         Ok(Response::new(pb::RenewLockResponse {
             expires_at: Some(expires.into()),
             revision: self.replica.snapshot().revision(),
@@ -365,13 +298,7 @@ impl AdminService for Admin {
             return self.forwarded(up, request, call, |r| r.revision).await;
         }
         let req = request.into_inner();
-        if req.lock_token.is_empty() {
-            return Err(ServiceError::invalid("lock_token", "must not be empty").into());
-        }
-        let released = self.replica.store().release_lock(&req.lock_token).await.map_err(ServiceError::from)?;
-        if let Some(l) = released {
-            self.replica.lock_changed(LockChange::Released(l));
-        }
+        self.replica.release_lock(&req.lock_token).await?;
         Ok(Response::new(pb::ReleaseLockResponse { revision: self.replica.snapshot().revision() }))
     }
 

@@ -66,9 +66,7 @@ pub use sqlite::SqliteStore;
 pub use upstream::{FollowerLag, UpstreamSettings, UpstreamStore};
 
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
-use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -131,8 +129,11 @@ pub enum LockOutcome {
         /// (same token).
         renewed: bool,
         /// The expired lock of another person (or of the caller's own earlier
-        /// session) that this acquire took over: the caller records its expiry.
+        /// session) that this acquire took over.
         taken_over: Option<LockInfo>,
+        /// The events this acquire logged, in `seq` order: the takeover's
+        /// expiry, then the acquire; none for a renewal.
+        events: Vec<LockEvent>,
     },
     /// Another person holds the lock; the caller may go on read-only.
     Held {
@@ -159,9 +160,6 @@ pub struct LockInfo {
     /// When it expires (or expired) unless renewed.
     pub expires_at: SystemTime,
 }
-
-/// A lock removed by [`Store::expire_locks`] (its expiry is in the lock-event log).
-pub type ExpiredLock = LockInfo;
 
 /// What happened to a lock, as the lock-event log records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -362,15 +360,16 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the token is unknown or the lock has expired.
     fn renew_lock(&self, token: &str, now: SystemTime) -> impl Future<Output = StoreResult<Option<SystemTime>>> + Send;
 
-    /// Releases a lock; what was released, or `None` when the token is unknown.
+    /// Releases a lock; the release event it logged (with the lock as it
+    /// was), or `None` when the token is unknown.
     /// Logs a `released` event in the same transaction.
-    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockInfo>>> + Send;
+    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockEvent>>> + Send;
 
     /// Removes every lock expired at `now` (`expires_at <= now`) and returns
     /// them, ordered by tenant and object; logs an `expired` event for each in
     /// the same transaction. Locks another transaction is changing right now
     /// are left to it (PostgreSQL: `SKIP LOCKED`), so each expiry is logged once.
-    fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<ExpiredLock>>> + Send;
+    fn expire_locks(&self, now: SystemTime) -> impl Future<Output = StoreResult<Vec<LockEvent>>> + Send;
 
     /// The `seq` of the newest lock event ever logged; 0 when none was.
     fn lock_events_head(&self) -> impl Future<Output = StoreResult<u64>> + Send;
@@ -469,23 +468,6 @@ impl AnyStore {
             AnyStore::Upstream(_) => Ok(None),
         }
     }
-
-    /// The `seq` of a lock event that this store handle (or a clone of it)
-    /// logged recently, matched by kind, tenant, object, holder and since;
-    /// each logged event is handed out once. `None` for an event logged
-    /// through another handle (another replica) or long ago.
-    ///
-    /// How a replica tells its own lock events from other replicas' without
-    /// waiting for the log: it reports its own at once and the rest in `seq`
-    /// order as it tails the log.
-    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
-        match self {
-            AnyStore::Sqlite(s) => s.take_written_lock_event(kind, lock),
-            AnyStore::Postgres(p) => p.take_written_lock_event(kind, lock),
-            // A follower writes no lock event: all come down the stream.
-            AnyStore::Upstream(_) => None,
-        }
-    }
 }
 
 /// Held while this replica runs the retention job (see
@@ -564,10 +546,10 @@ impl Store for AnyStore {
     async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
         delegate!(self, s => s.renew_lock(token, now))
     }
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
         delegate!(self, s => s.release_lock(token))
     }
-    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<LockEvent>> {
         delegate!(self, s => s.expire_locks(now))
     }
     async fn list_locks(&self, now: SystemTime) -> StoreResult<Vec<LockInfo>> {
@@ -765,37 +747,10 @@ impl From<LockRow> for LockInfo {
     }
 }
 
-/// How many lock events a store handle remembers having logged (see
-/// [`AnyStore::take_written_lock_event`]); its replica claims each within
-/// microseconds of the commit, so this only bounds events nobody claims.
-const WRITTEN_LOCK_EVENTS: usize = 1_024;
-
-/// The lock events one store handle (and its clones) logged recently.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct WrittenLockEvents(Arc<Mutex<VecDeque<(u64, LockEventKind, LockInfo)>>>);
-
-fn same_lock_instance(a: &LockInfo, b: &LockInfo) -> bool {
-    a.tenant == b.tenant && a.object == b.object && a.holder == b.holder && a.since == b.since
-}
-
-impl WrittenLockEvents {
-    /// Remembers events just committed, numbered from `first_seq`.
-    pub(crate) fn record(&self, first_seq: u64, events: &[(LockEventKind, LockInfo)]) {
-        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, (kind, lock)) in events.iter().enumerate() {
-            if written.len() >= WRITTEN_LOCK_EVENTS {
-                written.pop_front();
-            }
-            written.push_back((first_seq + i as u64, *kind, lock.clone()));
-        }
-    }
-
-    /// The seq of the oldest remembered event matching `kind` and `lock`, forgotten once handed out.
-    pub(crate) fn take(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
-        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let i = written.iter().position(|(_, k, l)| *k == kind && same_lock_instance(l, lock))?;
-        written.remove(i).map(|(seq, _, _)| seq)
-    }
+/// The events of one operation as logged: numbered from `first` (dense,
+/// in order), recorded at `at`.
+pub(crate) fn numbered(first: u64, events: Vec<(LockEventKind, LockInfo)>, at: SystemTime) -> Vec<LockEvent> {
+    events.into_iter().zip(first..).map(|((kind, lock), seq)| LockEvent { seq, kind, lock, at }).collect()
 }
 
 /// A granted acquire: the answer, and the events it logs in its transaction
@@ -825,7 +780,7 @@ pub(crate) fn granted_lock(
             LockInfo { tenant: tenant.clone(), object: object.to_owned(), holder: person.clone(), since, expires_at };
         events.push((LockEventKind::Acquired, lock));
     }
-    (LockOutcome::Granted { token, since, expires_at, renewed, taken_over }, events)
+    (LockOutcome::Granted { token, since, expires_at, renewed, taken_over, events: Vec::new() }, events)
 }
 
 /// The expiry events of the locks `expire_locks` removed, ordered by tenant and object.

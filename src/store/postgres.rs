@@ -32,11 +32,11 @@
 //! PostgreSQL 13 or newer (`gen_random_uuid()` for lock tokens).
 
 use super::{
-    COMPACTION_LOCK_KEY, ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL,
-    LockEvent, LockEventKind, LockEventRow, LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store,
-    StoreError, StoreResult, WrittenLockEvents, compaction_cutoff, db_error, decode_checkpoint, decode_lock_event,
-    decode_record, duration_millis, encode_mutations, expiry_events, from_millis, granted_lock,
-    lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db, seq_to_db, to_millis,
+    COMPACTION_LOCK_KEY, ChangeRecord, Compaction, EncodedConfig, LOCK_EVENT_COLUMNS, LOCK_NOTIFY_CHANNEL, LockEvent,
+    LockEventKind, LockEventRow, LockInfo, LockOutcome, LockRow, Migration, NOTIFY_CHANNEL, Store, StoreError,
+    StoreResult, compaction_cutoff, db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis,
+    encode_mutations, expiry_events, from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db,
+    rev_to_db, seq_from_db, seq_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::Connection;
@@ -76,7 +76,6 @@ pub struct PostgresStore {
     pool: PgPool,
     options: Arc<PgConnectOptions>,
     url: String,
-    written: WrittenLockEvents,
 }
 
 /// A wake-up for tailers: what some replica just committed.
@@ -153,8 +152,7 @@ impl PostgresStore {
             .max_connections(10)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone());
-        let store =
-            PostgresStore { pool, options: Arc::new(options), url: safe_url, written: WrittenLockEvents::default() };
+        let store = PostgresStore { pool, options: Arc::new(options), url: safe_url };
         tracing::debug!(url = %store.url, "postgres store open");
         Ok(store)
     }
@@ -186,11 +184,6 @@ impl PostgresStore {
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         let task = tokio::spawn(forward_notifications(listener, tx, self.url.clone()));
         Ok(Notifications { rx, task: Some(task) })
-    }
-
-    /// See [`super::AnyStore::take_written_lock_event`].
-    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
-        self.written.take(kind, lock)
     }
 
     /// A transaction holding the advisory lock [`COMPACTION_LOCK_KEY`]
@@ -639,8 +632,13 @@ impl Store for PostgresStore {
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        Ok(outcome)
+        Ok(match outcome {
+            LockOutcome::Granted { token, since, expires_at, renewed, taken_over, .. } => {
+                let events = super::numbered(first, events, from_millis(now_ms));
+                LockOutcome::Granted { token, since, expires_at, renewed, taken_over, events }
+            }
+            held => held,
+        })
     }
 
     async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
@@ -656,7 +654,7 @@ impl Store for PostgresStore {
         Ok(expires.map(from_millis))
     }
 
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
         let e = self.err();
         let mut tx = self.pool.begin().await.map_err(&e)?;
         let row: Option<(String, String, String, i64, i64)> =
@@ -670,18 +668,17 @@ impl Store for PostgresStore {
             tx.commit().await.map_err(&e)?;
             return Ok(None);
         };
-        let events = [(LockEventKind::Released, released)];
-        let first = match self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await {
+        let events = vec![(LockEventKind::Released, released)];
+        let at_ms = to_millis(SystemTime::now());
+        let first = match self.log_lock_events(&mut tx, &events, at_ms).await {
             Ok(first) => first,
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        let [(_, released)] = events;
-        Ok(Some(released))
+        Ok(super::numbered(first, events, from_millis(at_ms)).pop())
     }
 
-    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<LockEvent>> {
         let e = self.err();
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin().await.map_err(&e)?;
@@ -707,8 +704,7 @@ impl Store for PostgresStore {
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        Ok(events.into_iter().map(|(_, l)| l).collect())
+        Ok(super::numbered(first, events, from_millis(now_ms)))
     }
 
     async fn lock_events_head(&self) -> StoreResult<u64> {

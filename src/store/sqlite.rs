@@ -15,11 +15,10 @@
 //! written by a newer version.
 
 use super::{
-    ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow,
-    LockInfo, LockOutcome, LockRow, Migration, Store, StoreError, StoreResult, WrittenLockEvents, compaction_cutoff,
-    db_error, decode_checkpoint, decode_lock_event, decode_record, duration_millis, encode_mutations, expiry_events,
-    from_millis, granted_lock, lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db, seq_to_db,
-    to_millis,
+    ChangeRecord, Compaction, EncodedConfig, LOCK_EVENT_COLUMNS, LockEvent, LockEventKind, LockEventRow, LockInfo,
+    LockOutcome, LockRow, Migration, Store, StoreError, StoreResult, compaction_cutoff, db_error, decode_checkpoint,
+    decode_lock_event, decode_record, duration_millis, encode_mutations, expiry_events, from_millis, granted_lock,
+    lock_event_prune_bounds, redact_url, rev_from_db, rev_to_db, seq_from_db, seq_to_db, to_millis,
 };
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
 use sqlx::SqliteConnection;
@@ -56,7 +55,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     pool: SqlitePool,
     url: String,
-    written: WrittenLockEvents,
     /// This process's writers queue here, first come first served, before
     /// they ask SQLite for its write lock (see [`SqliteStore::begin_write`]).
     gate: Arc<tokio::sync::Mutex<()>>,
@@ -121,13 +119,7 @@ impl SqliteStore {
             pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool_options.connect_with(options).await.map_err(|e| db_error(&safe_url, e))?;
-        let store = SqliteStore {
-            pool,
-            url: safe_url,
-            written: WrittenLockEvents::default(),
-            gate: Arc::default(),
-            alive: Arc::default(),
-        };
+        let store = SqliteStore { pool, url: safe_url, gate: Arc::default(), alive: Arc::default() };
         store.migrate().await?;
         if !memory {
             tokio::spawn(wal_checkpoints(store.pool.clone(), Arc::downgrade(&store.alive), store.url.clone()));
@@ -144,11 +136,6 @@ impl SqliteStore {
     /// The URL the store was opened with (passwords removed).
     pub fn display_url(&self) -> &str {
         &self.url
-    }
-
-    /// See [`super::AnyStore::take_written_lock_event`].
-    pub fn take_written_lock_event(&self, kind: LockEventKind, lock: &LockInfo) -> Option<u64> {
-        self.written.take(kind, lock)
     }
 
     /// Begins a write transaction: first the place at this process's write
@@ -636,8 +623,13 @@ impl Store for SqliteStore {
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        Ok(outcome)
+        Ok(match outcome {
+            LockOutcome::Granted { token, since, expires_at, renewed, taken_over, .. } => {
+                let events = super::numbered(first, events, from_millis(now_ms));
+                LockOutcome::Granted { token, since, expires_at, renewed, taken_over, events }
+            }
+            held => held,
+        })
     }
 
     async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
@@ -656,7 +648,7 @@ impl Store for SqliteStore {
         Ok(expires.map(from_millis))
     }
 
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockInfo>> {
+    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
         let e = self.err();
         let (_gate, mut tx) = self.begin_write().await?;
         let row: Option<(String, String, String, i64, i64)> =
@@ -670,18 +662,17 @@ impl Store for SqliteStore {
             tx.commit().await.map_err(&e)?;
             return Ok(None);
         };
-        let events = [(LockEventKind::Released, released)];
-        let first = match self.log_lock_events(&mut tx, &events, to_millis(SystemTime::now())).await {
+        let events = vec![(LockEventKind::Released, released)];
+        let at_ms = to_millis(SystemTime::now());
+        let first = match self.log_lock_events(&mut tx, &events, at_ms).await {
             Ok(first) => first,
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        let [(_, released)] = events;
-        Ok(Some(released))
+        Ok(super::numbered(first, events, from_millis(at_ms)).pop())
     }
 
-    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+    async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<LockEvent>> {
         let e = self.err();
         let now_ms = to_millis(now);
         let (_gate, mut tx) = self.begin_write().await?;
@@ -703,8 +694,7 @@ impl Store for SqliteStore {
             Err(err) => return super::rollback(tx, err).await,
         };
         tx.commit().await.map_err(&e)?;
-        self.written.record(first, &events);
-        Ok(events.into_iter().map(|(_, l)| l).collect())
+        Ok(super::numbered(first, events, from_millis(now_ms)))
     }
 
     async fn lock_events_head(&self) -> StoreResult<u64> {

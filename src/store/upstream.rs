@@ -31,8 +31,8 @@
 //!   the upstream's business (no-ops here).
 
 use super::{
-    ChangeRecord, Compaction, EncodedConfig, ExpiredLock, LockEvent, LockEventKind, LockInfo, LockOutcome, Notice,
-    Notifications, Store, StoreError, StoreResult,
+    ChangeRecord, Compaction, EncodedConfig, LockEvent, LockEventKind, LockInfo, LockOutcome, Notice, Notifications,
+    Store, StoreError, StoreResult,
 };
 use crate::follow::{Feed as StreamFeed, LoadError, RawBatch, Upstream};
 use crate::model::{Mutation, PersonId, Revision, TenantConfig, TenantId};
@@ -420,11 +420,11 @@ impl Store for UpstreamStore {
         Err(read_only("edit locking"))
     }
 
-    async fn release_lock(&self, _token: &str) -> StoreResult<Option<LockInfo>> {
+    async fn release_lock(&self, _token: &str) -> StoreResult<Option<LockEvent>> {
         Err(read_only("edit locking"))
     }
 
-    async fn expire_locks(&self, _now: SystemTime) -> StoreResult<Vec<ExpiredLock>> {
+    async fn expire_locks(&self, _now: SystemTime) -> StoreResult<Vec<LockEvent>> {
         // The upstream expires locks; their expiry arrives as an event.
         Ok(Vec::new())
     }
