@@ -201,7 +201,9 @@ impl Server {
                     AnyStore::open_with(&config.store_url, config.create_store_dir).await.with_context(|| {
                         format!("cannot open the store `{}`", crate::store::redact_url(&config.store_url))
                     })?;
-                Replica::open(store, config.limits.clone()).await.context("cannot load the snapshot")?
+                Replica::open_with_clock(store, config.limits.clone(), Arc::clone(&config.clock))
+                    .await
+                    .context("cannot load the snapshot")?
             }
             Some(upstream) => open_follower(upstream, &config.limits).await?,
         });

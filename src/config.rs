@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub http: HttpSettings,
     /// The decision log (`crate::decision_log`); `None`: off.
     pub decision_log: Option<crate::decision_log::Settings>,
+    /// Where "now" comes from for edit locks, retention and commit times:
+    /// the system clock; tests give a [`crate::replica::ManualClock`].
+    pub clock: std::sync::Arc<dyn crate::replica::Clock>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -175,6 +178,7 @@ impl fmt::Debug for ServerConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("http", &self.http)
             .field("decision_log", &self.decision_log)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -206,6 +210,7 @@ impl ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             http: HttpSettings::default(),
             decision_log: None,
+            clock: std::sync::Arc::new(crate::replica::SystemClock),
         }
     }
 
@@ -358,6 +363,7 @@ impl ServerConfig {
                 explorer: a.explorer,
             },
             decision_log,
+            clock: std::sync::Arc::new(crate::replica::SystemClock),
         })
     }
 

@@ -921,7 +921,11 @@ async fn import_replace_and_export_round_trip() {
 #[tokio::test(flavor = "multi_thread")]
 async fn edit_locks_refuse_a_second_editor_and_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let r = start(config(&dir.path().join("a.db"))).await;
+    // Lock time moves only when the test says so.
+    let clock = authzd::replica::ManualClock::new(std::time::SystemTime::now());
+    let mut cfg = config(&dir.path().join("a.db"));
+    cfg.clock = std::sync::Arc::new(clock.clone());
+    let r = start(cfg).await;
     let mut a = r.admin().await;
     let acquire = |person: &str, idle_ms: Option<u64>| pb::AcquireLockRequest {
         tenant: TENANT.into(),
@@ -968,7 +972,10 @@ async fn edit_locks_refuse_a_second_editor_and_expire() {
     // A short idle timeout: after it, the lock is free for the next editor.
     let short = a.acquire_lock(acquire("dz-dev-sales", Some(200))).await.unwrap().into_inner();
     assert!(short.granted);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(199));
+    let early = a.acquire_lock(acquire("dz-developer", None)).await.unwrap().into_inner();
+    assert!(!early.granted, "a lock is held until its idle timeout has passed");
+    clock.advance(Duration::from_millis(1));
     let next = a.acquire_lock(acquire("dz-developer", None)).await.unwrap().into_inner();
     assert!(next.granted, "the idle lock expired");
     assert_eq!(

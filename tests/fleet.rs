@@ -705,7 +705,14 @@ async fn a_stalled_subscriber_keeps_memory_bounded_while_1000_others_receive_eve
 async fn designer_locks_across_replicas_with_events() {
     let _pg = PG.read().await;
     let db = fresh_database().await;
-    let nodes = fleet(&db.url, 2).await;
+    // Both replicas read one clock that moves only when the test says so.
+    let clock = authzd::replica::ManualClock::new(std::time::SystemTime::now());
+    let on_clock = |demo| {
+        let mut c = node_config(&db.url, demo);
+        c.clock = std::sync::Arc::new(clock.clone());
+        c
+    };
+    let nodes = vec![start(on_clock(true)).await, start(on_clock(false)).await];
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut wa = a.watcher().await;
     let mut wb = b.watcher().await;
@@ -732,12 +739,12 @@ async fn designer_locks_across_replicas_with_events() {
     assert_eq!(refused.since, first.since);
     assert!(refused.lock_token.is_empty());
     // After the idle timeout the lock is free for the next editor.
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    clock.advance(Duration::from_millis(1_300));
     let second = admin_b.acquire_lock(acquire("dz-dev-sales", Duration::from_secs(60))).await.unwrap().into_inner();
     assert!(second.granted, "the idle lock expired and is free");
-    // Other replicas learn of lock changes at their next tailing round (100 ms
-    // here): an editing session is held longer than that.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Released at once: each replica reports the lock-event log in seq
+    // order, so the other replica sees the acquire before the release however
+    // soon after it the release comes.
     admin_b
         .release_lock(pb::ReleaseLockRequest { tenant: TENANT.into(), lock_token: second.lock_token })
         .await
@@ -838,9 +845,10 @@ async fn locks_held_between_two_tailing_rounds_are_reported_once_everywhere() {
         started.elapsed()
     );
     // More rounds (and lock-event notices) change nothing: once each.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    a.replica.sync_lock_events().await.unwrap();
-    b.replica.sync_lock_events().await.unwrap();
+    for _ in 0..3 {
+        a.replica.sync_lock_events().await.unwrap();
+        b.replica.sync_lock_events().await.unwrap();
+    }
     assert_eq!(*on_b.lock().unwrap(), expected, "replica B");
     assert_eq!(*on_a.lock().unwrap(), expected, "replica A");
     stop_all(vec![a, b]).await;

@@ -953,7 +953,24 @@ async fn postgres_lock_events_commit_in_seq_order() {
     let fast = tokio::spawn(async move {
         s.acquire_lock(&t("a"), "Application/fast", &p("bob"), Duration::from_secs(60), at(0)).await.unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Waits until the other change is blocked on a row lock (an event, not a
+    // delay): from then on it can only go on once the first commits.
+    let mut watcher = sqlx::PgConnection::connect(&h.url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(!fast.is_finished(), "a later lock change got its seq before the earlier one committed");
+        assert!(std::time::Instant::now() < deadline, "the later lock change never waited for the counter row");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!fast.is_finished(), "a later lock change got its seq before the earlier one committed");
     assert!(h.store.read_lock_events(0, 10).await.unwrap().is_empty());
     // ...and gets seq 2 once the first commits: a reader never sees 2 without 1.
