@@ -2,8 +2,8 @@
 //!
 //! Crate map (the features that build each part are in brackets; see
 //! `docs/embedding.md`):
-//! - [`model`]: the access model as plain data (entities, mutations, validation, tenant files).
-//! - [`presets`]: the shipped application catalogs and tenant skeleton.
+//! - [`model`]: the access model as plain data (entities, mutations, validation, tenant files), and
+//!   [`model::presets`], the shipped application catalogs and tenant skeleton.
 //! - [`policytest`]: `authzd test`, policy tests over tenant files.
 //! - [`proto`] (`follower`): the generated gRPC API (`proto/authzd/v1`), and its descriptor set for reflection.
 //! - [`engine`]: pure decisions over a compiled, immutable tenant view.
@@ -31,7 +31,6 @@
 pub mod engine;
 pub mod model;
 pub mod policytest;
-pub mod presets;
 
 // Feature `follower`: the generated API, the snapshot and the embedded follower.
 #[cfg(feature = "follower")]

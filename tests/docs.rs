@@ -1,7 +1,7 @@
 //! `docs/presets.md` is generated from the compiled presets, and checked.
 //!
 //! The part of the file between the two markers below is rendered here from
-//! [`authzd::presets`] (the YAML files in `presets/`, as compiled into the
+//! [`authzd::model::presets`] (the YAML files in `presets/`, as compiled into the
 //! binary): every catalog with its privileges, guards, flags and role
 //! templates, and every folder, group, role and entry that `create_tenant`
 //! with defaults installs, with their ids. The test fails when the file
@@ -11,8 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authzd::engine::{CheckRequest, ListRequest, ObjectRef, Reason, TenantView};
+use authzd::model::presets::{self, CORE, SOURCES};
 use authzd::model::{Ace, Catalog, Mutation, Perm, PermSet, Subject, Target, TenantConfig, TenantFile, TenantId};
-use authzd::presets::{self, CORE, SOURCES};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 

@@ -21,7 +21,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const APP_PRESETS: [&str; 5] = ["callback", "workspace_web_callback", "genesys_administrator", "advisors", "designer"];
 
 fn catalog(preset: &str) -> &'static Catalog {
-    authzd::presets::catalog(preset).unwrap_or_else(|e| panic!("preset {preset}: {e}"))
+    authzd::model::presets::catalog(preset).unwrap_or_else(|e| panic!("preset {preset}: {e}"))
 }
 
 fn names(cat: &Catalog) -> BTreeSet<&str> {
@@ -258,9 +258,9 @@ const DESIGNER_OTHERS: [&str; 6] = [
 
 #[test]
 fn every_preset_loads_and_every_catalog_validates() -> TestResult {
-    let all = authzd::presets::all()?;
+    let all = authzd::model::presets::all()?;
     let mut expected: BTreeSet<&str> = APP_PRESETS.into_iter().collect();
-    expected.insert(authzd::presets::CORE);
+    expected.insert(authzd::model::presets::CORE);
     assert_eq!(all.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
     let apps = [
         ("callback", "Callback"),
@@ -270,7 +270,7 @@ fn every_preset_loads_and_every_catalog_validates() -> TestResult {
         ("designer", "Designer"),
     ];
     for (preset, app) in apps {
-        let p = authzd::presets::get(preset)?;
+        let p = authzd::model::presets::get(preset)?;
         assert_eq!(p.name, preset);
         assert!(!p.description.is_empty(), "{preset}: no description");
         let cat = p.catalog.as_ref().unwrap_or_else(|| panic!("{preset}: no catalog"));
@@ -283,7 +283,7 @@ fn every_preset_loads_and_every_catalog_validates() -> TestResult {
             assert!(cat.roles.iter().any(|t| t.name == r.template), "{preset}: unknown template {}", r.template);
         }
     }
-    assert!(authzd::presets::catalog(authzd::presets::CORE).is_err(), "core has no catalog");
+    assert!(authzd::model::presets::catalog(authzd::model::presets::CORE).is_err(), "core has no catalog");
     Ok(())
 }
 
@@ -365,7 +365,7 @@ fn web_callback_catalog_is_the_documents() {
         assert!(requires(cat, name).is_empty(), "{name}: the document states no dependency");
     }
     assert_eq!(template(cat, "Web Callback Agent"), set(&WEB_CALLBACK_PRIVILEGES));
-    assert!(authzd::presets::get("workspace_web_callback").map(|p| p.default_roles.is_empty()).unwrap_or(false));
+    assert!(authzd::model::presets::get("workspace_web_callback").map(|p| p.default_roles.is_empty()).unwrap_or(false));
 }
 
 // ---------------------------------------------------------------- Genesys Administrator (seeds/002)
@@ -521,7 +521,7 @@ fn advisors_name_pattern_rejects_inexact_names() -> TestResult {
 
 #[test]
 fn advisors_guards_and_default_roles() {
-    let p = authzd::presets::get("advisors").unwrap();
+    let p = authzd::model::presets::get("advisors").unwrap();
     let cat = catalog("advisors");
     let guards: BTreeSet<(&str, Perm, &str)> =
         cat.type_guards.iter().map(|g| (g.kind.as_str(), g.permission, g.privilege.as_str())).collect();
@@ -806,7 +806,7 @@ fn acme_loads() {
 fn acme_restated_default_roles_match_their_templates() {
     let c = acme();
     for preset in APP_PRESETS {
-        let p = authzd::presets::get(preset).unwrap();
+        let p = authzd::model::presets::get(preset).unwrap();
         let cat = p.catalog.as_ref().unwrap();
         for d in &p.default_roles {
             let role = &c.roles[&d.id];

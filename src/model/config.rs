@@ -284,7 +284,7 @@ impl TenantConfig {
                     ));
                 }
                 self.name = name.clone();
-                let batch = crate::presets::tenant_defaults(name, presets, *defaults)?;
+                let batch = super::presets::tenant_defaults(name, presets, *defaults)?;
                 for (i, d) in batch.iter().enumerate() {
                     self.apply_inner(d).map_err(|e| e.within(&format!("presets[{i}]")))?;
                 }

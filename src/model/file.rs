@@ -136,7 +136,7 @@ impl TenantFile {
             let cat = match c {
                 CatalogEntry::Inline(c) => (**c).clone(),
                 CatalogEntry::Preset { preset } => {
-                    crate::presets::catalog(preset).map_err(|e| e.within(&format!("catalogs[{i}]")))?.clone()
+                    super::presets::catalog(preset).map_err(|e| e.within(&format!("catalogs[{i}]")))?.clone()
                 }
             };
             out.push(Mutation::PutCatalog(cat));
@@ -162,7 +162,7 @@ impl TenantFile {
         let mut presets = Vec::new();
         let mut catalogs = Vec::new();
         for cat in c.catalogs.values() {
-            match crate::presets::preset_of_catalog(cat) {
+            match super::presets::preset_of_catalog(cat) {
                 Some(p) => presets.push(p.to_owned()),
                 None => catalogs.push(CatalogEntry::Inline(Box::new(cat.clone()))),
             }
@@ -246,7 +246,7 @@ fn key_of(path: &str) -> &str {
 fn catalog_name(c: &CatalogEntry) -> Option<&str> {
     match c {
         CatalogEntry::Inline(c) => Some(c.name.as_str()),
-        CatalogEntry::Preset { preset } => crate::presets::catalog(preset).ok().map(|c| c.name.as_str()),
+        CatalogEntry::Preset { preset } => super::presets::catalog(preset).ok().map(|c| c.name.as_str()),
     }
 }
 
@@ -393,7 +393,7 @@ impl TenantFile {
         for (i, c) in file.catalogs.iter().enumerate() {
             let cat = match c {
                 CatalogEntry::Inline(c) => (**c).clone(),
-                CatalogEntry::Preset { preset } => match crate::presets::catalog(preset) {
+                CatalogEntry::Preset { preset } => match super::presets::catalog(preset) {
                     Ok(c) => c.clone(),
                     Err(e) => {
                         let path = format!("catalogs[{i}].preset");

@@ -8,6 +8,7 @@ pub mod error;
 pub mod file;
 pub mod ids;
 pub mod perm;
+pub mod presets;
 pub mod replace;
 pub mod validate;
 pub mod yaml;

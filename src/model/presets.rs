@@ -8,7 +8,7 @@
 //! entries. In group and folder names, `{tenant}` stands for the tenant's
 //! business name.
 
-use crate::model::{Catalog, FolderId, GroupId, ModelError, ModelResult, Mutation, Role, RoleId, RoleMembers};
+use super::{Catalog, FolderId, GroupId, ModelError, ModelResult, Mutation, Role, RoleId, RoleMembers};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -18,12 +18,12 @@ pub const CORE: &str = "core";
 
 /// The source of every shipped preset: (file name, YAML text).
 pub const SOURCES: [(&str, &str); 6] = [
-    ("core", include_str!("../presets/core.yaml")),
-    ("callback", include_str!("../presets/callback.yaml")),
-    ("workspace_web_callback", include_str!("../presets/workspace_web_callback.yaml")),
-    ("genesys_administrator", include_str!("../presets/genesys_administrator.yaml")),
-    ("advisors", include_str!("../presets/advisors.yaml")),
-    ("designer", include_str!("../presets/designer.yaml")),
+    ("core", include_str!("../../presets/core.yaml")),
+    ("callback", include_str!("../../presets/callback.yaml")),
+    ("workspace_web_callback", include_str!("../../presets/workspace_web_callback.yaml")),
+    ("genesys_administrator", include_str!("../../presets/genesys_administrator.yaml")),
+    ("advisors", include_str!("../../presets/advisors.yaml")),
+    ("designer", include_str!("../../presets/designer.yaml")),
 ];
 
 /// A role instantiated from a catalog's role template when a tenant is created.
