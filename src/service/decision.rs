@@ -9,7 +9,7 @@
 
 use super::convert;
 use super::read::next_token;
-use super::status::{ServiceError, ServiceResult};
+use super::status::{ServiceError, ServiceResult, not_found};
 use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
 use crate::model::Revision;
 use crate::proto::authzd::v1 as pb;
@@ -86,24 +86,6 @@ pub(crate) async fn page_state(
             )))
         }
         Err(r) => Err(not_found(r, tenant, "", "")),
-    }
-}
-
-/// The error of a non-decision answer for `reason`, naming the item.
-pub(crate) fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
-    match reason {
-        Reason::NotLoaded => ServiceError::Unavailable("the replica is still loading; retry".into()),
-        Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
-        Reason::UnknownSubject => {
-            ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`"))
-        }
-        Reason::UnknownApplication => {
-            ServiceError::NotFound(format!("application: unknown application `{what}` in tenant `{tenant}`"))
-        }
-        Reason::UnknownObject => {
-            ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`"))
-        }
-        other => ServiceError::Internal(format!("unexpected `{}`", other.code())),
     }
 }
 

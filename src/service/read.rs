@@ -10,7 +10,8 @@
 //! first page was read from (or are refused when it is no longer kept).
 
 use super::convert;
-use super::decision::{explained, not_found, page_state};
+use super::decision::{explained, page_state};
+use super::status::not_found;
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, HolderSource, Reason};
 use crate::model::{self, FolderId, GroupId, ObjectId, ObjectKey, PartitionId, PersonId, RoleId, TenantConfig};

@@ -5,6 +5,7 @@
 //! always gets the same code, and messages never carry secrets. Messages are
 //! lowercase, name the field and quote the offending input in backticks.
 
+use crate::engine::Reason;
 use crate::model::{ErrorKind, ModelError};
 use crate::replica::ReplicaError;
 use crate::store::StoreError;
@@ -156,6 +157,26 @@ impl ServiceError {
     pub fn with_hint(self, hint: impl std::fmt::Display) -> Status {
         let status = Status::from(self);
         Status::new(status.code(), format!("{}; {hint}", status.message()))
+    }
+}
+
+/// The error of an answer that is not a decision (a listing's scope, a
+/// stream's subject) for `reason`: the same message for the same unknown
+/// tenant, person, application or folder, whichever service refuses it.
+pub fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
+    match reason {
+        Reason::NotLoaded => ReplicaError::loading().into(),
+        Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
+        Reason::UnknownSubject => {
+            ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`"))
+        }
+        Reason::UnknownApplication => {
+            ServiceError::NotFound(format!("application: unknown application `{what}` in tenant `{tenant}`"))
+        }
+        Reason::UnknownObject => {
+            ServiceError::NotFound(format!("folder: unknown folder `{what}` in tenant `{tenant}`"))
+        }
+        other => ServiceError::Internal(format!("unexpected `{}`", other.code())),
     }
 }
 
