@@ -8,7 +8,9 @@
 
 #[cfg(feature = "bench")]
 pub mod reference;
+#[deny(clippy::indexing_slicing)]
 pub mod types;
+#[deny(clippy::indexing_slicing)]
 pub mod view;
 
 pub use types::*;
