@@ -10,7 +10,9 @@ pub mod actor;
 pub mod changes;
 #[cfg(feature = "bench")]
 pub mod reference;
+#[deny(clippy::indexing_slicing)]
 pub mod types;
+#[deny(clippy::indexing_slicing)]
 pub mod view;
 
 pub use types::*;

@@ -19,6 +19,8 @@ pub(super) fn verdict(principals: &[u32], acl: &[AclEntry], b: Perm) -> AclVerdi
     let (mut allow, mut deny) = (false, false);
     let (mut i, mut j) = (0, 0);
     while i < principals.len() && j < acl.len() {
+        // INVARIANT: i < principals.len() and j < acl.len(): the loop condition.
+        #[allow(clippy::indexing_slicing)]
         let (p, e) = (principals[i], &acl[j]);
         if p < e.principal {
             i += 1;
@@ -193,9 +195,15 @@ impl TenantView {
         ) else {
             return Err(Reason::Internal);
         };
+        // INVARIANT: p < a.privs.len(): p ranges over 0..a.privs.len().
+        #[allow(clippy::indexing_slicing)]
         let names = |pred: &dyn Fn(u32) -> bool| -> Vec<String> {
             (0..a.privs.len() as u32).filter(|&p| pred(p)).map(|p| a.privs[p as usize].name.clone()).collect()
         };
+        // INVARIANT: r < self.roles.len(): `applied` and `unreadable` hold only role indexes that
+        // `Layers::person` found in the roles it was given (`roles.get(ri)` is Some), and a view
+        // sharing a person entry has the same roles by id (`same_graph`), so as many.
+        #[allow(clippy::indexing_slicing)]
         let role_names =
             |rs: &[u32]| -> Vec<String> { rs.iter().map(|&r| self.roles[r as usize].name.clone()).collect() };
         Ok(EffectivePrivileges {
@@ -223,6 +231,8 @@ impl TenantView {
     /// The names of a person's effective privileges in an application, in
     /// catalog order (what [`Self::effective_privileges`] lists, without the
     /// roles and sources: for change streams, which diff names).
+    // INVARIANT: p < a.privs.len(): p ranges over 0..a.privs.len().
+    #[allow(clippy::indexing_slicing)]
     pub fn privilege_names(&self, person: &str, app: &str) -> Result<Vec<&str>, Reason> {
         let (pi, ai) = self.person_and_app(person, app)?;
         let (Some(a), Some(eff)) = (self.catalog.apps.get(ai as usize), self.row(pi, ai, true)) else {

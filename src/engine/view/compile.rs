@@ -122,6 +122,9 @@ impl AclTable {
         let folder_count = g.folder_end.len();
         let mut propagated: Vec<Vec<AclEntry>> = Vec::with_capacity(folder_count);
         for (f, (node, slot)) in g.nodes.iter().zip(node_acl.iter_mut()).take(folder_count).enumerate() {
+            // INVARIANT: node.folder < f == propagated.len(): folders are nodes 0..folder_count in pre-order,
+            // so a folder's parent comes before it, and each folder pushes its entry before the next.
+            #[allow(clippy::indexing_slicing)]
             let base: &[AclEntry] = if node.folder == NONE { &[] } else { &propagated[node.folder as usize] };
             let mine = own.get(&(f as u32)).map(Vec::as_slice).unwrap_or(&[]);
             let prop: Vec<AclEntry> = mine.iter().filter(|e| e.propagate).copied().collect();
@@ -130,6 +133,9 @@ impl AclTable {
         }
         let inherited: Vec<u32> = propagated.iter().map(|p| add(p.clone())).collect();
         let empty = add(Vec::new());
+        // INVARIANT: folder < folder_count == propagated.len() == inherited.len(): a non-folder node's
+        // folder is a folder node's index (`folder_of`) or NONE, and folders are nodes 0..folder_count.
+        #[allow(clippy::indexing_slicing)]
         for (n, (node, slot)) in g.nodes.iter().zip(node_acl.iter_mut()).enumerate().skip(folder_count) {
             let folder = node.folder;
             *slot = match own.get(&(n as u32)) {
@@ -158,6 +164,9 @@ fn compile_roles(g: &Graph, apps: &Apps, c: &TenantConfig) -> Arc<[RoleC]> {
             let mut privs = FxHashMap::default();
             for (app, names) in &r.privileges {
                 if let Some(&ai) = apps.app_ix.get(app.as_str()) {
+                    // INVARIANT: ai < apps.apps.len(): `app_ix` maps each catalog to the index it was
+                    // pushed at (`Apps::compile`).
+                    #[allow(clippy::indexing_slicing)]
                     let a: &AppC = &apps.apps[ai as usize];
                     let mut v: Vec<u32> = names.iter().filter_map(|n| a.priv_ix.get(n.as_str()).copied()).collect();
                     v.sort_unstable();
@@ -181,6 +190,9 @@ struct Membership {
 }
 
 /// Every person's memberships, in one pass over the memberships.
+// INVARIANT: pi < out.len() == c.persons.len(): `person_ix` numbers the persons of the configuration
+// the graph was compiled from: `c` itself, or one with the same persons (`same_graph`).
+#[allow(clippy::indexing_slicing)]
 fn memberships_all(g: &Graph, c: &TenantConfig) -> Vec<Membership> {
     let mut out = vec![Membership::default(); c.persons.len()];
     for (gi, grp) in c.groups.values().enumerate() {
@@ -359,6 +371,9 @@ impl Layers<'_> {
         let mut person_apps = Vec::with_capacity(self.apps.apps.len());
         for (ai, app) in self.apps.apps.iter().enumerate() {
             let ai = ai as u32;
+            // INVARIANT: app.offset + app.words <= row_words == granted.len(): `Apps::compile` lays the
+            // applications' words end to end and sets `row_words` to the end of the last.
+            #[allow(clippy::indexing_slicing)]
             let row = &mut granted[app.offset..app.offset + app.words];
             let legacy = app
                 .legacy_sections
@@ -379,6 +394,9 @@ impl Layers<'_> {
                 for (k, &ri) in m.roles.iter().enumerate() {
                     let Some(ps) = self.roles.get(ri as usize).and_then(|r| r.privs.get(&ai)) else { continue };
                     configured = true;
+                    // INVARIANT: k < readable.len(): `readable` has one entry per role of `m.roles`,
+                    // which k enumerates.
+                    #[allow(clippy::indexing_slicing)]
                     if readable[k] {
                         applied.push(ri);
                         for &p in ps {
@@ -399,12 +417,18 @@ impl Layers<'_> {
             };
             // Dependencies: in topological order, a privilege is effective
             // when granted and all it requires are effective.
+            // INVARIANT: app.offset + app.words <= row_words == effective.len(), as for `row` above.
+            #[allow(clippy::indexing_slicing)]
             let eff = &mut effective[app.offset..app.offset + app.words];
+            // INVARIANT: p < app.privs.len(): `topo_order` yields only indexes of `app.privs`.
+            #[allow(clippy::indexing_slicing)]
             for &p in &app.topo {
                 if bit(row, p) && app.privs[p as usize].requires.iter().all(|&r| bit(eff, r)) {
                     set_bit(eff, p);
                 }
             }
+            // INVARIANT: ri < self.roles.len(): `applied` only gets a role after `self.roles.get(ri)` was Some above.
+            #[allow(clippy::indexing_slicing)]
             let primary = match &source {
                 Source::Legacy { template, .. } => template.clone(),
                 _ => applied
@@ -520,6 +544,8 @@ impl TenantView {
                 if d.next_if(|&&x| x as usize == i).is_none() {
                     continue;
                 }
+                // INVARIANT: i < all.len(): `memberships_all` has an entry per person of `next`, which i enumerates.
+                #[allow(clippy::indexing_slicing)]
                 let m = match ms.as_mut() {
                     Some(all) => std::mem::take(&mut all[i]),
                     None => membership_of(next, &p.id),

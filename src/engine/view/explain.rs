@@ -14,6 +14,9 @@ impl TenantView {
         Some(self.acl.of(n).iter().map(|e| self.ace_evidence(n, e)).collect())
     }
 
+    // INVARIANT: e.origin < nodes.len(): an entry's origin is a node of the graph its ACL table was
+    // compiled against, this view's; origin.kind < kinds.len(): node kinds come from `GraphBuilder::kind`.
+    #[allow(clippy::indexing_slicing)]
     fn ace_evidence(&self, n: u32, e: &AclEntry) -> AceEvidence {
         let (principal_kind, principal_id) = self.principal_label(e.principal);
         let origin = &self.graph.nodes[e.origin as usize];
@@ -40,6 +43,8 @@ impl TenantView {
             .unwrap_or(Perm::Read)
     }
 
+    // INVARIANT: p - 1 < groups.len(): that branch has 1 <= p <= g == groups.len().
+    #[allow(clippy::indexing_slicing)]
     fn principal_label(&self, p: u32) -> (String, String) {
         let g = self.graph.groups.len() as u32;
         if p == EVERYONE {
@@ -54,6 +59,12 @@ impl TenantView {
     /// The decision with its evidence: the entries that matched the person's
     /// principals on the object (and where each came from), the person's
     /// groups, the roles that applied and the privileges consulted.
+    // INVARIANT: each index comes from this view's own tables: pi < persons.len() (one entry
+    // per `person_ix` index); p - 1 < groups.len() (filtered to 1..=g); n < nodes.len() (from `node`);
+    // the node's partitions index `graph.partitions` (both from the configuration's partitions);
+    // ai < apps.len() (from `app_ix`); p, q < app.privs.len() (guards, `priv_ix` and `requires`
+    // of `app` all hold `priv_ix` values of its catalog).
+    #[allow(clippy::indexing_slicing)]
     pub fn explain(&self, r: &CheckRequest<'_>) -> Explanation {
         let decision = self.check(r);
         let mut ex = Explanation { decision, ..Default::default() };

@@ -21,6 +21,9 @@ impl GraphBuilder {
         k
     }
 
+    // INVARIANT: kind < self.kinds.len(): every caller passes an index `Self::kind` returned;
+    // m < self.nodes.len(): `by_id` holds only indexes of nodes pushed here (n was, just above).
+    #[allow(clippy::indexing_slicing)]
     fn add_node(&mut self, kind: u32, id: &str, name: &str, folder: u32, pre: u32) -> u32 {
         let n = self.nodes.len() as u32;
         self.nodes.push(NodeC {
@@ -120,6 +123,8 @@ impl Graph {
         }
         let folder_of = |id: &str| folder_ix.get(id).copied().unwrap_or(NONE);
 
+        // INVARIANT: n < b.nodes.len(): `add_node` returns the index of the node it pushed.
+        #[allow(clippy::indexing_slicing)]
         for p in c.persons.values() {
             let f = folder_of(p.folder.as_str());
             let n = b.add_node(k_person, p.id.as_str(), &p.username, f, f);
@@ -140,6 +145,8 @@ impl Graph {
             let k = b.kind(&o.kind);
             let f = folder_of(o.folder.as_str());
             let n = b.add_node(k, o.id.as_str(), &o.name, f, f);
+            // INVARIANT: n < b.nodes.len(): `add_node` returns the index of the node it pushed.
+            #[allow(clippy::indexing_slicing)]
             let node = &mut b.nodes[n as usize];
             let mut parts: Vec<u32> =
                 o.partitions.iter().filter_map(|p| partition_ix.get(p.as_str()).copied()).collect();
@@ -152,6 +159,8 @@ impl Graph {
         // Listing order per kind: nodes were added from the configuration's
         // ordered maps, so every kind but folders (pre-order) is already in id
         // order; sort only what is not.
+        // INVARIANT: x, y < nodes.len(): `sorted` holds only indexes of nodes `add_node` pushed.
+        #[allow(clippy::indexing_slicing)]
         for k in &mut b.kinds {
             let nodes = &b.nodes;
             if !k.sorted.is_sorted_by(|&x, &y| nodes[x as usize].id <= nodes[y as usize].id) {
@@ -252,6 +261,9 @@ impl Apps {
 
 /// Privileges in dependency order (requirements first); cycles (rejected by
 /// validation) are broken by skipping the back edge.
+// INVARIANT: n, d < privs.len() == state.len(): n is a start in 0..privs.len() or a requirement d,
+// and requirements are `priv_ix` values of the same catalog (`Apps::compile`, the only caller).
+#[allow(clippy::indexing_slicing)]
 fn topo_order(privs: &[PrivC]) -> Vec<u32> {
     let mut state = vec![0u8; privs.len()];
     let mut out = Vec::with_capacity(privs.len());

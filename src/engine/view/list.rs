@@ -161,6 +161,8 @@ impl TenantView {
         };
         let Some(kc) = self.graph.kinds.get(kind as usize) else { return Ok(empty) };
         let Some(ka) = self.acl.listing.get(kind as usize) else { return Ok(empty) };
+        // INVARIANT: n < nodes.len(): a kind's `sorted` holds only node indexes (`GraphBuilder::add_node`).
+        #[allow(clippy::indexing_slicing)]
         let start = match r.after {
             Some(after) => kc.sorted.partition_point(|&n| self.graph.nodes[n as usize].id.as_str() <= after),
             None => 0,
@@ -183,6 +185,7 @@ impl TenantView {
                 }
                 Members::Positions(ps) => {
                     // INVARIANT: a partition point is at most the length.
+                    #[allow(clippy::indexing_slicing)]
                     for &pos in &ps[ps.partition_point(|&p| (p as usize) < start)..] {
                         if let Some(w) = bits.get_mut(pos as usize / 64) {
                             *w |= 1 << (pos % 64);

@@ -291,6 +291,9 @@ fn hash_id(id: &str) -> u64 {
 }
 
 /// The node of `kind` with `id`.
+// INVARIANT: m < nodes.len(): `by_id` holds only indexes of nodes `GraphBuilder::add_node` had
+// pushed, nodes are never removed, and both callers pass the kinds and nodes of one graph.
+#[allow(clippy::indexing_slicing)]
 fn find_node(kinds: &[KindC], nodes: &[NodeC], kind: u32, id: &str) -> Option<u32> {
     kinds.get(kind as usize)?.by_id.find(hash_id(id), |&m| nodes[m as usize].id == id).copied()
 }
@@ -299,6 +302,8 @@ fn find_node(kinds: &[KindC], nodes: &[NodeC], kind: u32, id: &str) -> Option<u3
 fn intersects(a: &[u32], b: &[u32]) -> bool {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
+        // INVARIANT: i < a.len() and j < b.len(): the loop condition.
+        #[allow(clippy::indexing_slicing)]
         match a[i].cmp(&b[j]) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
