@@ -6,7 +6,12 @@
 //! allocating. [`reference`] is a deliberately naive evaluator written straight
 //! from the specification, used by the differential tests as the oracle.
 
+// Every index in the engine is proven in range where it is made
+// (`// INVARIANT:` beside each allowed one); the reference evaluator, test
+// code, is exempt.
+#[deny(clippy::indexing_slicing)]
 pub mod actor;
+#[deny(clippy::indexing_slicing)]
 pub mod changes;
 #[cfg(feature = "bench")]
 pub mod reference;

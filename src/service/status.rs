@@ -231,6 +231,34 @@ mod tests {
         assert_eq!(s.message(), "the store is down; resume with from_revision = 7");
     }
 
+    /// The replica's errors reach the wire with the code of their meaning and
+    /// their message unchanged.
+    #[test]
+    fn replica_errors_map_to_their_codes() {
+        let m = || "m".to_owned();
+        for (e, code) in [
+            (ReplicaError::invalid("mutations", "the batch is empty"), Code::InvalidArgument),
+            (ReplicaError::Model(ModelError::new(ErrorKind::PermissionDenied, "f", "i", "m")), Code::PermissionDenied),
+            (ReplicaError::NotFound(m()), Code::NotFound),
+            (ReplicaError::AlreadyExists(m()), Code::AlreadyExists),
+            (ReplicaError::FailedPrecondition(m()), Code::FailedPrecondition),
+            (ReplicaError::PermissionDenied(m()), Code::PermissionDenied),
+            (ReplicaError::Unavailable(m()), Code::Unavailable),
+            (ReplicaError::Store(StoreError::Conflict { expected: 1, actual: 2 }), Code::Aborted),
+            (ReplicaError::Internal(m()), Code::Internal),
+            (ReplicaError::loading(), Code::Unavailable),
+            (ReplicaError::no_state(Reason::UnknownTenant, "acme"), Code::NotFound),
+        ] {
+            let message = e.to_string();
+            let s = ServiceError::from(e).status();
+            assert_eq!((s.code(), s.message()), (code, message.as_str()));
+        }
+        assert_eq!(
+            ReplicaError::invalid("mutations", "the batch is empty").to_string(),
+            "mutations: the batch is empty"
+        );
+    }
+
     /// The one status table: no code outside this file builds a `Status` from
     /// a code (a new answer gets a [`ServiceError`] variant here instead).
     #[test]
