@@ -138,7 +138,7 @@ impl Default for Limits {
 }
 
 /// Called with every batch installed (the tenant's new state, the batch).
-pub type BatchObserver = Box<dyn Fn(&TenantState, &[Mutation]) + Send + Sync>;
+pub type BatchObserver = Box<dyn Fn(&Applied<'_>) + Send + Sync>;
 /// Called with every changelog record this replica passes after start-up.
 pub type RecordObserver = Box<dyn Fn(&Applied<'_>) + Send + Sync>;
 /// Called with every edit-lock change this replica makes or sees.
@@ -299,8 +299,10 @@ impl Replica {
 
     /// Calls `f` after every batch this replica installs (its writes and the
     /// batches it replays from the store after start-up), in revision order,
-    /// with the tenant's new state: how the watch hub learns of changes.
-    pub fn on_batch(&self, f: impl Fn(&TenantState, &[Mutation]) + Send + Sync + 'static) {
+    /// with the tenant's new state (`state` is always set): how the watch hub
+    /// learns of changes. A batch of this replica's own is heard of here after
+    /// [`Replica::on_record`] heard of it.
+    pub fn on_batch(&self, f: impl Fn(&Applied<'_>) + Send + Sync + 'static) {
         self.observers.write().unwrap_or_else(|e| e.into_inner()).batches.push(Box::new(f));
     }
 
@@ -308,6 +310,11 @@ impl Replica {
     /// start-up, in revision order without gaps: the batches it installs (its
     /// writes, other replicas' writes) and the ones it skips because they no
     /// longer validate. Raw change streams are fed from here.
+    ///
+    /// A write of this replica's own is heard of as soon as the store
+    /// committed it, before its view is compiled (`state` is `None` then;
+    /// [`Replica::on_batch`] follows with the state): a raw change needs no
+    /// view, and a reader that asks at its revision waits for the view.
     ///
     /// The one exception is a reload across a compaction (see
     /// [`Replica::on_reload`]): between its `Started` and `Finished` the
@@ -341,16 +348,30 @@ impl Replica {
         }
     }
 
-    fn notify_batch(&self, applied: &Applied<'_>) {
+    /// Tells the record observers of a changelog record (raw change streams).
+    fn notify_record(&self, applied: &Applied<'_>) {
         let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(state) = applied.state {
-            for f in &observers.batches {
-                f(state, applied.mutations);
-            }
-        }
         for f in &observers.records {
             f(applied);
         }
+    }
+
+    /// Tells the batch observers of an installed batch (`applied.state` set).
+    fn notify_installed(&self, applied: &Applied<'_>) {
+        if applied.state.is_none() {
+            return;
+        }
+        let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
+        for f in &observers.batches {
+            f(applied);
+        }
+    }
+
+    /// A record passed by tailing, replay or a reload: its raw change, then
+    /// (when installed) its new state.
+    fn notify_batch(&self, applied: &Applied<'_>) {
+        self.notify_record(applied);
+        self.notify_installed(applied);
     }
 
     /// Waits, bounded by [`Limits::revision_wait`], until the replica has

@@ -235,17 +235,21 @@ impl Replica {
                     let appended = Instant::now();
                     let snapshot = Arc::clone(&self.snapshot);
                     let committed_at = self.clock.now();
-                    let state = blocking(move || snapshot.install(next, revision)).await?;
-                    let compiled = Instant::now();
-                    self.publish();
-                    self.notify_batch(&Applied {
+                    // Durable now: raw change streams hear of it before the
+                    // view is compiled (they need none).
+                    let applied = Applied {
                         revision,
                         tenant: &tenant,
                         mutations: &mutations,
                         actor: req.actor.as_deref(),
                         committed_at,
-                        state: Some(&state),
-                    });
+                        state: None,
+                    };
+                    self.notify_record(&applied);
+                    let state = blocking(move || snapshot.install(next, revision)).await?;
+                    let compiled = Instant::now();
+                    self.publish();
+                    self.notify_installed(&Applied { state: Some(&state), ..applied });
                     self.record_phases(WritePhases {
                         validate: validated - started,
                         append: appended - validated,

@@ -112,10 +112,14 @@ struct SideSub {
     lagged: Arc<AtomicBool>,
 }
 
-/// Registered subscribers and the last revision published to them.
+/// Registered subscribers and the last revisions published to them.
 #[derive(Debug, Default)]
 struct Subscribers {
+    /// The last record sent to the raw streams.
     published: Revision,
+    /// The last view sent to the hub (computed streams): at most `published`,
+    /// as a write's raw change goes out before its view is compiled.
+    viewed: Revision,
     raw: HashMap<u64, RawSub>,
     side: HashMap<u64, SideSub>,
     /// The replica is reloading across a compaction: raw subscribers are
@@ -161,7 +165,11 @@ impl Fanout {
     pub fn new(replica: Arc<Replica>, settings: WatchSettings) -> Arc<Fanout> {
         let fanout = Arc::new(Fanout {
             hub: Arc::new(Hub::new()),
-            subscribers: Mutex::new(Subscribers { published: replica.snapshot().revision(), ..Subscribers::default() }),
+            subscribers: Mutex::new(Subscribers {
+                published: replica.snapshot().revision(),
+                viewed: replica.snapshot().revision(),
+                ..Subscribers::default()
+            }),
             replica: Arc::clone(&replica),
             settings,
             next_id: AtomicU64::new(1),
@@ -173,6 +181,12 @@ impl Fanout {
         replica.on_record(move |applied| {
             if let Some(f) = weak.upgrade() {
                 f.on_record(applied);
+            }
+        });
+        let weak: Weak<Fanout> = Arc::downgrade(&fanout);
+        replica.on_batch(move |applied| {
+            if let Some(f) = weak.upgrade() {
+                f.on_batch(applied);
             }
         });
         let weak: Weak<Fanout> = Arc::downgrade(&fanout);
@@ -228,7 +242,9 @@ impl Fanout {
     pub fn checkpoint(&self) {
         let mut subs = self.lock();
         let revision = subs.published;
-        self.hub.checkpoint(revision);
+        // Computed streams are told of the views they have: a checkpoint at
+        // R only once the view of R was published.
+        self.hub.checkpoint(subs.viewed);
         subs.raw.retain(|_, s| {
             !matches!(s.tx.try_send(RawItem::Checkpoint(revision)), Err(mpsc::error::TrySendError::Closed(_)))
         });
@@ -250,20 +266,24 @@ impl Fanout {
         }
     }
 
+    /// An installed batch: its side events, then its view to the hub.
+    fn on_batch(&self, a: &Applied<'_>) {
+        let Some(state) = a.state else { return };
+        let mut subs = self.lock();
+        if a.mutations.iter().any(|m| matches!(m, Mutation::SetRestrictedMode { .. })) {
+            let event =
+                Side::Restricted { revision: a.revision, tenant: a.tenant.0.clone(), on: state.config.restricted_mode };
+            subs.side.retain(|_, s| s.tenant != a.tenant.0 || offer(&s.tx, &s.lagged, event.clone()));
+        }
+        // After the side events of the same revision: a stream sends those first.
+        self.hub.publish(&state.view, a.mutations);
+        subs.viewed = subs.viewed.max(a.revision);
+    }
+
+    /// A changelog record, for the raw streams (this replica's own writes as
+    /// soon as they are committed, before their view is compiled).
     fn on_record(&self, a: &Applied<'_>) {
         let mut subs = self.lock();
-        if let Some(state) = a.state {
-            if a.mutations.iter().any(|m| matches!(m, Mutation::SetRestrictedMode { .. })) {
-                let event = Side::Restricted {
-                    revision: a.revision,
-                    tenant: a.tenant.0.clone(),
-                    on: state.config.restricted_mode,
-                };
-                subs.side.retain(|_, s| s.tenant != a.tenant.0 || offer(&s.tx, &s.lagged, event.clone()));
-            }
-            // After the side events of the same revision: a stream sends those first.
-            self.hub.publish(&state.view, a.mutations);
-        }
         // During a reload there is no raw subscriber (see `on_reload`).
         if subs.raw.values().any(|s| s.tenant.as_deref().is_none_or(|t| t == a.tenant.0)) {
             let record = Arc::new(ChangeRecord {
@@ -314,7 +334,7 @@ impl Fanout {
             LockChange::Expired(l) => (pb::LockEventKind::Expired, l, l.expires_at),
         };
         let mut subs = self.lock();
-        let event = Arc::new(lock_event(subs.published, kind, l, at));
+        let event = Arc::new(lock_event(subs.viewed, kind, l, at));
         let object_type = event.object.as_ref().map(|o| o.r#type.clone()).unwrap_or_default();
         let side = Side::Lock(Arc::clone(&event));
         subs.side.retain(|_, s| {

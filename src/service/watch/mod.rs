@@ -35,10 +35,14 @@
 //! again. Computed streams are diffed against the reloaded views as usual.
 //!
 //! **Fan-out** ([`Fanout`]): the replica calls [`Fanout`] with every record it
-//! passes, every lock change and every reload (see [`Replica::on_record`],
+//! passes (for its own writes as soon as the store committed them, before
+//! the view is compiled), every installed batch, every lock change and every
+//! reload (see [`Replica::on_record`], [`Replica::on_batch`],
 //! [`Replica::on_lock`], [`Replica::on_reload`]), under one mutex that also
 //! orders the periodic `Checkpoint`s, so a checkpoint at revision R always
-//! follows every event of revisions up to R on every stream. Publishing
+//! follows every event of revisions up to R on every stream: on a raw stream
+//! once the record of R was sent, on a computed stream once the view of R was
+//! published. Publishing
 //! never waits on a subscriber: a computed stream's view is one channel
 //! store, and every other queue is bounded and written with `try_send`.
 //!
@@ -58,6 +62,7 @@
 //!
 //! [`Hub`]: crate::watch::Hub
 //! [`Replica::on_record`]: crate::replica::Replica::on_record
+//! [`Replica::on_batch`]: crate::replica::Replica::on_batch
 //! [`Replica::on_lock`]: crate::replica::Replica::on_lock
 //! [`Replica::on_reload`]: crate::replica::Replica::on_reload
 
