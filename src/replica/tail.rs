@@ -108,21 +108,8 @@ impl Replica {
                 .prepare(&record.tenant, &record.mutations)
                 .map(|next| self.snapshot.install(next, record.revision))
         });
-        match installed {
-            Ok(state) => {
-                if self.snapshot.is_loaded() {
-                    self.notify_batch(&Applied {
-                        revision: record.revision,
-                        tenant: &record.tenant,
-                        mutations: &record.mutations,
-                        actor: record.actor.as_deref(),
-                        committed_at: record.committed_at,
-                        state: Some(&state),
-                    });
-                }
-                *ws.since_checkpoint.entry(record.tenant.0).or_default() += 1;
-                true
-            }
+        let state = match installed {
+            Ok(state) => Some(state),
             Err(e) => {
                 tracing::warn!(
                     revision = record.revision,
@@ -132,19 +119,23 @@ impl Replica {
                     record.revision
                 );
                 self.snapshot.advance(record.revision);
-                if self.snapshot.is_loaded() {
-                    self.notify_batch(&Applied {
-                        revision: record.revision,
-                        tenant: &record.tenant,
-                        mutations: &record.mutations,
-                        actor: record.actor.as_deref(),
-                        committed_at: record.committed_at,
-                        state: None,
-                    });
-                }
-                false
+                None
             }
+        };
+        if self.snapshot.is_loaded() {
+            self.notify_batch(&Applied {
+                revision: record.revision,
+                tenant: &record.tenant,
+                mutations: &record.mutations,
+                actor: record.actor.as_deref(),
+                committed_at: record.committed_at,
+                state: state.as_ref(),
+            });
         }
+        if state.is_some() {
+            *ws.since_checkpoint.entry(record.tenant.0).or_default() += 1;
+        }
+        state.is_some()
     }
 
     /// Applies what the store holds beyond the snapshot (other replicas'
