@@ -204,9 +204,10 @@ impl Replica {
         }
         let key = format!("{}/{}", r.kind, r.id);
         let person = PersonId(r.person.to_owned());
-        let mut outcome = self.store.acquire_lock(r.tenant, &key, &person, r.idle, self.clock.now()).await?;
-        if let LockOutcome::Granted { events, .. } = &mut outcome {
-            self.report_own(std::mem::take(events));
+        let outcome = self.store.acquire_lock(r.tenant, &key, &person, r.idle, self.clock.now()).await?;
+        if let LockOutcome::Granted { events, .. } = &outcome {
+            // The answer keeps its events: what the store logged for this acquire.
+            self.report_own(events.clone());
         }
         Ok(outcome)
     }

@@ -163,7 +163,9 @@ pub struct Applied<'a> {
     /// When the batch was committed (for this replica's own writes: when the
     /// store answered, within milliseconds of the stored time).
     pub committed_at: SystemTime,
-    /// The tenant's state after the batch; `None` when the batch was skipped.
+    /// The tenant's state after the batch; `None` when the batch was
+    /// skipped, and for this replica's own write when the record observers
+    /// hear of it at commit, before its view is compiled.
     pub state: Option<&'a TenantState>,
 }
 

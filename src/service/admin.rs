@@ -6,12 +6,12 @@
 //! ([`super::auth::AdminAuth`]).
 
 use super::convert;
-use super::status::{ServiceError, ServiceResult};
+use super::status::{ServiceError, ServiceResult, not_found};
 use crate::model::{Mutation, TenantFile, TenantId, config::virtual_queue_script, types};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::admin_service_server::AdminService;
-use crate::replica::{Batch, LockRequest, Replica, ReplicaError, WriteOutcome, WriteRequest};
+use crate::replica::{Batch, LockRequest, Replica, WriteOutcome, WriteRequest};
 use crate::store::{AnyStore, LockOutcome, UpstreamStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,7 +161,7 @@ impl AdminService for Admin {
     async fn export(&self, request: Request<pb::ExportRequest>) -> Result<Response<pb::ExportResponse>, Status> {
         let req = request.into_inner();
         self.replica.wait_for(req.at_least_revision).await?;
-        let state = self.replica.state(&req.tenant).map_err(|r| ReplicaError::no_state(r, &req.tenant))?;
+        let state = self.replica.state(&req.tenant).map_err(|r| not_found(r, &req.tenant, "", ""))?;
         let yaml = TenantFile::from_config(&state.config).to_yaml().map_err(ServiceError::from)?;
         Ok(Response::new(pb::ExportResponse { yaml, revision: state.view.revision() }))
     }

@@ -165,8 +165,8 @@ impl ServiceError {
 /// tenant, person, application or folder, whichever service refuses it.
 pub fn not_found(reason: Reason, tenant: &str, person: &str, what: &str) -> ServiceError {
     match reason {
-        Reason::NotLoaded => ReplicaError::loading().into(),
-        Reason::UnknownTenant => ServiceError::NotFound(format!("tenant: unknown tenant `{tenant}`")),
+        // The same words as the replica's own refusals (edit locks, writes).
+        Reason::NotLoaded | Reason::UnknownTenant => ReplicaError::no_state(reason, tenant).into(),
         Reason::UnknownSubject => {
             ServiceError::NotFound(format!("person: unknown person `{person}` in tenant `{tenant}`"))
         }
