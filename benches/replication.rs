@@ -233,7 +233,7 @@ async fn snapshot_load() {
     {
         let store = AnyStore::open(&url).await.unwrap();
         let t = Instant::now();
-        store.append(&tenant, &batch, None, None).await.unwrap();
+        store.append(&tenant, &batch, None, None, std::time::SystemTime::now()).await.unwrap();
         println!("{:<58} {:>8.0} ms", "append the batch alone (no checkpoint)", ms(t.elapsed()));
         store.close().await;
     }

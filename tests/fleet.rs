@@ -889,7 +889,7 @@ async fn a_replica_behind_a_compaction_reloads_from_the_checkpoints() {
         };
         head = admin_a.write(support::acme_write(&yaml)).await.unwrap().into_inner().revision;
     }
-    let oldest = a.replica.store().compact(head + 1).await.unwrap();
+    let oldest = a.replica.store().compact(head + 1, a.replica.clock().now()).await.unwrap();
     eprintln!("B at revision {behind}; A wrote up to {head} and compacted up to {oldest}");
     assert!(oldest > behind + 1, "records B needs were compacted away ({oldest} <= {behind} + 1)");
     assert!(oldest < head, "the last records are after the last checkpoint and retained");
@@ -1228,7 +1228,7 @@ async fn raw_streams_resume_without_gaps_and_say_when_too_old() {
     assert_eq!(c.revision, live);
 
     // Compaction: resuming from before the retained changelog is refused.
-    let oldest = node.replica.store().compact(live).await.unwrap();
+    let oldest = node.replica.store().compact(live, node.replica.clock().now()).await.unwrap();
     assert!(oldest > 1, "checkpoints let the store compact");
     let mut too_old = subscribe(&mut w, raw_sub(1, &[])).await;
     match next_any(&mut too_old).await {

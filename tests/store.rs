@@ -210,12 +210,11 @@ async fn empty_store(h: &Harness) {
     assert!(s.load_checkpoints().await.unwrap().is_empty());
     assert!(s.list_locks(at(0)).await.unwrap().is_empty());
     assert!(s.expire_locks(at(0)).await.unwrap().is_empty());
-    assert_eq!(s.compact(100).await.unwrap(), 0);
+    assert_eq!(s.compact(100, at(0)).await.unwrap(), 0);
 }
 
 async fn appends_get_consecutive_revisions(h: &Harness) {
     let s = &h.store;
-    let before = SystemTime::now() - Duration::from_secs(1);
     let batches = [
         (
             t("acme"),
@@ -229,26 +228,29 @@ async fn appends_get_consecutive_revisions(h: &Harness) {
             Some("bob"),
         ),
     ];
-    for (i, (tenant, muts, actor)) in batches.iter().enumerate() {
-        let r = s.append(tenant, muts, *actor, None).await.unwrap();
+    // Each batch is committed at the time its writer gives, kept to the
+    // millisecond (the third one's extra half millisecond is dropped).
+    let given = [at(10), at(10) + Duration::from_millis(1), at(12) + Duration::from_micros(7_500)];
+    let stored = [at(10), at(10) + Duration::from_millis(1), at(12) + Duration::from_millis(7)];
+    for (i, ((tenant, muts, actor), when)) in batches.iter().zip(given).enumerate() {
+        let r = s.append(tenant, muts, *actor, None, when).await.unwrap();
         assert_eq!(r, i as u64 + 1);
     }
-    let after = SystemTime::now() + Duration::from_secs(1);
     assert_eq!(s.head().await.unwrap(), 3);
     let records = s.read_since(0, 100).await.unwrap();
     assert_eq!(revisions(&records), vec![1, 2, 3]);
-    for (rec, (tenant, muts, actor)) in records.iter().zip(&batches) {
+    for ((rec, (tenant, muts, actor)), when) in records.iter().zip(&batches).zip(stored) {
         assert_eq!(&rec.tenant, tenant);
         assert_eq!(&rec.mutations, muts);
         assert_eq!(rec.actor.as_deref(), *actor);
-        assert!(rec.committed_at >= before && rec.committed_at <= after, "committed_at {:?}", rec.committed_at);
+        assert_eq!(rec.committed_at, when, "revision {}", rec.revision);
     }
 }
 
 async fn read_since_order_and_limit(h: &Harness) {
     let s = &h.store;
     for i in 1..=10 {
-        s.append(&t(if i % 2 == 0 { "a" } else { "b" }), &rename(&format!("n{i}")), None, None).await.unwrap();
+        s.append(&t(if i % 2 == 0 { "a" } else { "b" }), &rename(&format!("n{i}")), None, None, at(i)).await.unwrap();
     }
     assert_eq!(revisions(&s.read_since(0, 3).await.unwrap()), vec![1, 2, 3]);
     assert_eq!(revisions(&s.read_since(3, 3).await.unwrap()), vec![4, 5, 6]);
@@ -264,11 +266,11 @@ async fn read_since_order_and_limit(h: &Harness) {
 
 async fn expected_head_conflict_writes_nothing(h: &Harness) {
     let s = &h.store;
-    assert_eq!(s.append(&t("a"), &rename("one"), None, Some(0)).await.unwrap(), 1);
-    let err = s.append(&t("a"), &rename("stale"), Some("alice"), Some(0)).await.unwrap_err();
+    assert_eq!(s.append(&t("a"), &rename("one"), None, Some(0), at(0)).await.unwrap(), 1);
+    let err = s.append(&t("a"), &rename("stale"), Some("alice"), Some(0), at(1)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { expected: 0, actual: 1 }), "{err:?}");
     assert_eq!(err.to_string(), "revision conflict: expected head revision `0`, but the store is at `1`");
-    let err = s.append(&t("a"), &rename("future"), None, Some(7)).await.unwrap_err();
+    let err = s.append(&t("a"), &rename("future"), None, Some(7), at(2)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { expected: 7, actual: 1 }), "{err:?}");
     assert_eq!(s.head().await.unwrap(), 1);
     let records = s.read_since(0, 10).await.unwrap();
@@ -280,11 +282,11 @@ async fn expected_head_conflict_writes_nothing(h: &Harness) {
     // queueing the rollback, which this check did not catch failing.)
     let other = h.reopen().await;
     let (tenant, batch) = (t("a"), rename("elsewhere"));
-    let elsewhere = other.append(&tenant, &batch, None, None);
+    let elsewhere = other.append(&tenant, &batch, None, None, at(3));
     let written = tokio::time::timeout(std::time::Duration::from_secs(5), elsewhere).await;
     assert_eq!(written.expect("another store writes while this one is idle after its conflicts").unwrap(), 2);
     other.close().await;
-    assert_eq!(s.append(&t("a"), &rename("two"), None, Some(2)).await.unwrap(), 3);
+    assert_eq!(s.append(&t("a"), &rename("two"), None, Some(2), at(4)).await.unwrap(), 3);
 }
 
 async fn concurrent_appends_are_gap_free(h: &Harness) {
@@ -299,7 +301,7 @@ async fn concurrent_appends_are_gap_free(h: &Harness) {
             let mut got = Vec::new();
             for seq in 0..PER_TASK {
                 let name = format!("{task}-{seq}");
-                let r = s.append(&t(&format!("t{task}")), &rename(&name), None, None).await.unwrap();
+                let r = s.append(&t(&format!("t{task}")), &rename(&name), None, None, at(seq as u64)).await.unwrap();
                 got.push((r, task, name));
             }
             got
@@ -332,8 +334,8 @@ async fn checkpoint_round_trip(h: &Harness) {
     let create = [Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }];
     let config = demo_config("t", "T");
     assert!(config.exists() && !config.folders.is_empty());
-    assert_eq!(s.append(&t("t"), &create, None, None).await.unwrap(), 1);
-    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    assert_eq!(s.append(&t("t"), &create, None, None, at(0)).await.unwrap(), 1);
+    s.put_checkpoint(&t("t"), 1, &config, at(1)).await.unwrap();
     // Stored as the tenant file in JSON.
     let stored = h.checkpoint_text().await;
     let file: TenantFile = serde_json::from_str(&stored).unwrap();
@@ -346,9 +348,9 @@ async fn checkpoint_round_trip(h: &Harness) {
 
     // A newer checkpoint replaces it; an older one is ignored.
     let renamed = config.apply_batch(&rename("T2")).unwrap();
-    assert_eq!(s.append(&t("t"), &rename("T2"), None, None).await.unwrap(), 2);
-    s.put_checkpoint(&t("t"), 2, &renamed).await.unwrap();
-    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    assert_eq!(s.append(&t("t"), &rename("T2"), None, None, at(2)).await.unwrap(), 2);
+    s.put_checkpoint(&t("t"), 2, &renamed, at(3)).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config, at(4)).await.unwrap();
     let loaded = s.load_checkpoints().await.unwrap();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].1, 2);
@@ -356,8 +358,8 @@ async fn checkpoint_round_trip(h: &Harness) {
 
     // A second tenant; a checkpoint beyond the head is refused.
     let other = demo_config("u", "U");
-    s.put_checkpoint(&t("u"), 2, &other).await.unwrap();
-    let err = s.put_checkpoint(&t("u"), 3, &other).await.unwrap_err();
+    s.put_checkpoint(&t("u"), 2, &other, at(5)).await.unwrap();
+    let err = s.put_checkpoint(&t("u"), 3, &other, at(6)).await.unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     let loaded = s.load_checkpoints().await.unwrap();
     assert_eq!(loaded.iter().map(|c| (c.0.clone(), c.1)).collect::<Vec<_>>(), vec![(t("t"), 2), (t("u"), 2)]);
@@ -375,9 +377,9 @@ async fn large_checkpoints_round_trip(h: &Harness) {
     let config = synth::tenant("t", &params).unwrap();
     let create = [Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }];
     for r in 1..=3 {
-        assert_eq!(s.append(&t("t"), &create, None, None).await.unwrap(), r);
+        assert_eq!(s.append(&t("t"), &create, None, None, at(r)).await.unwrap(), r);
     }
-    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config, at(4)).await.unwrap();
     let stored = h.checkpoint_text().await;
     assert!(stored.len() > 1 << 20, "the test tenant's checkpoint is only {} bytes", stored.len());
     let file: TenantFile = serde_json::from_str(&stored).unwrap();
@@ -395,7 +397,7 @@ async fn large_checkpoints_round_trip(h: &Harness) {
         assert!(s.load_checkpoints().await.unwrap()[0].2 == config, "parts nobody switched to were read");
     }
     let renamed = config.apply_batch(&rename("T2")).unwrap();
-    s.put_checkpoint(&t("t"), 3, &renamed).await.unwrap();
+    s.put_checkpoint(&t("t"), 3, &renamed, at(5)).await.unwrap();
     let loaded = s.load_checkpoints().await.unwrap();
     assert_eq!(loaded[0].1, 3);
     assert!(loaded[0].2 == renamed, "the newer checkpoint in parts does not round-trip");
@@ -404,8 +406,8 @@ async fn large_checkpoints_round_trip(h: &Harness) {
         assert_eq!(left, "0", "the replaced checkpoint's parts are still stored");
     }
     // An older checkpoint changes nothing; the same revision again renews it.
-    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
-    s.put_checkpoint(&t("t"), 3, &renamed).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config, at(6)).await.unwrap();
+    s.put_checkpoint(&t("t"), 3, &renamed, at(7)).await.unwrap();
     let loaded = s.load_checkpoints().await.unwrap();
     assert_eq!(loaded[0].1, 3);
     assert!(loaded[0].2 == renamed);
@@ -415,37 +417,37 @@ async fn compaction_keeps_what_checkpoints_need(h: &Harness) {
     let s = &h.store;
     // t1: 1, 2, 3   t2: 4, 5   t1: 6
     for (tenant, name) in [("t1", "a"), ("t1", "b"), ("t1", "c"), ("t2", "d"), ("t2", "e"), ("t1", "f")] {
-        s.append(&t(tenant), &rename(name), None, None).await.unwrap();
+        s.append(&t(tenant), &rename(name), None, None, at(0)).await.unwrap();
     }
     let c1 = demo_config("t1", "T1");
     let c2 = demo_config("t2", "T2");
     // No checkpoint at all: nothing can go.
-    assert_eq!(s.compact(100).await.unwrap(), 0);
+    assert_eq!(s.compact(100, at(1)).await.unwrap(), 0);
     assert_eq!(revisions(&s.read_since(0, 100).await.unwrap()), vec![1, 2, 3, 4, 5, 6]);
     // t1 checkpointed at 3, t2 never: t2's record 4 is the oldest needed.
-    s.put_checkpoint(&t("t1"), 3, &c1).await.unwrap();
-    assert_eq!(s.compact(100).await.unwrap(), 3);
+    s.put_checkpoint(&t("t1"), 3, &c1, at(1)).await.unwrap();
+    assert_eq!(s.compact(100, at(1)).await.unwrap(), 3);
     assert_eq!(s.oldest_retained().await.unwrap(), 3);
     assert_eq!(revisions(&s.read_since(3, 100).await.unwrap()), vec![4, 5, 6]);
     // Reading from before the boundary is refused, not silently short.
     let err = s.read_since(0, 100).await.unwrap_err();
     assert!(matches!(err, StoreError::Compacted { after: 0, oldest_retained: 3 }), "{err:?}");
     // t2 checkpointed at 5: t1's record 6 is needed; `before` bounds it further.
-    s.put_checkpoint(&t("t2"), 5, &c2).await.unwrap();
-    assert_eq!(s.compact(5).await.unwrap(), 4);
+    s.put_checkpoint(&t("t2"), 5, &c2, at(2)).await.unwrap();
+    assert_eq!(s.compact(5, at(2)).await.unwrap(), 4);
     assert_eq!(revisions(&s.read_since(4, 100).await.unwrap()), vec![5, 6]);
-    assert_eq!(s.compact(100).await.unwrap(), 5);
+    assert_eq!(s.compact(100, at(2)).await.unwrap(), 5);
     assert_eq!(revisions(&s.read_since(5, 100).await.unwrap()), vec![6]);
     // Never backwards, and the head survives.
-    assert_eq!(s.compact(1).await.unwrap(), 5);
+    assert_eq!(s.compact(1, at(2)).await.unwrap(), 5);
     assert_eq!(s.head().await.unwrap(), 6);
-    assert_eq!(s.append(&t("t1"), &rename("g"), None, Some(6)).await.unwrap(), 7);
+    assert_eq!(s.append(&t("t1"), &rename("g"), None, Some(6), at(3)).await.unwrap(), 7);
     // Everything checkpointed: all may go.
-    s.put_checkpoint(&t("t1"), 7, &c1).await.unwrap();
-    assert_eq!(s.compact(100).await.unwrap(), 7);
+    s.put_checkpoint(&t("t1"), 7, &c1, at(3)).await.unwrap();
+    assert_eq!(s.compact(100, at(3)).await.unwrap(), 7);
     assert!(s.read_since(7, 100).await.unwrap().is_empty());
     assert_eq!(s.head().await.unwrap(), 7);
-    assert_eq!(s.append(&t("t2"), &rename("h"), None, None).await.unwrap(), 8);
+    assert_eq!(s.append(&t("t2"), &rename("h"), None, None, at(4)).await.unwrap(), 8);
 }
 
 /// What the retention job builds on: the newest revision committed before
@@ -454,26 +456,25 @@ async fn compaction_keeps_what_checkpoints_need(h: &Harness) {
 /// what it deleted.
 async fn retention_primitives(h: &Harness) {
     let s = &h.store;
-    let now = SystemTime::now;
-    assert_eq!(s.revision_before(now() + Duration::from_secs(60)).await.unwrap(), 0, "nothing written yet");
+    // The times the writers give: t1: 1, 2   t2: 3 at 100 s, then `mid`,
+    // then t1: 4 and a second lock event at 200 s (no sleeping in between).
+    let (early, mid, late) = (at(100), at(150), at(200));
+    assert_eq!(s.revision_before(late + Duration::from_secs(60)).await.unwrap(), 0, "nothing written yet");
     assert!(s.checkpoint_revisions().await.unwrap().is_empty());
-    // A lock event "in 2023", then t1: 1, 2   t2: 3   — then, later, t1: 4.
+    // A lock event at 0 s, then t1: 1, 2   t2: 3   — then, later, t1: 4.
     s.acquire_lock(&t("t1"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap();
     for (tenant, name) in [("t1", "a"), ("t1", "b"), ("t2", "c")] {
-        s.append(&t(tenant), &rename(name), None, None).await.unwrap();
+        s.append(&t(tenant), &rename(name), None, None, early).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let mid = now();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(s.append(&t("t1"), &rename("d"), None, None).await.unwrap(), 4);
-    s.acquire_lock(&t("t1"), "Application/y", &p("bob"), Duration::from_secs(60), now()).await.unwrap();
+    assert_eq!(s.append(&t("t1"), &rename("d"), None, None, late).await.unwrap(), 4);
+    s.acquire_lock(&t("t1"), "Application/y", &p("bob"), Duration::from_secs(60), late).await.unwrap();
     assert_eq!(s.revision_before(mid).await.unwrap(), 3);
-    assert_eq!(s.revision_before(now() + Duration::from_secs(1)).await.unwrap(), 4);
+    assert_eq!(s.revision_before(late + Duration::from_secs(1)).await.unwrap(), 4);
     assert_eq!(s.revision_before(mid - Duration::from_secs(3_600)).await.unwrap(), 0);
     // Checkpoints: their revisions, by tenant, and only the latest of each.
-    s.put_checkpoint(&t("t2"), 3, &demo_config("t2", "T2")).await.unwrap();
-    s.put_checkpoint(&t("t1"), 1, &demo_config("t1", "T1")).await.unwrap();
-    s.put_checkpoint(&t("t1"), 2, &demo_config("t1", "T1")).await.unwrap();
+    s.put_checkpoint(&t("t2"), 3, &demo_config("t2", "T2"), late).await.unwrap();
+    s.put_checkpoint(&t("t1"), 1, &demo_config("t1", "T1"), late).await.unwrap();
+    s.put_checkpoint(&t("t1"), 2, &demo_config("t1", "T1"), late).await.unwrap();
     assert_eq!(s.checkpoint_revisions().await.unwrap(), vec![(t("t1"), 2), (t("t2"), 3)]);
     // Compact what was committed before `mid`: records 1-3 (every one covered
     // by its tenant's checkpoint) and the lock event recorded before `mid`.
@@ -489,7 +490,7 @@ async fn retention_primitives(h: &Harness) {
     assert_eq!(s.revision_before(mid).await.unwrap(), 0);
     // Record 4 is after t1's checkpoint: kept whatever `before` says; the
     // newer lock event goes when the bound passes it; the head stays.
-    let last = s.compact_until(100, now() + Duration::from_secs(1)).await.unwrap();
+    let last = s.compact_until(100, late + Duration::from_secs(1)).await.unwrap();
     assert_eq!(last, Compaction { oldest_retained: 3, records: 0, lock_events: 1 });
     assert!(s.read_lock_events(0, 10).await.unwrap().is_empty());
     assert_eq!(s.lock_events_head().await.unwrap(), 2);
@@ -508,7 +509,7 @@ async fn one_replica_at_a_time_holds_the_compaction_lock(h: &Harness) {
     if h.is_postgres() {
         assert!(second.is_none(), "another replica holds it");
         // The store stays usable meanwhile: compaction itself does not take this lock.
-        other.compact(1).await.unwrap();
+        other.compact(1, at(0)).await.unwrap();
         drop(held);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -526,7 +527,7 @@ async fn one_replica_at_a_time_holds_the_compaction_lock(h: &Harness) {
 
 async fn corrupt_rows_name_the_revision(h: &Harness) {
     let s = &h.store;
-    assert_eq!(s.append(&t("a"), &rename("fine"), None, None).await.unwrap(), 1);
+    assert_eq!(s.append(&t("a"), &rename("fine"), None, None, at(0)).await.unwrap(), 1);
     h.raw(
         "INSERT INTO authzd_changelog (revision, tenant, mutations, actor, committed_at_ms) \
          VALUES (2, 'a', '[{\"no_such_mutation\":1}]', NULL, 0); \
@@ -598,12 +599,12 @@ async fn locks(h: &Harness) {
     );
     // The old holder's token is dead.
     assert_eq!(s.renew_lock(&token, at(91)).await.unwrap(), None);
-    assert_eq!(s.release_lock(&token).await.unwrap(), None);
+    assert_eq!(s.release_lock(&token, at(91)).await.unwrap(), None);
 
     // Release frees it for anyone.
-    let released = s.release_lock(&bob_token).await.unwrap().expect("release finds the lock").lock;
+    let released = s.release_lock(&bob_token, at(95)).await.unwrap().expect("release finds the lock").lock;
     assert_eq!((released.holder, released.object.as_str()), (p("bob"), app));
-    assert_eq!(s.release_lock(&bob_token).await.unwrap(), None);
+    assert_eq!(s.release_lock(&bob_token, at(96)).await.unwrap(), None);
     let LockOutcome::Granted { since, taken_over, .. } =
         s.acquire_lock(&t("a"), app, &p("carol"), idle, at(100)).await.unwrap()
     else {
@@ -684,11 +685,12 @@ async fn lock_events(h: &Harness) {
         panic!("expired lock not taken over")
     };
     returned.extend(events);
-    // A release logs one event; releasing an unknown token none.
-    let released_at = SystemTime::now();
-    returned.push(s.release_lock(&bob).await.unwrap().expect("release finds the lock"));
-    assert_eq!(s.release_lock(&bob).await.unwrap(), None);
-    assert_eq!(s.release_lock(&alice).await.unwrap(), None);
+    // A release logs one event; releasing an unknown token none. (Released
+    // two hours after the rest, so that the compaction below tells them apart.)
+    let released_at = at(7_200);
+    returned.push(s.release_lock(&bob, released_at).await.unwrap().expect("release finds the lock"));
+    assert_eq!(s.release_lock(&bob, released_at).await.unwrap(), None);
+    assert_eq!(s.release_lock(&alice, released_at).await.unwrap(), None);
     // Expiry logs one event per lock, once.
     let LockOutcome::Granted { events, .. } =
         s.acquire_lock(&t("b"), "SharedModule/m1", &p("dave"), Duration::from_secs(5), at(100)).await.unwrap()
@@ -730,14 +732,10 @@ async fn lock_events(h: &Harness) {
             (6, Expired, "b", "SharedModule/m1", "dave", at(100), at(105)),
         ]
     );
-    // When: the operation's `now` (the writer's clock for a release).
+    // When: the time the operation was given (`now`, or `at` for a release).
     assert_eq!(
-        [events[0].at, events[1].at, events[2].at, events[4].at, events[5].at],
-        [at(0), at(90), at(90), at(100), at(105)]
-    );
-    assert!(
-        events[3].at >= released_at - Duration::from_secs(1)
-            && events[3].at <= SystemTime::now() + Duration::from_secs(1)
+        [events[0].at, events[1].at, events[2].at, events[3].at, events[4].at, events[5].at],
+        [at(0), at(90), at(90), released_at, at(100), at(105)]
     );
     assert_eq!(s.lock_events_head().await.unwrap(), 6);
     // Paging.
@@ -749,17 +747,18 @@ async fn lock_events(h: &Harness) {
     let other = h.reopen().await;
     assert_eq!(other.read_lock_events(0, 100).await.unwrap(), events);
 
-    // Compaction prunes events older than the retention (all but the
-    // release, these were made "in 2023"); the head stays, numbering goes on.
-    s.compact(0).await.unwrap();
+    // Compaction at the release's time prunes the events older than the
+    // retention (all but the release, which came two hours after them); the
+    // head stays, numbering goes on.
+    s.compact(0, released_at).await.unwrap();
     assert_eq!(s.read_lock_events(0, 100).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
     assert_eq!(s.lock_events_head().await.unwrap(), 6);
     let LockOutcome::Granted { .. } =
-        other.acquire_lock(&t("a"), app, &p("carol"), idle, SystemTime::now()).await.unwrap()
+        other.acquire_lock(&t("a"), app, &p("carol"), idle, released_at + Duration::from_secs(1)).await.unwrap()
     else {
         panic!("free lock refused")
     };
-    s.compact(100).await.unwrap();
+    s.compact(100, released_at + Duration::from_secs(1)).await.unwrap();
     let left = s.read_lock_events(0, 100).await.unwrap();
     assert_eq!(
         left.iter().map(|e| (e.seq, e.kind, e.lock.holder.as_str())).collect::<Vec<_>>(),
@@ -772,7 +771,7 @@ async fn lock_events(h: &Harness) {
 /// log when a newer build opens it; its data and live locks are kept.
 async fn schema_v1_is_upgraded(h: &Harness) {
     let s = &h.store;
-    assert_eq!(s.append(&t("a"), &rename("one"), None, None).await.unwrap(), 1);
+    assert_eq!(s.append(&t("a"), &rename("one"), None, None, at(0)).await.unwrap(), 1);
     s.acquire_lock(&t("a"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap();
     h.raw("DROP TABLE authzd_lock_events; DROP TABLE authzd_lock_event_head; DELETE FROM authzd_schema_version WHERE version > 1;")
         .await;
@@ -812,7 +811,7 @@ async fn lock_events_share_the_lock_transaction(h: &Harness) {
     )
     .await;
     s.acquire_lock(&t("a"), "DataTable/d2", &p("bob"), idle, at(0)).await.unwrap_err();
-    s.release_lock(&token).await.unwrap_err();
+    s.release_lock(&token, at(1)).await.unwrap_err();
     s.expire_locks(at(61)).await.unwrap_err();
     // Nothing changed: alice still holds d1, nobody d2, the head is where it was.
     let live = s.list_locks(at(0)).await.unwrap();
@@ -822,7 +821,7 @@ async fn lock_events_share_the_lock_transaction(h: &Harness) {
     );
     assert_eq!(s.lock_events_head().await.unwrap(), 1);
     h.raw("DELETE FROM authzd_lock_events WHERE seq = 2").await;
-    assert_eq!(s.release_lock(&token).await.unwrap().map(|e| e.lock.holder), Some(p("alice")));
+    assert_eq!(s.release_lock(&token, at(1)).await.unwrap().map(|e| e.lock.holder), Some(p("alice")));
     let events = s.read_lock_events(0, 10).await.unwrap();
     assert_eq!(
         events.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
@@ -842,11 +841,12 @@ async fn sqlite_reopen_keeps_data() {
         &[Mutation::CreateTenant { name: "T".into(), presets: vec![], defaults: true }],
         Some("admin"),
         None,
+        at(0),
     )
     .await
     .unwrap();
-    s.append(&t("t"), &rename("T2"), None, None).await.unwrap();
-    s.put_checkpoint(&t("t"), 1, &config).await.unwrap();
+    s.append(&t("t"), &rename("T2"), None, None, at(0)).await.unwrap();
+    s.put_checkpoint(&t("t"), 1, &config, at(0)).await.unwrap();
     let LockOutcome::Granted { token, .. } =
         s.acquire_lock(&t("t"), "Application/x", &p("alice"), Duration::from_secs(60), at(0)).await.unwrap()
     else {
@@ -865,7 +865,7 @@ async fn sqlite_reopen_keeps_data() {
     assert_eq!(loaded.len(), 1);
     assert!(loaded[0].2 == config);
     assert_eq!(reopened.renew_lock(&token, at(1)).await.unwrap(), Some(at(61)));
-    assert_eq!(reopened.append(&t("t"), &rename("T3"), None, Some(2)).await.unwrap(), 3);
+    assert_eq!(reopened.append(&t("t"), &rename("T3"), None, Some(2), at(1)).await.unwrap(), 3);
 
     // The file is in WAL mode.
     let mut c = sqlx::SqliteConnection::connect(&h.url).await.unwrap();
@@ -878,8 +878,8 @@ async fn sqlite_reopen_keeps_data() {
 #[tokio::test]
 async fn sqlite_in_memory_works() {
     let s = AnyStore::open("sqlite::memory:").await.unwrap();
-    assert_eq!(s.append(&t("a"), &rename("x"), None, None).await.unwrap(), 1);
-    assert_eq!(s.append(&t("a"), &rename("y"), None, Some(1)).await.unwrap(), 2);
+    assert_eq!(s.append(&t("a"), &rename("x"), None, None, at(0)).await.unwrap(), 1);
+    assert_eq!(s.append(&t("a"), &rename("y"), None, Some(1), at(1)).await.unwrap(), 2);
     assert_eq!(revisions(&s.read_since(0, 10).await.unwrap()), vec![1, 2]);
     s.close().await;
 }
@@ -903,11 +903,11 @@ async fn postgres_notify_delivers_revisions() {
     // An append from another instance (another replica) wakes this one.
     let other = h.reopen().await;
     let started = std::time::Instant::now();
-    let r1 = other.append(&t("a"), &rename("x"), None, None).await.unwrap();
+    let r1 = other.append(&t("a"), &rename("x"), None, None, at(0)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
     assert_eq!(got, Some(Notice::Revision(r1)));
     eprintln!("postgres notify latency {:?}", started.elapsed());
-    let r2 = h.store.append(&t("a"), &rename("y"), None, None).await.unwrap();
+    let r2 = h.store.append(&t("a"), &rename("y"), None, None, at(1)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
     assert_eq!(got, Some(Notice::Revision(r2)));
     // A lock change notifies the seq of its last event (a takeover: two events).
@@ -919,7 +919,7 @@ async fn postgres_notify_delivers_revisions() {
     let got = tokio::time::timeout(Duration::from_secs(10), notices.recv()).await.expect("no notification in 10 s");
     assert_eq!(got, Some(Notice::LockEvent(3)));
     // A rejected append and a refused acquire notify nothing.
-    assert!(other.append(&t("a"), &rename("z"), None, Some(0)).await.is_err());
+    assert!(other.append(&t("a"), &rename("z"), None, Some(0), at(12)).await.is_err());
     other.acquire_lock(&t("a"), "Application/x", &p("carol"), idle, at(11)).await.unwrap();
     let nothing = tokio::time::timeout(Duration::from_millis(300), notices.recv()).await;
     assert!(nothing.is_err(), "unexpected notification {nothing:?}");

@@ -15,8 +15,9 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// A queue, and its writer task on `store` (ended when the queue is dropped).
-    pub(super) fn start(store: AnyStore) -> Checkpointer {
+    /// A queue, and its writer task on `store`, stamping checkpoints with
+    /// `clock` (ended when the queue is dropped).
+    pub(super) fn start(store: AnyStore, clock: Arc<dyn Clock>) -> Checkpointer {
         let queue = Checkpointer { pending: Arc::default(), wake: Arc::new(Notify::new()) };
         let (pending, wake) = (Arc::downgrade(&queue.pending), Arc::clone(&queue.wake));
         tokio::spawn(async move {
@@ -30,7 +31,7 @@ impl Checkpointer {
                     continue;
                 }
                 for (tenant, revision, config) in taken.into_values() {
-                    write_checkpoint(&store, &tenant, revision, config).await;
+                    write_checkpoint(&store, &tenant, revision, config, clock.now()).await;
                 }
             }
         });
@@ -62,15 +63,17 @@ impl Drop for Checkpointer {
 type PendingCheckpoints = BTreeMap<String, (TenantId, Revision, Arc<TenantConfig>)>;
 
 /// Encodes `config` on the blocking pool and stores it as the checkpoint of
-/// `tenant` at `revision`; a failure is logged (and true when written).
+/// `tenant` at `revision`, written at `at`; a failure is logged (and true
+/// when written).
 pub(super) async fn write_checkpoint(
     store: &AnyStore,
     tenant: &TenantId,
     revision: Revision,
     config: Arc<TenantConfig>,
+    at: SystemTime,
 ) -> bool {
     let result = match tokio::task::spawn_blocking(move || EncodedConfig::encode(&config)).await {
-        Ok(Ok(encoded)) => store.put_encoded_checkpoint(tenant, revision, &encoded).await,
+        Ok(Ok(encoded)) => store.put_encoded_checkpoint(tenant, revision, &encoded, at).await,
         Ok(Err(e)) => Err(e),
         Err(e) => Err(StoreError::Other(format!("the checkpoint encoder failed: {e}"))),
     };
@@ -91,7 +94,7 @@ impl Replica {
     /// graceful stop calls this before closing the store).
     pub async fn flush_checkpoints(&self) {
         for (tenant, revision, config) in self.checkpoints.take().into_values() {
-            write_checkpoint(&self.store, &tenant, revision, config).await;
+            write_checkpoint(&self.store, &tenant, revision, config, self.clock.now()).await;
         }
     }
 }

@@ -228,7 +228,7 @@ impl Replica {
         if token.is_empty() {
             return Err(ReplicaError::invalid("lock_token", "must not be empty"));
         }
-        let Some(event) = self.store.release_lock(token).await? else { return Ok(None) };
+        let Some(event) = self.store.release_lock(token, self.clock.now()).await? else { return Ok(None) };
         let lock = event.lock.clone();
         self.report_own(vec![event]);
         Ok(Some(lock))

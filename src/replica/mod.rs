@@ -160,8 +160,9 @@ pub struct Applied<'a> {
     pub mutations: &'a [Mutation],
     /// Person id of the write's actor, if any.
     pub actor: Option<&'a str>,
-    /// When the batch was committed (for this replica's own writes: when the
-    /// store answered, within milliseconds of the stored time).
+    /// When the batch was committed: its record's
+    /// [`committed_at`](ChangeRecord::committed_at) (for this replica's own
+    /// writes, the time of its clock it gave the store, as stored).
     pub committed_at: SystemTime,
     /// The tenant's state after the batch; `None` when the batch was
     /// skipped, and for this replica's own write when the record observers
@@ -242,8 +243,11 @@ impl Replica {
         Replica::open_with_clock(store, limits, Arc::new(SystemClock)).await
     }
 
-    /// [`Replica::open`] with the time read from `clock` (edit locks,
-    /// retention, commit times): tests move a [`ManualClock`] instead of sleeping.
+    /// [`Replica::open`] with the time read from `clock`: edit locks (grant,
+    /// renewal, release, expiry), retention, and the commit times of batches
+    /// and checkpoints. The store reads no clock of its own (the replica
+    /// passes this one's time to every store call that records or compares
+    /// one), so tests move a [`ManualClock`] instead of sleeping.
     pub async fn open_with_clock(store: AnyStore, limits: Limits, clock: Arc<dyn Clock>) -> ReplicaResult<Replica> {
         let (revision, _) = watch::channel(0);
         let replica = Replica {
@@ -256,7 +260,7 @@ impl Replica {
             locks: std::sync::Mutex::new(LockFeed::default()),
             lock_wake: Notify::new(),
             retention: RetentionStats::default(),
-            checkpoints: Checkpointer::start(store.clone()),
+            checkpoints: Checkpointer::start(store.clone(), Arc::clone(&clock)),
             phases: std::sync::Mutex::new(VecDeque::new()),
             clock,
         };
@@ -277,7 +281,8 @@ impl Replica {
         &self.store
     }
 
-    /// The replica's clock (what edit locks, retention and commit times read).
+    /// The replica's clock (what edit locks, retention and commit times read,
+    /// the store's included).
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock
     }

@@ -114,7 +114,7 @@ impl Replica {
                 let id = TenantId(tenant);
                 // A failure keeps this tenant's records (and the later ones);
                 // the compaction below still does what the others allow.
-                if write_checkpoint(&self.store, &id, revision, Arc::clone(&state.config)).await {
+                if write_checkpoint(&self.store, &id, revision, Arc::clone(&state.config), now).await {
                     tracing::debug!(tenant = %id, revision, previous = have, "checkpoint written for the changelog retention");
                     checkpoints += 1;
                 }

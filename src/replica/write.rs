@@ -230,11 +230,15 @@ impl Replica {
 
             let head = self.snapshot.revision();
             let validated = Instant::now();
-            match self.store.append(&tenant, &mutations, req.actor.as_deref(), Some(head)).await {
+            // The commit time is the replica's clock, read once: the store
+            // records it, and this replica's observers hear of the same time
+            // (as stored: whole milliseconds) that other replicas read back.
+            let at = self.clock.now();
+            match self.store.append(&tenant, &mutations, req.actor.as_deref(), Some(head), at).await {
                 Ok(revision) => {
                     let appended = Instant::now();
                     let snapshot = Arc::clone(&self.snapshot);
-                    let committed_at = self.clock.now();
+                    let committed_at = crate::store::from_millis(crate::store::to_millis(at));
                     // Durable now: raw change streams hear of it before the
                     // view is compiled (they need none).
                     let applied = Applied {

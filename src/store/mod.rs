@@ -48,6 +48,20 @@
 //! through [`AnyStore::try_compaction_lock`] (an advisory lock); compaction
 //! itself is idempotent and serialized by the store either way.
 //!
+//! **Time.** The store reads no clock for what it records or compares: every
+//! operation that does is given the time by its caller — a record's commit
+//! time ([`Store::append`]), a checkpoint's ([`Store::put_checkpoint`]), a
+//! lock's grant, renewal, release and expiry ([`Store::acquire_lock`],
+//! [`Store::renew_lock`], [`Store::release_lock`], [`Store::expire_locks`],
+//! [`Store::list_locks`]) and the lock-event retention's cut-off
+//! ([`Store::compact`], [`Store::compact_until`]). The replica passes its
+//! `crate::replica::Clock`, so one clock (the system's on a server, a manual
+//! one in tests) stamps and judges everything. Two times are not a caller's:
+//! the `applied_at_ms` of a schema migration (operators' record of when the
+//! schema changed, written at open, compared with nothing) and, on a
+//! follower, a lock event the upstream sent without a time (which no authzd
+//! upstream does: it is stamped on receipt by the follower's stream task).
+//!
 //! Two backends implement one [`Store`] trait: [`SqliteStore`] (the default,
 //! a single replica on an embedded file) and [`PostgresStore`] (many replicas
 //! sharing one database). [`AnyStore`] picks one from a URL.
@@ -110,7 +124,8 @@ pub struct ChangeRecord {
     pub mutations: Vec<Mutation>,
     /// Who made the change, when the write named an actor.
     pub actor: Option<String>,
-    /// When the batch was committed (the writer's clock, millisecond precision).
+    /// When the batch was committed: the time its writer passed to
+    /// [`Store::append`] (the writing replica's clock), millisecond precision.
     pub committed_at: SystemTime,
 }
 
@@ -203,8 +218,9 @@ pub struct LockEvent {
     pub kind: LockEventKind,
     /// The lock it happened to (for an expiry or a release: as it was last).
     pub lock: LockInfo,
-    /// When it was recorded (the `now` of the operation; the writer's clock
-    /// for a release).
+    /// When it was recorded: the time the operation was given (`now` of an
+    /// acquire or an expiry, `at` of a release; the replica's clock), or, on
+    /// a follower, the time the upstream sent.
     pub at: SystemTime,
 }
 
@@ -264,12 +280,15 @@ pub trait Store: Send + Sync + 'static {
     /// With `expected_head`, the batch is written only if the head is that
     /// revision; otherwise [`StoreError::Conflict`] and nothing is written.
     /// The store does not validate the batch: the caller applies it first.
+    /// `at` is recorded as the record's [`committed_at`](ChangeRecord::committed_at)
+    /// (to the millisecond): the caller's clock, read just before the append.
     fn append(
         &self,
         tenant: &TenantId,
         mutations: &[Mutation],
         actor: Option<&str>,
         expected_head: Option<Revision>,
+        at: SystemTime,
     ) -> impl Future<Output = StoreResult<Revision>> + Send;
 
     /// At most `limit` records with a revision above `after`, in revision order.
@@ -282,7 +301,9 @@ pub trait Store: Send + Sync + 'static {
     fn oldest_retained(&self) -> impl Future<Output = StoreResult<Revision>> + Send;
 
     /// Stores the configuration of `tenant` as of `revision` (its tenant file
-    /// as JSON). An older checkpoint than the stored one is ignored.
+    /// as JSON), written at `at` (the caller's clock; kept with the row for
+    /// operators, compared with nothing). An older checkpoint than the stored
+    /// one is ignored; the same revision again only renews its time.
     ///
     /// Encodes on the calling thread: the replica encodes on the blocking
     /// pool and calls [`Store::put_encoded_checkpoint`] instead.
@@ -291,8 +312,9 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         revision: Revision,
         config: &TenantConfig,
+        at: SystemTime,
     ) -> impl Future<Output = StoreResult<()>> + Send {
-        async move { self.put_encoded_checkpoint(tenant, revision, &EncodedConfig::encode(config)?).await }
+        async move { self.put_encoded_checkpoint(tenant, revision, &EncodedConfig::encode(config)?, at).await }
     }
 
     /// [`Store::put_checkpoint`] of a configuration already encoded.
@@ -301,6 +323,7 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         revision: Revision,
         config: &EncodedConfig,
+        at: SystemTime,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The latest checkpoint of every tenant: (tenant, revision, configuration).
@@ -311,7 +334,8 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint_revisions(&self) -> impl Future<Output = StoreResult<Vec<(TenantId, Revision)>>> + Send;
 
     /// The newest retained revision committed before `time` (by its
-    /// `committed_at`, the writer's clock); 0 when no retained record was.
+    /// `committed_at`, the time its writer gave [`Store::append`]); 0 when no
+    /// retained record was.
     /// Records up to it are older than `time` (give or take the clock skew
     /// between the replicas that wrote them): what a retention ending at
     /// `time` compacts.
@@ -322,10 +346,11 @@ pub trait Store: Send + Sync + 'static {
     /// and returns the new [`oldest_retained`](Store::oldest_retained).
     ///
     /// Also prunes the lock-event log: events recorded more than
-    /// [`LOCK_EVENT_RETENTION`] ago, and all but the [`LOCK_EVENTS_KEPT`] newest.
-    fn compact(&self, before: Revision) -> impl Future<Output = StoreResult<Revision>> + Send {
+    /// [`LOCK_EVENT_RETENTION`] before `now` (the caller's clock), and all but
+    /// the [`LOCK_EVENTS_KEPT`] newest.
+    fn compact(&self, before: Revision, now: SystemTime) -> impl Future<Output = StoreResult<Revision>> + Send {
         async move {
-            let lock_events_before = SystemTime::now().checked_sub(LOCK_EVENT_RETENTION).unwrap_or(UNIX_EPOCH);
+            let lock_events_before = now.checked_sub(LOCK_EVENT_RETENTION).unwrap_or(UNIX_EPOCH);
             self.compact_until(before, lock_events_before).await.map(|c| c.oldest_retained)
         }
     }
@@ -362,8 +387,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Releases a lock; the release event it logged (with the lock as it
     /// was), or `None` when the token is unknown.
-    /// Logs a `released` event in the same transaction.
-    fn release_lock(&self, token: &str) -> impl Future<Output = StoreResult<Option<LockEvent>>> + Send;
+    /// Logs a `released` event recorded at `at` (the caller's clock) in the
+    /// same transaction.
+    fn release_lock(&self, token: &str, at: SystemTime) -> impl Future<Output = StoreResult<Option<LockEvent>>> + Send;
 
     /// Removes every lock expired at `now` (`expires_at <= now`) and returns
     /// them, ordered by tenant and object; logs an `expired` event for each in
@@ -504,8 +530,9 @@ impl Store for AnyStore {
         mutations: &[Mutation],
         actor: Option<&str>,
         expected_head: Option<Revision>,
+        at: SystemTime,
     ) -> StoreResult<Revision> {
-        delegate!(self, s => s.append(tenant, mutations, actor, expected_head))
+        delegate!(self, s => s.append(tenant, mutations, actor, expected_head, at))
     }
     async fn read_since(&self, after: Revision, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
         delegate!(self, s => s.read_since(after, limit))
@@ -518,8 +545,9 @@ impl Store for AnyStore {
         tenant: &TenantId,
         revision: Revision,
         config: &EncodedConfig,
+        at: SystemTime,
     ) -> StoreResult<()> {
-        delegate!(self, s => s.put_encoded_checkpoint(tenant, revision, config))
+        delegate!(self, s => s.put_encoded_checkpoint(tenant, revision, config, at))
     }
     async fn load_checkpoints(&self) -> StoreResult<Vec<(TenantId, Revision, TenantConfig)>> {
         delegate!(self, s => s.load_checkpoints())
@@ -546,8 +574,8 @@ impl Store for AnyStore {
     async fn renew_lock(&self, token: &str, now: SystemTime) -> StoreResult<Option<SystemTime>> {
         delegate!(self, s => s.renew_lock(token, now))
     }
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
-        delegate!(self, s => s.release_lock(token))
+    async fn release_lock(&self, token: &str, at: SystemTime) -> StoreResult<Option<LockEvent>> {
+        delegate!(self, s => s.release_lock(token, at))
     }
     async fn expire_locks(&self, now: SystemTime) -> StoreResult<Vec<LockEvent>> {
         delegate!(self, s => s.expire_locks(now))

@@ -285,6 +285,9 @@ async fn migrate(conn: &mut PgConnection, url: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO authzd_schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)")
             .bind(version)
             .bind(name)
+            // The store's one wall-clock read: when this schema version was applied
+            // to this database, for operators. Written at open, before any replica
+            // (and its clock) exists, and compared with nothing.
             .bind(to_millis(SystemTime::now()))
             .execute(&mut *tx)
             .await
@@ -356,6 +359,7 @@ impl Store for PostgresStore {
         mutations: &[Mutation],
         actor: Option<&str>,
         expected_head: Option<Revision>,
+        at: SystemTime,
     ) -> StoreResult<Revision> {
         let json = encode_mutations(mutations)?;
         let e = self.err();
@@ -384,7 +388,7 @@ impl Store for PostgresStore {
             .bind(tenant.as_str())
             .bind(&json)
             .bind(actor)
-            .bind(to_millis(SystemTime::now()))
+            .bind(to_millis(at))
             .execute(&mut *tx)
             .await
             .map_err(&e)?;
@@ -449,6 +453,7 @@ impl Store for PostgresStore {
         tenant: &TenantId,
         revision: Revision,
         config: &EncodedConfig,
+        at: SystemTime,
     ) -> StoreResult<()> {
         let json = config.as_str();
         let e = self.err();
@@ -467,7 +472,7 @@ impl Store for PostgresStore {
         .bind(tenant.as_str())
         .bind(rev_to_db(revision)?)
         .bind(json)
-        .bind(to_millis(SystemTime::now()))
+        .bind(to_millis(at))
         .execute(&self.pool)
         .await
         .map_err(&e)?;
@@ -654,7 +659,7 @@ impl Store for PostgresStore {
         Ok(expires.map(from_millis))
     }
 
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
+    async fn release_lock(&self, token: &str, at: SystemTime) -> StoreResult<Option<LockEvent>> {
         let e = self.err();
         let mut tx = self.pool.begin().await.map_err(&e)?;
         let row: Option<(String, String, String, i64, i64)> =
@@ -669,7 +674,7 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let events = vec![(LockEventKind::Released, released)];
-        let at_ms = to_millis(SystemTime::now());
+        let at_ms = to_millis(at);
         let first = match self.log_lock_events(&mut tx, &events, at_ms).await {
             Ok(first) => first,
             Err(err) => return super::rollback(tx, err).await,

@@ -248,6 +248,9 @@ impl SqliteStore {
             sqlx::query("INSERT INTO authzd_schema_version (version, name, applied_at_ms) VALUES (?1, ?2, ?3)")
                 .bind(version)
                 .bind(name)
+                // The store's one wall-clock read: when this schema version was applied
+                // to this database, for operators. Written at open, before any replica
+                // (and its clock) exists, and compared with nothing.
                 .bind(to_millis(SystemTime::now()))
                 .execute(&mut *tx)
                 .await
@@ -279,6 +282,7 @@ impl Store for SqliteStore {
         mutations: &[Mutation],
         actor: Option<&str>,
         expected_head: Option<Revision>,
+        at: SystemTime,
     ) -> StoreResult<Revision> {
         let json = encode_mutations(mutations)?;
         let e = self.err();
@@ -306,7 +310,7 @@ impl Store for SqliteStore {
             .bind(tenant.as_str())
             .bind(&json)
             .bind(actor)
-            .bind(to_millis(SystemTime::now()))
+            .bind(to_millis(at))
             .execute(&mut *tx)
             .await
             .map_err(&e)?;
@@ -365,10 +369,11 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         revision: Revision,
         config: &EncodedConfig,
+        at: SystemTime,
     ) -> StoreResult<()> {
         let e = self.err();
         let rev = rev_to_db(revision)?;
-        let now = to_millis(SystemTime::now());
+        let at_ms = to_millis(at);
         // The head only grows: a checkpoint within it now stays within it.
         let head = self.head().await?;
         if revision > head {
@@ -383,13 +388,13 @@ impl Store for SqliteStore {
             .map_err(&e)?;
         if stored.is_some_and(|r| r >= rev) {
             // Nothing newer to store: a checkpoint at the same revision only
-            // renews its time (the retention job's "older than" reads it).
+            // renews its time.
             let (_gate, mut tx) = self.begin_write().await?;
             let renewed =
                 sqlx::query("UPDATE authzd_checkpoints SET created_at_ms = ?3 WHERE tenant = ?1 AND revision = ?2")
                     .bind(tenant.as_str())
                     .bind(rev)
-                    .bind(now)
+                    .bind(at_ms)
                     .execute(&mut *tx)
                     .await
                     .map_err(&e);
@@ -431,7 +436,7 @@ impl Store for SqliteStore {
         .bind(tenant.as_str())
         .bind(rev)
         .bind(i64::try_from(parts.len()).unwrap_or(i64::MAX))
-        .bind(now)
+        .bind(at_ms)
         .execute(&mut *tx)
         .await
         .map_err(&e);
@@ -648,7 +653,7 @@ impl Store for SqliteStore {
         Ok(expires.map(from_millis))
     }
 
-    async fn release_lock(&self, token: &str) -> StoreResult<Option<LockEvent>> {
+    async fn release_lock(&self, token: &str, at: SystemTime) -> StoreResult<Option<LockEvent>> {
         let e = self.err();
         let (_gate, mut tx) = self.begin_write().await?;
         let row: Option<(String, String, String, i64, i64)> =
@@ -663,7 +668,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let events = vec![(LockEventKind::Released, released)];
-        let at_ms = to_millis(SystemTime::now());
+        let at_ms = to_millis(at);
         let first = match self.log_lock_events(&mut tx, &events, at_ms).await {
             Ok(first) => first,
             Err(err) => return super::rollback(tx, err).await,

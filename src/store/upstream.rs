@@ -244,6 +244,11 @@ impl Inner {
             Event::Lock(l) => {
                 let Some(kind) = lock_kind(l.kind) else { return true };
                 let object = l.object.map(|o| format!("{}/{}", o.r#type, o.id)).unwrap_or_default();
+                // The upstream's time of the event. An authzd upstream always
+                // sends one; without it, the time of receipt: no caller (and
+                // no replica clock) is at hand on this stream task, and
+                // `follow::RawBatch::from_pb` stamps a batch without a commit
+                // time the same way.
                 let at = l.at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now);
                 let seq = {
                     let mut f = self.feed();
@@ -342,6 +347,7 @@ impl Store for UpstreamStore {
         _mutations: &[Mutation],
         _actor: Option<&str>,
         _expected_head: Option<Revision>,
+        _at: SystemTime,
     ) -> StoreResult<Revision> {
         Err(read_only("writing"))
     }
@@ -367,7 +373,13 @@ impl Store for UpstreamStore {
         if needs_load { self.load().await } else { Ok(base) }
     }
 
-    async fn put_checkpoint(&self, _tenant: &TenantId, _revision: Revision, _config: &TenantConfig) -> StoreResult<()> {
+    async fn put_checkpoint(
+        &self,
+        _tenant: &TenantId,
+        _revision: Revision,
+        _config: &TenantConfig,
+        _at: SystemTime,
+    ) -> StoreResult<()> {
         Ok(())
     }
 
@@ -376,6 +388,7 @@ impl Store for UpstreamStore {
         _tenant: &TenantId,
         _revision: Revision,
         _config: &EncodedConfig,
+        _at: SystemTime,
     ) -> StoreResult<()> {
         // The upstream keeps the checkpoints.
         Ok(())
@@ -420,7 +433,7 @@ impl Store for UpstreamStore {
         Err(read_only("edit locking"))
     }
 
-    async fn release_lock(&self, _token: &str) -> StoreResult<Option<LockEvent>> {
+    async fn release_lock(&self, _token: &str, _at: SystemTime) -> StoreResult<Option<LockEvent>> {
         Err(read_only("edit locking"))
     }
 
