@@ -276,7 +276,7 @@ impl Replica {
                 tenant,
                 mutations: &difference,
                 actor: None,
-                committed_at: record.map_or_else(SystemTime::now, |r| r.committed_at),
+                committed_at: record.map_or_else(|| self.clock.now(), |r| r.committed_at),
                 state: Some(&state),
             });
         }
