@@ -124,6 +124,7 @@ macro_rules! conformance {
 
 conformance!(sqlite, open_sqlite:
     empty_store,
+    the_replicas_clock_stamps_the_store,
     retention_primitives,
     one_replica_at_a_time_holds_the_compaction_lock,
     appends_get_consecutive_revisions,
@@ -143,6 +144,7 @@ conformance!(sqlite, open_sqlite:
 
 conformance!(postgres, open_postgres:
     empty_store,
+    the_replicas_clock_stamps_the_store,
     retention_primitives,
     one_replica_at_a_time_holds_the_compaction_lock,
     appends_get_consecutive_revisions,
@@ -827,6 +829,108 @@ async fn lock_events_share_the_lock_transaction(h: &Harness) {
         events.iter().map(|e| (e.seq, e.kind)).collect::<Vec<_>>(),
         vec![(1, LockEventKind::Acquired), (2, LockEventKind::Released)]
     );
+}
+
+/// Through a replica on a [`ManualClock`] set far from the wall clock, every
+/// time the store records is that clock's: a batch's commit time (stored, and
+/// told to the replica's observers), a checkpoint's, a lock's grant, expiry
+/// and release, and their events. Retention judged by the same clock is
+/// consistent with them: nothing goes while the records are younger than the
+/// retention, and once the clock has moved past it the records and the lock
+/// events recorded before the bound go, to the millisecond.
+async fn the_replicas_clock_stamps_the_store(h: &Harness) {
+    use authzd::replica::{Batch, Clock as _, Limits, LockRequest, ManualClock, Replica, WriteRequest};
+    use std::sync::{Arc, Mutex};
+    let s = &h.store;
+    let t0 = at(0);
+    let ms = Duration::from_millis;
+    let clock = ManualClock::new(t0);
+    let replica = Replica::open_with_clock(s.clone(), Limits::default(), Arc::new(clock.clone())).await.unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heard);
+    replica.on_record(move |a| seen.lock().unwrap().push((a.revision, a.committed_at)));
+    let stored_ms = |w: SystemTime| w.duration_since(UNIX_EPOCH).unwrap().as_millis().to_string();
+
+    // Batches: the import at t0, a rename 1.5 s later.
+    let file = TenantFile::from_yaml(authzd::app::DEMO_TENANT_YAML).unwrap();
+    let acme = file.tenant.id.clone();
+    let import = WriteRequest {
+        batch: Batch::Import {
+            file: file.to_mutations().unwrap(),
+            config: Box::new(file.to_config().unwrap()),
+            replace: false,
+        },
+        ..WriteRequest::new(acme.clone(), Vec::new())
+    };
+    let imported = replica.write(import).await.unwrap().revision;
+    // The import's checkpoint is written in the background: at t0 too, as the clock stands still.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.checkpoint_revisions().await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the import's checkpoint was never written");
+        tokio::time::sleep(ms(5)).await;
+    }
+    let checkpoint_time = "SELECT CAST(created_at_ms AS TEXT) FROM authzd_checkpoints WHERE tenant = 'acme'";
+    assert_eq!(h.raw_text(checkpoint_time).await, stored_ms(t0));
+    clock.advance(ms(1_500));
+    let renamed = replica.write(WriteRequest::new(acme.clone(), rename("ACME 2"))).await.unwrap().revision;
+    let committed = vec![(imported, t0), (renamed, t0 + ms(1_500))];
+    let records = all_records(s).await;
+    assert_eq!(records.iter().map(|r| (r.revision, r.committed_at)).collect::<Vec<_>>(), committed);
+    assert_eq!(*heard.lock().unwrap(), committed, "the observers hear of the stored commit times");
+
+    // Locks: granted at 1.5 s, released at 11.5 s; granted again for 5 s and expired at 16.5 s.
+    let lock = |idle| LockRequest {
+        tenant: &acme,
+        person: "dz-developer",
+        kind: "Application",
+        id: "app-main-ivr",
+        application: Some("Designer"),
+        idle,
+    };
+    let LockOutcome::Granted { token, since, expires_at, events, .. } =
+        replica.acquire_lock(lock(Duration::from_secs(60))).await.unwrap()
+    else {
+        panic!("lock refused")
+    };
+    assert_eq!((since, expires_at), (t0 + ms(1_500), t0 + ms(61_500)));
+    assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), vec![t0 + ms(1_500)]);
+    clock.advance(ms(10_000));
+    assert_eq!(replica.renew_lock(&token).await.unwrap(), t0 + ms(71_500));
+    assert!(replica.release_lock(&token).await.unwrap().is_some());
+    let LockOutcome::Granted { expires_at, .. } = replica.acquire_lock(lock(Duration::from_secs(5))).await.unwrap()
+    else {
+        panic!("released lock refused")
+    };
+    assert_eq!(expires_at, t0 + ms(16_500));
+    clock.advance(ms(4_999));
+    assert_eq!(replica.expire_locks().await.unwrap(), 0, "a lock lives until its idle timeout has passed");
+    clock.advance(ms(1));
+    assert_eq!(replica.expire_locks().await.unwrap(), 1);
+    use LockEventKind::{Acquired, Expired, Released};
+    let logged = s.read_lock_events(0, 10).await.unwrap();
+    assert_eq!(
+        logged.iter().map(|e| (e.seq, e.kind, e.at)).collect::<Vec<_>>(),
+        vec![
+            (1, Acquired, t0 + ms(1_500)),
+            (2, Released, t0 + ms(11_500)),
+            (3, Acquired, t0 + ms(11_500)),
+            (4, Expired, t0 + ms(16_500)),
+        ]
+    );
+
+    // Retention of an hour, by the same clock: nothing is that old yet...
+    let keep = Duration::from_secs(3_600);
+    let round = replica.enforce_retention(keep, clock.now()).await.unwrap();
+    assert_eq!((round.cutoff, round.checkpoints, round.compaction.records, round.compaction.lock_events), (0, 0, 0, 0));
+    // ...an hour later both batches are: the tenant is checkpointed at the
+    // round's time and the changelog compacted up to the last batch; the lock
+    // events recorded before 16.5 s go, the expiry at 16.5 s stays.
+    clock.advance(keep);
+    let round = replica.enforce_retention(keep, clock.now()).await.unwrap();
+    assert_eq!((round.cutoff, round.checkpoints), (renamed, 1));
+    assert_eq!(round.compaction, Compaction { oldest_retained: renamed, records: 2, lock_events: 3 });
+    assert_eq!(h.raw_text(checkpoint_time).await, stored_ms(t0 + ms(16_500) + keep));
+    assert_eq!(s.read_lock_events(0, 10).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
 }
 
 // ---------------------------------------------------------------- backend-specific
