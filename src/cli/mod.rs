@@ -71,15 +71,14 @@ mod client;
 mod lock;
 mod offline;
 mod render;
-mod serve;
 mod watch;
 
+pub use crate::config::{ServeArgs, ServeFlags};
 pub use admin::{ExportArgs, ImportArgs, WriteArgs};
 pub use check::{CheckArgs, ListArgs, PrivilegesArgs};
 pub use client::{BearerToken, ClientArgs, unix_socket_path};
 pub use lock::{LockAcquireArgs, LockAction, LockArgs, LockTokenArgs};
 pub use offline::{TestArgs, ValidateArgs, test, validate};
-pub use serve::{ServeArgs, ServeFlags};
 pub use watch::{WatchArgs, WatchCommon, WatchPrivilegesArgs, WatchRawArgs, WatchSubscription, WatchVisibleArgs};
 
 /// `authzd`: an authorization sidecar for contact-center software.

@@ -1,14 +1,13 @@
 //! The server's validated configuration.
 //!
 //! `authzd serve` flags (with `AUTHZD_*` environment fallbacks, see
-//! [`crate::cli::ServeFlags`]) and the optional configuration file
+//! [`ServeFlags`], defined here for the CLI to parse) and the optional configuration file
 //! (`--config`, YAML, its keys the flags' long names) are merged and checked
 //! once here and turned into a [`ServerConfig`]; the rest of the server never
 //! sees raw flags. Precedence: flags, then environment, then the file, then
 //! the defaults. Tests build a [`ServerConfig`] directly with
 //! [`ServerConfig::new`].
 
-use crate::cli::{ServeArgs, ServeFlags};
 use crate::http::HttpSettings;
 use crate::replica::Limits;
 use crate::replica::Retention;
@@ -22,6 +21,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
+
+mod serve;
+
+pub use serve::{ServeArgs, ServeFlags};
 
 // The listener's TLS settings belong to `crate::tls`, which builds the
 // listener from them (so it need not import this module); they stay part of
