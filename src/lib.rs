@@ -3,7 +3,7 @@
 //! Crate map (the features that build each part are in brackets; see
 //! `docs/embedding.md`):
 //! - [`model`]: the access model as plain data (entities, mutations, validation, tenant files), and
-//!   [`model::presets`], the shipped application catalogs and tenant skeleton.
+//!   [`model::presets`], the shipped application catalogs, tenant skeleton and demo tenant.
 //! - [`policytest`]: `authzd test`, policy tests over tenant files.
 //! - [`proto`] (`follower`): the generated gRPC API (`proto/authzd/v1`), and its descriptor set for reflection.
 //! - [`engine`]: pure decisions over a compiled, immutable tenant view.

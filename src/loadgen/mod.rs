@@ -369,7 +369,7 @@ fn model_err(e: impl std::fmt::Display) -> CliError {
 
 fn target(a: &BenchArgs) -> Result<Target, CliError> {
     let (tenant, config, import) = if a.demo {
-        let file = TenantFile::from_yaml(crate::app::DEMO_TENANT_YAML).map_err(model_err)?;
+        let file = TenantFile::from_yaml(crate::model::presets::DEMO_TENANT_YAML).map_err(model_err)?;
         (file.tenant.id.0.clone(), file.to_config().map_err(model_err)?, Import::None)
     } else if let Some(path) = &a.tenant_file {
         let yaml = std::fs::read_to_string(path)
