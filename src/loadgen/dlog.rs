@@ -22,7 +22,7 @@
 use super::report::{Report, WorkloadResult};
 use super::soak::{MetricsUrl, metric, metric_sum, scrape};
 use super::{BenchArgs, Workload};
-use crate::cli::CliError;
+use crate::console::CliError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};

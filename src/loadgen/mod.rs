@@ -46,7 +46,7 @@ pub mod report;
 pub mod runner;
 pub mod soak;
 
-use crate::cli::CliError;
+use crate::console::CliError;
 use crate::engine::TenantView;
 use crate::model::{Mutation, TenantConfig, TenantFile, TenantId};
 use crate::proto::authzd::v1 as pb;
@@ -415,7 +415,7 @@ fn token(a: &BenchArgs) -> Result<Token, CliError> {
 /// Opens one HTTP/2 connection to the server (TCP or Unix socket).
 pub async fn connect(server: &str, unix_socket: Option<&std::path::Path>) -> Result<Channel, CliError> {
     // `--server unix:///path` (or `unix:/path`) is the same as `--unix-socket /path`.
-    let unix_socket = unix_socket.or_else(|| crate::cli::unix_socket_path(server).map(std::path::Path::new));
+    let unix_socket = unix_socket.or_else(|| crate::console::unix_socket_path(server).map(std::path::Path::new));
     let err = |message: String| CliError::Connect {
         server: unix_socket.map_or_else(|| server.to_owned(), |p| format!("unix:{}", p.display())),
         message,

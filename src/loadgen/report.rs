@@ -2,7 +2,7 @@
 
 use super::runner::Tally;
 use super::{BenchArgs, Target};
-use crate::cli::outln;
+use crate::console::outln;
 use serde_json::{Value, json};
 use std::time::Duration;
 
