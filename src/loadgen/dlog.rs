@@ -19,8 +19,9 @@
 //! dropped line is reported (the writer did not keep up: the logged run did
 //! less work than logging everything).
 
-use super::report::{Report, WorkloadResult};
+use super::report::Report;
 use super::soak::{MetricsUrl, metric, metric_sum, scrape};
+use super::tally::WorkloadResult;
 use super::{BenchArgs, Workload};
 use crate::console::CliError;
 use serde_json::json;

@@ -15,8 +15,7 @@
 //! back into `WatchEvent`s ([`super::httpjson::sse_subscriber`]); the writes stay
 //! gRPC.
 
-use super::report::WorkloadResult;
-use super::runner::{Live, Sample, Tally, progress};
+use super::tally::{Live, Sample, Tally, WorkloadResult, progress};
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Target, Token};
 use crate::engine::TenantView;
 use crate::model::{FolderId, Mutation, PersonId, Role, RoleId, RoleMembers, folders};

@@ -32,8 +32,9 @@
 //! listed ids; the privileges gained and lost). An error or a mismatch is
 //! counted and makes the exit code 1, so a server that fails fast, or answers
 //! wrongly, can never look fast. The modules: [`pools`] (requests and their
-//! expected answers), [`runner`] (the closed loop and its histograms),
-//! [`fanout`] (the watch workload), [`report`] (text and JSON),
+//! expected answers), [`tally`] (a workload's counters, histograms and
+//! figures), [`runner`] (the closed loop), [`fanout`] (the watch workload),
+//! [`report`] (text and JSON),
 //! [`memory`] (`--memory-only`: resident memory and load time of a tenant
 //! built in-process).
 
@@ -45,6 +46,7 @@ pub mod pools;
 pub mod report;
 pub mod runner;
 pub mod soak;
+pub mod tally;
 
 use crate::console::CliError;
 use crate::engine::TenantView;

@@ -31,8 +31,7 @@
 //! mismatches are.
 
 use super::pools::{Expect, IdHash, ListExpect, Pools};
-use super::report::WorkloadResult;
-use super::runner::Tally;
+use super::tally::{Tally, WorkloadResult};
 use super::{BenchArgs, Import, MAX_MESSAGE_BYTES, Target, Token};
 use crate::engine::TenantView;
 use crate::model::Mutation;
