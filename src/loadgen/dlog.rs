@@ -20,7 +20,7 @@
 //! less work than logging everything).
 
 use super::report::Report;
-use super::soak::{MetricsUrl, metric, metric_sum, scrape};
+use super::scrape::{MetricsUrl, metric, metric_sum, scrape};
 use super::tally::WorkloadResult;
 use super::{BenchArgs, Workload};
 use crate::console::CliError;

@@ -34,7 +34,7 @@
 //! wrongly, can never look fast. The modules: [`pools`] (requests and their
 //! expected answers), [`tally`] (a workload's counters, histograms and
 //! figures), [`runner`] (the closed loop), [`fanout`] (the watch workload),
-//! [`report`] (text and JSON),
+//! [`scrape`] (the server's metrics), [`report`] (text and JSON),
 //! [`memory`] (`--memory-only`: resident memory and load time of a tenant
 //! built in-process).
 
@@ -45,6 +45,7 @@ pub mod memory;
 pub mod pools;
 pub mod report;
 pub mod runner;
+pub mod scrape;
 pub mod soak;
 pub mod tally;
 
