@@ -47,10 +47,8 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-/// The demo tenant (`--demo`), compiled in so the binary needs no data directory.
-pub const DEMO_TENANT_YAML: &str = include_str!("../examples/acme.yaml");
-/// The demo tenant's id.
-pub const DEMO_TENANT_ID: &str = "acme";
+// The demo tenant is shipped with the presets (`authzd bench --demo` reads it too).
+pub use crate::model::presets::{DEMO_TENANT_ID, DEMO_TENANT_YAML};
 
 /// Runs the parsed command line; the process exit code.
 pub fn run(cli: Cli) -> ExitCode {

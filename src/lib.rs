@@ -3,7 +3,7 @@
 //! Crate map (the features that build each part are in brackets; see
 //! `docs/embedding.md`):
 //! - [`model`]: the access model as plain data (entities, mutations, validation, tenant files), and
-//!   [`model::presets`], the shipped application catalogs and tenant skeleton.
+//!   [`model::presets`], the shipped application catalogs, tenant skeleton and demo tenant.
 //! - [`policytest`]: `authzd test`, policy tests over tenant files.
 //! - [`proto`] (`follower`): the generated gRPC API (`proto/authzd/v1`), and its descriptor set for reflection.
 //! - [`engine`]: pure decisions over a compiled, immutable tenant view.
@@ -15,6 +15,7 @@
 //! - [`service`] (`server`): the gRPC services as thin handlers, proto ↔ model conversion and the one error → status mapping.
 //! - [`config`]: the server's validated configuration.
 //! - [`cli`]: the command line (`serve` and the client commands of the same binary).
+//! - [`console`]: what the client commands and `authzd bench` share: standard output that ends quietly on a closed pipe, their error, the Unix socket form of a server URL.
 //! - [`app`]: wiring: logging, start-up, listeners (TCP, Unix socket), graceful shutdown.
 //! - [`authority`]: the Unix socket's `:authority` fix, so that gRPC clients dialing a socket path are served.
 //! - [`watch`]: computed change streams per subscriber, bounded, with resync on lag.
@@ -49,6 +50,8 @@ pub mod authority;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod console;
 #[cfg(feature = "server")]
 pub mod decision_log;
 #[cfg(feature = "server")]

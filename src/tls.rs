@@ -13,9 +13,10 @@
 //! against it (never optional); ALPN offers HTTP/2 and HTTP/1.1 (gRPC-Web
 //! and JSON over HTTP/1.1 are served on the same listener).
 
-use crate::config::{TLS_HANDSHAKE_TIMEOUT, TlsConfig};
 use std::error::Error as StdError;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -23,6 +24,39 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, AlertDescription, CertificateError, RootCertStore};
 use tokio_stream::{Stream, StreamExt as _};
+
+/// TLS on the TCP listener: the server's certificate and key, and the CA
+/// client certificates must be signed by (mTLS), all PEM.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The server's private key.
+    pub key_pem: Vec<u8>,
+    /// When set, every client must present a certificate this CA signed.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"***")
+            .field("client_ca", &self.client_ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
+            .finish()
+    }
+}
+
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsConfig {
+    /// Checks that the certificate, key and CA are usable (they parse, and the
+    /// key is the certificate's): the listener's own settings are built.
+    pub fn check(&self) -> Result<(), String> {
+        server_config(self).map(|_| ())
+    }
+}
 
 /// The rustls settings of the listener, or why the certificate, key or CA
 /// cannot be used (in words, naming the setting).

@@ -3,6 +3,7 @@
 use super::client::Conn;
 use super::render::{print_changes, print_json, print_proto, proto_json};
 use super::{CliError, ClientArgs, read_file};
+use crate::console::{out, outln};
 use crate::model::Mutation;
 use crate::proto::authzd::v1 as pb;
 use crate::service::convert;

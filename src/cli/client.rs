@@ -2,6 +2,7 @@
 
 use super::CliError;
 use super::render::error_chain;
+use crate::console::unix_socket_path;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
 use crate::proto::authzd::v1::watch_service_client::WatchServiceClient;
@@ -116,13 +117,6 @@ fn client_tls(c: &ClientArgs) -> Result<Option<tonic::transport::ClientTlsConfig
     Ok(Some(tls))
 }
 
-/// The socket path of a `unix:///path` or `unix:/path` server, if it is one.
-pub fn unix_socket_path(server: &str) -> Option<&str> {
-    let rest = server.strip_prefix("unix:")?;
-    // `unix:///path` (URL form, empty authority) or `unix:/path`; `unix:path` is relative.
-    Some(rest.strip_prefix("//").unwrap_or(rest))
-}
-
 impl Conn {
     pub(super) async fn open(c: &ClientArgs) -> Result<Conn, CliError> {
         let connect = |message: String| CliError::Connect { server: c.server.clone(), message };
@@ -192,18 +186,4 @@ pub(super) async fn tls_problem(c: &ClientArgs) -> Option<String> {
     };
     let identity = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
     crate::tls::probe(&c.server, c.tls_server_name.as_deref(), &ca, identity).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unix_socket_path;
-
-    #[test]
-    fn unix_server_urls() {
-        assert_eq!(unix_socket_path("unix:///run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
-        assert_eq!(unix_socket_path("unix:/run/authzd/authzd.sock"), Some("/run/authzd/authzd.sock"));
-        assert_eq!(unix_socket_path("unix:authzd.sock"), Some("authzd.sock"));
-        assert_eq!(unix_socket_path("http://127.0.0.1:50051"), None);
-        assert_eq!(unix_socket_path("https://unix:443"), None);
-    }
 }

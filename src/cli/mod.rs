@@ -11,6 +11,7 @@
 //! acquire` refused, 1 any error, 2 usage, 141 standard output closed
 //! (`| head`: the command ends quietly, see [`output`]).
 
+use crate::console::rpc_message;
 use crate::proto::authzd::v1 as pb;
 use crate::service::convert;
 use admin::{export, import, tenants, write};
@@ -18,52 +19,11 @@ use check::{check, list, privileges};
 use clap::{Parser, Subcommand};
 use client::{connection_failed, tls_problem};
 use lock::lock;
-use render::{print_json, rpc_message};
+use render::print_json;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thiserror::Error;
 use watch::watch;
-
-/// The client commands' standard output. Every line they print goes through
-/// here: when the reader has gone (`authzd tenants --json | head -1`), the
-/// process ends at once, quietly, with exit code 141 (128 + SIGPIPE, what a
-/// shell reports for a writer killed by a closed pipe) instead of a panic.
-/// Any other write error ends it with exit code 1 and a message.
-pub mod output {
-    use std::io::Write as _;
-
-    /// Exit code of a client whose standard output was closed.
-    pub const CLOSED_PIPE: i32 = 141;
-
-    /// Writes `args` (and a newline) to standard output, or ends the process.
-    pub fn write(args: std::fmt::Arguments<'_>, newline: bool) {
-        let mut out = std::io::stdout().lock();
-        let result = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
-        // Lines reach a pipe as they are printed (`watch` output is read live).
-        if let Err(e) = result.and_then(|()| out.flush()) {
-            end(&e);
-        }
-    }
-
-    fn end(e: &std::io::Error) -> ! {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(CLOSED_PIPE);
-        }
-        eprintln!("error: cannot write to standard output: {e}");
-        std::process::exit(1);
-    }
-}
-
-/// `println!` for client output (see [`output`]).
-macro_rules! outln {
-    ($($arg:tt)*) => { $crate::cli::output::write(format_args!($($arg)*), true) };
-}
-/// `print!` for client output (see [`output`]).
-macro_rules! out {
-    ($($arg:tt)*) => { $crate::cli::output::write(format_args!($($arg)*), false) };
-}
-pub(crate) use outln;
 
 mod admin;
 mod check;
@@ -71,15 +31,16 @@ mod client;
 mod lock;
 mod offline;
 mod render;
-mod serve;
 mod watch;
 
+pub use crate::config::{ServeArgs, ServeFlags};
+// The client commands' output and error live below `cli` and `loadgen`, which share them.
+pub use crate::console::{CliError, output, unix_socket_path};
 pub use admin::{ExportArgs, ImportArgs, WriteArgs};
 pub use check::{CheckArgs, ListArgs, PrivilegesArgs};
-pub use client::{BearerToken, ClientArgs, unix_socket_path};
+pub use client::{BearerToken, ClientArgs};
 pub use lock::{LockAcquireArgs, LockAction, LockArgs, LockTokenArgs};
 pub use offline::{TestArgs, ValidateArgs, test, validate};
-pub use serve::{ServeArgs, ServeFlags};
 pub use watch::{WatchArgs, WatchCommon, WatchPrivilegesArgs, WatchRawArgs, WatchSubscription, WatchVisibleArgs};
 
 /// `authzd`: an authorization sidecar for contact-center software.
@@ -122,34 +83,6 @@ pub enum Command {
     Lock(LockArgs),
     /// Follow a change stream and print each event as a line, until Ctrl-C.
     Watch(WatchArgs),
-}
-
-/// Why a client command failed.
-#[derive(Debug, Error)]
-pub enum CliError {
-    /// Bad input on the command line or in a file.
-    #[error("{0}")]
-    Input(String),
-    /// The server cannot be reached.
-    #[error("cannot connect to `{server}`: {message}")]
-    Connect {
-        /// The server URL.
-        server: String,
-        /// Why.
-        message: String,
-    },
-    /// The server refused the call (or the connection failed under it: a
-    /// TLS refusal is then explained in words).
-    #[error("{}", rpc_message(.0))]
-    Rpc(#[from] tonic::Status),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
 }
 
 fn read_file(path: &PathBuf) -> Result<String, CliError> {

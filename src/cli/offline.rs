@@ -2,6 +2,7 @@
 
 use super::read_file;
 use super::render::print_json;
+use crate::console::outln;
 use crate::model::TenantFile;
 use clap::Args;
 use serde_json::{Value, json};

@@ -1,18 +1,9 @@
 //! How the client commands print: JSON (the proto3 mapping), decisions' evidence, reported changes, errors.
 
+use crate::console::outln;
 use crate::proto::authzd::v1 as pb;
 use crate::service::convert;
 use serde_json::{Value, json};
-
-/// A refused call as printed: the code and message, and when a TLS problem
-/// is among its causes (TLS 1.3 reports a refused client certificate on the
-/// first call, not at the handshake), that problem in words.
-pub(super) fn rpc_message(s: &tonic::Status) -> String {
-    match crate::tls::explain_chain(s, crate::tls::Side::Client) {
-        Some(words) => format!("{:?}: {}: {words}", s.code(), s.message()),
-        None => format!("{:?}: {}", s.code(), s.message()),
-    }
-}
 
 /// An error and its causes on one line (a TLS refusal is a cause of a cause),
 /// a TLS problem explained in words.

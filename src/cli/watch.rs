@@ -3,6 +3,7 @@
 use super::client::Conn;
 use super::render::{proto_json, time_text};
 use super::{CliError, ClientArgs, permission_arg};
+use crate::console::outln;
 use crate::proto::authzd::v1 as pb;
 use crate::service::convert;
 use clap::{Args, Subcommand};

@@ -19,10 +19,11 @@
 //! dropped line is reported (the writer did not keep up: the logged run did
 //! less work than logging everything).
 
-use super::report::{Report, WorkloadResult};
-use super::soak::{MetricsUrl, metric, metric_sum, scrape};
+use super::report::Report;
+use super::scrape::{MetricsUrl, metric, metric_sum, scrape};
+use super::tally::WorkloadResult;
 use super::{BenchArgs, Workload};
-use crate::cli::CliError;
+use crate::console::CliError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};

@@ -15,8 +15,7 @@
 //! back into `WatchEvent`s ([`super::httpjson::sse_subscriber`]); the writes stay
 //! gRPC.
 
-use super::report::WorkloadResult;
-use super::runner::{Live, Sample, Tally, progress};
+use super::tally::{Live, Sample, Tally, WorkloadResult, progress};
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Target, Token};
 use crate::engine::TenantView;
 use crate::model::{FolderId, Mutation, PersonId, Role, RoleId, RoleMembers, folders};
@@ -134,9 +133,9 @@ pub(super) fn followed_app(a: &BenchArgs, t: &Target) -> Result<String, String> 
 }
 
 /// The server's `process_cpu_seconds_total`.
-async fn server_cpu(url: &super::soak::MetricsUrl) -> Result<f64, String> {
-    let body = super::soak::scrape(url).await?;
-    super::soak::metric(&body, "process_cpu_seconds_total")
+async fn server_cpu(url: &super::scrape::MetricsUrl) -> Result<f64, String> {
+    let body = super::scrape::scrape(url).await?;
+    super::scrape::metric(&body, "process_cpu_seconds_total")
         .ok_or_else(|| format!("`http://{}{}` has no process_cpu_seconds_total", url.authority, url.path))
 }
 
@@ -399,7 +398,7 @@ async fn run_inner(
     }
     // The server's CPU time over the flips (with `--metrics-url`): what one
     // flip costs it, the floor of its latency on a server of one core.
-    let metrics = match a.metrics_url.as_deref().map(super::soak::parse_metrics_url).transpose()? {
+    let metrics = match a.metrics_url.as_deref().map(super::scrape::parse_metrics_url).transpose()? {
         Some(url) => Some((server_cpu(&url).await?, url)),
         None => None,
     };

@@ -14,8 +14,7 @@
 //! `--http2` for thousands.
 
 use super::pools::{Expect, Pools};
-use super::report::WorkloadResult;
-use super::runner::{Live, Sample, Tally, progress};
+use super::tally::{Live, Sample, Tally, WorkloadResult, progress};
 use super::{BenchArgs, Workload};
 use crate::proto::authzd::v1 as pb;
 use http::{Request, StatusCode};

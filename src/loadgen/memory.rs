@@ -8,8 +8,8 @@
 //! few in-process decision timings on the loaded view as a sanity check.
 
 use super::BenchArgs;
-use crate::cli::CliError;
-use crate::cli::outln;
+use crate::console::CliError;
+use crate::console::outln;
 use crate::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
 use crate::model::{Perm, TenantConfig, TenantId};
 use crate::synth::{self, Rng};

@@ -32,8 +32,9 @@
 //! listed ids; the privileges gained and lost). An error or a mismatch is
 //! counted and makes the exit code 1, so a server that fails fast, or answers
 //! wrongly, can never look fast. The modules: [`pools`] (requests and their
-//! expected answers), [`runner`] (the closed loop and its histograms),
-//! [`fanout`] (the watch workload), [`report`] (text and JSON),
+//! expected answers), [`tally`] (a workload's counters, histograms and
+//! figures), [`runner`] (the closed loop), [`fanout`] (the watch workload),
+//! [`scrape`] (the server's metrics), [`report`] (text and JSON),
 //! [`memory`] (`--memory-only`: resident memory and load time of a tenant
 //! built in-process).
 
@@ -44,9 +45,11 @@ pub mod memory;
 pub mod pools;
 pub mod report;
 pub mod runner;
+pub mod scrape;
 pub mod soak;
+pub mod tally;
 
-use crate::cli::CliError;
+use crate::console::CliError;
 use crate::engine::TenantView;
 use crate::model::{Mutation, TenantConfig, TenantFile, TenantId};
 use crate::proto::authzd::v1 as pb;
@@ -369,7 +372,7 @@ fn model_err(e: impl std::fmt::Display) -> CliError {
 
 fn target(a: &BenchArgs) -> Result<Target, CliError> {
     let (tenant, config, import) = if a.demo {
-        let file = TenantFile::from_yaml(crate::app::DEMO_TENANT_YAML).map_err(model_err)?;
+        let file = TenantFile::from_yaml(crate::model::presets::DEMO_TENANT_YAML).map_err(model_err)?;
         (file.tenant.id.0.clone(), file.to_config().map_err(model_err)?, Import::None)
     } else if let Some(path) = &a.tenant_file {
         let yaml = std::fs::read_to_string(path)
@@ -415,7 +418,7 @@ fn token(a: &BenchArgs) -> Result<Token, CliError> {
 /// Opens one HTTP/2 connection to the server (TCP or Unix socket).
 pub async fn connect(server: &str, unix_socket: Option<&std::path::Path>) -> Result<Channel, CliError> {
     // `--server unix:///path` (or `unix:/path`) is the same as `--unix-socket /path`.
-    let unix_socket = unix_socket.or_else(|| crate::cli::unix_socket_path(server).map(std::path::Path::new));
+    let unix_socket = unix_socket.or_else(|| crate::console::unix_socket_path(server).map(std::path::Path::new));
     let err = |message: String| CliError::Connect {
         server: unix_socket.map_or_else(|| server.to_owned(), |p| format!("unix:{}", p.display())),
         message,

@@ -1,80 +1,9 @@
 //! The results of `authzd bench`: a table on standard output, or JSON.
 
-use super::runner::Tally;
+pub use super::tally::WorkloadResult; // (public here before the move)
 use super::{BenchArgs, Target};
-use crate::cli::outln;
+use crate::console::outln;
 use serde_json::{Value, json};
-use std::time::Duration;
-
-/// The figures of one workload.
-#[derive(Debug, Clone)]
-pub struct WorkloadResult {
-    /// Workload name.
-    pub name: &'static str,
-    /// Measured calls answered correctly.
-    pub calls: u64,
-    /// Decisions (objects for listings, deliveries for watch) in them.
-    pub decisions: u64,
-    /// Failed calls.
-    pub errors: u64,
-    /// Wrong answers.
-    pub mismatches: u64,
-    /// Measured seconds.
-    pub seconds: f64,
-    /// Calls per second.
-    pub calls_per_sec: f64,
-    /// Decisions per second.
-    pub decisions_per_sec: f64,
-    /// Latency percentiles and maximum, in microseconds.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Maximum.
-    pub max_us: f64,
-    /// The first error and mismatch messages.
-    pub messages: Vec<String>,
-    /// Workload-specific figures.
-    pub extra: Value,
-    /// Why the workload failed although every answer was right (a soak that was not flat).
-    pub failed: Option<String>,
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1_000.0
-}
-
-impl WorkloadResult {
-    /// The figures of a merged tally over `measured` time.
-    pub fn from_tally(name: &'static str, t: Tally, measured: Duration) -> Self {
-        let seconds = measured.as_secs_f64();
-        let per_sec = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
-        let q = |x: f64| if t.latency.is_empty() { 0.0 } else { us(t.latency.value_at_quantile(x)) };
-        WorkloadResult {
-            name,
-            calls: t.calls,
-            decisions: t.decisions,
-            errors: t.errors,
-            mismatches: t.mismatches,
-            seconds,
-            calls_per_sec: per_sec(t.calls),
-            decisions_per_sec: per_sec(t.decisions),
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: if t.latency.is_empty() { 0.0 } else { us(t.latency.max()) },
-            messages: t.messages,
-            extra: Value::Null,
-            failed: None,
-        }
-    }
-
-    /// Whether it ran and every answer was right.
-    pub fn ok(&self) -> bool {
-        self.errors == 0 && self.mismatches == 0 && self.calls > 0 && self.failed.is_none()
-    }
-}
 
 /// Everything `authzd bench` measured.
 #[derive(Debug)]

@@ -4,148 +4,16 @@
 //! end; every answer is checked against its expected one.
 
 use super::pools::{IdHash, ListExpect, Pools};
-use super::report::WorkloadResult;
+use super::tally::WorkloadResult;
+pub use super::tally::{Live, Sample, Tally, histogram, progress}; // (public here before the move)
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Workload};
 use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
 use crate::proto::authzd::v1::read_service_client::ReadServiceClient;
-use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
-
-/// Error messages kept per workload (the first ones).
-const KEPT_ERRORS: usize = 5;
-
-/// The outcome of one call.
-pub enum Sample {
-    /// Answered correctly; how many decisions (or listed objects) it carried.
-    Ok(u64),
-    /// Answered, but not as the local view says.
-    Mismatch(u64, String),
-    /// Failed.
-    Error(String),
-}
-
-/// A latency histogram in nanoseconds (1 ns to 10 min, 3 significant digits).
-#[allow(clippy::expect_used)] // constant bounds that `new_with_bounds` accepts: it cannot fail
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Counters of one task (or of a whole workload once merged).
-pub struct Tally {
-    /// Latencies of measured calls.
-    pub latency: Histogram<u64>,
-    /// Measured calls.
-    pub calls: u64,
-    /// Decisions (or objects) in measured correct answers.
-    pub decisions: u64,
-    /// Failed calls (measured or not: a failure is never hidden by the warm-up).
-    pub errors: u64,
-    /// Wrong answers (measured or not).
-    pub mismatches: u64,
-    /// The first error and mismatch messages.
-    pub messages: Vec<String>,
-}
-
-impl Tally {
-    /// An empty tally.
-    pub fn new() -> Self {
-        Tally { latency: histogram(), calls: 0, decisions: 0, errors: 0, mismatches: 0, messages: Vec::new() }
-    }
-
-    fn note(&mut self, m: String) {
-        if self.messages.len() < KEPT_ERRORS {
-            self.messages.push(m);
-        }
-    }
-
-    /// Adds another tally.
-    pub fn merge(&mut self, o: Tally) {
-        let _ = self.latency.add(&o.latency);
-        self.calls += o.calls;
-        self.decisions += o.decisions;
-        self.errors += o.errors;
-        self.mismatches += o.mismatches;
-        for m in o.messages {
-            self.note(m);
-        }
-    }
-
-    /// Records one sample; `measured` calls count towards throughput and latency.
-    pub fn record(&mut self, s: Sample, latency: Duration, measured: bool, live: &Live) {
-        match s {
-            Sample::Ok(n) => {
-                live.done.fetch_add(1, Ordering::Relaxed);
-                if measured {
-                    self.calls += 1;
-                    self.decisions += n;
-                    let _ = self.latency.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1));
-                }
-            }
-            Sample::Mismatch(_, m) => {
-                live.done.fetch_add(1, Ordering::Relaxed);
-                live.mismatches.fetch_add(1, Ordering::Relaxed);
-                self.mismatches += 1;
-                self.note(format!("mismatch: {m}"));
-            }
-            Sample::Error(m) => {
-                live.errors.fetch_add(1, Ordering::Relaxed);
-                self.errors += 1;
-                self.note(format!("error: {m}"));
-            }
-        }
-    }
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Counters shared with the progress printer.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Answered calls.
-    pub done: AtomicU64,
-    /// Failed calls.
-    pub errors: AtomicU64,
-    /// Wrong answers.
-    pub mismatches: AtomicU64,
-}
-
-/// Prints a progress line every second until `until`.
-pub fn progress(
-    name: &'static str,
-    live: Arc<Live>,
-    start: Instant,
-    until: Instant,
-    quiet: bool,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if quiet {
-            return;
-        }
-        let mut last = 0;
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
-        while Instant::now() < until {
-            tick.tick().await;
-            let done = live.done.load(Ordering::Relaxed);
-            eprintln!(
-                "bench: {name}: {:>4.0} s  {:>9} calls/s  errors {}  mismatches {}",
-                start.elapsed().as_secs_f64(),
-                done - last,
-                live.errors.load(Ordering::Relaxed),
-                live.mismatches.load(Ordering::Relaxed)
-            );
-            last = done;
-        }
-    })
-}
 
 struct Clients {
     decisions: DecisionServiceClient<Channel>,

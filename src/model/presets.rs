@@ -7,6 +7,10 @@
 //! one application catalog plus that application's default groups, roles and
 //! entries. In group and folder names, `{tenant}` stands for the tenant's
 //! business name.
+//!
+//! The demo tenant ACME (`examples/acme.yaml`, [`DEMO_TENANT_YAML`]) is
+//! shipped here too: `authzd serve --demo` loads it, `authzd bench --demo`
+//! measures it.
 
 use super::{Catalog, FolderId, GroupId, ModelError, ModelResult, Mutation, Role, RoleId, RoleMembers};
 use serde::Deserialize;
@@ -25,6 +29,11 @@ pub const SOURCES: [(&str, &str); 6] = [
     ("advisors", include_str!("../../presets/advisors.yaml")),
     ("designer", include_str!("../../presets/designer.yaml")),
 ];
+
+/// The demo tenant (`--demo`), compiled in so the binary needs no data directory.
+pub const DEMO_TENANT_YAML: &str = include_str!("../../examples/acme.yaml");
+/// The demo tenant's id.
+pub const DEMO_TENANT_ID: &str = "acme";
 
 /// A role instantiated from a catalog's role template when a tenant is created.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,14 +1,13 @@
 //! The server's validated configuration.
 //!
 //! `authzd serve` flags (with `AUTHZD_*` environment fallbacks, see
-//! [`crate::cli::ServeFlags`]) and the optional configuration file
+//! [`ServeFlags`], defined here for the CLI to parse) and the optional configuration file
 //! (`--config`, YAML, its keys the flags' long names) are merged and checked
 //! once here and turned into a [`ServerConfig`]; the rest of the server never
 //! sees raw flags. Precedence: flags, then environment, then the file, then
 //! the defaults. Tests build a [`ServerConfig`] directly with
 //! [`ServerConfig::new`].
 
-use crate::cli::{ServeArgs, ServeFlags};
 use crate::http::HttpSettings;
 use crate::replica::Limits;
 use crate::replica::Retention;
@@ -22,6 +21,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
+
+mod serve;
+
+pub use serve::{ServeArgs, ServeFlags};
+
+// The listener's TLS settings belong to `crate::tls`, which builds the
+// listener from them (so it need not import this module); they stay part of
+// the configuration here.
+pub use crate::tls::{TLS_HANDSHAKE_TIMEOUT, TlsConfig};
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -61,39 +69,6 @@ pub enum ConfigError {
         /// What is wrong (naming the key).
         message: String,
     },
-}
-
-/// TLS on the TCP listener: the server's certificate and key, and the CA
-/// client certificates must be signed by (mTLS), all PEM.
-#[derive(Clone)]
-pub struct TlsConfig {
-    /// The server's certificate chain.
-    pub cert_pem: Vec<u8>,
-    /// The server's private key.
-    pub key_pem: Vec<u8>,
-    /// When set, every client must present a certificate this CA signed.
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
-            .field("key_pem", &"***")
-            .field("client_ca", &self.client_ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
-            .finish()
-    }
-}
-
-/// Longest a TLS handshake may take before the connection is dropped.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl TlsConfig {
-    /// Checks that the certificate, key and CA are usable (they parse, and the
-    /// key is the certificate's): the listener's own settings are built.
-    pub fn check(&self) -> Result<(), String> {
-        crate::tls::server_config(self).map(|_| ())
-    }
 }
 
 /// Everything `authzd serve` needs, validated.
