@@ -1,6 +1,6 @@
 //! The results of `authzd bench`: a table on standard output, or JSON.
 
-pub use super::tally::WorkloadResult; // (public here before the move)
+use super::tally::WorkloadResult;
 use super::{BenchArgs, Target};
 use crate::console::outln;
 use serde_json::{Value, json};

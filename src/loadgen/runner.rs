@@ -5,7 +5,7 @@
 
 use super::pools::{IdHash, ListExpect, Pools};
 use super::tally::WorkloadResult;
-pub use super::tally::{Live, Sample, Tally, histogram, progress}; // (public here before the move)
+use super::tally::{Live, Sample, Tally, progress};
 use super::{BenchArgs, MAX_MESSAGE_BYTES, Workload};
 use crate::proto::authzd::v1::decision_service_client::DecisionServiceClient;
 use crate::proto::authzd::v1::read_service_client::ReadServiceClient;

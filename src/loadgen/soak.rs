@@ -31,7 +31,7 @@
 //! mismatches are.
 
 use super::pools::{Expect, IdHash, ListExpect, Pools};
-pub use super::scrape::{MetricsUrl, metric, metric_sum, parse_metrics_url, scrape}; // (public here before the move)
+use super::scrape::{MetricsUrl, metric, parse_metrics_url, scrape};
 use super::tally::{Tally, WorkloadResult};
 use super::{BenchArgs, Import, MAX_MESSAGE_BYTES, Target, Token};
 use crate::engine::TenantView;
@@ -875,25 +875,6 @@ async fn subscription(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_urls() {
-        let u = parse_metrics_url("http://127.0.0.1:9090").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("127.0.0.1:9090", "/metrics"));
-        let u = parse_metrics_url("localhost:9/m").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("localhost:9", "/m"));
-        assert!(parse_metrics_url("https://x:1").unwrap_err().starts_with("--metrics-url"));
-        assert!(parse_metrics_url("http://nohost").unwrap_err().starts_with("--metrics-url"));
-    }
-
-    #[test]
-    fn metric_lines() {
-        let body =
-            "# TYPE process_open_fds gauge\nprocess_open_fds 12\nx_total{a=\"1\"} 2\nx_total{a=\"2\"} 3\nx_totally 9\n";
-        assert_eq!(metric(body, "process_open_fds"), Some(12.0));
-        assert_eq!(metric(body, "process_open"), None);
-        assert_eq!(metric_sum(body, "x_total"), 5.0);
-    }
 
     fn args(extra: &[&str]) -> BenchArgs {
         use clap::Parser as _;
