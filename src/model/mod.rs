@@ -2,6 +2,7 @@
 //! entities, a tenant's configuration, the mutations that change it, its
 //! validation and its file format. No I/O and no decisions live here.
 
+pub mod apply;
 pub mod config;
 pub mod entity;
 pub mod error;
