@@ -21,6 +21,7 @@ use crate::model::{self, ObjectKey, Perm, Revision, TenantConfig};
 use crate::proto::authzd::v1 as pb;
 pub use crate::proto::convert::*;
 use crate::replica::Precondition;
+use crate::snapshot::TenantState;
 use base64::Engine as _;
 
 // ------------------------------------------------------------------ decisions
@@ -343,6 +344,19 @@ pub fn parse_object_spec(spec: &str) -> Option<(&str, &str)> {
 
 /// Re-exported for the handlers: the engine's listing request.
 pub use engine::ListRequest;
+
+/// Where the person's privileges in the request's application come from.
+fn source_of(state: &TenantState, r: &CheckRequest<'_>) -> Option<PrivilegeSource> {
+    let app = r.application?;
+    state.view.effective_privileges(r.subject, app).ok().map(|e| e.source)
+}
+
+/// Decides `r` on `state` with evidence.
+pub(crate) fn explained(state: &TenantState, r: &CheckRequest<'_>) -> (Decision, pb::Evidence) {
+    let ex = state.view.explain(r);
+    let evidence = evidence(&ex, r, &state.config, source_of(state, r).as_ref());
+    (ex.decision, evidence)
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -8,10 +8,9 @@
 //! since an empty answer would hide the typo.
 
 use super::convert;
-use super::read::next_token;
+use super::page::{next_token, page_state};
 use super::status::{ServiceError, ServiceResult, not_found};
-use crate::engine::{CheckRequest, Decision, ListRequest, PrivilegeSource, Reason};
-use crate::model::Revision;
+use crate::engine::{Decision, ListRequest, Reason};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::decision_service_server::DecisionService;
 use crate::replica::{Replica, cpu};
@@ -50,58 +49,6 @@ impl Decisions {
 /// Pages larger than this are listed off the async workers.
 const LARGE_PAGE: usize = 1_000;
 
-/// The state one page of a listing is answered from. A first page (no token)
-/// reads the tenant's current state once `at_least` is reached; a continuation
-/// reads the very state its first page was read from, the one at the token's
-/// revision, so the pages of one listing never mix revisions. When that state
-/// is no longer kept ([`crate::snapshot::PageRetention`]) the continuation is
-/// refused with `FAILED_PRECONDITION`, never answered from another revision.
-pub(crate) async fn page_state(
-    replica: &Replica,
-    tenant: &str,
-    at_least: Revision,
-    token: Option<Revision>,
-) -> ServiceResult<TenantState> {
-    let Some(pinned) = token else {
-        replica.wait_for(at_least).await?;
-        return replica.state(tenant).map_err(|r| not_found(r, tenant, "", ""));
-    };
-    if at_least > pinned {
-        return Err(ServiceError::FailedPrecondition(format!(
-            "page_token: the listing began at revision `{pinned}`, older than at_least_revision `{at_least}`; \
-             start the listing again with an empty page_token"
-        )));
-    }
-    replica.wait_for(pinned).await?;
-    match replica.snapshot().state_at(tenant, pinned) {
-        Ok(Some(state)) => Ok(state),
-        Ok(None) => {
-            let keep = replica.snapshot().page_retention();
-            Err(ServiceError::FailedPrecondition(format!(
-                "page_token: the listing began at revision `{pinned}`, which this replica no longer keeps (it keeps \
-                 the last {} replaced states of a tenant that listings began on, each for {} s); start the listing \
-                 again with an empty page_token",
-                keep.revisions,
-                keep.ttl.as_secs_f64()
-            )))
-        }
-        Err(r) => Err(not_found(r, tenant, "", "")),
-    }
-}
-
-/// Where the person's privileges in the request's application come from.
-fn source_of(state: &TenantState, r: &CheckRequest<'_>) -> Option<PrivilegeSource> {
-    let app = r.application?;
-    state.view.effective_privileges(r.subject, app).ok().map(|e| e.source)
-}
-
-/// Decides `r` on `state` with evidence.
-pub(crate) fn explained(state: &TenantState, r: &CheckRequest<'_>) -> (Decision, pb::Evidence) {
-    let ex = state.view.explain(r);
-    let evidence = convert::evidence(&ex, r, &state.config, source_of(state, r).as_ref());
-    (ex.decision, evidence)
-}
-
 #[tonic::async_trait]
 impl DecisionService for Decisions {
     async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
@@ -112,7 +59,7 @@ impl DecisionService for Decisions {
         let response = if req.explain {
             match self.replica.state(&req.tenant) {
                 Ok(state) => {
-                    let (d, evidence) = explained(&state, &check);
+                    let (d, evidence) = convert::explained(&state, &check);
                     convert::check_response(d, Some(evidence))
                 }
                 Err(reason) => {
@@ -146,7 +93,7 @@ impl DecisionService for Decisions {
                     .iter()
                     .map(|c| {
                         let (d, evidence) = if req.explain {
-                            let (d, e) = explained(&state, c);
+                            let (d, e) = convert::explained(&state, c);
                             (d, Some(e))
                         } else {
                             (state.view.check(c), None)
@@ -261,7 +208,7 @@ impl DecisionService for Decisions {
         self.replica.wait_for(req.at_least_revision).await?;
         let check = convert::explain_request(&req)?;
         let (d, evidence) = match self.replica.state(&req.tenant) {
-            Ok(state) => explained(&state, &check),
+            Ok(state) => convert::explained(&state, &check),
             Err(reason) => (Decision::new(reason, self.replica.snapshot().revision()), pb::Evidence::default()),
         };
         Ok(Response::new(pb::ExplainResponse {

@@ -13,6 +13,8 @@
 //! - [`watch`]: `WatchService` (computed and raw change streams) and the
 //!   fan-out that feeds it from the replica.
 //! - [`convert`]: proto ↔ model, the only place wire types are read or built.
+//! - [`page`]: the state a page of a listing is read from, and the token to
+//!   the next page (shared by `decision` and `read`).
 //! - [`status`]: the layer's error enum, the replica's error mapped into it,
 //!   and its one mapping to `tonic::Status`.
 //!
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod auth;
 pub mod convert;
 pub mod decision;
+pub mod page;
 pub mod read;
 pub mod status;
 pub mod watch;

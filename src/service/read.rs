@@ -10,7 +10,7 @@
 //! first page was read from (or are refused when it is no longer kept).
 
 use super::convert;
-use super::decision::{explained, page_state};
+use super::page::{next_token, page_state};
 use super::status::not_found;
 use super::status::{ServiceError, ServiceResult};
 use crate::engine::{CheckRequest, HolderSource, Reason};
@@ -312,16 +312,6 @@ fn lookup_error(reason: Reason, tenant: &str, r: &CheckRequest<'_>) -> ServiceEr
     }
 }
 
-/// The continuation token of a page read from `state` (empty at the end);
-/// a continuation marks the state as listed, so it is kept for the next pages.
-pub(crate) fn next_token(state: &TenantState, revision: u64, next: Option<&str>) -> String {
-    next.map(|id| {
-        state.mark_listed();
-        convert::encode_page_token(revision, id)
-    })
-    .unwrap_or_default()
-}
-
 /// The holder of a privilege as sent: its roles with how it holds each
 /// (directly, through which of its groups).
 fn holder_pb(c: &TenantConfig, h: &crate::engine::Holder<'_>) -> pb::PrivilegeHolder {
@@ -460,7 +450,7 @@ impl ReadService for Reads {
                 .iter()
                 .map(|s| {
                     r.subject = s.person;
-                    let (_, evidence) = explained(&state, &r);
+                    let (_, evidence) = convert::explained(&state, &r);
                     pb::AllowedSubject {
                         person: s.person.to_owned(),
                         reason: convert::reason(s.reason) as i32,
