@@ -12,7 +12,7 @@ use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::admin_service_client::AdminServiceClient;
 use crate::proto::authzd::v1::admin_service_server::AdminService;
 use crate::replica::{Batch, LockRequest, Replica, WriteOutcome, WriteRequest};
-use crate::store::{AnyStore, LockOutcome, UpstreamStore};
+use crate::store::{AnyStore, LockOutcome, StoreError, UpstreamStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -94,7 +94,12 @@ impl Admin {
         F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let response = upstream.forward(request, call).await?;
+        let response = upstream.forward(request, call).await.map_err(|e| match e {
+            StoreError::Unavailable { url, message } => {
+                ServiceError::Unavailable(format!("the upstream `{url}` cannot be reached: {message}"))
+            }
+            other => ServiceError::Store(other),
+        })??;
         let at = revision(response.get_ref());
         if let Err(e) = self.replica.wait_for(at).await {
             tracing::warn!(revision = at, error = %e, "a forwarded change has not reached this follower yet");

@@ -120,10 +120,16 @@ impl UpstreamStore {
         self.inner.upstream.url()
     }
 
-    /// How far behind the upstream this follower is.
+    /// How far behind the upstream this follower is, now (the wall clock's:
+    /// the upstream's commit times are its wall clock's).
     pub fn lag(&self) -> FollowerLag {
         let f = self.inner.feed();
-        FollowerLag::of(self.inner.upstream_head.load(Ordering::Relaxed), f.head, f.last_committed_at)
+        FollowerLag::of(
+            self.inner.upstream_head.load(Ordering::Relaxed),
+            f.head,
+            f.last_committed_at,
+            SystemTime::now(),
+        )
     }
 
     /// Wake-ups for the replica's tailer: every batch and lock event received.
@@ -141,8 +147,13 @@ impl UpstreamStore {
     /// Sends a write-like admin call to the upstream with the caller's
     /// credential (its `authorization` header; the follower's own upstream
     /// token when the caller sent none), and returns the upstream's answer
-    /// as it is, error or not.
-    pub async fn forward<Req, Resp, F, Fut>(&self, request: Request<Req>, call: F) -> Result<Response<Resp>, Status>
+    /// as it is, error or not; [`StoreError::Unavailable`] when the call
+    /// never reached the upstream (a transport error).
+    pub async fn forward<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        call: F,
+    ) -> StoreResult<Result<Response<Resp>, Status>>
     where
         F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
@@ -153,19 +164,18 @@ impl UpstreamStore {
         if let Some(c) = credential {
             forwarded.metadata_mut().insert("authorization", c);
         }
-        call(self.inner.upstream.admin(), forwarded).await.map_err(|s| {
-            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) && s.message().contains("transport")
+        match call(self.inner.upstream.admin(), forwarded).await {
+            Err(s)
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                    && s.message().contains("transport") =>
             {
-                crate::service::ServiceError::Unavailable(format!(
-                    "the upstream `{}` cannot be reached: {}",
-                    self.inner.upstream.url(),
-                    s.message()
-                ))
-                .status()
-            } else {
-                s
+                Err(StoreError::Unavailable {
+                    url: self.inner.upstream.url().to_owned(),
+                    message: s.message().to_owned(),
+                })
             }
-        })
+            answer => Ok(answer),
+        }
     }
 
     /// Exports every tenant of the upstream and starts the stream over from
