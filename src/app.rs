@@ -203,7 +203,7 @@ impl Server {
                     .await
                     .context("cannot load the snapshot")?
             }
-            Some(upstream) => open_follower(upstream, &config.limits).await?,
+            Some(upstream) => open_follower(upstream, &config.limits, &config.clock).await?,
         });
         // Before any write (the demo import included): change streams see every batch.
         let watch = Fanout::new(Arc::clone(&replica), config.watch);
@@ -519,13 +519,14 @@ impl Server {
 async fn open_follower(
     upstream: &crate::store::UpstreamSettings,
     limits: &crate::replica::Limits,
+    clock: &Arc<dyn crate::replica::Clock>,
 ) -> anyhow::Result<Replica> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let store = AnyStore::Upstream(
             crate::store::UpstreamStore::open(upstream).with_context(|| format!("cannot follow `{}`", upstream.url))?,
         );
-        match Replica::open(store.clone(), limits.clone()).await {
+        match Replica::open_with_clock(store.clone(), limits.clone(), Arc::clone(clock)).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 store.close().await;

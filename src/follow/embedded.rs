@@ -184,7 +184,12 @@ impl Follower {
     /// How far behind the upstream this follower is.
     pub fn lag(&self) -> FollowerLag {
         let s = self.inner.state();
-        FollowerLag::of(self.inner.upstream_head.load(Ordering::Relaxed), s.head, s.last_committed_at)
+        FollowerLag::of(
+            self.inner.upstream_head.load(Ordering::Relaxed),
+            s.head,
+            s.last_committed_at,
+            SystemTime::now(),
+        )
     }
 
     /// Checks `request` in `tenant` on the current view: a function call,

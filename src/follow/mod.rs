@@ -223,14 +223,18 @@ pub struct FollowerLag {
 
 impl FollowerLag {
     /// The lag of a follower at `head`, whose upstream is at `upstream_head`,
-    /// and whose last batch was committed upstream at `last_committed_at`.
-    pub fn of(upstream_head: Revision, head: Revision, last_committed_at: Option<SystemTime>) -> FollowerLag {
+    /// and whose last batch was committed upstream at `last_committed_at`,
+    /// as of `now`.
+    pub fn of(
+        upstream_head: Revision,
+        head: Revision,
+        last_committed_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> FollowerLag {
         let revisions = upstream_head.saturating_sub(head);
         let millis = match (revisions, last_committed_at) {
             (0, _) | (_, None) => 0,
-            (_, Some(at)) => {
-                SystemTime::now().duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
+            (_, Some(at)) => now.duration_since(at).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         };
         FollowerLag { revisions, millis }
     }

@@ -4,6 +4,7 @@ use super::fanout::{Fanout, OpenStream, Registration, Side};
 use super::{Out, Sent, checkpoint_event, event, shutting_down};
 use crate::model::Revision;
 use crate::proto::authzd::v1 as pb;
+use crate::replica::Clock;
 use crate::service::convert;
 use crate::service::status::ServiceError;
 use crate::watch::{Resync, State, Subscriber, Update};
@@ -49,7 +50,7 @@ fn parts<T: prost::Message>(items: Vec<T>, limit: usize) -> Vec<Vec<T>> {
 }
 
 /// The events of one hub update.
-fn update_events(shape: &Shape, u: Update, part_bytes: usize) -> Vec<pb::WatchEvent> {
+fn update_events(shape: &Shape, u: Update, part_bytes: usize, clock: &dyn Clock) -> Vec<pb::WatchEvent> {
     use pb::watch_event::Event;
     match u {
         Update::Full { revision, reason, state } => {
@@ -124,7 +125,7 @@ fn update_events(shape: &Shape, u: Update, part_bytes: usize) -> Vec<pb::WatchEv
                 })
                 .collect()
         }
-        Update::Checkpoint { revision } => vec![checkpoint_event(revision)],
+        Update::Checkpoint { revision } => vec![checkpoint_event(revision, clock)],
     }
 }
 
@@ -143,7 +144,7 @@ pub(super) async fn run_computed(
     // The first update is the initial state, queued by `subscribe`.
     let Some(first) = sub.next().await else { return };
     let initial = update_revision(&first);
-    match out.send_all(update_events(&shape, first, part_bytes)).await {
+    match out.send_all(update_events(&shape, first, part_bytes, fanout.replica.clock())).await {
         Sent::Ok => {}
         Sent::Gone => return,
         Sent::Closing => return out.end(shutting_down()),
@@ -186,7 +187,7 @@ pub(super) async fn run_computed(
                         events.push(s.event());
                     }
                 }
-                events.extend(update_events(&shape, u, part_bytes));
+                events.extend(update_events(&shape, u, part_bytes, fanout.replica.clock()));
                 events
             }
             Step::Pending => pending.take().filter(|s| !stale(s)).map(|s| vec![s.event()]).unwrap_or_default(),
@@ -230,7 +231,7 @@ mod tests {
             properties: Default::default(),
         });
         let u = Update::Full { revision: 7, reason: Resync::Initial, state: State::Objects(objects.collect()) };
-        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 4096);
+        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 4096, &crate::replica::SystemClock);
         assert!(events.len() > 5);
         let mut ids = Vec::new();
         for (i, e) in events.iter().enumerate() {
@@ -248,7 +249,7 @@ mod tests {
     #[test]
     fn an_empty_state_is_one_complete_snapshot() {
         let u = Update::Full { revision: 3, reason: Resync::Initial, state: State::Denied(Reason::UnknownSubject) };
-        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 4096);
+        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 4096, &crate::replica::SystemClock);
         assert_eq!(events.len(), 1);
         let Some(pb::watch_event::Event::Snapshot(s)) = &events[0].event else { panic!() };
         assert!(s.complete);
@@ -265,7 +266,7 @@ mod tests {
         });
         let lost = (0..300).map(|i| format!("l{i:03}")).collect();
         let u = Update::Objects { revision: 9, gained: gained.collect(), lost };
-        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 1024);
+        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 1024, &crate::replica::SystemClock);
         let (mut g, mut l) = (0, 0);
         for e in &events {
             let Some(pb::watch_event::Event::VisibleObjectsChanged(c)) = &e.event else { panic!() };
@@ -277,7 +278,7 @@ mod tests {
         assert_eq!((g, l), (300, 300));
         // Only lost: still sent.
         let u = Update::Objects { revision: 10, gained: vec![], lost: vec!["x".into()] };
-        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 1024);
+        let events = update_events(&Shape::Objects { kind: "Metric".into() }, u, 1024, &crate::replica::SystemClock);
         assert_eq!(events.len(), 1);
     }
 }

@@ -73,11 +73,11 @@ use crate::engine::{ListRequest, Reason};
 use crate::model::{Perm, Revision};
 use crate::proto::authzd::v1 as pb;
 use crate::proto::authzd::v1::watch_service_server::WatchService;
+use crate::replica::Clock;
 use crate::watch::WatchSpec;
 use computed::{Shape, run_computed};
 use raw::{RawFilter, RawStart, run_raw};
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tonic::{Request, Response, Status};
@@ -96,8 +96,9 @@ fn event(e: pb::watch_event::Event) -> pb::WatchEvent {
     pb::WatchEvent { event: Some(e) }
 }
 
-fn checkpoint_event(revision: Revision) -> pb::WatchEvent {
-    event(pb::watch_event::Event::Checkpoint(pb::Checkpoint { revision, time: Some(SystemTime::now().into()) }))
+/// A checkpoint at `revision`, stamped with `clock`'s time (the replica's).
+fn checkpoint_event(revision: Revision, clock: &dyn Clock) -> pb::WatchEvent {
+    event(pb::watch_event::Event::Checkpoint(pb::Checkpoint { revision, time: Some(clock.now().into()) }))
 }
 
 fn shutting_down() -> Status {

@@ -117,7 +117,7 @@ pub(super) async fn run_raw(
     // Every batch up to `cursor` has been sent (or did not match the filter).
     let mut cursor = match start {
         RawStart::Now => {
-            match out.send(checkpoint_event(now)).await {
+            match out.send(checkpoint_event(now, fanout.replica.clock())).await {
                 Sent::Ok => {}
                 Sent::Gone => return,
                 Sent::Closing => return out.end(shutting_down()),
@@ -197,7 +197,7 @@ pub(super) async fn run_raw(
                 }
                 // Every batch up to `r` was queued before this checkpoint.
                 cursor = r;
-                checkpoint_event(r)
+                checkpoint_event(r, fanout.replica.clock())
             }
             None => {
                 if lagged.load(Ordering::Acquire) {
