@@ -82,7 +82,7 @@ impl TenantView {
         if !person.enabled {
             return Reason::DisabledSubject;
         }
-        match self.resolve(r) {
+        match self.resolve_well_formed(r) {
             Ok(q) => self.decide(person, &q),
             Err(reason) => reason,
         }
@@ -94,6 +94,11 @@ impl TenantView {
         if malformed(r) {
             return Err(Reason::InvalidRequest);
         }
+        self.resolve_well_formed(r)
+    }
+
+    /// [`Self::resolve`] of a request already known not to be [`malformed`].
+    fn resolve_well_formed(&self, r: &CheckRequest<'_>) -> Result<Resolved, Reason> {
         let node = match r.object {
             Some(o) => {
                 if o.tenant.is_some_and(|t| t != self.tenant) {
