@@ -127,6 +127,7 @@ conformance!(sqlite, open_sqlite:
     the_replicas_clock_stamps_the_store,
     retention_primitives,
     one_replica_at_a_time_holds_the_compaction_lock,
+    a_retention_round_leaves_the_compaction_lock_free,
     appends_get_consecutive_revisions,
     read_since_order_and_limit,
     expected_head_conflict_writes_nothing,
@@ -147,6 +148,7 @@ conformance!(postgres, open_postgres:
     the_replicas_clock_stamps_the_store,
     retention_primitives,
     one_replica_at_a_time_holds_the_compaction_lock,
+    a_retention_round_leaves_the_compaction_lock_free,
     appends_get_consecutive_revisions,
     read_since_order_and_limit,
     expected_head_conflict_writes_nothing,
@@ -523,6 +525,24 @@ async fn one_replica_at_a_time_holds_the_compaction_lock(h: &Harness) {
         }
     } else {
         assert!(second.is_some(), "SQLite: one replica per file, always granted");
+    }
+    other.close().await;
+}
+
+/// A retention round gives the compaction lock back before it returns: the
+/// next round, on any connection of any replica, gets it at once (a dropped
+/// PostgreSQL transaction is rolled back only when its connection is next
+/// used, so a round that merely dropped it left the lock held meanwhile).
+async fn a_retention_round_leaves_the_compaction_lock_free(h: &Harness) {
+    use authzd::replica::{Limits, Replica};
+    let other = h.reopen().await;
+    let replica = Replica::open(h.store.clone(), Limits::default()).await.unwrap();
+    for round in 0..20 {
+        let r = replica.enforce_retention(Duration::from_secs(3_600), at(round)).await.unwrap();
+        assert!(r.ran, "round {round}: this replica's own last round still holds the lock");
+        let lock = other.try_compaction_lock().await.unwrap();
+        assert!(lock.is_some(), "round {round}: the lock is still held after the round returned");
+        lock.unwrap().release().await;
     }
     other.close().await;
 }

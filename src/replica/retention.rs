@@ -96,9 +96,16 @@ impl Replica {
     /// A round that ran is logged at info and counted in
     /// [`Replica::retention_stats`].
     pub async fn enforce_retention(&self, keep: Duration, now: SystemTime) -> ReplicaResult<RetentionRound> {
-        let Some(_lock) = self.store.try_compaction_lock().await? else {
+        let Some(lock) = self.store.try_compaction_lock().await? else {
             return Ok(RetentionRound::default());
         };
+        let round = self.retention_round(keep, now).await;
+        lock.release().await;
+        round
+    }
+
+    /// [`Self::enforce_retention`] with the compaction lock held.
+    async fn retention_round(&self, keep: Duration, now: SystemTime) -> ReplicaResult<RetentionRound> {
         let cutoff = self.store.revision_before(now.checked_sub(keep).unwrap_or(UNIX_EPOCH)).await?;
         let mut checkpoints = 0;
         if cutoff > 0 {

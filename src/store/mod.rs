@@ -504,6 +504,20 @@ pub struct CompactionLock {
     tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
 }
 
+impl CompactionLock {
+    /// Releases the lock now. PostgreSQL: rolls the transaction back and
+    /// waits for it. Dropping the lock releases it too, but only when its
+    /// connection is next used (the pool queues the rollback), so until then
+    /// every other round, this replica's next included, finds it held.
+    pub async fn release(mut self) {
+        if let Some(tx) = self.tx.take()
+            && let Err(e) = tx.rollback().await
+        {
+            tracing::warn!(error = %e, "cannot release the compaction lock now; it goes when its connection is next used");
+        }
+    }
+}
+
 impl std::fmt::Debug for CompactionLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompactionLock").field("postgres", &self.tx.is_some()).finish()
