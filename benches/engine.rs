@@ -10,12 +10,16 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use authzd::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
+use authzd::engine::{CheckRequest, ObjectRef, TenantView};
 use authzd::model::{GroupId, Mutation, Perm, PersonId, types};
-use authzd::synth::{self, Rng, SynthParams};
+use authzd::synth::{self, SynthParams};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Instant;
+
+#[path = "common/requests.rs"]
+mod requests;
+use requests::{CYCLE, Requests, all_metrics};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -52,49 +56,29 @@ fn bench(c: &mut Criterion) {
     );
 
     // Many different requests, cycled, so the benchmark is not one cached answer.
-    let mut rng = Rng::new(7);
-    let persons: Vec<String> = (0..4096).map(|_| synth::person_id(rng.below(p.persons))).collect();
-    let privs: Vec<String> = (0..4096).map(|_| synth::privilege_name(rng.below(p.privileges))).collect();
-    let metrics: Vec<String> = (0..4096).map(|_| synth::metric_id(rng.below(p.metrics))).collect();
+    let q = Requests::new(&p);
 
     let mut i = 0usize;
     c.bench_function("check/privilege", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            let r = CheckRequest {
-                subject: &persons[i],
-                application: Some(synth::APP),
-                privilege: Some(&privs[i]),
-                ..Default::default()
-            };
+            i = (i + 1) & (CYCLE - 1);
+            let r = q.privilege(i);
             black_box(view.check(black_box(&r)))
         })
     });
     let mut i = 0usize;
     c.bench_function("check/object", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            let r = CheckRequest {
-                subject: &persons[i],
-                permission: Some(Perm::Read),
-                object: Some(ObjectRef { kind: types::METRIC, id: &metrics[(i * 7) & 4095], tenant: None }),
-                ..Default::default()
-            };
+            i = (i + 1) & (CYCLE - 1);
+            let r = q.object(i);
             black_box(view.check(black_box(&r)))
         })
     });
     let mut i = 0usize;
     c.bench_function("check/object_with_app_and_privilege", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            let r = CheckRequest {
-                subject: &persons[i],
-                application: Some(synth::APP),
-                permission: Some(Perm::Read),
-                object: Some(ObjectRef { kind: types::METRIC, id: &metrics[(i * 7) & 4095], tenant: None }),
-                privilege: Some(&privs[i]),
-                property: None,
-            };
+            i = (i + 1) & (CYCLE - 1);
+            let r = q.object_with_app_and_privilege(i);
             black_box(view.check(black_box(&r)))
         })
     });
@@ -103,16 +87,8 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     g.bench_function("all_metrics_one_person", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            let r = ListRequest {
-                subject: &persons[i],
-                kind: types::METRIC,
-                folder: None,
-                permission: Perm::Read,
-                application: None,
-                after: None,
-                limit: usize::MAX,
-            };
+            i = (i + 1) & (CYCLE - 1);
+            let r = all_metrics(&q.persons[i]);
             black_box(view.list_visible(&r).map(|p| p.items.len()))
         })
     });
@@ -121,16 +97,8 @@ fn bench(c: &mut Criterion) {
     let mut lists = 0usize;
     g.bench_function("all_metrics_one_person_borrowed", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            let r = ListRequest {
-                subject: &persons[i],
-                kind: types::METRIC,
-                folder: None,
-                permission: Perm::Read,
-                application: None,
-                after: None,
-                limit: usize::MAX,
-            };
+            i = (i + 1) & (CYCLE - 1);
+            let r = all_metrics(&q.persons[i]);
             let n = view.list_visible_refs(&r).map(|p| p.items.len()).unwrap_or(0);
             total += n;
             lists += 1;
@@ -147,21 +115,10 @@ fn bench(c: &mut Criterion) {
     // (the same items, `VisibleRef`s borrowed from the view), the engine
     // lists from scratch. The ratio of the two is what the README states.
     // (`baseline_ids` copies only the precomputed ids, for scale.)
-    fn all_of(subject: &str) -> ListRequest<'_> {
-        ListRequest {
-            subject,
-            kind: types::METRIC,
-            folder: None,
-            permission: Perm::Read,
-            application: None,
-            after: None,
-            limit: usize::MAX,
-        }
-    }
     let mut persons_all: Vec<String> = (0..p.persons).map(synth::person_id).collect();
     persons_all.sort();
     let counts: Vec<usize> =
-        persons_all.iter().map(|s| view.visible_ids(&all_of(s)).map(|v| v.len()).unwrap_or(0)).collect();
+        persons_all.iter().map(|s| view.visible_ids(&all_metrics(s)).map(|v| v.len()).unwrap_or(0)).collect();
     let most = counts.iter().copied().max().unwrap_or(0);
     let per_folder = p.metrics / synth::metric_folders().len().max(1);
     // One folder (~6.7k), two folders (~13.3k), and the most any person sees.
@@ -187,8 +144,10 @@ fn bench(c: &mut Criterion) {
             eprintln!("list_vs_baseline/{size}: no person of that size in the tenant");
             continue;
         }
-        let precomputed: Vec<Vec<authzd::engine::VisibleRef<'_>>> =
-            people.iter().map(|s| view.list_visible_refs(&all_of(s)).map(|p| p.items).unwrap_or_default()).collect();
+        let precomputed: Vec<Vec<authzd::engine::VisibleRef<'_>>> = people
+            .iter()
+            .map(|s| view.list_visible_refs(&all_metrics(s)).map(|p| p.items).unwrap_or_default())
+            .collect();
         let counts: Vec<usize> = precomputed.iter().map(Vec::len).collect();
         eprintln!("list_vs_baseline/{size}: persons {people:?} see {counts:?} metrics");
         let mut i = 0usize;
@@ -216,7 +175,9 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("engine/{size}"), |b| {
             b.iter(|| {
                 i = (i + 1) % people.len();
-                black_box(view.list_visible_refs(black_box(&all_of(people[i]))).map(|p| p.items.len()).unwrap_or(0))
+                black_box(
+                    view.list_visible_refs(black_box(&all_metrics(people[i]))).map(|p| p.items.len()).unwrap_or(0),
+                )
             })
         });
     }
@@ -231,10 +192,10 @@ fn bench(c: &mut Criterion) {
     let mut asked = 0usize;
     g.bench_function("subjects_of_a_metric_all_persons", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
+            i = (i + 1) & (CYCLE - 1);
             let r = CheckRequest {
                 permission: Some(Perm::Read),
-                object: Some(ObjectRef { kind: types::METRIC, id: &metrics[i], tenant: None }),
+                object: Some(ObjectRef { kind: types::METRIC, id: &q.metrics[i], tenant: None }),
                 ..Default::default()
             };
             let n = view.allowed_subjects(&r, None, usize::MAX).map(|p| p.items.len()).unwrap_or(0);
@@ -247,8 +208,8 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     g.bench_function("holders_of_a_privilege_all_persons", |b| {
         b.iter(|| {
-            i = (i + 1) & 4095;
-            black_box(view.privilege_holders(synth::APP, &privs[i], None, usize::MAX).map(|p| p.items.len()))
+            i = (i + 1) & (CYCLE - 1);
+            black_box(view.privilege_holders(synth::APP, &q.privs[i], None, usize::MAX).map(|p| p.items.len()))
         })
     });
     g.finish();

@@ -15,69 +15,43 @@
 /// The allocator the server binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use authzd::engine::{CheckRequest, ListRequest, ObjectRef, TenantView};
-use authzd::model::{Perm, types};
-use authzd::synth::{self, Rng, SynthParams};
+use authzd::engine::TenantView;
+use authzd::synth::{self, SynthParams};
 use std::hint::black_box;
 
+#[path = "common/requests.rs"]
+mod requests;
+use requests::{CYCLE, Requests, all_metrics};
+
 #[inline(never)]
-fn privilege(view: &TenantView, persons: &[String], privs: &[String]) -> usize {
+fn privilege(view: &TenantView, q: &Requests) -> usize {
     let mut n = 0;
-    for i in 0..4096 {
-        let r = CheckRequest {
-            subject: &persons[i],
-            application: Some(synth::APP),
-            privilege: Some(&privs[i]),
-            ..Default::default()
-        };
-        n += black_box(view.check(black_box(&r))).allowed() as usize;
+    for i in 0..CYCLE {
+        n += black_box(view.check(black_box(&q.privilege(i)))).allowed() as usize;
     }
     n
 }
 #[inline(never)]
-fn object(view: &TenantView, persons: &[String], metrics: &[String]) -> usize {
+fn object(view: &TenantView, q: &Requests) -> usize {
     let mut n = 0;
-    for i in 0..4096 {
-        let r = CheckRequest {
-            subject: &persons[i],
-            permission: Some(Perm::Read),
-            object: Some(ObjectRef { kind: types::METRIC, id: &metrics[(i * 7) & 4095], tenant: None }),
-            ..Default::default()
-        };
-        n += black_box(view.check(black_box(&r))).allowed() as usize;
+    for i in 0..CYCLE {
+        n += black_box(view.check(black_box(&q.object(i)))).allowed() as usize;
     }
     n
 }
 #[inline(never)]
-fn object_app(view: &TenantView, persons: &[String], metrics: &[String], privs: &[String]) -> usize {
+fn object_app(view: &TenantView, q: &Requests) -> usize {
     let mut n = 0;
-    for i in 0..4096 {
-        let r = CheckRequest {
-            subject: &persons[i],
-            application: Some(synth::APP),
-            permission: Some(Perm::Read),
-            object: Some(ObjectRef { kind: types::METRIC, id: &metrics[(i * 7) & 4095], tenant: None }),
-            privilege: Some(&privs[i]),
-            property: None,
-        };
-        n += black_box(view.check(black_box(&r))).allowed() as usize;
+    for i in 0..CYCLE {
+        n += black_box(view.check(black_box(&q.object_with_app_and_privilege(i)))).allowed() as usize;
     }
     n
 }
 #[inline(never)]
-fn list(view: &TenantView, persons: &[String]) -> usize {
+fn list(view: &TenantView, q: &Requests) -> usize {
     let mut n = 0;
-    for s in persons.iter().take(256) {
-        let r = ListRequest {
-            subject: s,
-            kind: types::METRIC,
-            folder: None,
-            permission: Perm::Read,
-            application: None,
-            after: None,
-            limit: usize::MAX,
-        };
-        n += black_box(view.list_visible_refs(&r).map(|p| p.items.len()).unwrap_or(0));
+    for s in q.persons.iter().take(256) {
+        n += black_box(view.list_visible_refs(&all_metrics(s)).map(|p| p.items.len()).unwrap_or(0));
     }
     n
 }
@@ -91,12 +65,9 @@ fn main() {
         }
     };
     let view = TenantView::build(&config, 1);
-    let mut rng = Rng::new(7);
-    let persons: Vec<String> = (0..4096).map(|_| synth::person_id(rng.below(p.persons))).collect();
-    let privs: Vec<String> = (0..4096).map(|_| synth::privilege_name(rng.below(p.privileges))).collect();
-    let metrics: Vec<String> = (0..4096).map(|_| synth::metric_id(rng.below(p.metrics))).collect();
-    println!("privilege allowed {}", privilege(&view, &persons, &privs));
-    println!("object allowed {}", object(&view, &persons, &metrics));
-    println!("object_app allowed {}", object_app(&view, &persons, &metrics, &privs));
-    println!("listed {}", list(&view, &persons));
+    let q = Requests::new(&p);
+    println!("privilege allowed {}", privilege(&view, &q));
+    println!("object allowed {}", object(&view, &q));
+    println!("object_app allowed {}", object_app(&view, &q));
+    println!("listed {}", list(&view, &q));
 }
