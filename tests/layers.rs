@@ -45,11 +45,6 @@ const CORE: [&str; 2] = ["model", "engine"];
 /// Top-level modules whose submodules must not import each other in a cycle.
 const SUBMODULE_DAGS: [&str; 6] = ["cli", "engine", "http", "loadgen", "model", "service"];
 
-/// Edges of the top-level graph tolerated for now, each with why. Such an
-/// edge is left out of the cycle check; the test fails when it is gone, so
-/// that its line here goes with it.
-const TOLERATED: [(&str, &str, &str); 0] = [];
-
 /// One import: from the module path of the code to the module path it names.
 #[derive(Debug, Clone)]
 struct Import {
@@ -449,17 +444,9 @@ fn the_decision_core_imports_only_itself() {
 
 #[test]
 fn the_top_level_modules_import_each_other_without_a_cycle() {
-    let mut g = graph(&imports(&sources()), top);
-    let mut stale = Vec::new();
-    for (a, b, why) in TOLERATED {
-        match g.get_mut(a).and_then(|m| m.remove(b)) {
-            Some(at) => eprintln!("tolerated for now: {a} -> {b} ({}): {why}", at.join("; ")),
-            None => stale.push(format!("{a} -> {b}")),
-        }
-    }
+    let g = graph(&imports(&sources()), top);
     let found = cycles(&g);
     assert!(found.is_empty(), "{}", describe("the top-level modules", &g, &found));
-    assert!(stale.is_empty(), "tolerated edges that are gone: remove them from TOLERATED: {}", stale.join(", "));
 }
 
 #[test]
