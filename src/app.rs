@@ -47,7 +47,8 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-// The demo tenant is shipped with the presets (`authzd bench --demo` reads it too).
+// The demo tenant lives with the presets (`model::presets`, which `authzd bench --demo`
+// reads too); this path stays for the callers that know it here.
 pub use crate::model::presets::{DEMO_TENANT_ID, DEMO_TENANT_YAML};
 
 /// Runs the parsed command line; the process exit code.
